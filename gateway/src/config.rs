@@ -1,0 +1,641 @@
+//! Typed, validated gateway configuration (TOML).
+//!
+//! Loading happens in two steps: the file is parsed into the raw `File*` structs
+//! (unknown keys are an error, with the line), then validated into [`Config`], the one
+//! internal shape the rest of the gateway reads. Values may reference the environment
+//! with `${env:NAME}`; a missing variable is an error that names the key.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+use thiserror::Error;
+use url::Url;
+
+/// A configuration mistake, reported with the file, line and key at fault.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("{path}:{line}: `{key}`: {message}")]
+    Invalid {
+        path: String,
+        line: usize,
+        key: String,
+        message: String,
+    },
+}
+
+const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+const DEFAULT_MAX_BODY: usize = 4 * 1024 * 1024;
+const DEFAULT_TIMEOUT_MS: u64 = 30_000;
+const DEFAULT_STREAM_IDLE_MS: u64 = 300_000;
+const DEFAULT_SESSION_TTL_S: u64 = 24 * 3600;
+const DEFAULT_HEALTH_INTERVAL_S: u64 = 10;
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    #[serde(default)]
+    server: FileServer,
+    #[serde(default)]
+    auth: FileAuth,
+    #[serde(default)]
+    backend: Vec<toml::Spanned<FileBackend>>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileServer {
+    listen: Option<toml::Spanned<String>>,
+    public_url: Option<toml::Spanned<String>>,
+    max_body_bytes: Option<usize>,
+    request_timeout_ms: Option<u64>,
+    stream_idle_timeout_ms: Option<u64>,
+    session_key: Option<toml::Spanned<String>>,
+    session_ttl_s: Option<u64>,
+    allowed_hosts: Option<Vec<String>>,
+    allowed_origins: Option<Vec<String>>,
+    health_interval_s: Option<u64>,
+    log_format: Option<toml::Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileAuth {
+    mode: Option<toml::Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileBackend {
+    name: toml::Spanned<String>,
+    transport: Option<toml::Spanned<String>>,
+    url: Option<toml::Spanned<String>>,
+    #[serde(default)]
+    headers: BTreeMap<String, toml::Spanned<String>>,
+    prefix: Option<bool>,
+    timeout_ms: Option<u64>,
+    enabled: Option<bool>,
+}
+
+/// How the gateway authenticates clients. Only `none` exists until the OAuth
+/// resource server lands; it refuses a non-loopback listen address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMode {
+    None,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+/// Validated server settings.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    /// Canonical public URL of the gateway (scheme://host[:port]), no trailing slash.
+    pub public_url: Url,
+    pub max_body_bytes: usize,
+    pub request_timeout: Duration,
+    pub stream_idle_timeout: Duration,
+    /// 32-byte key sealing session ids; `None` means "generate at start".
+    pub session_key: Option<[u8; 32]>,
+    pub session_ttl: Duration,
+    /// Host names (without port) accepted in the `Host` header.
+    pub allowed_hosts: Vec<String>,
+    /// Exact origins accepted in the `Origin` header, plus loopback ones when local.
+    pub allowed_origins: Vec<String>,
+    /// Accept any `http://localhost:*`-style origin (loopback deployments).
+    pub allow_loopback_origins: bool,
+    pub health_interval: Duration,
+    pub log_format: LogFormat,
+}
+
+/// Upstream transport of a backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Transport {
+    /// Streamable HTTP at `url`.
+    Http { url: Url },
+}
+
+/// One validated upstream MCP server.
+#[derive(Debug, Clone)]
+pub struct BackendConfig {
+    pub name: String,
+    pub transport: Transport,
+    /// Extra request headers for the upstream (credentials), already resolved.
+    pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    pub prefix: bool,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub auth: AuthMode,
+    /// Enabled backends, in file order (which is also the merge order of lists).
+    pub backends: Vec<BackendConfig>,
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::parse(&text, &path.display().to_string(), &|name| {
+            std::env::var(name).ok()
+        })
+    }
+
+    /// Parses and validates config text. `env` resolves `${env:NAME}` references.
+    pub fn parse(
+        text: &str,
+        path: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let file: FileConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_string(),
+            message: describe_toml_error(text, &e),
+        })?;
+        Validator { text, path, env }.validate(file)
+    }
+}
+
+fn describe_toml_error(text: &str, e: &toml::de::Error) -> String {
+    match e.span() {
+        Some(span) => format!(
+            "line {}: {}",
+            line_of(text, span.start),
+            e.message().trim_end()
+        ),
+        None => e.message().trim_end().to_string(),
+    }
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())]
+        .bytes()
+        .filter(|b| *b == b'\n')
+        .count()
+        + 1
+}
+
+struct Validator<'a> {
+    text: &'a str,
+    path: &'a str,
+    env: &'a dyn Fn(&str) -> Option<String>,
+}
+
+impl Validator<'_> {
+    fn err(&self, span: Range<usize>, key: &str, message: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            path: self.path.to_string(),
+            line: line_of(self.text, span.start),
+            key: key.to_string(),
+            message: message.into(),
+        }
+    }
+
+    /// Expands `${env:NAME}` references in a value.
+    fn expand(&self, value: &toml::Spanned<String>, key: &str) -> Result<String, ConfigError> {
+        expand_refs(value.get_ref(), self.env)
+            .map_err(|message| self.err(value.span(), key, message))
+    }
+
+    fn validate(&self, file: FileConfig) -> Result<Config, ConfigError> {
+        let auth = match &file.auth.mode {
+            None => AuthMode::None,
+            Some(m) if m.get_ref() == "none" => AuthMode::None,
+            Some(m) => {
+                return Err(self.err(
+                    m.span(),
+                    "auth.mode",
+                    format!(
+                        "unknown mode {:?}: this build supports \"none\" only",
+                        m.get_ref()
+                    ),
+                ))
+            }
+        };
+        let server = self.server(file.server, auth)?;
+        let mut backends: Vec<BackendConfig> = Vec::new();
+        let mut unprefixed: Option<String> = None;
+        for spanned in file.backend {
+            let span = spanned.span();
+            let b = spanned.into_inner();
+            if b.enabled == Some(false) {
+                continue;
+            }
+            let backend = self.backend(b, span.clone(), &server)?;
+            if backends.iter().any(|o| o.name == backend.name) {
+                return Err(self.err(
+                    span,
+                    "backend.name",
+                    format!("duplicate backend name {:?}", backend.name),
+                ));
+            }
+            if !backend.prefix {
+                if let Some(other) = &unprefixed {
+                    return Err(self.err(
+                        span,
+                        "backend.prefix",
+                        format!(
+                            "backends {other:?} and {:?} both set prefix = false, so their tool \
+                             and prompt names could collide; set prefix = true on one of them",
+                            backend.name
+                        ),
+                    ));
+                }
+                unprefixed = Some(backend.name.clone());
+            }
+            backends.push(backend);
+        }
+        Ok(Config {
+            server,
+            auth,
+            backends,
+        })
+    }
+
+    fn server(&self, s: FileServer, auth: AuthMode) -> Result<ServerConfig, ConfigError> {
+        let listen = match &s.listen {
+            None => DEFAULT_LISTEN
+                .parse::<SocketAddr>()
+                .map_err(|e| self.err(0..0, "server.listen", e.to_string()))?,
+            Some(v) => {
+                let raw = self.expand(v, "server.listen")?;
+                raw.parse::<SocketAddr>().map_err(|_| {
+                    self.err(
+                        v.span(),
+                        "server.listen",
+                        format!("{raw:?} is not an address like \"127.0.0.1:8080\""),
+                    )
+                })?
+            }
+        };
+        if auth == AuthMode::None && !listen.ip().is_loopback() {
+            let span = s.listen.as_ref().map(|v| v.span()).unwrap_or(0..0);
+            return Err(self.err(
+                span,
+                "server.listen",
+                format!(
+                    "auth.mode = \"none\" serves anyone who can connect, so it only listens on a \
+                     loopback address; {listen} is not one (use 127.0.0.1 or configure auth)"
+                ),
+            ));
+        }
+        let public_url = match &s.public_url {
+            None => Url::parse(&format!("http://{listen}"))
+                .map_err(|e| self.err(0..0, "server.public_url", e.to_string()))?,
+            Some(v) => {
+                let raw = self.expand(v, "server.public_url")?;
+                let url = Url::parse(&raw).map_err(|e| {
+                    self.err(v.span(), "server.public_url", format!("{raw:?}: {e}"))
+                })?;
+                if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+                    return Err(self.err(
+                        v.span(),
+                        "server.public_url",
+                        "must be an http(s) URL with a host, e.g. \"https://mcp.example.com\"",
+                    ));
+                }
+                url
+            }
+        };
+        let session_key = match &s.session_key {
+            None => None,
+            Some(v) => {
+                let raw = self.expand(v, "server.session_key")?;
+                if raw.is_empty() {
+                    None
+                } else {
+                    Some(
+                        decode_key(&raw)
+                            .map_err(|m| self.err(v.span(), "server.session_key", m))?,
+                    )
+                }
+            }
+        };
+        let local = listen.ip().is_loopback();
+        let public_host = public_url
+            .host_str()
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        let allowed_hosts = match s.allowed_hosts {
+            Some(h) => h.into_iter().map(|h| h.to_ascii_lowercase()).collect(),
+            None => {
+                let mut v = vec![public_host];
+                if local {
+                    for h in ["localhost", "127.0.0.1", "[::1]"] {
+                        if !v.iter().any(|x| x == h) {
+                            v.push(h.to_string());
+                        }
+                    }
+                }
+                v
+            }
+        };
+        let allowed_origins = match s.allowed_origins {
+            Some(o) => o
+                .into_iter()
+                .map(|o| o.trim_end_matches('/').to_ascii_lowercase())
+                .collect(),
+            None => vec![public_url
+                .origin()
+                .ascii_serialization()
+                .to_ascii_lowercase()],
+        };
+        let log_format = match s.log_format.as_ref().map(|v| v.get_ref().as_str()) {
+            None | Some("pretty") => LogFormat::Pretty,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                let span = s.log_format.as_ref().map(|v| v.span()).unwrap_or(0..0);
+                return Err(self.err(
+                    span,
+                    "server.log_format",
+                    format!("{other:?} is not \"pretty\" or \"json\""),
+                ));
+            }
+        };
+        let max_body_bytes = s.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY);
+        if max_body_bytes < 1024 {
+            return Err(self.err(0..0, "server.max_body_bytes", "must be at least 1024"));
+        }
+        Ok(ServerConfig {
+            listen,
+            public_url,
+            max_body_bytes,
+            request_timeout: Duration::from_millis(
+                s.request_timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS).max(1),
+            ),
+            stream_idle_timeout: Duration::from_millis(
+                s.stream_idle_timeout_ms
+                    .unwrap_or(DEFAULT_STREAM_IDLE_MS)
+                    .max(1),
+            ),
+            session_key,
+            session_ttl: Duration::from_secs(
+                s.session_ttl_s.unwrap_or(DEFAULT_SESSION_TTL_S).max(1),
+            ),
+            allowed_hosts,
+            allowed_origins,
+            allow_loopback_origins: local,
+            health_interval: Duration::from_secs(
+                s.health_interval_s
+                    .unwrap_or(DEFAULT_HEALTH_INTERVAL_S)
+                    .max(1),
+            ),
+            log_format,
+        })
+    }
+
+    fn backend(
+        &self,
+        b: FileBackend,
+        span: Range<usize>,
+        server: &ServerConfig,
+    ) -> Result<BackendConfig, ConfigError> {
+        let name = b.name.get_ref().clone();
+        if !valid_backend_name(&name) {
+            return Err(self.err(
+                b.name.span(),
+                "backend.name",
+                format!(
+                    "{name:?} must be 1-32 characters of letters, digits, '-' or '_', \
+                     must not contain \"__\" and must not end with '_'"
+                ),
+            ));
+        }
+        let transport_name = b
+            .transport
+            .as_ref()
+            .map(|t| t.get_ref().as_str())
+            .unwrap_or("http");
+        let transport = match transport_name {
+            "http" => {
+                let Some(url_v) = &b.url else {
+                    return Err(self.err(
+                        span,
+                        "backend.url",
+                        format!("backend {name:?} uses transport \"http\" and needs a url"),
+                    ));
+                };
+                let raw = self.expand(url_v, "backend.url")?;
+                let url = Url::parse(&raw)
+                    .map_err(|e| self.err(url_v.span(), "backend.url", format!("{raw:?}: {e}")))?;
+                if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+                    return Err(self.err(
+                        url_v.span(),
+                        "backend.url",
+                        format!("{raw:?} must be an http:// or https:// URL"),
+                    ));
+                }
+                Transport::Http { url }
+            }
+            other => {
+                let tspan = b.transport.as_ref().map(|t| t.span()).unwrap_or(span);
+                return Err(self.err(
+                    tspan,
+                    "backend.transport",
+                    format!("unknown transport {other:?}; supported: \"http\""),
+                ));
+            }
+        };
+        let mut headers = Vec::new();
+        for (k, v) in &b.headers {
+            let key = format!("backend.headers.{k}");
+            let hn = http::HeaderName::from_bytes(k.as_bytes())
+                .map_err(|_| self.err(v.span(), &key, "not a valid HTTP header name"))?;
+            let value = self.expand(v, &key)?;
+            let hv = http::HeaderValue::from_str(&value).map_err(|_| {
+                // Never echo the value: it is usually a credential.
+                self.err(v.span(), &key, "value is not a valid HTTP header value")
+            })?;
+            headers.push((hn, hv));
+        }
+        Ok(BackendConfig {
+            name,
+            transport,
+            headers,
+            prefix: b.prefix.unwrap_or(true),
+            timeout: b
+                .timeout_ms
+                .map(|ms| Duration::from_millis(ms.max(1)))
+                .unwrap_or(server.request_timeout),
+        })
+    }
+}
+
+/// A backend name becomes the `{backend}__` prefix of tool names, so it is restricted to
+/// characters valid in tool names and may not itself contain the separator.
+pub fn valid_backend_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 32
+        && name
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+        && !name.contains("__")
+        && !name.ends_with('_')
+}
+
+/// Expands `${env:NAME}` references. Unknown reference kinds and unset variables are
+/// errors (the message never contains the resolved value).
+pub fn expand_refs(value: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+    let mut out = String::with_capacity(value.len());
+    let mut rest = value;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let Some(end) = after.find('}') else {
+            return Err("unterminated \"${\" reference".to_string());
+        };
+        let reference = &after[..end];
+        match reference.split_once(':') {
+            Some(("env", name)) if !name.is_empty() => match env(name) {
+                Some(v) => out.push_str(&v),
+                None => return Err(format!("environment variable {name} is not set")),
+            },
+            _ => {
+                return Err(format!(
+                    "unsupported reference \"${{{reference}}}\"; use ${{env:NAME}}"
+                ))
+            }
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+fn decode_key(raw: &str) -> Result<[u8; 32], String> {
+    use base64::Engine;
+    let bytes = if raw.len() == 64 && raw.bytes().all(|b| b.is_ascii_hexdigit()) {
+        (0..32)
+            .map(|i| u8::from_str_radix(&raw[2 * i..2 * i + 2], 16))
+            .collect::<Result<Vec<u8>, _>>()
+            .map_err(|e| e.to_string())?
+    } else {
+        base64::engine::general_purpose::STANDARD
+            .decode(raw.trim())
+            .or_else(|_| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(raw.trim()))
+            .map_err(|_| "must be 32 bytes as 64 hex characters or base64".to_string())?
+    };
+    bytes
+        .try_into()
+        .map_err(|_| "must be exactly 32 bytes (64 hex characters or base64)".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, "test.toml", &|n| {
+            (n == "TOKEN").then(|| "s3cret".to_string())
+        })
+    }
+
+    #[test]
+    fn defaults_apply() {
+        let c = parse("[[backend]]\nname = \"a\"\nurl = \"http://127.0.0.1:9/mcp\"\n").unwrap();
+        assert_eq!(c.server.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.server.max_body_bytes, 4 * 1024 * 1024);
+        assert!(c.backends[0].prefix);
+        assert!(c.server.allowed_hosts.contains(&"localhost".to_string()));
+    }
+
+    #[test]
+    fn env_reference_resolves_and_missing_one_names_key_and_line() {
+        let c = parse(
+            "[[backend]]\nname = \"a\"\nurl = \"http://127.0.0.1:9/mcp\"\nheaders = { Authorization = \"Bearer ${env:TOKEN}\" }\n",
+        )
+        .unwrap();
+        assert_eq!(c.backends[0].headers[0].1, "Bearer s3cret");
+        let e = parse(
+            "[[backend]]\nname = \"a\"\nurl = \"http://127.0.0.1:9/mcp\"\nheaders = { X = \"${env:NOPE}\" }\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("test.toml:4"), "{e}");
+        assert!(e.contains("backend.headers.X"), "{e}");
+        assert!(e.contains("NOPE"), "{e}");
+    }
+
+    #[test]
+    fn unknown_key_reports_line() {
+        let e = parse("[server]\nlisten = \"127.0.0.1:1\"\nlistn = 3\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 3"), "{e}");
+        assert!(e.contains("listn"), "{e}");
+    }
+
+    #[test]
+    fn none_auth_refuses_public_listen() {
+        let e = parse("[server]\nlisten = \"0.0.0.0:8080\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("server.listen"), "{e}");
+        assert!(e.contains("loopback"), "{e}");
+    }
+
+    #[test]
+    fn two_unprefixed_backends_are_refused() {
+        let e = parse(
+            "[[backend]]\nname = \"a\"\nurl = \"http://h/mcp\"\nprefix = false\n[[backend]]\nname = \"b\"\nurl = \"http://h/mcp\"\nprefix = false\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("prefix = false"), "{e}");
+        assert!(e.contains(":5:"), "{e}");
+    }
+
+    #[test]
+    fn bad_backend_names() {
+        for bad in ["a__b", "", "x y", "a_", &"n".repeat(33)] {
+            let text = format!("[[backend]]\nname = {bad:?}\nurl = \"http://h/mcp\"\n");
+            let e = parse(&text).unwrap_err().to_string();
+            assert!(e.contains("backend.name"), "{bad}: {e}");
+        }
+        let e = parse("[[backend]]\nname = \"a\"\nurl = \"http://h/mcp\"\n[[backend]]\nname = \"a\"\nurl = \"http://h/mcp\"\n").unwrap_err().to_string();
+        assert!(e.contains("duplicate"), "{e}");
+    }
+
+    #[test]
+    fn disabled_backends_are_dropped_and_transport_checked() {
+        let c =
+            parse("[[backend]]\nname = \"a\"\nurl = \"http://h/mcp\"\nenabled = false\n").unwrap();
+        assert!(c.backends.is_empty());
+        let e = parse("[[backend]]\nname = \"a\"\ntransport = \"carrier-pigeon\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("backend.transport") && e.contains(":3:"), "{e}");
+        let e = parse("[[backend]]\nname = \"a\"\nurl = \"ftp://h/mcp\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("backend.url"), "{e}");
+    }
+
+    #[test]
+    fn session_key_formats() {
+        let hex = "00".repeat(32);
+        let c = parse(&format!("[server]\nsession_key = \"{hex}\"\n")).unwrap();
+        assert_eq!(c.server.session_key, Some([0u8; 32]));
+        let e = parse("[server]\nsession_key = \"short\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("server.session_key"), "{e}");
+    }
+}

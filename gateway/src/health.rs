@@ -1,0 +1,65 @@
+//! `/healthz`, `/readyz` and the background probes that keep backend states fresh.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use serde_json::{json, Value};
+
+use crate::mcp::handler::Gateway;
+use crate::upstream::Health;
+
+/// The `/readyz` document and its HTTP status: 503 only when every backend is down.
+pub fn readiness(gw: &Gateway) -> (u16, Value) {
+    let backends: Vec<Value> = gw
+        .backends
+        .iter()
+        .map(|b| {
+            json!({
+                "name": b.name(),
+                "state": b.health().as_str(),
+                "since_s": b.state_age().as_secs(),
+                "last_error": b.last_error(),
+                "requests": b.requests.load(Ordering::Relaxed),
+                "failures": b.failures.load(Ordering::Relaxed),
+                "omitted_from_lists": b.omitted.load(Ordering::Relaxed),
+            })
+        })
+        .collect();
+    let all_down =
+        !gw.backends.is_empty() && gw.backends.iter().all(|b| b.health() == Health::Down);
+    let status = if all_down { 503 } else { 200 };
+    (status, json!({"ready": !all_down, "backends": backends}))
+}
+
+/// Pings every backend every `server.health_interval`, in parallel.
+pub struct Probes {
+    pub gateway: Arc<Gateway>,
+}
+
+#[async_trait]
+impl BackgroundService for Probes {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let every = self.gateway.config.server.health_interval;
+        loop {
+            futures::future::join_all(self.gateway.backends.iter().map(|b| async move {
+                // probe() records its own outcome; only a hang is recorded here.
+                if tokio::time::timeout(b.config.timeout, b.probe())
+                    .await
+                    .is_err()
+                {
+                    b.record::<()>(&Err(crate::upstream::UpstreamError::Timeout(
+                        b.config.timeout,
+                    )));
+                }
+            }))
+            .await;
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}

@@ -1,0 +1,7 @@
+//! `mcp-gateway`: one MCP endpoint in front of many MCP servers, on Pingora.
+
+pub mod config;
+pub mod health;
+pub mod mcp;
+pub mod proxy;
+pub mod upstream;

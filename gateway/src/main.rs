@@ -1,0 +1,111 @@
+//! `mcp-gateway`: the binary. Parses the CLI, loads and validates the config, builds
+//! the Pingora server and runs it.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use mcp_gateway::config::{Config, LogFormat};
+use mcp_gateway::health::Probes;
+use mcp_gateway::mcp::handler::Gateway;
+use mcp_gateway::mcp::session::Sealer;
+use mcp_gateway::proxy::GatewayProxy;
+use mcp_gateway::upstream::http::build_client;
+use pingora::server::configuration::Opt;
+use pingora::server::Server;
+use pingora::services::background::background_service;
+
+/// One MCP endpoint in front of many MCP servers.
+#[derive(Parser, Debug)]
+#[command(name = "mcp-gateway", version, about)]
+struct Cli {
+    /// Gateway configuration (TOML).
+    #[arg(long, env = "MCP_GATEWAY_CONFIG", value_name = "FILE")]
+    config: PathBuf,
+
+    /// Pingora's own flags: -c pingora.yaml, -t (validate and exit), -d, -u.
+    #[command(flatten)]
+    pingora: Opt,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let mut config = match Config::load(&cli.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("mcp-gateway: configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_tracing(config.server.log_format);
+    match run(&mut config, cli.pingora) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("mcp-gateway: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Pretty => builder.compact().init(),
+    }
+}
+
+fn run(config: &mut Config, opt: Opt) -> anyhow::Result<()> {
+    let validate_only = opt.test;
+    let mut server = Server::new(Some(opt))?;
+    server.bootstrap();
+    if validate_only {
+        return Ok(());
+    }
+    // Port 0: pick a free port now so it can be announced (tests read it back).
+    if config.server.listen.port() == 0 {
+        let probe = std::net::TcpListener::bind(config.server.listen)?;
+        config.server.listen = probe.local_addr()?;
+        drop(probe);
+        if config.server.public_url.port() == Some(0) {
+            let _ = config
+                .server
+                .public_url
+                .set_port(Some(config.server.listen.port()));
+        }
+    }
+    let key = match config.server.session_key {
+        Some(k) => k,
+        None => {
+            tracing::warn!(
+                "server.session_key is not set: using a random key, so sessions end when this \
+                 process stops and other replicas cannot serve them"
+            );
+            Sealer::random_key()
+        }
+    };
+    let config = Arc::new(config.clone());
+    let gateway = Arc::new(Gateway::new(config.clone(), build_client()?, key));
+    let mut proxy = pingora::proxy::http_proxy_service(
+        &server.configuration,
+        GatewayProxy {
+            gateway: gateway.clone(),
+        },
+    );
+    proxy.add_tcp(&config.server.listen.to_string());
+    server.add_service(proxy);
+    server.add_service(background_service("health probes", Probes { gateway }));
+    println!("listening on http://{}/mcp", config.server.listen);
+    tracing::info!(
+        listen = %config.server.listen,
+        backends = config.backends.len(),
+        "mcp-gateway starting"
+    );
+    server.run_forever();
+}

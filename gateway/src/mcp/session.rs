@@ -1,0 +1,285 @@
+//! Downstream sessions as sealed tokens.
+//!
+//! The `Mcp-Session-Id` the gateway hands out is an authenticated, encrypted token
+//! (XChaCha20-Poly1305) that carries everything needed to serve the session: the user,
+//! the negotiated revision, the client's capabilities and the upstream session of every
+//! backend. Any gateway replica holding the same key can serve any request, there is no
+//! session store, and a token altered by one bit, or sealed under another key, is
+//! rejected.
+
+use std::collections::BTreeMap;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+const PREFIX: &str = "g1.";
+const AAD: &[u8] = b"mcp-gateway session v1";
+
+/// Capability bits of a backend, as learnt from its `initialize` result.
+pub mod caps {
+    pub const TOOLS: u16 = 1;
+    pub const PROMPTS: u16 = 2;
+    pub const RESOURCES: u16 = 4;
+    pub const LOGGING: u16 = 8;
+    pub const COMPLETIONS: u16 = 16;
+    pub const RESOURCES_SUBSCRIBE: u16 = 32;
+    pub const TOOLS_LIST_CHANGED: u16 = 64;
+    pub const PROMPTS_LIST_CHANGED: u16 = 128;
+    pub const RESOURCES_LIST_CHANGED: u16 = 256;
+
+    /// Reads the bits from a `ServerCapabilities` object.
+    pub fn from_json(c: &serde_json::Value) -> u16 {
+        let mut bits = 0;
+        let has = |k: &str| c.get(k).is_some_and(|v| !v.is_null());
+        let flag = |k: &str, f: &str| {
+            c.get(k).and_then(|v| v.get(f)).and_then(|v| v.as_bool()) == Some(true)
+        };
+        if has("tools") {
+            bits |= TOOLS;
+        }
+        if has("prompts") {
+            bits |= PROMPTS;
+        }
+        if has("resources") {
+            bits |= RESOURCES;
+        }
+        if has("logging") {
+            bits |= LOGGING;
+        }
+        if has("completions") {
+            bits |= COMPLETIONS;
+        }
+        if flag("resources", "subscribe") {
+            bits |= RESOURCES_SUBSCRIBE;
+        }
+        if flag("tools", "listChanged") {
+            bits |= TOOLS_LIST_CHANGED;
+        }
+        if flag("prompts", "listChanged") {
+            bits |= PROMPTS_LIST_CHANGED;
+        }
+        if flag("resources", "listChanged") {
+            bits |= RESOURCES_LIST_CHANGED;
+        }
+        bits
+    }
+
+    /// Builds a `ServerCapabilities` object from the union of bits.
+    pub fn to_json(bits: u16) -> serde_json::Value {
+        use serde_json::json;
+        let mut c = serde_json::Map::new();
+        if bits & TOOLS != 0 {
+            c.insert(
+                "tools".into(),
+                json!({"listChanged": bits & TOOLS_LIST_CHANGED != 0}),
+            );
+        }
+        if bits & PROMPTS != 0 {
+            c.insert(
+                "prompts".into(),
+                json!({"listChanged": bits & PROMPTS_LIST_CHANGED != 0}),
+            );
+        }
+        if bits & RESOURCES != 0 {
+            c.insert(
+                "resources".into(),
+                json!({"subscribe": bits & RESOURCES_SUBSCRIBE != 0,
+                       "listChanged": bits & RESOURCES_LIST_CHANGED != 0}),
+            );
+        }
+        if bits & LOGGING != 0 {
+            c.insert("logging".into(), json!({}));
+        }
+        if bits & COMPLETIONS != 0 {
+            c.insert("completions".into(), json!({}));
+        }
+        serde_json::Value::Object(c)
+    }
+}
+
+/// The gateway's session with one backend.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct UpstreamSession {
+    /// The backend's `Mcp-Session-Id`, absent for stateless backends.
+    #[serde(rename = "s", default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// Revision negotiated with the backend.
+    #[serde(rename = "v")]
+    pub version: String,
+    /// Capability bits of the backend.
+    #[serde(rename = "c")]
+    pub caps: u16,
+}
+
+/// What a session id carries.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SessionClaims {
+    /// Random id, for logs and for ending the session.
+    pub sid: String,
+    /// The user the session belongs to.
+    pub sub: String,
+    /// Issued at, seconds since the epoch.
+    pub iat: u64,
+    /// Negotiated downstream revision.
+    pub v: String,
+    /// The client's `capabilities` from `initialize`.
+    #[serde(default)]
+    pub caps: Value,
+    /// The client's `clientInfo`.
+    #[serde(default)]
+    pub info: Value,
+    /// Upstream sessions by backend name.
+    #[serde(default)]
+    pub up: BTreeMap<String, UpstreamSession>,
+}
+
+impl SessionClaims {
+    pub fn new(sub: String, version: String, caps: Value, info: Value) -> SessionClaims {
+        let mut raw = [0u8; 16];
+        rand::thread_rng().fill_bytes(&mut raw);
+        SessionClaims {
+            sid: raw.iter().map(|b| format!("{b:02x}")).collect(),
+            sub,
+            iat: now_secs(),
+            v: version,
+            caps,
+            info,
+            up: BTreeMap::new(),
+        }
+    }
+}
+
+pub fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Seals and opens session tokens under one key.
+pub struct Sealer {
+    cipher: XChaCha20Poly1305,
+}
+
+impl Sealer {
+    pub fn new(key: &[u8; 32]) -> Sealer {
+        Sealer {
+            cipher: XChaCha20Poly1305::new(key.into()),
+        }
+    }
+
+    /// A fresh random key, for runs that configured none.
+    pub fn random_key() -> [u8; 32] {
+        let mut k = [0u8; 32];
+        rand::thread_rng().fill_bytes(&mut k);
+        k
+    }
+
+    pub fn seal(&self, claims: &SessionClaims) -> String {
+        let plain = serde_json::to_vec(claims).unwrap_or_default();
+        let mut nonce = [0u8; 24];
+        rand::thread_rng().fill_bytes(&mut nonce);
+        let sealed = self
+            .cipher
+            .encrypt(
+                XNonce::from_slice(&nonce),
+                Payload {
+                    msg: &plain,
+                    aad: AAD,
+                },
+            )
+            .unwrap_or_default();
+        let mut out = Vec::with_capacity(24 + sealed.len());
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&sealed);
+        format!("{PREFIX}{}", URL_SAFE_NO_PAD.encode(out))
+    }
+
+    /// Opens a token; `None` for anything not sealed by this key.
+    pub fn open(&self, token: &str) -> Option<SessionClaims> {
+        let body = token.strip_prefix(PREFIX)?;
+        if body.len() > 16 * 1024 {
+            return None;
+        }
+        let raw = URL_SAFE_NO_PAD.decode(body).ok()?;
+        if raw.len() < 24 + 16 {
+            return None;
+        }
+        let (nonce, sealed) = raw.split_at(24);
+        let plain = self
+            .cipher
+            .decrypt(
+                XNonce::from_slice(nonce),
+                Payload {
+                    msg: sealed,
+                    aad: AAD,
+                },
+            )
+            .ok()?;
+        serde_json::from_slice(&plain).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn claims() -> SessionClaims {
+        let mut c = SessionClaims::new(
+            "alice".into(),
+            "2025-11-25".into(),
+            json!({"sampling": {}}),
+            json!({"name": "t"}),
+        );
+        c.up.insert(
+            "a".into(),
+            UpstreamSession {
+                id: Some("abc".into()),
+                version: "2025-06-18".into(),
+                caps: caps::TOOLS,
+            },
+        );
+        c
+    }
+
+    #[test]
+    fn seal_open_round_trip_and_visible_ascii() {
+        let s = Sealer::new(&[7; 32]);
+        let c = claims();
+        let t = s.seal(&c);
+        assert!(t.bytes().all(|b| (0x21..=0x7e).contains(&b)));
+        assert_eq!(s.open(&t), Some(c));
+    }
+
+    #[test]
+    fn tampered_or_foreign_tokens_are_rejected() {
+        let s = Sealer::new(&[7; 32]);
+        let t = s.seal(&claims());
+        let mut bytes = t.into_bytes();
+        let i = bytes.len() - 5;
+        bytes[i] = if bytes[i] == b'A' { b'B' } else { b'A' };
+        assert_eq!(s.open(&String::from_utf8(bytes).unwrap()), None);
+        let other = Sealer::new(&[8; 32]);
+        assert_eq!(other.open(&s.seal(&claims())), None);
+        assert_eq!(s.open("nonsense"), None);
+        assert_eq!(s.open("g1."), None);
+    }
+
+    #[test]
+    fn capability_bits_round_trip() {
+        let c = json!({"tools": {"listChanged": true}, "resources": {"subscribe": true}, "logging": {}});
+        let bits = caps::from_json(&c);
+        let back = caps::to_json(bits);
+        assert_eq!(back["tools"]["listChanged"], json!(true));
+        assert_eq!(back["resources"]["subscribe"], json!(true));
+        assert!(back.get("prompts").is_none());
+        assert!(back.get("logging").is_some());
+    }
+}

@@ -1,0 +1,302 @@
+//! The Pingora `ProxyHttp` implementation: thin. It routes by path and hands each
+//! request to the module that owns it.
+//!
+//! - `/mcp`: the aggregated endpoint, terminated here (the body must be parsed to be
+//!   routed, and Pingora can only replay bodies up to 64 KiB), served by
+//!   [`crate::mcp::handler`].
+//! - `/backends/{name}/mcp`: Pingora's own proxy path to one backend, bodies untouched.
+//! - `/healthz`, `/readyz`: health.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::BytesMut;
+use futures::StreamExt;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::*;
+use pingora::proxy::{ProxyHttp, Session};
+use rand::RngCore;
+use serde_json::Value;
+
+use crate::health;
+use crate::mcp::handler::{Caller, Gateway, Info, Request, Response};
+use crate::mcp::jsonrpc;
+use crate::upstream::Backend;
+
+pub struct GatewayProxy {
+    pub gateway: Arc<Gateway>,
+}
+
+/// Per-request state.
+pub struct Ctx {
+    request_id: String,
+    started: Instant,
+    info: Info,
+    passthrough: Option<Arc<Backend>>,
+}
+
+fn request_id(session: &Session) -> String {
+    if let Some(v) = session.req_header().headers.get("x-request-id") {
+        if let Ok(s) = v.to_str() {
+            if !s.is_empty()
+                && s.len() <= 128
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+            {
+                return s.to_string();
+            }
+        }
+    }
+    let mut raw = [0u8; 8];
+    rand::thread_rng().fill_bytes(&mut raw);
+    raw.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl GatewayProxy {
+    async fn serve_mcp(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
+        let max = self.gateway.config.server.max_body_bytes;
+        let declared = session
+            .req_header()
+            .headers
+            .get("content-length")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        if declared.is_some_and(|n| n > max) {
+            return self.too_large(session, ctx, max).await;
+        }
+        let mut body = BytesMut::new();
+        loop {
+            let chunk = tokio::time::timeout(Duration::from_secs(60), session.read_request_body())
+                .await
+                .map_err(|_| Error::explain(ReadTimedout, "reading the request body"))??;
+            let Some(chunk) = chunk else { break };
+            if body.len() + chunk.len() > max {
+                return self.too_large(session, ctx, max).await;
+            }
+            body.extend_from_slice(&chunk);
+        }
+        let req = Request {
+            method: session.req_header().method.clone(),
+            headers: session.req_header().headers.clone(),
+            body: body.freeze(),
+        };
+        let caller = Caller::anonymous();
+        let resp = self.gateway.handle(req, &caller, &mut ctx.info).await;
+        write_response(session, resp, &ctx.request_id).await
+    }
+
+    async fn too_large(&self, session: &mut Session, ctx: &mut Ctx, max: usize) -> Result<()> {
+        // The rest of the body is not read, so the connection cannot be reused.
+        session.set_keepalive(None);
+        ctx.info.rpc_error = Some(jsonrpc::INVALID_REQUEST);
+        let resp = Response::refuse(
+            413,
+            jsonrpc::INVALID_REQUEST,
+            format!("Payload Too Large: the body exceeds server.max_body_bytes ({max} bytes)"),
+        );
+        write_response(session, resp, &ctx.request_id).await
+    }
+}
+
+/// Writes a handler response: a full body, or an SSE stream event by event.
+pub async fn write_response(session: &mut Session, resp: Response, request_id: &str) -> Result<()> {
+    match resp {
+        Response::Full {
+            status,
+            content_type,
+            headers,
+            body,
+        } => {
+            let mut h = ResponseHeader::build(status, Some(headers.len() + 3))?;
+            if let Some(ct) = content_type {
+                h.insert_header("content-type", ct)?;
+            }
+            h.insert_header("content-length", body.len().to_string())?;
+            h.insert_header("x-request-id", request_id)?;
+            for (k, v) in headers {
+                h.insert_header(k, v)?;
+            }
+            let empty = body.is_empty();
+            session.write_response_header(Box::new(h), empty).await?;
+            if !empty {
+                session.write_response_body(Some(body), true).await?;
+            }
+        }
+        Response::Sse {
+            headers,
+            mut stream,
+        } => {
+            let mut h = ResponseHeader::build(200, Some(headers.len() + 4))?;
+            h.insert_header("content-type", "text/event-stream")?;
+            h.insert_header("cache-control", "no-cache")?;
+            h.insert_header("transfer-encoding", "chunked")?;
+            h.insert_header("x-request-id", request_id)?;
+            for (k, v) in headers {
+                h.insert_header(k, v)?;
+            }
+            session.write_response_header(Box::new(h), false).await?;
+            while let Some(chunk) = stream.next().await {
+                if session.is_process_shutting_down() {
+                    break;
+                }
+                if session
+                    .write_response_body(Some(chunk), false)
+                    .await
+                    .is_err()
+                {
+                    // The client went away; dropping the stream releases the upstream.
+                    return Ok(());
+                }
+            }
+            session.write_response_body(None, true).await?;
+        }
+    }
+    Ok(())
+}
+
+fn json_response(status: u16, v: &Value) -> Response {
+    Response::json(status, v)
+}
+
+#[async_trait]
+impl ProxyHttp for GatewayProxy {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        Ctx {
+            request_id: String::new(),
+            started: Instant::now(),
+            info: Info::default(),
+            passthrough: None,
+        }
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        ctx.request_id = request_id(session);
+        let path = session.req_header().uri.path().to_string();
+        match path.as_str() {
+            "/mcp" => {
+                self.serve_mcp(session, ctx).await?;
+                Ok(true)
+            }
+            "/healthz" => {
+                let r = json_response(200, &serde_json::json!({"status": "ok"}));
+                write_response(session, r, &ctx.request_id).await?;
+                Ok(true)
+            }
+            "/readyz" => {
+                let (status, doc) = health::readiness(&self.gateway);
+                write_response(session, json_response(status, &doc), &ctx.request_id).await?;
+                Ok(true)
+            }
+            p => {
+                let backend = p
+                    .strip_prefix("/backends/")
+                    .and_then(|rest| rest.strip_suffix("/mcp"))
+                    .and_then(|name| self.gateway.backend(name));
+                let Some(backend) = backend.filter(|b| b.http_url().is_some()) else {
+                    let r = Response::refuse(
+                        404,
+                        jsonrpc::INVALID_REQUEST,
+                        format!("Not Found: {p}; the MCP endpoint is /mcp"),
+                    );
+                    write_response(session, r, &ctx.request_id).await?;
+                    return Ok(true);
+                };
+                if let Err(r) = self
+                    .gateway
+                    .check_host_origin(&session.req_header().headers)
+                {
+                    write_response(session, r, &ctx.request_id).await?;
+                    return Ok(true);
+                }
+                ctx.info.backend = Some(backend.name().to_string());
+                ctx.passthrough = Some(backend.clone());
+                Ok(false)
+            }
+        }
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        let url = ctx
+            .passthrough
+            .as_ref()
+            .and_then(|b| b.http_url())
+            .ok_or_else(|| Error::explain(InternalError, "no pass-through backend"))?;
+        let host = url.host_str().unwrap_or_default().to_string();
+        let port = url.port_or_known_default().unwrap_or(80);
+        let addr = tokio::net::lookup_host((host.as_str(), port))
+            .await
+            .ok()
+            .and_then(|mut a| a.next())
+            .ok_or_else(|| Error::explain(ConnectNoRoute, format!("cannot resolve {host}")))?;
+        let tls = url.scheme() == "https";
+        let sni = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let mut peer = HttpPeer::new(addr, tls, sni);
+        peer.options.connection_timeout = Some(Duration::from_secs(5));
+        Ok(Box::new(peer))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        upstream: &mut RequestHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        let Some(backend) = ctx.passthrough.as_ref() else {
+            return Ok(());
+        };
+        let Some(url) = backend.http_url() else {
+            return Ok(());
+        };
+        let mut target = url.path().to_string();
+        if let Some(q) = url.query() {
+            target.push('?');
+            target.push_str(q);
+        }
+        let uri = target
+            .parse::<http::Uri>()
+            .map_err(|e| Error::explain(InternalError, e.to_string()))?;
+        upstream.set_uri(uri);
+        let host = match url.port() {
+            Some(p) => format!("{}:{p}", url.host_str().unwrap_or_default()),
+            None => url.host_str().unwrap_or_default().to_string(),
+        };
+        upstream.insert_header("host", host)?;
+        // Never pass the client's credentials or browser context upstream.
+        upstream.remove_header("authorization");
+        upstream.remove_header("cookie");
+        upstream.remove_header("origin");
+        for (k, v) in &backend.config.headers {
+            upstream.insert_header(k.clone(), v.clone())?;
+        }
+        upstream.insert_header("x-request-id", ctx.request_id.as_str())?;
+        Ok(())
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&pingora::Error>, ctx: &mut Ctx) {
+        let status = session
+            .response_written()
+            .map(|r| r.status.as_u16())
+            .unwrap_or(0);
+        let req = session.req_header();
+        tracing::info!(
+            request_id = %ctx.request_id,
+            http_method = %req.method,
+            path = req.uri.path(),
+            status,
+            ms = ctx.started.elapsed().as_secs_f64() * 1000.0,
+            rpc_method = ctx.info.rpc_method.as_deref(),
+            backend = ctx.info.backend.as_deref(),
+            target = ctx.info.target.as_deref(),
+            rpc_error = ctx.info.rpc_error,
+            session = ctx.info.session.as_deref(),
+            error = e.map(|e| e.to_string()),
+            "request"
+        );
+    }
+}

