@@ -589,11 +589,10 @@ impl Gateway {
                 }
                 let targets = self.session_backends(claims, caps::LOGGING);
                 let p = json!({"level": level});
-                futures::future::join_all(
-                    targets.into_iter().map(|b| {
-                        let p = p.clone();
-                        async move {
-                            let _ = self
+                futures::future::join_all(targets.into_iter().map(|b| {
+                    let p = p.clone();
+                    async move {
+                        let _ = self
                                 .in_session(claims, b, |s| {
                                     let p = p.clone();
                                     async move {
@@ -601,9 +600,8 @@ impl Gateway {
                                     }
                                 })
                                 .await;
-                        }
-                    }),
-                )
+                    }
+                }))
                 .await;
                 Response::json(200, &jsonrpc::result(&id, json!({})))
             }

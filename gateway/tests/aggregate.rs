@@ -1,0 +1,319 @@
+//! The aggregated /mcp endpoint against real mock MCP servers.
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+fn three() -> (Proc, Proc, Proc, Proc) {
+    let a = spawn_mock("alpha", &["--no-dynamic"]);
+    let b = spawn_mock("beta", &["--no-dynamic", "--json"]);
+    let c = spawn_mock("gamma", &["--no-dynamic", "--sse"]);
+    let gw = spawn_gateway(&gateway_config(
+        &[
+            ("alpha", &a.url, ""),
+            ("beta", &b.url, ""),
+            ("gamma", &c.url, ""),
+        ],
+        "",
+    ));
+    (a, b, c, gw)
+}
+
+#[test]
+fn merged_tools_are_prefixed_in_config_order_and_each_backend_is_callable() {
+    let (_a, _b, _c, gw) = three();
+    let mut cl = Client::new(&gw.url);
+    let init = cl.initialize();
+    assert_eq!(init["result"]["serverInfo"]["name"], "mcp-gateway");
+    assert!(
+        init["result"]["capabilities"]["tools"].is_object(),
+        "{init}"
+    );
+    let names = cl.tool_names();
+    let pos = |n: &str| {
+        names
+            .iter()
+            .position(|x| x == n)
+            .unwrap_or_else(|| panic!("{n} missing from {names:?}"))
+    };
+    assert!(pos("alpha__echo") < pos("beta__echo"));
+    assert!(pos("beta__echo") < pos("gamma__echo"));
+    assert!(names.iter().all(|n| n.len() <= 64));
+    // Deterministic: the same list twice.
+    assert_eq!(names, cl.tool_names());
+    for b in ["alpha", "beta", "gamma"] {
+        let r = cl.call_tool(&format!("{b}__whoami"), json!({}));
+        let who: Value = serde_json::from_str(&text_of(&r)).expect("whoami JSON");
+        assert_eq!(who["server"], b, "{r}");
+        let r = cl.call_tool(&format!("{b}__echo"), json!({"text": "hi"}));
+        assert_eq!(text_of(&r), "hi");
+    }
+}
+
+#[test]
+fn prompts_resources_and_templates_are_merged_and_routed() {
+    let (_a, _b, _c, gw) = three();
+    let mut cl = Client::new(&gw.url);
+    cl.initialize();
+    let prompts = cl.request("prompts/list", json!({}));
+    let pnames: Vec<&str> = prompts["result"]["prompts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    assert!(pnames.contains(&"beta__test_simple_prompt"), "{pnames:?}");
+    let got = cl.request("prompts/get", json!({"name": "beta__test_simple_prompt"}));
+    assert!(got["result"]["messages"].is_array(), "{got}");
+    // Same URI from three backends: the first keeps it, the others get the prefixed form.
+    let res = cl.request("resources/list", json!({}));
+    let uris: Vec<&str> = res["result"]["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["uri"].as_str())
+        .collect();
+    assert!(uris.contains(&"test://static-text"), "{uris:?}");
+    assert!(
+        uris.contains(&"mcpgw://beta/test://static-text"),
+        "{uris:?}"
+    );
+    let read = cl.request(
+        "resources/read",
+        json!({"uri": "mcpgw://gamma/test://static-text"}),
+    );
+    assert!(read["result"]["contents"][0]["text"].is_string(), "{read}");
+    let read = cl.request("resources/read", json!({"uri": "test://static-text"}));
+    assert!(read["result"]["contents"].is_array(), "{read}");
+    let tpl = cl.request("resources/templates/list", json!({}));
+    assert!(
+        !tpl["result"]["resourceTemplates"]
+            .as_array()
+            .unwrap()
+            .is_empty(),
+        "{tpl}"
+    );
+    let read = cl.request("resources/read", json!({"uri": "test://template/42/data"}));
+    assert!(read["result"]["contents"].is_array(), "{read}");
+    let comp = cl.request(
+        "completion/complete",
+        json!({
+        "ref": {"type": "ref/prompt", "name": "alpha__test_prompt_with_arguments"},
+        "argument": {"name": "arg1", "value": "a"}}),
+    );
+    assert!(comp["result"]["completion"]["values"].is_array(), "{comp}");
+    assert_eq!(cl.request("ping", json!({}))["result"], json!({}));
+    assert_eq!(
+        cl.request("logging/setLevel", json!({"level": "debug"}))["result"],
+        json!({})
+    );
+    let bad = cl.request("logging/setLevel", json!({"level": "loud"}));
+    assert_eq!(bad["error"]["code"], -32602);
+}
+
+#[test]
+fn a_dead_backend_is_left_out_of_lists_and_named_in_call_errors() {
+    let (a, mut b, c, gw) = three();
+    let _keep = (a, c);
+    let mut cl = Client::new(&gw.url);
+    cl.initialize();
+    assert!(cl.tool_names().iter().any(|n| n.starts_with("beta__")));
+    b.kill();
+    let names = cl.tool_names();
+    assert!(names.iter().any(|n| n.starts_with("alpha__")), "{names:?}");
+    assert!(names.iter().any(|n| n.starts_with("gamma__")), "{names:?}");
+    assert!(!names.iter().any(|n| n.starts_with("beta__")), "{names:?}");
+    let r = cl.call_tool("beta__echo", json!({"text": "x"}));
+    assert_eq!(r["error"]["code"], -32001, "{r}");
+    assert!(
+        r["error"]["message"].as_str().unwrap().contains("beta"),
+        "{r}"
+    );
+    // The session survives.
+    assert_eq!(
+        text_of(&cl.call_tool("alpha__echo", json!({"text": "still"}))),
+        "still"
+    );
+    // Readiness shows it.
+    wait_until(std::time::Duration::from_secs(10), || {
+        let (_, body) = http_get(&gw.url.replace("/mcp", "/readyz")).unwrap();
+        let v: Value = serde_json::from_str(&body).unwrap();
+        v["backends"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x["name"] == "beta" && x["state"] == "down")
+    });
+}
+
+#[test]
+fn a_slow_backend_is_left_out_by_its_timeout() {
+    let a = spawn_mock("fast", &["--no-dynamic"]);
+    let s = spawn_mock("slow", &["--no-dynamic", "--latency-ms", "3000"]);
+    let gw = spawn_gateway(&gateway_config(
+        &[("fast", &a.url, ""), ("slow", &s.url, "timeout_ms = 500")],
+        "",
+    ));
+    let mut cl = Client::new(&gw.url);
+    cl.initialize();
+    let start = std::time::Instant::now();
+    let names = cl.tool_names();
+    assert!(names.iter().any(|n| n.starts_with("fast__")));
+    assert!(!names.iter().any(|n| n.starts_with("slow__")));
+    assert!(
+        start.elapsed() < std::time::Duration::from_millis(2500),
+        "list waited for the slow backend"
+    );
+}
+
+#[test]
+fn long_names_are_shortened_and_still_callable() {
+    let a = spawn_mock("longnames", &["--no-dynamic", "--long-tool-name"]);
+    let gw = spawn_gateway(&gateway_config(&[("longnames", &a.url, "")], ""));
+    let mut cl = Client::new(&gw.url);
+    cl.initialize();
+    let names = cl.tool_names();
+    let long = names
+        .iter()
+        .find(|n| n.len() == 64)
+        .unwrap_or_else(|| panic!("no shortened name in {names:?}"));
+    let r = cl.call_tool(long, json!({}));
+    assert_eq!(text_of(&r), "long from longnames", "{r}");
+}
+
+#[test]
+fn unprefixed_backend_keeps_its_names() {
+    let a = spawn_mock("solo", &["--no-dynamic"]);
+    let gw = spawn_gateway(&gateway_config(&[("solo", &a.url, "prefix = false")], ""));
+    let mut cl = Client::new(&gw.url);
+    cl.initialize();
+    let names = cl.tool_names();
+    assert!(names.contains(&"echo".to_string()), "{names:?}");
+    assert_eq!(
+        text_of(&cl.call_tool("echo", json!({"text": "plain"}))),
+        "plain"
+    );
+}
+
+#[test]
+fn a_one_mib_call_reaches_the_backend_intact() {
+    let a = spawn_mock("big", &["--no-dynamic"]);
+    let gw = spawn_gateway(&gateway_config(&[("big", &a.url, "")], ""));
+    let mut cl = Client::new(&gw.url);
+    cl.initialize();
+    let data: String = (0..1024 * 1024)
+        .map(|i| char::from(b'a' + (i % 26) as u8))
+        .collect();
+    let r = cl.call_tool("big__digest", json!({"data": data}));
+    let d: Value = serde_json::from_str(&text_of(&r)).unwrap();
+    assert_eq!(d["bytes"], 1024 * 1024);
+    let want: String = Sha256::digest(data.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(d["sha256"], want);
+}
+
+#[test]
+fn sampling_and_elicitation_round_trip_through_the_gateway() {
+    let (_a, _b, _c, gw) = three();
+    let mut cl = Client::new(&gw.url);
+    cl.initialize();
+    for (tool, answer) in [
+        (
+            "alpha__test_sampling",
+            json!({"role": "assistant", "content": {"type": "text", "text": "sampled!"}, "model": "m", "stopReason": "endTurn"}),
+        ),
+        (
+            "gamma__test_elicitation",
+            json!({"action": "accept", "content": {"username": "u", "email": "e@example.com"}}),
+        ),
+    ] {
+        // Drive the SSE stream by hand: read the server request, answer it, read the result.
+        let http = blocking();
+        let mut resp = http
+            .post(&cl.url)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-session-id", cl.session.clone().unwrap())
+            .body(json!({"jsonrpc":"2.0","id":77,"method":"tools/call","params":{"name":tool,"arguments":{"prompt":"hi","message":"hi"}}}).to_string())
+            .send()
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let mut buf = String::new();
+        let mut answered = false;
+        let final_msg = loop {
+            let mut chunk = [0u8; 4096];
+            let n = std::io::Read::read(&mut resp, &mut chunk).unwrap();
+            assert!(n > 0, "stream ended early: {buf}");
+            buf.push_str(&String::from_utf8_lossy(&chunk[..n]));
+            let msgs = sse_messages(&buf);
+            if !answered {
+                if let Some(req) = msgs
+                    .iter()
+                    .find(|m| m.get("method").is_some() && m.get("id").is_some())
+                {
+                    let sid = req["id"].as_str().unwrap_or_default().to_string();
+                    assert!(
+                        sid.starts_with("mcpgw:"),
+                        "server request id not rewritten: {req}"
+                    );
+                    let a = cl.post(&json!({"jsonrpc":"2.0","id":req["id"],"result":answer}));
+                    assert_eq!(a.status, 202, "{}", a.body);
+                    answered = true;
+                }
+            }
+            if let Some(done) = msgs.iter().find(|m| m["id"] == 77) {
+                break done.clone();
+            }
+        };
+        assert!(answered, "{tool}: no server request seen");
+        assert!(
+            final_msg["result"]["content"].is_array(),
+            "{tool}: {final_msg}"
+        );
+        assert_ne!(final_msg["result"]["isError"], json!(true), "{final_msg}");
+    }
+}
+
+#[test]
+fn pass_through_route_reaches_one_backend_unparsed() {
+    let (_a, _b, _c, gw) = three();
+    let url = gw.url.replace("/mcp", "/backends/beta/mcp");
+    let mut cl = Client::new(&url);
+    cl.initialize();
+    let names = cl.tool_names();
+    assert!(names.contains(&"echo".to_string()), "{names:?}");
+    let r = cl.call_tool("whoami", json!({}));
+    let who: Value = serde_json::from_str(&text_of(&r)).unwrap();
+    assert_eq!(who["server"], "beta");
+    // The client's credentials never go upstream.
+    let a = cl.post_raw(
+        json!({"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"whoami","arguments":{}}}).to_string(),
+        &[("authorization", "Bearer client-secret-token")],
+    );
+    let who: Value = serde_json::from_str(&text_of(&a.response(&json!(9)))).unwrap();
+    assert!(who["headers"].get("authorization").is_none(), "{who}");
+    let missing = http_get(&gw.url.replace("/mcp", "/backends/nope/mcp")).unwrap();
+    assert_eq!(missing.0, 404);
+}
+
+#[test]
+fn backend_headers_are_sent_and_client_tokens_are_not() {
+    let a = spawn_mock("creds", &["--no-dynamic"]);
+    let gw = spawn_gateway(&gateway_config(
+        &[("creds", &a.url, "headers = { X-Api-Key = \"backend-key\" }")],
+        "",
+    ));
+    let mut cl = Client::new(&gw.url);
+    cl.initialize();
+    let a = cl.post_raw(
+        json!({"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"creds__whoami","arguments":{}}}).to_string(),
+        &[("authorization", "Bearer client-token")],
+    );
+    let who: Value = serde_json::from_str(&text_of(&a.response(&json!(5)))).unwrap();
+    assert_eq!(who["headers"]["x-api-key"], "backend-key", "{who}");
+    assert!(who["headers"].get("authorization").is_none(), "{who}");
+}

@@ -1,0 +1,345 @@
+//! Test harness: starts the real binaries on ephemeral ports and talks MCP to them.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+/// Directory holding the workspace's built binaries (target/<profile>).
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> → target/<profile>
+    exe.parent()
+        .and_then(|p| p.parent())
+        .expect("target dir")
+        .to_path_buf()
+}
+
+pub fn mock_bin() -> PathBuf {
+    let p = bin_dir().join("mcp-mock");
+    assert!(
+        p.exists(),
+        "{} is missing: build the workspace first (cargo build --workspace)",
+        p.display()
+    );
+    p
+}
+
+/// A child process killed when dropped.
+pub struct Proc {
+    pub child: Child,
+    pub url: String,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Proc {
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Reads stdout lines until one starts with "listening on ", with a deadline.
+fn read_listen_line(child: &mut Child, what: &str) -> String {
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut reader = BufReader::new(stdout);
+        let mut line = String::new();
+        loop {
+            line.clear();
+            match reader.read_line(&mut line) {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {
+                    if let Some(url) = line.trim().strip_prefix("listening on ") {
+                        let _ = tx.send(url.to_string());
+                    }
+                }
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(30))
+        .unwrap_or_else(|_| panic!("{what} did not announce its address within 30 s"))
+}
+
+/// Starts `mcp-mock --http 127.0.0.1:0 --name NAME` plus extra args.
+pub fn spawn_mock(name: &str, extra: &[&str]) -> Proc {
+    let mut child = Command::new(mock_bin())
+        .args(["--http", "127.0.0.1:0", "--name", name])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn mcp-mock");
+    let url = read_listen_line(&mut child, "mcp-mock");
+    Proc { child, url }
+}
+
+/// Starts the gateway on the given config text (listen port 0 is filled in).
+pub fn spawn_gateway(config: &str) -> Proc {
+    spawn_gateway_args(config, &[])
+}
+
+pub fn spawn_gateway_args(config: &str, args: &[&str]) -> Proc {
+    let dir = tempdir();
+    let path = dir.join("gateway.toml");
+    std::fs::write(&path, config).expect("write config");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mcp-gateway"))
+        .arg("--config")
+        .arg(&path)
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn mcp-gateway");
+    let url = read_listen_line(&mut child, "mcp-gateway");
+    let p = Proc { child, url };
+    wait_until(Duration::from_secs(20), || {
+        http_get(&p.url.replace("/mcp", "/healthz")).is_some()
+    });
+    p
+}
+
+pub fn tempdir() -> PathBuf {
+    let mut raw = [0u8; 8];
+    getrandom(&mut raw);
+    let d = std::env::temp_dir().join(format!(
+        "mcpgw-test-{}",
+        raw.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    ));
+    std::fs::create_dir_all(&d).expect("tempdir");
+    d
+}
+
+fn getrandom(buf: &mut [u8]) {
+    use std::hash::{BuildHasher, Hasher};
+    for chunk in buf.chunks_mut(8) {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0),
+        );
+        let v = h.finish().to_le_bytes();
+        chunk.copy_from_slice(&v[..chunk.len()]);
+    }
+}
+
+/// Polls `cond` until it holds, panicking at the deadline.
+pub fn wait_until(deadline: Duration, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(
+            start.elapsed() < deadline,
+            "condition not met within {deadline:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub fn http_get(url: &str) -> Option<(u16, String)> {
+    let r = blocking().get(url).send().ok()?;
+    let s = r.status().as_u16();
+    Some((s, r.text().unwrap_or_default()))
+}
+
+pub fn blocking() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("client")
+}
+
+/// Config text with the given backends (name, url, extra lines).
+pub fn gateway_config(backends: &[(&str, &str, &str)], server_extra: &str) -> String {
+    let mut s =
+        format!("[server]\nlisten = \"127.0.0.1:0\"\nhealth_interval_s = 1\n{server_extra}\n");
+    for (name, url, extra) in backends {
+        let timeout = if extra.contains("timeout_ms") {
+            ""
+        } else {
+            "timeout_ms = 3000\n"
+        };
+        s.push_str(&format!(
+            "\n[[backend]]\nname = \"{name}\"\nurl = \"{url}\"\n{timeout}{extra}\n"
+        ));
+    }
+    s
+}
+
+/// A raw HTTP answer.
+pub struct Answer {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: String,
+}
+
+impl Answer {
+    /// The JSON-RPC messages in the body (JSON or SSE).
+    pub fn messages(&self) -> Vec<Value> {
+        let is_sse = self
+            .headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|c| c.starts_with("text/event-stream"));
+        if is_sse {
+            sse_messages(&self.body)
+        } else if self.body.trim().is_empty() {
+            Vec::new()
+        } else {
+            vec![serde_json::from_str(&self.body).expect("JSON body")]
+        }
+    }
+
+    /// The response to request `id`.
+    pub fn response(&self, id: &Value) -> Value {
+        self.messages()
+            .into_iter()
+            .find(|m| m.get("id") == Some(id) && m.get("method").is_none())
+            .unwrap_or_else(|| panic!("no response to {id} in {}", self.body))
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|_| panic!("not JSON: {}", self.body))
+    }
+}
+
+pub fn sse_messages(body: &str) -> Vec<Value> {
+    let mut out = Vec::new();
+    for block in body.replace("\r\n", "\n").split("\n\n") {
+        let data: Vec<&str> = block
+            .lines()
+            .filter_map(|l| l.strip_prefix("data:"))
+            .map(|l| l.strip_prefix(' ').unwrap_or(l))
+            .collect();
+        if !data.is_empty() && !data.join("").trim().is_empty() {
+            if let Ok(v) = serde_json::from_str(&data.join("\n")) {
+                out.push(v);
+            }
+        }
+    }
+    out
+}
+
+/// A minimal MCP client over Streamable HTTP (blocking), enough to drive tests.
+pub struct Client {
+    pub url: String,
+    pub session: Option<String>,
+    pub version: String,
+    http: reqwest::blocking::Client,
+    next_id: i64,
+}
+
+impl Client {
+    pub fn new(url: &str) -> Client {
+        Client {
+            url: url.to_string(),
+            session: None,
+            version: "2025-11-25".into(),
+            http: blocking(),
+            next_id: 1,
+        }
+    }
+
+    /// Sends raw bytes with the standard MCP headers (and the session, if any).
+    pub fn post_raw(
+        &self,
+        body: impl Into<reqwest::blocking::Body>,
+        extra: &[(&str, &str)],
+    ) -> Answer {
+        let mut rb = self
+            .http
+            .post(&self.url)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream");
+        if !extra
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("mcp-protocol-version"))
+        {
+            rb = rb.header("mcp-protocol-version", &self.version);
+        }
+        if let Some(s) = &self.session {
+            rb = rb.header("mcp-session-id", s);
+        }
+        for (k, v) in extra {
+            rb = rb.header(*k, *v);
+        }
+        let r = rb.body(body).send().expect("POST");
+        Answer {
+            status: r.status().as_u16(),
+            headers: r.headers().clone(),
+            body: r.text().unwrap_or_default(),
+        }
+    }
+
+    pub fn post(&self, msg: &Value) -> Answer {
+        self.post_raw(serde_json::to_vec(msg).expect("json"), &[])
+    }
+
+    pub fn initialize(&mut self) -> Value {
+        self.initialize_with(
+            json!({"sampling": {}, "elicitation": {}, "roots": {"listChanged": true}}),
+        )
+    }
+
+    pub fn initialize_with(&mut self, caps: Value) -> Value {
+        let a = self.post(
+            &json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+            "protocolVersion": self.version, "capabilities": caps,
+            "clientInfo": {"name": "gateway-tests", "version": "1"}}}),
+        );
+        assert_eq!(a.status, 200, "initialize: {}", a.body);
+        self.session = a
+            .headers
+            .get("mcp-session-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        assert!(self.session.is_some(), "initialize gave no Mcp-Session-Id");
+        let r = a.response(&json!(0));
+        let n = self.post(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}));
+        assert_eq!(n.status, 202, "initialized notification: {}", n.body);
+        r
+    }
+
+    /// Sends a request and returns its JSON-RPC response.
+    pub fn request(&mut self, method: &str, params: Value) -> Value {
+        let id = json!(self.next_id);
+        self.next_id += 1;
+        let a = self.post(&json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}));
+        assert_eq!(a.status, 200, "{method}: HTTP {} {}", a.status, a.body);
+        a.response(&id)
+    }
+
+    pub fn call_tool(&mut self, name: &str, args: Value) -> Value {
+        self.request("tools/call", json!({"name": name, "arguments": args}))
+    }
+
+    pub fn tool_names(&mut self) -> Vec<String> {
+        let r = self.request("tools/list", json!({}));
+        r["result"]["tools"]
+            .as_array()
+            .unwrap_or_else(|| panic!("tools/list: {r}"))
+            .iter()
+            .map(|t| t["name"].as_str().unwrap_or_default().to_string())
+            .collect()
+    }
+}
+
+/// The first text content of a tools/call result.
+pub fn text_of(resp: &Value) -> String {
+    resp["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no text content in {resp}"))
+        .to_string()
+}

@@ -1,0 +1,305 @@
+//! `mcp-load`: drives an MCP endpoint over Streamable HTTP and prints throughput and
+//! latency. Each connection is one keep-alive HTTP/1.1 connection with its own MCP
+//! session, so the numbers measure the server, not the client.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use bytes::Bytes;
+use clap::{Parser, ValueEnum};
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+use serde_json::{json, Value};
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq)]
+enum Mode {
+    /// tools/call in a loop.
+    Call,
+    /// tools/list in a loop.
+    List,
+    /// Open --sessions sessions, keep them, report, hold for --hold seconds.
+    Sessions,
+}
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "mcp-load",
+    about = "Load generator for MCP Streamable HTTP endpoints"
+)]
+struct Args {
+    /// MCP endpoint, e.g. http://127.0.0.1:8080/mcp
+    #[arg(long)]
+    url: String,
+    #[arg(long, value_enum, default_value = "call")]
+    mode: Mode,
+    /// Concurrent connections (one session each).
+    #[arg(long, default_value_t = 16)]
+    connections: usize,
+    /// How long to run, in seconds (after warm-up).
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Warm-up before measuring, in seconds.
+    #[arg(long, default_value_t = 1.0)]
+    warmup: f64,
+    /// Tool to call in `call` mode.
+    #[arg(long, default_value = "echo")]
+    tool: String,
+    /// Arguments of the tool call (JSON).
+    #[arg(long, default_value = r#"{"text":"hi"}"#)]
+    arguments: String,
+    /// Sessions to open in `sessions` mode.
+    #[arg(long, default_value_t = 1000)]
+    sessions: usize,
+    /// Seconds to hold the sessions open in `sessions` mode.
+    #[arg(long, default_value_t = 0.0)]
+    hold: f64,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+    /// Stop after this many seconds whatever happens (safety bound).
+    #[arg(long, default_value_t = 300.0)]
+    max_seconds: f64,
+}
+
+struct Conn {
+    sender: http1::SendRequest<Full<Bytes>>,
+    authority: String,
+    path: String,
+    session: Option<String>,
+}
+
+impl Conn {
+    async fn open(url: &hyper::Uri) -> Result<Conn> {
+        let host = url.host().ok_or_else(|| anyhow!("url has no host"))?;
+        let port = url.port_u16().unwrap_or(80);
+        let stream = tokio::net::TcpStream::connect((host, port))
+            .await
+            .with_context(|| format!("connect {host}:{port}"))?;
+        stream.set_nodelay(true)?;
+        let (sender, conn) = http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(Conn {
+            sender,
+            authority: format!("{host}:{port}"),
+            path: url.path().to_string(),
+            session: None,
+        })
+    }
+
+    async fn post(&mut self, body: &Value) -> Result<(u16, Option<String>, Bytes)> {
+        let mut rb = hyper::Request::post(&self.path)
+            .header("host", &self.authority)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", "2025-11-25");
+        if let Some(s) = &self.session {
+            rb = rb.header("mcp-session-id", s);
+        }
+        let req = rb.body(Full::new(Bytes::from(serde_json::to_vec(body)?)))?;
+        self.sender.ready().await?;
+        let resp = self.sender.send_request(req).await?;
+        let status = resp.status().as_u16();
+        let sid = resp
+            .headers()
+            .get("mcp-session-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let bytes = resp.into_body().collect().await?.to_bytes();
+        Ok((status, sid, bytes))
+    }
+
+    async fn initialize(&mut self) -> Result<()> {
+        let (status, sid, body) = self
+            .post(
+                &json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{
+                "protocolVersion":"2025-11-25","capabilities":{},
+                "clientInfo":{"name":"mcp-load","version":"1"}}}),
+            )
+            .await?;
+        if status != 200 {
+            bail!(
+                "initialize: HTTP {status}: {}",
+                String::from_utf8_lossy(&body)
+            );
+        }
+        self.session = sid;
+        let (status, _, _) = self
+            .post(&json!({"jsonrpc":"2.0","method":"notifications/initialized"}))
+            .await?;
+        if status != 202 {
+            bail!("notifications/initialized: HTTP {status}");
+        }
+        Ok(())
+    }
+}
+
+/// A reply is good when HTTP is 200 and it holds a `result` (JSON or SSE).
+fn is_success(status: u16, body: &[u8]) -> bool {
+    if status != 200 {
+        return false;
+    }
+    let text = String::from_utf8_lossy(body);
+    text.contains("\"result\"") && !text.contains("\"isError\":true")
+}
+
+#[derive(Default)]
+struct Totals {
+    ok: AtomicU64,
+    errors: AtomicU64,
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+async fn run_loop(args: Arc<Args>, url: hyper::Uri) -> Result<()> {
+    let body = match args.mode {
+        Mode::Call => {
+            let arguments: Value =
+                serde_json::from_str(&args.arguments).context("--arguments is not JSON")?;
+            json!({"jsonrpc":"2.0","id":1,"method":"tools/call",
+                   "params":{"name": args.tool, "arguments": arguments}})
+        }
+        _ => json!({"jsonrpc":"2.0","id":1,"method":"tools/list","params":{}}),
+    };
+    let totals = Arc::new(Totals::default());
+    let measuring = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for _ in 0..args.connections {
+        let (url, body, totals, measuring, stop) = (
+            url.clone(),
+            body.clone(),
+            totals.clone(),
+            measuring.clone(),
+            stop.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::with_capacity(100_000);
+            let mut conn = Conn::open(&url).await?;
+            conn.initialize().await?;
+            while !stop.load(Ordering::Relaxed) {
+                let t = Instant::now();
+                let ok = match conn.post(&body).await {
+                    Ok((s, _, b)) => is_success(s, &b),
+                    Err(_) => {
+                        // Reconnect and go on; the error is counted.
+                        conn = Conn::open(&url).await?;
+                        conn.initialize().await?;
+                        false
+                    }
+                };
+                if measuring.load(Ordering::Relaxed) {
+                    if ok {
+                        totals.ok.fetch_add(1, Ordering::Relaxed);
+                        lat.push(t.elapsed().as_secs_f64() * 1000.0);
+                    } else {
+                        totals.errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            Ok::<Vec<f64>, anyhow::Error>(lat)
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs_f64(args.warmup)).await;
+    measuring.store(true, Ordering::Relaxed);
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_secs_f64(args.duration)).await;
+    measuring.store(false, Ordering::Relaxed);
+    let elapsed = started.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await??);
+    }
+    all.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    let ok = totals.ok.load(Ordering::Relaxed);
+    let errors = totals.errors.load(Ordering::Relaxed);
+    let rps = ok as f64 / elapsed;
+    let (p50, p90, p99) = (
+        percentile(&all, 50.0),
+        percentile(&all, 90.0),
+        percentile(&all, 99.0),
+    );
+    if args.json {
+        println!(
+            "{}",
+            json!({"mode": format!("{:?}", args.mode).to_lowercase(), "connections": args.connections,
+                   "ok": ok, "errors": errors, "seconds": elapsed, "rps": rps,
+                   "p50_ms": p50, "p90_ms": p90, "p99_ms": p99})
+        );
+    } else {
+        println!(
+            "{} ok, {errors} errors in {elapsed:.1}s: {rps:.0} req/s; latency p50 {p50:.3} ms, p90 {p90:.3} ms, p99 {p99:.3} ms",
+            ok
+        );
+    }
+    if errors > 0 {
+        std::process::exit(3);
+    }
+    Ok(())
+}
+
+async fn run_sessions(args: Arc<Args>, url: hyper::Uri) -> Result<()> {
+    let started = Instant::now();
+    let per = args.sessions.div_ceil(args.connections.max(1));
+    let mut tasks = Vec::new();
+    for w in 0..args.connections.max(1) {
+        let url = url.clone();
+        let n = per.min(args.sessions.saturating_sub(w * per));
+        tasks.push(tokio::spawn(async move {
+            let mut conn = Conn::open(&url).await?;
+            for _ in 0..n {
+                conn.session = None;
+                conn.initialize().await?;
+            }
+            Ok::<usize, anyhow::Error>(n)
+        }));
+    }
+    let mut opened = 0;
+    for t in tasks {
+        opened += t.await??;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    if args.json {
+        println!(
+            "{}",
+            json!({"mode": "sessions", "opened": opened, "seconds": secs})
+        );
+    } else {
+        println!(
+            "opened {opened} sessions in {secs:.1}s; holding for {}s",
+            args.hold
+        );
+    }
+    tokio::time::sleep(Duration::from_secs_f64(args.hold)).await;
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Arc::new(Args::parse());
+    let url: hyper::Uri = args.url.parse().context("--url")?;
+    if url.scheme_str() != Some("http") {
+        bail!("--url must be http://");
+    }
+    let bound = Duration::from_secs_f64(args.max_seconds);
+    let work = async {
+        match args.mode {
+            Mode::Sessions => run_sessions(args.clone(), url).await,
+            _ => run_loop(args.clone(), url).await,
+        }
+    };
+    tokio::time::timeout(bound, work)
+        .await
+        .map_err(|_| anyhow!("gave up after --max-seconds {}", args.max_seconds))?
+}

@@ -1,0 +1,631 @@
+//! The tools of the mock: the conformance fixtures (`test_*`) and the tools the
+//! gateway's own tests use (echo, whoami, digest, slow, crash, …).
+
+use std::time::Duration;
+
+use serde_json::{json, Map, Value};
+use sha2::{Digest, Sha256};
+
+use super::catalog::{TEST_AUDIO_WAV_BASE64, TEST_IMAGE_PNG_BASE64};
+use super::handler::RequestCtx;
+use super::jsonrpc::{self, RpcError};
+use super::protocol::{self, LogLevel};
+use super::server::MockServer;
+use super::session::OutMsg;
+
+/// Name of the `--long-tool-name` tool: exactly 70 characters.
+pub const LONG_TOOL_NAME: &str =
+    "mock_tool_with_a_deliberately_long_name_to_exercise_gateway_shortening";
+
+/// Exit code of the `crash` tool.
+pub const CRASH_EXIT_CODE: i32 = 3;
+
+/// What a tool call produced.
+pub enum ToolOutcome {
+    /// A `CallToolResult`.
+    Result(Value),
+    /// No response at all (`close_stream`).
+    Silent,
+}
+
+struct ToolDef {
+    name: &'static str,
+    description: &'static str,
+    /// `(name, JSON type, description)`, all required.
+    args: &'static [(&'static str, &'static str, &'static str)],
+}
+
+const fn tool(
+    name: &'static str,
+    description: &'static str,
+    args: &'static [(&'static str, &'static str, &'static str)],
+) -> ToolDef {
+    ToolDef {
+        name,
+        description,
+        args,
+    }
+}
+
+const FIXED_TOOLS: &[ToolDef] = &[
+    tool("test_simple_text", "Tests simple text content response", &[]),
+    tool("test_image_content", "Tests image content response", &[]),
+    tool("test_audio_content", "Tests audio content response", &[]),
+    tool(
+        "test_embedded_resource",
+        "Tests embedded resource content response",
+        &[],
+    ),
+    tool(
+        "test_multiple_content_types",
+        "Tests response with multiple content types (text, image, resource)",
+        &[],
+    ),
+    tool(
+        "test_tool_with_logging",
+        "Tests tool that emits log messages during execution",
+        &[],
+    ),
+    tool(
+        "test_tool_with_progress",
+        "Tests tool that reports progress notifications",
+        &[],
+    ),
+    tool("test_error_handling", "Tests error response handling", &[]),
+    tool(
+        "test_sampling",
+        "Tests server-initiated sampling (LLM completion request)",
+        &[("prompt", "string", "The prompt to send to the LLM")],
+    ),
+    tool(
+        "test_elicitation",
+        "Tests server-initiated elicitation (user input request)",
+        &[("message", "string", "The message to show the user")],
+    ),
+    tool(
+        "test_elicitation_sep1034_defaults",
+        "Tests elicitation with default values per SEP-1034",
+        &[],
+    ),
+    tool(
+        "test_elicitation_sep1330_enums",
+        "Tests elicitation with enum schema improvements per SEP-1330",
+        &[],
+    ),
+    tool(
+        "test_reconnection",
+        "Closes the SSE connection mid-call; the result is delivered when the client resumes with Last-Event-ID (SEP-1699)",
+        &[],
+    ),
+    tool(
+        "json_schema_2020_12_tool",
+        "Tool with JSON Schema 2020-12 features for conformance testing (SEP-1613, SEP-2106)",
+        &[],
+    ),
+    tool(
+        "echo",
+        "Returns the given text",
+        &[("text", "string", "Text to return")],
+    ),
+    tool(
+        "whoami",
+        "Returns the server name, the session id and the HTTP request headers as JSON",
+        &[],
+    ),
+    tool(
+        "digest",
+        "Returns the SHA-256 and the length of the UTF-8 bytes of data, as JSON",
+        &[("data", "string", "Data to hash")],
+    ),
+    tool(
+        "slow",
+        "Waits ms milliseconds, then returns; cancellable",
+        &[("ms", "integer", "Milliseconds to wait")],
+    ),
+    tool("crash", "Exits the server process with code 3", &[]),
+    tool(
+        "close_stream",
+        "Ends the reply SSE stream without sending the response",
+        &[],
+    ),
+    tool(
+        "notify_list_changed",
+        "Sends notifications/tools/list_changed on the session's GET stream",
+        &[],
+    ),
+    tool(
+        "list_roots",
+        "Asks the client for roots/list and returns its answer as JSON",
+        &[],
+    ),
+];
+
+const DYNAMIC_TOOL: ToolDef = tool(
+    "test_dynamic_tool",
+    "A tool added 2 seconds after the server started",
+    &[],
+);
+
+fn input_schema(def: &ToolDef) -> Value {
+    if def.name == "json_schema_2020_12_tool" {
+        return json!({
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "type": "object",
+            "$defs": {
+                "address": {
+                    "$anchor": "addressDef",
+                    "type": "object",
+                    "properties": { "street": { "type": "string" }, "city": { "type": "string" } },
+                },
+            },
+            "properties": {
+                "name": { "type": "string" },
+                "address": { "$ref": "#/$defs/address" },
+                "contactMethod": { "type": "string", "enum": ["phone", "email"] },
+                "phone": { "type": "string" },
+                "email": { "type": "string" },
+            },
+            "allOf": [{ "anyOf": [{ "required": ["phone"] }, { "required": ["email"] }] }],
+            "if": { "properties": { "contactMethod": { "const": "phone" } }, "required": ["contactMethod"] },
+            "then": { "required": ["phone"] },
+            "else": { "required": ["email"] },
+            "additionalProperties": false,
+        });
+    }
+    let mut properties = Map::new();
+    for (name, ty, description) in def.args {
+        let mut p = json!({ "type": ty, "description": description });
+        if *ty == "integer" {
+            p["minimum"] = json!(0);
+        }
+        properties.insert((*name).to_string(), p);
+    }
+    let required: Vec<&str> = def.args.iter().map(|(n, _, _)| *n).collect();
+    let mut schema = json!({ "type": "object", "properties": properties });
+    if !required.is_empty() {
+        schema["required"] = json!(required);
+    }
+    schema
+}
+
+fn definition(def: &ToolDef) -> Value {
+    json!({ "name": def.name, "description": def.description, "inputSchema": input_schema(def) })
+}
+
+/// `tools/list`, in a fixed order.
+pub fn definitions(server: &MockServer) -> Vec<Value> {
+    let mut list: Vec<Value> = FIXED_TOOLS.iter().map(definition).collect();
+    if server.dynamic_added() {
+        list.push(definition(&DYNAMIC_TOOL));
+    }
+    if server.config.long_tool_name {
+        list.push(json!({
+            "name": LONG_TOOL_NAME,
+            "description": "A tool with a 70-character name",
+            "inputSchema": { "type": "object", "properties": {} },
+        }));
+    }
+    for i in 0..server.config.synthetic_tools {
+        list.push(json!({
+            "name": format!("tool_{i}"),
+            "description": format!("Synthetic tool number {i}"),
+            "inputSchema": { "type": "object", "properties": {} },
+        }));
+    }
+    list
+}
+
+fn text_result(text: impl Into<String>) -> ToolOutcome {
+    ToolOutcome::Result(json!({ "content": [{ "type": "text", "text": text.into() }] }))
+}
+
+fn error_result(text: impl Into<String>) -> ToolOutcome {
+    ToolOutcome::Result(json!({
+        "content": [{ "type": "text", "text": text.into() }],
+        "isError": true,
+    }))
+}
+
+fn synthetic_index(server: &MockServer, name: &str) -> Option<usize> {
+    let digits = name.strip_prefix("tool_")?;
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    if digits.len() > 1 && digits.starts_with('0') {
+        return None;
+    }
+    digits
+        .parse::<usize>()
+        .ok()
+        .filter(|i| *i < server.config.synthetic_tools)
+}
+
+/// Invalid arguments: a tool execution error from 2025-11-25 on, a -32602
+/// protocol error before (tools spec, "Error Handling").
+fn invalid_arguments(
+    ctx: &RequestCtx,
+    tool: &str,
+    detail: String,
+) -> Result<ToolOutcome, RpcError> {
+    let message = format!("Invalid arguments for tool '{tool}': {detail}");
+    if protocol::validation_errors_are_tool_errors(&ctx.protocol()) {
+        Ok(error_result(message))
+    } else {
+        Err(RpcError::invalid_params(message))
+    }
+}
+
+/// `tools/call`.
+pub async fn call(ctx: &RequestCtx, params: &Value) -> Result<ToolOutcome, RpcError> {
+    let params = params
+        .as_object()
+        .ok_or_else(|| RpcError::invalid_params("tools/call requires params with 'name'"))?;
+    let name = params
+        .get("name")
+        .and_then(Value::as_str)
+        .ok_or_else(|| RpcError::invalid_params("tools/call requires 'name' (string)"))?;
+    let args = match params.get("arguments") {
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(a)) => a.clone(),
+        Some(_) => {
+            return Err(RpcError::invalid_params(
+                "tools/call: 'arguments' must be an object",
+            ))
+        }
+    };
+    let server = &ctx.server;
+    let known = FIXED_TOOLS
+        .iter()
+        .find(|t| t.name == name)
+        .or_else(|| (name == DYNAMIC_TOOL.name && server.dynamic_added()).then_some(&DYNAMIC_TOOL));
+    if let Some(def) = known {
+        for (arg, ty, _) in def.args {
+            let ok = match (args.get(*arg), *ty) {
+                (Some(Value::String(_)), "string") => true,
+                (Some(v), "integer") => v.as_u64().is_some(),
+                _ => false,
+            };
+            if !ok {
+                let detail = match args.get(*arg) {
+                    None => format!("missing required argument '{arg}'"),
+                    Some(_) if *ty == "integer" => {
+                        format!("'{arg}' must be a non-negative integer")
+                    }
+                    Some(_) => format!("'{arg}' must be a {ty}"),
+                };
+                return invalid_arguments(ctx, name, detail);
+            }
+        }
+        return run_fixed(ctx, name, &args).await;
+    }
+    if server.config.long_tool_name && name == LONG_TOOL_NAME {
+        return Ok(text_result(format!("long from {}", server.config.name)));
+    }
+    if let Some(i) = synthetic_index(server, name) {
+        return Ok(text_result(format!("tool_{i} from {}", server.config.name)));
+    }
+    Err(RpcError::invalid_params(format!("Unknown tool: {name}"))
+        .with_data(json!({ "name": name })))
+}
+
+fn arg_str<'a>(args: &'a Map<String, Value>, key: &str) -> &'a str {
+    args.get(key).and_then(Value::as_str).unwrap_or_default()
+}
+
+async fn run_fixed(
+    ctx: &RequestCtx,
+    name: &str,
+    args: &Map<String, Value>,
+) -> Result<ToolOutcome, RpcError> {
+    let server_name = ctx.name().to_string();
+    let outcome = match name {
+        "test_simple_text" => text_result("This is a simple text response for testing."),
+        "test_image_content" => ToolOutcome::Result(json!({
+            "content": [{ "type": "image", "data": TEST_IMAGE_PNG_BASE64, "mimeType": "image/png" }]
+        })),
+        "test_audio_content" => ToolOutcome::Result(json!({
+            "content": [{ "type": "audio", "data": TEST_AUDIO_WAV_BASE64, "mimeType": "audio/wav" }]
+        })),
+        "test_embedded_resource" => ToolOutcome::Result(json!({
+            "content": [{
+                "type": "resource",
+                "resource": {
+                    "uri": "test://embedded-resource",
+                    "mimeType": "text/plain",
+                    "text": "This is an embedded resource content.",
+                },
+            }]
+        })),
+        "test_multiple_content_types" => ToolOutcome::Result(json!({
+            "content": [
+                { "type": "text", "text": "Multiple content types test:" },
+                { "type": "image", "data": TEST_IMAGE_PNG_BASE64, "mimeType": "image/png" },
+                {
+                    "type": "resource",
+                    "resource": {
+                        "uri": "test://mixed-content-resource",
+                        "mimeType": "application/json",
+                        "text": json!({ "test": "data", "value": 123 }).to_string(),
+                    },
+                },
+            ]
+        })),
+        "test_tool_with_logging" => {
+            ctx.log(LogLevel::Info, json!("Tool execution started"));
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            ctx.log(LogLevel::Info, json!("Tool processing data"));
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            ctx.log(LogLevel::Info, json!("Tool execution completed"));
+            text_result("Tool with logging executed successfully")
+        }
+        "test_tool_with_progress" => {
+            ctx.progress(0, 100, "Completed step 0 of 100");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            ctx.progress(50, 100, "Completed step 50 of 100");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            ctx.progress(100, 100, "Completed step 100 of 100");
+            let token = ctx
+                .progress_token
+                .as_ref()
+                .map(|t| t.to_string())
+                .unwrap_or_else(|| "none".to_string());
+            text_result(format!("Progress reported (progress token: {token})"))
+        }
+        "test_error_handling" => {
+            error_result("This tool intentionally returns an error for testing")
+        }
+        "test_sampling" => sampling(ctx, arg_str(args, "prompt")).await,
+        "test_elicitation" => {
+            let schema = json!({
+                "type": "object",
+                "properties": {
+                    "username": { "type": "string", "description": "User's response" },
+                    "email": { "type": "string", "description": "User's email address" },
+                },
+                "required": ["username", "email"],
+            });
+            elicit(ctx, arg_str(args, "message"), schema, "User response").await
+        }
+        "test_elicitation_sep1034_defaults" => {
+            let schema = json!({
+                "type": "object",
+                "properties": {
+                    "name": { "type": "string", "description": "User name", "default": "John Doe" },
+                    "age": { "type": "integer", "description": "User age", "default": 30 },
+                    "score": { "type": "number", "description": "User score", "default": 95.5 },
+                    "status": {
+                        "type": "string",
+                        "description": "User status",
+                        "enum": ["active", "inactive", "pending"],
+                        "default": "active",
+                    },
+                    "verified": { "type": "boolean", "description": "Verification status", "default": true },
+                },
+                "required": [],
+            });
+            elicit(
+                ctx,
+                "Please review and update the form fields with defaults",
+                schema,
+                "Elicitation completed",
+            )
+            .await
+        }
+        "test_elicitation_sep1330_enums" => {
+            let schema = json!({
+                "type": "object",
+                "properties": {
+                    "untitledSingle": {
+                        "type": "string",
+                        "description": "Select one option",
+                        "enum": ["option1", "option2", "option3"],
+                    },
+                    "titledSingle": {
+                        "type": "string",
+                        "description": "Select one option with titles",
+                        "oneOf": [
+                            { "const": "value1", "title": "First Option" },
+                            { "const": "value2", "title": "Second Option" },
+                            { "const": "value3", "title": "Third Option" },
+                        ],
+                    },
+                    "legacyEnum": {
+                        "type": "string",
+                        "description": "Select one option (legacy)",
+                        "enum": ["opt1", "opt2", "opt3"],
+                        "enumNames": ["Option One", "Option Two", "Option Three"],
+                    },
+                    "untitledMulti": {
+                        "type": "array",
+                        "description": "Select multiple options",
+                        "minItems": 1,
+                        "maxItems": 3,
+                        "items": { "type": "string", "enum": ["option1", "option2", "option3"] },
+                    },
+                    "titledMulti": {
+                        "type": "array",
+                        "description": "Select multiple options with titles",
+                        "minItems": 1,
+                        "maxItems": 3,
+                        "items": {
+                            "anyOf": [
+                                { "const": "value1", "title": "First Choice" },
+                                { "const": "value2", "title": "Second Choice" },
+                                { "const": "value3", "title": "Third Choice" },
+                            ],
+                        },
+                    },
+                },
+                "required": [],
+            });
+            elicit(
+                ctx,
+                "Please select options from the enum fields",
+                schema,
+                "Elicitation completed",
+            )
+            .await
+        }
+        "test_reconnection" => {
+            let _ = ctx.out.send(OutMsg::Disconnect);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            text_result(
+                "Reconnection test completed successfully. If you received this, the client properly reconnected after stream closure.",
+            )
+        }
+        "json_schema_2020_12_tool" => text_result(format!(
+            "JSON Schema 2020-12 tool called with: {}",
+            Value::Object(args.clone())
+        )),
+        "test_dynamic_tool" => text_result("This is a dynamically added tool."),
+        "echo" => text_result(arg_str(args, "text")),
+        "whoami" => text_result(
+            json!({
+                "server": server_name,
+                "session": ctx.session.id,
+                "headers": Value::Object((*ctx.headers).clone()),
+            })
+            .to_string(),
+        ),
+        "digest" => {
+            let data = arg_str(args, "data");
+            let hash = Sha256::digest(data.as_bytes());
+            text_result(
+                json!({ "server": server_name, "sha256": hex::encode(hash), "bytes": data.len() })
+                    .to_string(),
+            )
+        }
+        "slow" => {
+            let ms = args.get("ms").and_then(Value::as_u64).unwrap_or_default();
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            text_result(format!("slept {ms}"))
+        }
+        "crash" => {
+            tracing::warn!("crash tool called: exiting with code {CRASH_EXIT_CODE}");
+            std::process::exit(CRASH_EXIT_CODE);
+        }
+        "close_stream" => {
+            let _ = ctx.out.send(OutMsg::CloseStream);
+            return Ok(ToolOutcome::Silent);
+        }
+        "notify_list_changed" => {
+            ctx.session.send_unsolicited(
+                jsonrpc::notification("notifications/tools/list_changed", Value::Null),
+                true,
+            );
+            text_result("ok")
+        }
+        "list_roots" => {
+            if !ctx.session.client_supports("roots") {
+                return Ok(error_result(
+                    "Client does not support roots (no 'roots' capability declared)",
+                ));
+            }
+            match ctx.ask_client("roots/list", json!({})).await {
+                Ok(result) => text_result(result.to_string()),
+                Err(reason) => error_result(format!("roots/list failed: {reason}")),
+            }
+        }
+        other => {
+            return Err(RpcError::internal(format!(
+                "mock: tool '{other}' is declared but not implemented"
+            )))
+        }
+    };
+    Ok(outcome)
+}
+
+async fn sampling(ctx: &RequestCtx, prompt: &str) -> ToolOutcome {
+    if !ctx.session.client_supports("sampling") {
+        return error_result(
+            "Client does not support sampling (no 'sampling' capability declared)",
+        );
+    }
+    let params = json!({
+        "messages": [{ "role": "user", "content": { "type": "text", "text": prompt } }],
+        "maxTokens": 100,
+    });
+    match ctx.ask_client("sampling/createMessage", params).await {
+        Ok(result) => {
+            let content = &result["content"];
+            let text = content["text"]
+                .as_str()
+                .or_else(|| {
+                    content
+                        .as_array()
+                        .and_then(|items| items.iter().find_map(|c| c["text"].as_str()))
+                })
+                .unwrap_or("No response");
+            text_result(format!("LLM response: {text}"))
+        }
+        Err(reason) => error_result(format!("Sampling failed: {reason}")),
+    }
+}
+
+async fn elicit(ctx: &RequestCtx, message: &str, schema: Value, label: &str) -> ToolOutcome {
+    if !ctx.session.client_supports("elicitation") {
+        return error_result(
+            "Client does not support elicitation (no 'elicitation' capability declared)",
+        );
+    }
+    let mut params = json!({ "message": message, "requestedSchema": schema });
+    if protocol::elicitation_has_mode(&ctx.protocol()) {
+        params["mode"] = json!("form");
+    }
+    match ctx.ask_client("elicitation/create", params).await {
+        Ok(result) => {
+            let action = result["action"].as_str().unwrap_or("unknown");
+            let content = result.get("content").cloned().unwrap_or(json!({}));
+            text_result(format!("{label}: action={action}, content={content}"))
+        }
+        Err(reason) => error_result(format!("Elicitation failed: {reason}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mock::config::MockConfig;
+
+    #[test]
+    fn long_name_is_70_chars() {
+        assert_eq!(LONG_TOOL_NAME.len(), 70);
+    }
+
+    #[test]
+    fn synthetic_names() {
+        let server = MockServer::new(
+            MockConfig {
+                synthetic_tools: 12,
+                ..MockConfig::default()
+            },
+            None,
+        );
+        assert_eq!(synthetic_index(&server, "tool_0"), Some(0));
+        assert_eq!(synthetic_index(&server, "tool_11"), Some(11));
+        assert_eq!(synthetic_index(&server, "tool_12"), None);
+        assert_eq!(synthetic_index(&server, "tool_01"), None);
+        assert_eq!(synthetic_index(&server, "tool_"), None);
+        assert_eq!(synthetic_index(&server, "tool_-1"), None);
+    }
+
+    #[test]
+    fn every_tool_has_description_and_schema() {
+        let server = MockServer::new(
+            MockConfig {
+                synthetic_tools: 2,
+                long_tool_name: true,
+                ..MockConfig::default()
+            },
+            None,
+        );
+        server.add_dynamic();
+        let defs = definitions(&server);
+        assert_eq!(defs.len(), FIXED_TOOLS.len() + 1 + 1 + 2);
+        for d in defs {
+            assert!(d["name"].as_str().is_some_and(|n| n.len() <= 128));
+            assert!(d["description"].as_str().is_some());
+            assert_eq!(d["inputSchema"]["type"], "object");
+        }
+    }
+}

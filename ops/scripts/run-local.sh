@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The one command to try the gateway: installs what is missing, builds, starts two demo
+# MCP servers and the gateway on ops/config/local.toml. Ctrl-C stops everything.
+#
+#   ops/scripts/run-local.sh            # gateway at http://127.0.0.1:8080/mcp
+set -euo pipefail
+root="$(cd "$(dirname "$0")/../.." && pwd)"
+cd "$root"
+bash ops/scripts/install-tools.sh
+echo "[run-local] building (release)…" >&2
+cargo build --release -q -p mcp-gateway -p mcp-backends
+bin="$root/target/release"
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT INT TERM
+"$bin/mcp-mock" --http 127.0.0.1:9101 --name alpha >/dev/null & pids+=($!)
+"$bin/mcp-mock" --http 127.0.0.1:9102 --name beta >/dev/null & pids+=($!)
+echo "[run-local] demo backends alpha (:9101) and beta (:9102) started" >&2
+"$bin/mcp-gateway" --config ops/config/local.toml -c ops/pingora.yaml "$@" & pids+=($!)
+wait "${pids[-1]}"

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The one command that runs every test: installs what is missing (system packages,
+# Node 22, the MCP conformance suite, the official SDKs), makes sure PostgreSQL runs,
+# builds the workspace once, then runs the Rust tests and the interop tests.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/../.." && pwd)"
+cd "$root"
+bash ops/scripts/install-tools.sh --test
+
+# PostgreSQL on 127.0.0.1:5432 (trust auth, database `test`): start it if it is down.
+if command -v pg_ctlcluster >/dev/null 2>&1 && ! pg_isready -q -h 127.0.0.1 -p 5432; then
+  ver=$(ls /etc/postgresql 2>/dev/null | sort -V | tail -1)
+  [ -n "$ver" ] && pg_ctlcluster --skip-systemctl-redirect "$ver" main start || true
+fi
+
+echo "[test] building the workspace" >&2
+cargo build --workspace --all-targets -q
+echo "[test] Rust unit and integration tests" >&2
+cargo test --workspace -q -- --test-threads 4
+echo "[test] interop: official SDK clients and the conformance suite" >&2
+bash ops/scripts/interop.sh
