@@ -317,3 +317,66 @@ fn backend_headers_are_sent_and_client_tokens_are_not() {
     assert_eq!(who["headers"]["x-api-key"], "backend-key", "{who}");
     assert!(who["headers"].get("authorization").is_none(), "{who}");
 }
+
+#[test]
+fn pages_follow_each_backends_cursor() {
+    let a = spawn_mock("pa", &["--no-dynamic", "--tools", "7", "--page-size", "4"]);
+    let b = spawn_mock("pb", &["--no-dynamic"]);
+    let gw = spawn_gateway(&gateway_config(&[("pa", &a.url, ""), ("pb", &b.url, "")], ""));
+    let mut cl = Client::new(&gw.url);
+    cl.initialize();
+    let mut all = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let params = match &cursor {
+            Some(c) => json!({"cursor": c}),
+            None => json!({}),
+        };
+        let r = cl.request("tools/list", params);
+        pages += 1;
+        for t in r["result"]["tools"].as_array().unwrap() {
+            all.push(t["name"].as_str().unwrap().to_string());
+        }
+        match r["result"]["nextCursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+        assert!(pages < 20, "pagination does not end");
+    }
+    assert!(pages >= 2, "expected several pages");
+    for i in 0..7 {
+        assert!(all.contains(&format!("pa__tool_{i}")), "tool_{i} missing: {all:?}");
+    }
+    assert!(all.contains(&"pb__echo".to_string()));
+    let mut dedup = all.clone();
+    dedup.sort();
+    dedup.dedup();
+    assert_eq!(dedup.len(), all.len(), "a tool was listed twice: {all:?}");
+}
+
+#[test]
+fn client_cancellation_reaches_the_backend() {
+    let a = spawn_mock("c", &["--no-dynamic"]);
+    let gw = spawn_gateway(&gateway_config(&[("c", &a.url, "")], ""));
+    let mut cl = Client::new(&gw.url);
+    cl.initialize();
+    let (url, sid) = (cl.url.clone(), cl.session.clone().unwrap());
+    let started = std::time::Instant::now();
+    let call = std::thread::spawn(move || {
+        let mut c = Client::new(&url);
+        c.session = Some(sid);
+        c.post(&json!({"jsonrpc":"2.0","id":"slow-1","method":"tools/call","params":{"name":"c__slow","arguments":{"ms":20000}}}))
+    });
+    // Cancel until the call ends (the request may not have reached the backend yet).
+    while !call.is_finished() {
+        let n = cl.post(&json!({"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":"slow-1","reason":"test"}}));
+        assert_eq!(n.status, 202);
+        assert!(started.elapsed() < std::time::Duration::from_secs(15), "cancellation never reached the backend");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let answer = call.join().unwrap();
+    assert!(started.elapsed() < std::time::Duration::from_secs(15));
+    // The backend stopped without answering; the gateway says so.
+    assert!(!answer.body.contains("slept"), "{}", answer.body);
+}

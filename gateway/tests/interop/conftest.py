@@ -10,6 +10,7 @@ Binaries default to <repo>/target/debug; override with MCP_GATEWAY_BIN / MCP_MOC
 from __future__ import annotations
 
 import os
+from importlib import metadata
 import re
 import signal
 import subprocess
@@ -18,6 +19,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+
+try:
+    _MCP_MAJOR = int(metadata.version("mcp").split(".")[0])
+except metadata.PackageNotFoundError:
+    _MCP_MAJOR = 0
+if _MCP_MAJOR < 2:
+    raise pytest.UsageError(
+        "these tests use the official Python SDK 2.x API (mcp.Client, mcp_types); "
+        "run them with .tools/venv/bin/python after ops/scripts/install-tools.sh --test"
+    )
 
 REPO = Path(__file__).resolve().parents[3]
 GATEWAY_BIN = Path(os.environ.get("MCP_GATEWAY_BIN", REPO / "target/debug/mcp-gateway"))
@@ -36,6 +47,9 @@ class Proc:
     stdout_path: Path
     stderr_path: Path
     url: str = ""
+    # The gateway stops at once on SIGINT (Pingora's fast shutdown; SIGTERM starts a
+    # graceful one with a long grace period); the mocks stop on SIGTERM.
+    stop_signal: int = signal.SIGTERM
     _files: list = field(default_factory=list)
 
     def log_tail(self, limit: int = 4000) -> str:
@@ -49,9 +63,8 @@ class Proc:
         return "\n".join(out)
 
     def stop(self) -> None:
-        # SIGINT: Pingora's fast shutdown (SIGTERM starts a graceful one with a long grace period).
         if self.popen.poll() is None:
-            self.popen.send_signal(signal.SIGINT)
+            self.popen.send_signal(self.stop_signal)
             try:
                 self.popen.wait(timeout=5)
             except subprocess.TimeoutExpired:
@@ -61,7 +74,7 @@ class Proc:
             f.close()
 
 
-def start(name: str, argv: list[str], workdir: Path) -> Proc:
+def start(name: str, argv: list[str], workdir: Path, stop_signal: int = signal.SIGTERM) -> Proc:
     """Starts argv and waits (polling, with a deadline) for its `listening on` line."""
     if not Path(argv[0]).is_file():
         pytest.fail(f"{argv[0]} is missing: build it first (ops/scripts/interop.sh does)")
@@ -73,7 +86,7 @@ def start(name: str, argv: list[str], workdir: Path) -> Proc:
     env.setdefault("RUST_LOG", "info")
     env["NO_COLOR"] = "1"
     popen = subprocess.Popen(argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env)
-    proc = Proc(name, popen, stdout_path, stderr_path, _files=[out, err])
+    proc = Proc(name, popen, stdout_path, stderr_path, stop_signal=stop_signal, _files=[out, err])
     deadline = time.monotonic() + STARTUP_DEADLINE_S
     while True:
         m = LISTEN_RE.search(stdout_path.read_text(errors="replace"))
@@ -113,7 +126,7 @@ def start_gateway(backends: list[tuple[str, str, bool]], workdir: Path) -> Proc:
         ]
     config = workdir / "gateway.toml"
     config.write_text("\n".join(lines))
-    return start("gateway", [str(GATEWAY_BIN), "--config", str(config)], workdir)
+    return start("gateway", [str(GATEWAY_BIN), "--config", str(config)], workdir, signal.SIGINT)
 
 
 class Stack:

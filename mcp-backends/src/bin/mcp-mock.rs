@@ -37,6 +37,9 @@ struct Cli {
     /// Add one tool with a 70-character name.
     #[arg(long)]
     long_tool_name: bool,
+    /// Serve tools/list in pages of N tools (0: one page).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    page_size: usize,
     /// Answer every POST with application/json (related messages go to the GET stream).
     #[arg(long, conflicts_with = "sse")]
     json: bool,
@@ -76,6 +79,7 @@ fn main() -> anyhow::Result<()> {
             .collect(),
         synthetic_tools: cli.tools,
         long_tool_name: cli.long_tool_name,
+        page_size: cli.page_size,
         reply_mode: if cli.json {
             ReplyMode::Json
         } else if cli.sse {

@@ -28,6 +28,8 @@ pub struct MockConfig {
     pub synthetic_tools: usize,
     /// Adds one tool whose name is 70 characters long.
     pub long_tool_name: bool,
+    /// tools/list page size (0: everything in one page).
+    pub page_size: usize,
     pub reply_mode: ReplyMode,
     /// Timed behaviours: dynamic tool/resource/prompt after 2 s, watched resource every 3 s.
     pub dynamic: bool,
@@ -51,6 +53,7 @@ impl Default for MockConfig {
             fail_methods: HashSet::new(),
             synthetic_tools: 0,
             long_tool_name: false,
+            page_size: 0,
             reply_mode: ReplyMode::Auto,
             dynamic: true,
             stateless: false,

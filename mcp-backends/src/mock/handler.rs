@@ -127,6 +127,30 @@ fn required_str<'a>(
         .ok_or_else(|| RpcError::invalid_params(format!("{method} requires '{key}' (string)")))
 }
 
+/// `tools/list`, in pages of `--page-size` tools when set; the cursor is the offset.
+fn page_tools(server: &MockServer, params: &Map<String, Value>) -> Result<Value, RpcError> {
+    let all = tools::definitions(server);
+    let size = server.config.page_size;
+    if size == 0 {
+        reject_cursor(params, "tools/list")?;
+        return Ok(json!({ "tools": all }));
+    }
+    let start = match params.get("cursor") {
+        None | Some(Value::Null) => 0,
+        Some(c) => c
+            .as_str()
+            .and_then(|c| c.parse::<usize>().ok())
+            .filter(|n| *n <= all.len())
+            .ok_or_else(|| RpcError::invalid_params(format!("tools/list: unknown cursor {c}")))?,
+    };
+    let end = (start + size).min(all.len());
+    let mut out = json!({ "tools": all[start..end] });
+    if end < all.len() {
+        out["nextCursor"] = json!(end.to_string());
+    }
+    Ok(out)
+}
+
 /// The mock never issues cursors, so any cursor is one it cannot resume.
 fn reject_cursor(params: &Map<String, Value>, method: &str) -> Result<(), RpcError> {
     match params.get("cursor") {
@@ -209,10 +233,7 @@ fn handle_simple(ctx: &RequestCtx, method: &str, params: &Value) -> Result<Value
     match method {
         "initialize" => initialize(server, session, params),
         "ping" => Ok(json!({})),
-        "tools/list" => {
-            reject_cursor(&params_object(params)?, method)?;
-            Ok(json!({ "tools": tools::definitions(server) }))
-        }
+        "tools/list" => page_tools(server, &params_object(params)?),
         "resources/list" => {
             reject_cursor(&params_object(params)?, method)?;
             Ok(json!({ "resources": catalog::resources(server) }))

@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# Benchmarks of the gateway on this machine, all rows in the same run. Prints a
+# Markdown table (the README keeps the last one). Loopback only; every load is bounded.
+#
+#   ops/scripts/bench.sh [--seconds N]
+set -euo pipefail
+root="$(cd "$(dirname "$0")/../.." && pwd)"
+cd "$root"
+secs=10
+[ "${1:-}" = "--seconds" ] && secs="$2"
+cargo build --release -q -p mcp-gateway -p mcp-backends -p mcp-loadgen
+bin="$root/target/release"
+work=$(mktemp -d)
+# start() runs in a subshell ($(…)), so children are recorded in a file, not a variable.
+cleanup() { [ -f "$work/pids" ] && xargs -r kill < "$work/pids" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+
+# Starts a process whose first stdout line is "listening on URL"; echoes URL.
+start() {
+  local log="$work/$RANDOM.out"
+  "$@" > "$log" 2>/dev/null &
+  echo $! >> "$work/pids"
+  for _ in $(seq 1 300); do
+    if grep -q '^listening on ' "$log" 2>/dev/null; then sed -n 's/^listening on //p' "$log" | head -1; return; fi
+    sleep 0.05
+  done
+  echo "could not start: $*" >&2; exit 1
+}
+
+load() { "$bin/mcp-load" --json --duration "$secs" --warmup 1 "$@"; }
+field() { python3 -c "import json,sys; print(json.loads(sys.argv[1])['$2'])" "$1"; }
+
+mock=$(start "$bin/mcp-mock" --http 127.0.0.1:0 --name fast --no-dynamic --json)
+cat > "$work/gw.toml" <<EOT
+[server]
+listen = "127.0.0.1:0"
+[[backend]]
+name = "fast"
+url = "$mock"
+EOT
+gw=$(start "$bin/mcp-gateway" --config "$work/gw.toml" -c ops/pingora.yaml)
+pass="${gw%/mcp}/backends/fast/mcp"
+
+rows=()
+row() { rows+=("| $1 | $2 | $3 |"); }
+
+echo "throughput, 16 connections, ${secs}s each…" >&2
+d16=$(load --url "$mock" --connections 16 --tool echo)
+p16=$(load --url "$pass" --connections 16 --tool echo)
+a16=$(load --url "$gw" --connections 16 --tool fast__echo)
+echo "latency, 1 connection…" >&2
+d1=$(load --url "$mock" --connections 1 --tool echo)
+p1=$(load --url "$pass" --connections 1 --tool echo)
+a1=$(load --url "$gw" --connections 1 --tool fast__echo)
+
+dr=$(field "$d16" rps); pr=$(field "$p16" rps); ar=$(field "$a16" rps)
+row "tools/call, 16 conns: direct to backend" "$(printf '%.0f req/s' "$dr")" "errors $(field "$d16" errors)"
+row "tools/call, 16 conns: pass-through route" "$(printf '%.0f req/s' "$pr")" "errors $(field "$p16" errors)"
+row "tools/call, 16 conns: aggregated /mcp" "$(printf '%.0f req/s' "$ar")" "$(python3 -c "print(f'{$ar/$pr:.2f}× pass-through (target ≥ 0.8×), errors $(field "$a16" errors)')")"
+dp=$(field "$d1" p50_ms); pp=$(field "$p1" p50_ms); ap=$(field "$a1" p50_ms)
+row "tools/call p50, 1 conn: direct" "$(printf '%.3f ms' "$dp")" ""
+row "tools/call p50, 1 conn: pass-through" "$(printf '%.3f ms' "$pp")" ""
+row "tools/call p50, 1 conn: aggregated" "$(printf '%.3f ms' "$ap")" "$(python3 -c "print(f'direct + {($ap-$dp):.3f} ms (target ≤ +0.3 ms)')")"
+
+echo "tools/list over 10 backends at 50 ms each…" >&2
+cfg="$work/gw10.toml"
+printf '[server]\nlisten = "127.0.0.1:0"\n' > "$cfg"
+for i in $(seq 0 9); do
+  u=$(start "$bin/mcp-mock" --http 127.0.0.1:0 --name "slow$i" --no-dynamic --json --latency-ms 50)
+  printf '[[backend]]\nname = "slow%s"\nurl = "%s"\n' "$i" "$u" >> "$cfg"
+done
+gw10=$(start "$bin/mcp-gateway" --config "$cfg" -c ops/pingora.yaml)
+l10=$("$bin/mcp-load" --json --warmup 1 --url "$gw10" --connections 1 --mode list --duration "$(( secs < 5 ? secs : 5 ))")
+row "tools/list over 10 backends (50 ms each), p50" "$(printf '%.1f ms' "$(field "$l10" p50_ms)")" "target ≤ 70 ms; p99 $(printf '%.1f' "$(field "$l10" p99_ms)") ms"
+
+echo "10,000 idle sessions…" >&2
+gwpid=$(pgrep -f "mcp-gateway --config $work/gw.toml" | head -1)
+[ -n "$gwpid" ] || { echo "gateway process not found" >&2; exit 1; }
+rss_before=$(awk '/VmRSS/ {print $2}' /proc/"$gwpid"/status)
+"$bin/mcp-load" --url "$gw" --mode sessions --sessions 10000 --connections 16 --json >/dev/null
+rss_after=$(awk '/VmRSS/ {print $2}' /proc/"$gwpid"/status)
+row "10,000 idle sessions: gateway RSS" "$((rss_after / 1024)) MB" "before: $((rss_before / 1024)) MB; target ≤ 150 MB"
+
+echo
+echo "Machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr); $(date -u +%Y-%m-%d)"
+echo "Command: ops/scripts/bench.sh --seconds $secs"
+echo
+echo "| measurement | result | note |"
+echo "|---|---|---|"
+printf '%s\n' "${rows[@]}"
