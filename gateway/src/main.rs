@@ -63,7 +63,19 @@ fn init_tracing(format: LogFormat) {
 
 fn run(config: &mut Config, opt: Opt) -> anyhow::Result<()> {
     let validate_only = opt.test;
+    let has_yaml = opt.conf.is_some();
     let mut server = Server::new(Some(opt))?;
+    if !has_yaml {
+        // Without a YAML file Pingora would use one thread and a 300 s grace period on
+        // SIGTERM; a container platform kills long before that.
+        if let Some(conf) = std::sync::Arc::get_mut(&mut server.configuration) {
+            conf.threads = std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1);
+            conf.grace_period_seconds = Some(10);
+            conf.graceful_shutdown_timeout_seconds = Some(5);
+        }
+    }
     server.bootstrap();
     if validate_only {
         return Ok(());

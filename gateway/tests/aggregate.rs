@@ -322,7 +322,10 @@ fn backend_headers_are_sent_and_client_tokens_are_not() {
 fn pages_follow_each_backends_cursor() {
     let a = spawn_mock("pa", &["--no-dynamic", "--tools", "7", "--page-size", "4"]);
     let b = spawn_mock("pb", &["--no-dynamic"]);
-    let gw = spawn_gateway(&gateway_config(&[("pa", &a.url, ""), ("pb", &b.url, "")], ""));
+    let gw = spawn_gateway(&gateway_config(
+        &[("pa", &a.url, ""), ("pb", &b.url, "")],
+        "",
+    ));
     let mut cl = Client::new(&gw.url);
     cl.initialize();
     let mut all = Vec::new();
@@ -346,7 +349,10 @@ fn pages_follow_each_backends_cursor() {
     }
     assert!(pages >= 2, "expected several pages");
     for i in 0..7 {
-        assert!(all.contains(&format!("pa__tool_{i}")), "tool_{i} missing: {all:?}");
+        assert!(
+            all.contains(&format!("pa__tool_{i}")),
+            "tool_{i} missing: {all:?}"
+        );
     }
     assert!(all.contains(&"pb__echo".to_string()));
     let mut dedup = all.clone();
@@ -372,7 +378,10 @@ fn client_cancellation_reaches_the_backend() {
     while !call.is_finished() {
         let n = cl.post(&json!({"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":"slow-1","reason":"test"}}));
         assert_eq!(n.status, 202);
-        assert!(started.elapsed() < std::time::Duration::from_secs(15), "cancellation never reached the backend");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(15),
+            "cancellation never reached the backend"
+        );
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     let answer = call.join().unwrap();

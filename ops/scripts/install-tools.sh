@@ -65,7 +65,7 @@ venv="$tools/venv"
 if [ ! -f "$venv/.installed-v1" ]; then
   log "installing Python test peers"
   python3 -m venv "$venv"
-  "$venv/bin/pip" install -q --disable-pip-version-check "mcp>=1.20" mcp-server-time httpx pytest
+  "$venv/bin/pip" install -q --disable-pip-version-check "mcp>=2,<3" mcp-server-time httpx pytest
   touch "$venv/.installed-v1"
 fi
 log "test peers ready in $tools"

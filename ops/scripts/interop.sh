@@ -32,7 +32,7 @@ for arg in "$@"; do
   case "$arg" in
     --build) force_build=1 ;;
     python|typescript|conformance) parts+=("$arg") ;;
-    -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "interop: unknown argument '$arg' (see --help)" >&2; exit 2 ;;
   esac
 done

@@ -112,6 +112,33 @@ impl Response {
         self
     }
 
+    /// Puts the request's id into an error body built without it.
+    fn answering(self, id: &Value) -> Response {
+        match self {
+            Response::Full {
+                status,
+                content_type,
+                headers,
+                body,
+            } => {
+                let body = match serde_json::from_slice::<Value>(&body) {
+                    Ok(mut v) if v.get("error").is_some() => {
+                        v["id"] = id.clone();
+                        to_bytes(&v)
+                    }
+                    _ => body,
+                };
+                Response::Full {
+                    status,
+                    content_type,
+                    headers,
+                    body,
+                }
+            }
+            other => other,
+        }
+    }
+
     pub fn status(&self) -> u16 {
         match self {
             Response::Full { status, .. } => *status,
@@ -328,11 +355,15 @@ impl Gateway {
         }
         let claims = match self.open_session(&req.headers, caller) {
             Ok(c) => c,
-            Err(r) => return r,
+            Err(r) => {
+                return match &msg {
+                    Message::Request { id, .. } => r.answering(id),
+                    _ => r,
+                }
+            }
         };
         info.session = Some(claims.sid.clone());
-        let resp = self.dispatch(&claims, msg, info).await;
-        resp
+        self.dispatch(&claims, msg, info).await
     }
 
     /// JSON-RPC batches: refused from 2025-06-18 on; for older sessions each message is
@@ -643,7 +674,15 @@ impl Gateway {
                 };
                 info.target = Some(uri.clone());
                 let Some((b, original)) = self.resolve_uri(claims, &uri) else {
-                    return rpc_err(jsonrpc::INVALID_PARAMS, format!("unknown resource {uri:?}"));
+                    return Response::json(
+                        200,
+                        &jsonrpc::error_with_data(
+                            &id,
+                            jsonrpc::INVALID_PARAMS,
+                            format!("unknown resource {uri:?}"),
+                            json!({"uri": uri}),
+                        ),
+                    );
                 };
                 params["uri"] = Value::String(original);
                 self.forward(claims, b, id, method, params, info).await
