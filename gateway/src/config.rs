@@ -85,6 +85,16 @@ struct FileBackend {
     prefix: Option<bool>,
     timeout_ms: Option<u64>,
     enabled: Option<bool>,
+    command: Option<toml::Spanned<String>>,
+    #[serde(default)]
+    args: Vec<toml::Spanned<String>>,
+    #[serde(default)]
+    env: BTreeMap<String, toml::Spanned<String>>,
+    cwd: Option<toml::Spanned<String>>,
+    sharing: Option<toml::Spanned<String>>,
+    processes: Option<usize>,
+    idle_timeout_s: Option<u64>,
+    max_processes: Option<usize>,
 }
 
 /// How the gateway authenticates clients. Only `none` exists until the OAuth
@@ -127,6 +137,33 @@ pub struct ServerConfig {
 pub enum Transport {
     /// Streamable HTTP at `url`.
     Http { url: Url },
+    /// A child process speaking newline-delimited JSON-RPC on stdin/stdout.
+    Stdio(StdioConfig),
+    /// The legacy HTTP+SSE transport (2024-11-05): `url` is the SSE endpoint.
+    Sse { url: Url },
+}
+
+/// How STDIO processes are shared between downstream sessions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sharing {
+    /// A fixed pool of `processes` children serves every session.
+    Shared { processes: usize },
+    /// One child per downstream session.
+    PerSession {
+        idle_timeout: Duration,
+        max_processes: usize,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StdioConfig {
+    pub command: String,
+    pub args: Vec<String>,
+    /// Environment of the child (resolved); the child gets only PATH, HOME, LANG,
+    /// TMPDIR and USER from the gateway besides these.
+    pub env: Vec<(String, String)>,
+    pub cwd: Option<std::path::PathBuf>,
+    pub sharing: Sharing,
 }
 
 /// One validated upstream MCP server.
@@ -444,15 +481,56 @@ impl Validator<'_> {
                 }
                 Transport::Http { url }
             }
+            "sse" => {
+                let Some(url_v) = &b.url else {
+                    return Err(self.err(
+                        span,
+                        "backend.url",
+                        format!("backend {name:?} uses transport \"sse\" and needs the url of its SSE endpoint"),
+                    ));
+                };
+                let raw = self.expand(url_v, "backend.url")?;
+                let url = Url::parse(&raw)
+                    .map_err(|e| self.err(url_v.span(), "backend.url", format!("{raw:?}: {e}")))?;
+                if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+                    return Err(self.err(
+                        url_v.span(),
+                        "backend.url",
+                        format!("{raw:?} must be an http:// or https:// URL"),
+                    ));
+                }
+                Transport::Sse { url }
+            }
+            "stdio" => Transport::Stdio(self.stdio(&b, &name, span.clone())?),
             other => {
                 let tspan = b.transport.as_ref().map(|t| t.span()).unwrap_or(span);
                 return Err(self.err(
                     tspan,
                     "backend.transport",
-                    format!("unknown transport {other:?}; supported: \"http\""),
+                    format!("unknown transport {other:?}; supported: \"http\", \"stdio\", \"sse\""),
                 ));
             }
         };
+        if !matches!(transport, Transport::Stdio(_)) {
+            for (key, present) in [
+                ("command", b.command.is_some()),
+                ("args", !b.args.is_empty()),
+                ("env", !b.env.is_empty()),
+                ("cwd", b.cwd.is_some()),
+                ("sharing", b.sharing.is_some()),
+                ("processes", b.processes.is_some()),
+                ("idle_timeout_s", b.idle_timeout_s.is_some()),
+                ("max_processes", b.max_processes.is_some()),
+            ] {
+                if present {
+                    return Err(self.err(
+                        span.clone(),
+                        &format!("backend.{key}"),
+                        format!("only applies to transport = \"stdio\" (backend {name:?})"),
+                    ));
+                }
+            }
+        }
         let mut headers = Vec::new();
         for (k, v) in &b.headers {
             let key = format!("backend.headers.{k}");
@@ -474,6 +552,101 @@ impl Validator<'_> {
                 .timeout_ms
                 .map(|ms| Duration::from_millis(ms.max(1)))
                 .unwrap_or(server.request_timeout),
+        })
+    }
+}
+
+impl Validator<'_> {
+    fn stdio(
+        &self,
+        b: &FileBackend,
+        name: &str,
+        span: Range<usize>,
+    ) -> Result<StdioConfig, ConfigError> {
+        let Some(cmd_v) = &b.command else {
+            return Err(self.err(
+                span,
+                "backend.command",
+                format!("backend {name:?} uses transport \"stdio\" and needs a command"),
+            ));
+        };
+        let command = self.expand(cmd_v, "backend.command")?;
+        if command.trim().is_empty() {
+            return Err(self.err(cmd_v.span(), "backend.command", "must not be empty"));
+        }
+        let mut args = Vec::new();
+        for a in &b.args {
+            args.push(self.expand(a, "backend.args")?);
+        }
+        let mut env = Vec::new();
+        for (k, v) in &b.env {
+            let key = format!("backend.env.{k}");
+            if k.is_empty() || k.contains('=') || k.contains('\0') {
+                return Err(self.err(v.span(), &key, "not a valid environment variable name"));
+            }
+            env.push((k.clone(), self.expand(v, &key)?));
+        }
+        let cwd = match &b.cwd {
+            None => None,
+            Some(c) => {
+                let dir = std::path::PathBuf::from(self.expand(c, "backend.cwd")?);
+                if !dir.is_dir() {
+                    return Err(self.err(
+                        c.span(),
+                        "backend.cwd",
+                        format!("{} is not a directory", dir.display()),
+                    ));
+                }
+                Some(dir)
+            }
+        };
+        let sharing = match b.sharing.as_ref().map(|s| s.get_ref().as_str()) {
+            None | Some("shared") => {
+                if b.idle_timeout_s.is_some() || b.max_processes.is_some() {
+                    return Err(self.err(
+                        span,
+                        "backend.sharing",
+                        "idle_timeout_s and max_processes apply to sharing = \"per_session\"",
+                    ));
+                }
+                let processes = b.processes.unwrap_or(1);
+                if !(1..=64).contains(&processes) {
+                    return Err(self.err(span, "backend.processes", "must be between 1 and 64"));
+                }
+                Sharing::Shared { processes }
+            }
+            Some("per_session") => {
+                if b.processes.is_some() {
+                    return Err(self.err(
+                        span,
+                        "backend.processes",
+                        "applies to sharing = \"shared\"; use max_processes for per_session",
+                    ));
+                }
+                let max_processes = b.max_processes.unwrap_or(100);
+                if max_processes == 0 {
+                    return Err(self.err(span, "backend.max_processes", "must be at least 1"));
+                }
+                Sharing::PerSession {
+                    idle_timeout: Duration::from_secs(b.idle_timeout_s.unwrap_or(300).max(1)),
+                    max_processes,
+                }
+            }
+            Some(other) => {
+                let sspan = b.sharing.as_ref().map(|s| s.span()).unwrap_or(span);
+                return Err(self.err(
+                    sspan,
+                    "backend.sharing",
+                    format!("{other:?} is not \"shared\" or \"per_session\""),
+                ));
+            }
+        };
+        Ok(StdioConfig {
+            command,
+            args,
+            env,
+            cwd,
+            sharing,
         })
     }
 }
@@ -626,6 +799,42 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("backend.url"), "{e}");
+    }
+
+    #[test]
+    fn stdio_backends() {
+        let c = parse(
+            "[[backend]]\nname = \"t\"\ntransport = \"stdio\"\ncommand = \"server\"\nargs = [\"--x\"]\nenv = { KEY = \"${env:TOKEN}\" }\nsharing = \"per_session\"\nidle_timeout_s = 5\n",
+        )
+        .unwrap();
+        let Transport::Stdio(s) = &c.backends[0].transport else {
+            panic!("not stdio")
+        };
+        assert_eq!(s.args, vec!["--x"]);
+        assert_eq!(s.env, vec![("KEY".to_string(), "s3cret".to_string())]);
+        assert!(matches!(
+            s.sharing,
+            Sharing::PerSession {
+                max_processes: 100,
+                ..
+            }
+        ));
+        let e = parse("[[backend]]\nname = \"t\"\ntransport = \"stdio\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("backend.command"), "{e}");
+        let e = parse("[[backend]]\nname = \"t\"\ntransport = \"stdio\"\ncommand = \"x\"\nsharing = \"sometimes\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("backend.sharing") && e.contains(":5:"), "{e}");
+        let e = parse("[[backend]]\nname = \"t\"\nurl = \"http://h/mcp\"\ncommand = \"x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("backend.command") && e.contains("stdio"), "{e}");
+        let e = parse("[[backend]]\nname = \"t\"\ntransport = \"stdio\"\ncommand = \"x\"\nprocesses = 2\nsharing = \"per_session\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("backend.processes"), "{e}");
     }
 
     #[test]

@@ -25,6 +25,7 @@ pub fn readiness(gw: &Gateway) -> (u16, Value) {
                 "requests": b.requests.load(Ordering::Relaxed),
                 "failures": b.failures.load(Ordering::Relaxed),
                 "omitted_from_lists": b.omitted.load(Ordering::Relaxed),
+                "transport": b.transport_status(),
             })
         })
         .collect();
@@ -43,6 +44,10 @@ pub struct Probes {
 impl BackgroundService for Probes {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let every = self.gateway.config.server.health_interval;
+        // Shared STDIO and legacy-SSE connections start now, supervised on this runtime.
+        for b in &self.gateway.backends {
+            b.start();
+        }
         loop {
             futures::future::join_all(self.gateway.backends.iter().map(|b| async move {
                 // probe() records its own outcome; only a hang is recorded here.
@@ -58,7 +63,12 @@ impl BackgroundService for Probes {
             .await;
             tokio::select! {
                 _ = tokio::time::sleep(every) => {}
-                _ = shutdown.changed() => return,
+                _ = shutdown.changed() => {
+                    for b in &self.gateway.backends {
+                        b.stop();
+                    }
+                    return;
+                }
             }
         }
     }

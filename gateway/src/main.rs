@@ -12,6 +12,7 @@ use mcp_gateway::mcp::handler::Gateway;
 use mcp_gateway::mcp::session::Sealer;
 use mcp_gateway::proxy::GatewayProxy;
 use mcp_gateway::upstream::http::build_client;
+use mcp_gateway::upstream::stdio;
 use pingora::server::configuration::Opt;
 use pingora::server::Server;
 use pingora::services::background::background_service;
@@ -30,6 +31,12 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
+    // Re-executed as the guard of a STDIO backend process (see upstream::stdio).
+    let mut raw = std::env::args_os();
+    if raw.nth(1).as_deref() == Some(std::ffi::OsStr::new(stdio::GUARD_ARG)) {
+        let code = stdio::guard_main(raw.collect());
+        return ExitCode::from(code.clamp(0, 255) as u8);
+    }
     let cli = Cli::parse();
     let mut config = match Config::load(&cli.config) {
         Ok(c) => c,

@@ -231,45 +231,13 @@ fn sampling_and_elicitation_round_trip_through_the_gateway() {
             json!({"action": "accept", "content": {"username": "u", "email": "e@example.com"}}),
         ),
     ] {
-        // Drive the SSE stream by hand: read the server request, answer it, read the result.
-        let http = blocking();
-        let mut resp = http
-            .post(&cl.url)
-            .header("content-type", "application/json")
-            .header("accept", "application/json, text/event-stream")
-            .header("mcp-session-id", cl.session.clone().unwrap())
-            .body(json!({"jsonrpc":"2.0","id":77,"method":"tools/call","params":{"name":tool,"arguments":{"prompt":"hi","message":"hi"}}}).to_string())
-            .send()
-            .unwrap();
-        assert_eq!(resp.status(), 200);
-        let mut buf = String::new();
-        let mut answered = false;
-        let final_msg = loop {
-            let mut chunk = [0u8; 4096];
-            let n = std::io::Read::read(&mut resp, &mut chunk).unwrap();
-            assert!(n > 0, "stream ended early: {buf}");
-            buf.push_str(&String::from_utf8_lossy(&chunk[..n]));
-            let msgs = sse_messages(&buf);
-            if !answered {
-                if let Some(req) = msgs
-                    .iter()
-                    .find(|m| m.get("method").is_some() && m.get("id").is_some())
-                {
-                    let sid = req["id"].as_str().unwrap_or_default().to_string();
-                    assert!(
-                        sid.starts_with("mcpgw:"),
-                        "server request id not rewritten: {req}"
-                    );
-                    let a = cl.post(&json!({"jsonrpc":"2.0","id":req["id"],"result":answer}));
-                    assert_eq!(a.status, 202, "{}", a.body);
-                    answered = true;
-                }
-            }
-            if let Some(done) = msgs.iter().find(|m| m["id"] == 77) {
-                break done.clone();
-            }
-        };
-        assert!(answered, "{tool}: no server request seen");
+        let (req, final_msg) =
+            call_answering(&cl, tool, json!({"prompt": "hi", "message": "hi"}), answer);
+        let rid = req["id"].as_str().unwrap_or_default();
+        assert!(
+            rid.starts_with("mcpgw:"),
+            "{tool}: server request id not rewritten: {req}"
+        );
         assert!(
             final_msg["result"]["content"].is_array(),
             "{tool}: {final_msg}"

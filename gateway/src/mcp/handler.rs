@@ -497,11 +497,11 @@ impl Gateway {
         );
         info.session = Some(claims.sid.clone());
         let results = futures::future::join_all(self.backends.iter().map(|b| {
-            let (caps_v, info_v) = (&client_caps, &client_info);
+            let (caps_v, info_v, sid) = (&client_caps, &client_info, claims.sid.as_str());
             async move {
                 let r = tokio::time::timeout(
                     b.config.timeout,
-                    b.initialize(negotiated, caps_v, info_v),
+                    b.initialize(sid, negotiated, caps_v, info_v),
                 )
                 .await
                 .unwrap_or(Err(UpstreamError::Timeout(b.config.timeout)));
@@ -624,13 +624,15 @@ impl Gateway {
                     let p = p.clone();
                     async move {
                         let _ = self
-                                .in_session(claims, b, |s| {
-                                    let p = p.clone();
-                                    async move {
-                                        self.backends[b].request(&s, "logging/setLevel", p).await
-                                    }
-                                })
-                                .await;
+                            .in_session(claims, b, |s| {
+                                let p = p.clone();
+                                async move {
+                                    self.backends[b]
+                                        .request(&claims.sid, &s, "logging/setLevel", p)
+                                        .await
+                                }
+                            })
+                            .await;
                     }
                 }))
                 .await;
@@ -765,7 +767,7 @@ impl Gateway {
         let backend = &self.backends[b];
         let s = tokio::time::timeout(
             backend.config.timeout,
-            backend.initialize(&claims.v, &claims.caps, &claims.info),
+            backend.initialize(&claims.sid, &claims.v, &claims.caps, &claims.info),
         )
         .await
         .unwrap_or(Err(UpstreamError::Timeout(backend.config.timeout)))?;
@@ -876,7 +878,7 @@ impl Gateway {
             async move {
                 let fut = self.in_session(claims, *b, |s| {
                     let p = p.clone();
-                    async move { backend.request(&s, method, p).await }
+                    async move { backend.request(&claims.sid, &s, method, p).await }
                 });
                 tokio::time::timeout(backend.config.timeout, fut)
                     .await
@@ -1012,7 +1014,7 @@ impl Gateway {
         let r = self
             .in_session(claims, b, |s| {
                 let (backend, body) = (&backend, body.clone());
-                async move { backend.send(&s, body, &[]).await }
+                async move { backend.send(&claims.sid, &s, body, &[]).await }
             })
             .await;
         match r {
@@ -1101,7 +1103,7 @@ impl Gateway {
             async move {
                 let backend = &self.backends[b];
                 if let Ok(s) = self.upstream(claims, b).await {
-                    if let Err(e) = backend.send(&s, body, &[]).await {
+                    if let Err(e) = backend.send(&claims.sid, &s, body, &[]).await {
                         tracing::debug!(backend = backend.name(), error = %e, "notification not delivered");
                     }
                 }
@@ -1138,7 +1140,7 @@ impl Gateway {
         let r = self
             .in_session(claims, backend.index, |s| {
                 let (backend, bytes) = (&backend, bytes.clone());
-                async move { backend.send(&s, bytes, &[]).await }
+                async move { backend.send(&claims.sid, &s, bytes, &[]).await }
             })
             .await;
         match r {
@@ -1198,8 +1200,8 @@ impl Gateway {
         loop {
             let opened = tokio::select! {
                 r = self.in_session(&claims, b, |s| {
-                    let backend = &backend;
-                    async move { backend.open_stream(&s).await }
+                    let (backend, sid) = (&backend, &claims.sid);
+                    async move { backend.open_stream(sid, &s).await }
                 }) => r,
                 _ = tx.closed() => return,
             };
@@ -1255,7 +1257,8 @@ impl Gateway {
                     .map(|(_, s)| s)
                     .or_else(|| claims.up.get(b.name()).cloned());
                 if let Some(s) = s {
-                    let _ = tokio::time::timeout(b.config.timeout, b.end_session(&s)).await;
+                    let _ = tokio::time::timeout(b.config.timeout, b.end_session(&claims.sid, &s))
+                        .await;
                 }
             }
         }))

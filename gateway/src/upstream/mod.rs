@@ -1,11 +1,15 @@
 //! Upstream MCP servers: one [`Backend`] per configured server, with its transport,
 //! its health state and its counters.
 
+pub mod channel;
 pub mod http;
+pub mod legacy_sse;
+pub mod pool;
 pub mod sse;
+pub mod stdio;
 
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -13,7 +17,7 @@ use futures::StreamExt;
 use serde_json::{json, Value};
 use thiserror::Error;
 
-use crate::config::{BackendConfig, Transport};
+use crate::config::{BackendConfig, Sharing, Transport};
 use crate::mcp::jsonrpc;
 use crate::mcp::session::{caps, UpstreamSession};
 use crate::mcp::version;
@@ -79,7 +83,9 @@ impl Health {
 }
 
 enum Link {
-    Http(http::HttpUpstream),
+    Http(Box<http::HttpUpstream>),
+    Shared(Arc<pool::SharedPool>),
+    PerSession(Arc<pool::SessionPool>),
 }
 
 /// One upstream MCP server.
@@ -96,6 +102,7 @@ pub struct Backend {
     since: Mutex<Instant>,
     /// The gateway's own session used by health probes.
     probe: tokio::sync::Mutex<Option<UpstreamSession>>,
+    stream_idle: Duration,
 }
 
 impl Backend {
@@ -105,15 +112,44 @@ impl Backend {
         client: reqwest::Client,
         stream_idle: Duration,
     ) -> Backend {
-        let link = match &config.transport {
-            Transport::Http { url } => Link::Http(http::HttpUpstream::new(
-                client,
-                url.clone(),
-                &config.headers,
-                config.timeout,
-                stream_idle,
-            )),
-        };
+        let link =
+            match &config.transport {
+                Transport::Http { url } => Link::Http(Box::new(http::HttpUpstream::new(
+                    client,
+                    url.clone(),
+                    &config.headers,
+                    config.timeout,
+                    stream_idle,
+                ))),
+                Transport::Sse { url } => Link::Shared(Arc::new(pool::SharedPool::new(
+                    &config.name,
+                    pool::LinkSpec::Sse {
+                        client,
+                        url: url.clone(),
+                        headers: config.headers.clone(),
+                    },
+                    1,
+                    config.timeout,
+                ))),
+                Transport::Stdio(s) => {
+                    let spec = pool::LinkSpec::Stdio(s.clone());
+                    match s.sharing {
+                        Sharing::Shared { processes } => Link::Shared(Arc::new(
+                            pool::SharedPool::new(&config.name, spec, processes, config.timeout),
+                        )),
+                        Sharing::PerSession {
+                            idle_timeout,
+                            max_processes,
+                        } => Link::PerSession(Arc::new(pool::SessionPool::new(
+                            &config.name,
+                            spec,
+                            config.timeout,
+                            idle_timeout,
+                            max_processes,
+                        ))),
+                    }
+                }
+            };
         Backend {
             index,
             config,
@@ -125,6 +161,7 @@ impl Backend {
             omitted: AtomicU64::new(0),
             since: Mutex::new(Instant::now()),
             probe: tokio::sync::Mutex::new(None),
+            stream_idle,
         }
     }
 
@@ -182,9 +219,11 @@ impl Backend {
         }
     }
 
-    /// Sends one serialized JSON-RPC message in the given upstream session.
+    /// Sends one serialized JSON-RPC message in the given upstream session of the
+    /// downstream session `sid`.
     pub async fn send(
         &self,
+        sid: &str,
         session: &UpstreamSession,
         body: Bytes,
         extra: &[(&'static str, String)],
@@ -195,22 +234,96 @@ impl Backend {
                 .post(session.id.as_deref(), &session.version, body, extra)
                 .await
                 .map(|o| o.reply),
+            Link::Shared(_) | Link::PerSession(_) => match self.channel_for(sid) {
+                Ok(ch) => self.send_on_channel(&ch, body).await,
+                Err(e) => Err(e),
+            },
         };
         self.record(&r);
         r
     }
 
+    /// The connection serving `sid` on a STDIO/SSE backend.
+    fn channel_for(&self, sid: &str) -> Result<Arc<channel::Channel>, UpstreamError> {
+        match &self.link {
+            Link::Shared(p) => p.pick(),
+            Link::PerSession(p) => p.get(sid).ok_or(UpstreamError::SessionExpired),
+            Link::Http(_) => Err(UpstreamError::Protocol("not a connection backend".into())),
+        }
+    }
+
+    async fn send_on_channel(
+        &self,
+        ch: &channel::Channel,
+        body: Bytes,
+    ) -> Result<Reply, UpstreamError> {
+        let mut msg: Value = serde_json::from_slice(&body)
+            .map_err(|e| UpstreamError::Protocol(format!("not JSON: {e}")))?;
+        let is_request = msg.get("method").is_some() && msg.get("id").is_some_and(|i| !i.is_null());
+        if !is_request {
+            // Notifications and the client's answers go straight through; a
+            // cancellation names the request by the id the server knows.
+            if msg.get("method").and_then(Value::as_str) == Some("notifications/cancelled") {
+                let rid = msg.get("params").and_then(|p| p.get("requestId")).cloned();
+                match rid.and_then(|r| ch.gateway_id_of(&r)) {
+                    Some(gid) => msg["params"]["requestId"] = json!(gid),
+                    None => return Ok(Reply::Accepted),
+                }
+            }
+            ch.send_raw(to_bytes(&msg)).await?;
+            return Ok(Reply::Accepted);
+        }
+        let (gid, mut stream) = ch.request(msg).await?;
+        let first = match tokio::time::timeout(self.config.timeout, stream.next()).await {
+            Err(_) => {
+                ch.forget(gid);
+                return Err(UpstreamError::Timeout(self.config.timeout));
+            }
+            Ok(None) => return Err(UpstreamError::Closed),
+            Ok(Some(first)) => first?,
+        };
+        if first.get("method").is_none() {
+            // The reply came first: a plain JSON answer.
+            return Ok(Reply::Json(to_bytes(&first)));
+        }
+        let idle = self.stream_idle;
+        let rest = futures::stream::unfold(stream, move |mut s| async move {
+            match tokio::time::timeout(idle, s.next()).await {
+                Ok(Some(item)) => Some((item, s)),
+                Ok(None) => None,
+                Err(_) => Some((Err(UpstreamError::Timeout(idle)), s)),
+            }
+        });
+        Ok(Reply::Stream(Box::pin(
+            futures::stream::once(async move { Ok(first) }).chain(rest),
+        )))
+    }
+
     /// Opens an upstream session: `initialize`, then `notifications/initialized`.
     pub async fn initialize(
         &self,
+        sid: &str,
         version: &str,
         client_caps: &Value,
         client_info: &Value,
     ) -> Result<UpstreamSession, UpstreamError> {
         self.requests.fetch_add(1, Ordering::Relaxed);
-        let r = self
-            .initialize_inner(version, client_caps, client_info)
-            .await;
+        let r = match &self.link {
+            Link::Http(_) => {
+                self.initialize_inner(version, client_caps, client_info)
+                    .await
+            }
+            Link::Shared(p) => {
+                p.start();
+                match p.wait_live().await {
+                    Ok(ch) => ch
+                        .session()
+                        .ok_or_else(|| UpstreamError::Protocol("not initialized".into())),
+                    Err(e) => Err(e),
+                }
+            }
+            Link::PerSession(p) => p.start(sid, client_caps, client_info).await,
+        };
         self.record(&r);
         r
     }
@@ -221,7 +334,9 @@ impl Backend {
         client_caps: &Value,
         client_info: &Value,
     ) -> Result<UpstreamSession, UpstreamError> {
-        let Link::Http(h) = &self.link;
+        let Link::Http(h) = &self.link else {
+            return Err(UpstreamError::Protocol("not an HTTP backend".into()));
+        };
         let info = if client_info.is_object() {
             client_info.clone()
         } else {
@@ -265,6 +380,7 @@ impl Backend {
     /// streams meanwhile. Returns the `result`, or the backend's error as `Rpc`.
     pub async fn request(
         &self,
+        sid: &str,
         session: &UpstreamSession,
         method: &str,
         params: Value,
@@ -278,6 +394,10 @@ impl Backend {
                     h.post(session.id.as_deref(), &session.version, to_bytes(&req), &[])
                         .await?
                         .reply
+                }
+                Link::Shared(_) | Link::PerSession(_) => {
+                    let ch = self.channel_for(sid)?;
+                    self.send_on_channel(&ch, to_bytes(&req)).await?
                 }
             };
             let mut resp = final_response(reply, &id).await?;
@@ -297,34 +417,86 @@ impl Backend {
 
     pub async fn open_stream(
         &self,
+        sid: &str,
         session: &UpstreamSession,
     ) -> Result<Option<MessageStream>, UpstreamError> {
         match &self.link {
             Link::Http(h) => h.open_stream(session.id.as_deref(), &session.version).await,
+            Link::Shared(_) | Link::PerSession(_) => Ok(Some(self.channel_for(sid)?.subscribe())),
         }
     }
 
-    pub async fn end_session(&self, session: &UpstreamSession) -> Result<(), UpstreamError> {
-        let Some(id) = &session.id else { return Ok(()) };
+    pub async fn end_session(
+        &self,
+        sid: &str,
+        session: &UpstreamSession,
+    ) -> Result<(), UpstreamError> {
         match &self.link {
-            Link::Http(h) => h.delete(id, &session.version).await,
+            Link::Http(h) => match &session.id {
+                Some(id) => h.delete(id, &session.version).await,
+                None => Ok(()),
+            },
+            Link::Shared(_) => Ok(()),
+            Link::PerSession(p) => {
+                p.stop(sid);
+                Ok(())
+            }
+        }
+    }
+
+    /// Starts supervised connections (shared STDIO/SSE backends) at start-up.
+    pub fn start(&self) {
+        if let Link::Shared(p) = &self.link {
+            p.start();
+        }
+    }
+
+    /// Stops every child process (gateway shutdown).
+    pub fn stop(&self) {
+        match &self.link {
+            Link::Shared(p) => p.stop(),
+            Link::PerSession(p) => p.stop_all(),
+            Link::Http(_) => {}
+        }
+    }
+
+    /// Transport-specific facts for `/readyz`.
+    pub fn transport_status(&self) -> Value {
+        match &self.link {
+            Link::Http(_) => json!({"transport": "http"}),
+            Link::Shared(p) => json!({
+                "transport": if matches!(self.config.transport, Transport::Sse { .. }) { "sse" } else { "stdio" },
+                "sharing": "shared",
+                "live_connections": p.live(),
+                "restarts": p.restarts.load(Ordering::Relaxed),
+                "last_exit": p.last_exit(),
+            }),
+            Link::PerSession(p) => json!({
+                "transport": "stdio",
+                "sharing": "per_session",
+                "processes": p.running(),
+                "started_total": p.started_total.load(Ordering::Relaxed),
+            }),
         }
     }
 
     /// Health probe: ping in the probe session, (re)initializing it when needed.
     pub async fn probe(&self) -> Result<(), UpstreamError> {
+        if let Link::PerSession(_) = &self.link {
+            return Ok(());
+        }
         let mut guard = self.probe.lock().await;
         let session = match guard.as_ref() {
             Some(s) => s.clone(),
             None => {
                 let s = self
-                    .initialize(version::LATEST, &json!({}), &Value::Null)
+                    .initialize(PROBE_SID, version::LATEST, &json!({}), &Value::Null)
                     .await?;
                 *guard = Some(s.clone());
                 s
             }
         };
-        match self.request(&session, "ping", json!({})).await {
+        match self.request(PROBE_SID, &session, "ping", json!({})).await {
             Ok(_) => Ok(()),
             Err(UpstreamError::Rpc { .. }) => Ok(()),
             Err(e) => {
@@ -338,9 +510,13 @@ impl Backend {
     pub fn http_url(&self) -> Option<&url::Url> {
         match &self.link {
             Link::Http(h) => Some(h.url()),
+            _ => None,
         }
     }
 }
+
+/// The downstream-session id used by health probes.
+const PROBE_SID: &str = "health-probe";
 
 pub fn to_bytes(v: &Value) -> Bytes {
     Bytes::from(serde_json::to_vec(v).unwrap_or_default())

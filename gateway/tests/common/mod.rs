@@ -343,3 +343,115 @@ pub fn text_of(resp: &Value) -> String {
         .unwrap_or_else(|| panic!("no text content in {resp}"))
         .to_string()
 }
+
+/// Calls a tool whose backend sends a request to the client (sampling, elicitation,
+/// roots) on the reply stream: answers it with `answer` and returns (the server's
+/// request as the client saw it, the final response).
+pub fn call_answering(cl: &Client, tool: &str, args: Value, answer: Value) -> (Value, Value) {
+    let http = blocking();
+    let mut resp = http
+        .post(&cl.url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-session-id", cl.session.clone().expect("session"))
+        .body(json!({"jsonrpc":"2.0","id":77,"method":"tools/call","params":{"name":tool,"arguments":args}}).to_string())
+        .send()
+        .expect("POST");
+    assert_eq!(resp.status(), 200);
+    let mut buf = String::new();
+    let mut seen: Option<Value> = None;
+    loop {
+        let mut chunk = [0u8; 4096];
+        let n = std::io::Read::read(&mut resp, &mut chunk).expect("read");
+        assert!(n > 0, "stream ended early: {buf}");
+        buf.push_str(&String::from_utf8_lossy(&chunk[..n]));
+        let msgs = sse_messages(&buf);
+        if seen.is_none() {
+            if let Some(req) = msgs
+                .iter()
+                .find(|m| m.get("method").is_some() && m.get("id").is_some())
+            {
+                let a = cl.post(&json!({"jsonrpc":"2.0","id":req["id"],"result":answer}));
+                assert_eq!(a.status, 202, "{}", a.body);
+                seen = Some(req.clone());
+            }
+        }
+        if let Some(done) = msgs.iter().find(|m| m["id"] == 77) {
+            return (seen.unwrap_or(Value::Null), done.clone());
+        }
+    }
+}
+
+/// Live server processes (not zombies, not the gateway's guards) whose command line
+/// contains `marker`.
+pub fn servers(marker: &str) -> Vec<u32> {
+    live_processes(marker)
+        .into_iter()
+        .filter(|pid| {
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            !String::from_utf8_lossy(&cmd).contains("__stdio-guard")
+        })
+        .collect()
+}
+
+/// Live (not zombie) processes whose command line contains `marker`.
+pub fn live_processes(marker: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in dir.flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let cmd: Vec<u8> = cmd
+            .iter()
+            .map(|b| if *b == 0 { b' ' } else { *b })
+            .collect();
+        if !String::from_utf8_lossy(&cmd).contains(marker) {
+            continue;
+        }
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let state = stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .chars()
+            .next();
+        if state != Some('Z') {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// Zombie processes whose parent is `ppid`.
+pub fn zombies_of(ppid: u32) -> usize {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().parse::<u32>().ok())
+        .filter(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let mut f = stat.rsplit(')').next().unwrap_or("").split_whitespace();
+            let state = f.next();
+            let parent = f.next().and_then(|p| p.parse::<u32>().ok());
+            state == Some("Z") && parent == Some(ppid)
+        })
+        .count()
+}
+
+/// A name unique to this test run, used to find its processes.
+pub fn unique(prefix: &str) -> String {
+    let d = tempdir();
+    let tail = d
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    format!("{prefix}-{}", tail.trim_start_matches("mcpgw-test-"))
+}
