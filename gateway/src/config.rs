@@ -72,6 +72,32 @@ struct FileServer {
 #[serde(deny_unknown_fields)]
 struct FileAuth {
     mode: Option<toml::Spanned<String>>,
+    issuer: Option<toml::Spanned<String>>,
+    audience: Option<toml::Spanned<String>>,
+    algorithms: Option<Vec<toml::Spanned<String>>>,
+    cache_ttl_s: Option<u64>,
+    cache_max_entries: Option<u64>,
+    clock_skew_s: Option<u64>,
+    required_scopes: Option<Vec<String>>,
+    scopes_supported: Option<Vec<String>>,
+    jwks_refresh_min_s: Option<u64>,
+    tokeninfo_url: Option<toml::Spanned<String>>,
+    google_client_id: Option<toml::Spanned<String>>,
+    allowed_domains: Option<Vec<String>>,
+    resource_name: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+struct FilePolicy {
+    #[serde(default)]
+    allow_domains: Vec<String>,
+    #[serde(default)]
+    allow_groups: Vec<String>,
+    #[serde(default)]
+    allow_users: Vec<String>,
+    #[serde(default)]
+    deny_users: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -95,13 +121,79 @@ struct FileBackend {
     processes: Option<usize>,
     idle_timeout_s: Option<u64>,
     max_processes: Option<usize>,
+    #[serde(default)]
+    allow_domains: Vec<String>,
+    #[serde(default)]
+    allow_groups: Vec<String>,
+    #[serde(default)]
+    allow_users: Vec<String>,
+    #[serde(default)]
+    deny_users: Vec<String>,
+    #[serde(default)]
+    tools: BTreeMap<String, FilePolicy>,
+    #[serde(default)]
+    forward_identity: BTreeMap<String, String>,
 }
 
-/// How the gateway authenticates clients. Only `none` exists until the OAuth
-/// resource server lands; it refuses a non-loopback listen address.
+/// How the gateway authenticates clients.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuthMode {
+    /// Nobody is authenticated; only a loopback listen address is allowed.
     None,
+    /// Bearer JWTs from the configured issuer (the sidecar), checked against its JWKS.
+    OAuth,
+    /// Opaque Google access tokens, checked at Google's tokeninfo endpoint.
+    GoogleDirect,
+}
+
+/// Validated `[auth]`.
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    pub mode: AuthMode,
+    /// The authorization server (oauth: the sidecar; google-direct: Google).
+    pub issuer: Option<Url>,
+    /// The audience tokens must name: the gateway's canonical `/mcp` URL.
+    pub audience: String,
+    pub algorithms: Vec<jsonwebtoken::Algorithm>,
+    pub cache_ttl: Duration,
+    pub cache_max_entries: u64,
+    pub clock_skew: Duration,
+    pub required_scopes: Vec<String>,
+    pub scopes_supported: Vec<String>,
+    pub jwks_refresh_min: Duration,
+    pub tokeninfo_url: Url,
+    pub google_client_id: Option<String>,
+    pub allowed_domains: Vec<String>,
+    pub resource_name: String,
+}
+
+/// Who may use a backend or a tool. Empty allow lists allow everyone; `deny_users`
+/// always wins.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Policy {
+    pub allow_domains: Vec<String>,
+    pub allow_groups: Vec<String>,
+    pub allow_users: Vec<String>,
+    pub deny_users: Vec<String>,
+}
+
+impl Policy {
+    fn from_file(p: &FilePolicy) -> Policy {
+        let lower = |v: &Vec<String>| v.iter().map(|x| x.to_ascii_lowercase()).collect();
+        Policy {
+            allow_domains: lower(&p.allow_domains),
+            allow_groups: p.allow_groups.clone(),
+            allow_users: lower(&p.allow_users),
+            deny_users: lower(&p.deny_users),
+        }
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.allow_domains.is_empty()
+            && self.allow_groups.is_empty()
+            && self.allow_users.is_empty()
+            && self.deny_users.is_empty()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -175,12 +267,19 @@ pub struct BackendConfig {
     pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
     pub prefix: bool,
     pub timeout: Duration,
+    /// Who may use the backend.
+    pub policy: Policy,
+    /// Extra rules per tool (by the backend's own tool name).
+    pub tool_policies: BTreeMap<String, Policy>,
+    /// Identity headers sent upstream: (claim, header name); claim is `email`, `sub`,
+    /// `groups` or `client_id`.
+    pub forward_identity: Vec<(String, http::HeaderName)>,
 }
 
 #[derive(Debug, Clone)]
 pub struct Config {
     pub server: ServerConfig,
-    pub auth: AuthMode,
+    pub auth: AuthConfig,
     /// Enabled backends, in file order (which is also the merge order of lists).
     pub backends: Vec<BackendConfig>,
 }
@@ -252,21 +351,21 @@ impl Validator<'_> {
     }
 
     fn validate(&self, file: FileConfig) -> Result<Config, ConfigError> {
-        let auth = match &file.auth.mode {
-            None => AuthMode::None,
-            Some(m) if m.get_ref() == "none" => AuthMode::None,
-            Some(m) => {
+        let mode = match file.auth.mode.as_ref().map(|m| m.get_ref().as_str()) {
+            None | Some("none") => AuthMode::None,
+            Some("oauth") => AuthMode::OAuth,
+            Some("google-direct") => AuthMode::GoogleDirect,
+            Some(other) => {
+                let span = file.auth.mode.as_ref().map(|m| m.span()).unwrap_or(0..0);
                 return Err(self.err(
-                    m.span(),
+                    span,
                     "auth.mode",
-                    format!(
-                        "unknown mode {:?}: this build supports \"none\" only",
-                        m.get_ref()
-                    ),
-                ))
+                    format!("unknown mode {other:?}: use \"none\", \"oauth\" or \"google-direct\""),
+                ));
             }
         };
-        let server = self.server(file.server, auth)?;
+        let server = self.server(file.server, mode)?;
+        let auth = self.auth(file.auth, mode, &server)?;
         let mut backends: Vec<BackendConfig> = Vec::new();
         let mut unprefixed: Option<String> = None;
         for spanned in file.backend {
@@ -303,6 +402,108 @@ impl Validator<'_> {
             server,
             auth,
             backends,
+        })
+    }
+
+    fn auth(
+        &self,
+        a: FileAuth,
+        mode: AuthMode,
+        server: &ServerConfig,
+    ) -> Result<AuthConfig, ConfigError> {
+        let mode_span = a.mode.as_ref().map(|m| m.span()).unwrap_or(0..0);
+        let issuer = match &a.issuer {
+            Some(v) => {
+                let raw = self.expand(v, "auth.issuer")?;
+                let url = Url::parse(&raw)
+                    .map_err(|e| self.err(v.span(), "auth.issuer", format!("{raw:?}: {e}")))?;
+                if !matches!(url.scheme(), "http" | "https") {
+                    return Err(self.err(v.span(), "auth.issuer", "must be an http(s) URL"));
+                }
+                Some(url)
+            }
+            None if mode == AuthMode::OAuth => return Err(self.err(
+                mode_span,
+                "auth.issuer",
+                "auth.mode = \"oauth\" needs issuer = the authorization server's URL (the sidecar)",
+            )),
+            None if mode == AuthMode::GoogleDirect => {
+                Url::parse("https://accounts.google.com").ok()
+            }
+            None => None,
+        };
+        let audience = match &a.audience {
+            Some(v) => self.expand(v, "auth.audience")?,
+            None => format!("{}/mcp", server.public_url.as_str().trim_end_matches('/')),
+        };
+        let mut algorithms = Vec::new();
+        for alg in a.algorithms.clone().unwrap_or_default() {
+            let parsed = match alg.get_ref().as_str() {
+                "ES256" => jsonwebtoken::Algorithm::ES256,
+                "ES384" => jsonwebtoken::Algorithm::ES384,
+                "EdDSA" => jsonwebtoken::Algorithm::EdDSA,
+                "RS256" => jsonwebtoken::Algorithm::RS256,
+                "PS256" => jsonwebtoken::Algorithm::PS256,
+                other => {
+                    return Err(self.err(
+                        alg.span(),
+                        "auth.algorithms",
+                        format!("{other:?} is not accepted; use asymmetric algorithms: ES256, ES384, EdDSA, RS256, PS256"),
+                    ))
+                }
+            };
+            algorithms.push(parsed);
+        }
+        if algorithms.is_empty() {
+            algorithms = vec![
+                jsonwebtoken::Algorithm::ES256,
+                jsonwebtoken::Algorithm::EdDSA,
+            ];
+        }
+        let tokeninfo_url = match &a.tokeninfo_url {
+            Some(v) => {
+                let raw = self.expand(v, "auth.tokeninfo_url")?;
+                Url::parse(&raw).map_err(|e| {
+                    self.err(v.span(), "auth.tokeninfo_url", format!("{raw:?}: {e}"))
+                })?
+            }
+            None => Url::parse("https://oauth2.googleapis.com/tokeninfo")
+                .map_err(|e| self.err(0..0, "auth.tokeninfo_url", e.to_string()))?,
+        };
+        let google_client_id = match &a.google_client_id {
+            Some(v) => Some(self.expand(v, "auth.google_client_id")?),
+            None => None,
+        };
+        let allowed_domains: Vec<String> = a
+            .allowed_domains
+            .unwrap_or_default()
+            .into_iter()
+            .map(|d| d.to_ascii_lowercase())
+            .collect();
+        if mode == AuthMode::GoogleDirect && allowed_domains.is_empty() {
+            return Err(self.err(
+                mode_span,
+                "auth.allowed_domains",
+                "auth.mode = \"google-direct\" needs allowed_domains (the Google Workspace domains whose people may sign in)",
+            ));
+        }
+        Ok(AuthConfig {
+            mode,
+            issuer,
+            audience,
+            algorithms,
+            cache_ttl: Duration::from_secs(a.cache_ttl_s.unwrap_or(300).clamp(1, 300)),
+            cache_max_entries: a.cache_max_entries.unwrap_or(100_000).max(1),
+            clock_skew: Duration::from_secs(a.clock_skew_s.unwrap_or(60).min(300)),
+            required_scopes: a.required_scopes.unwrap_or_default(),
+            scopes_supported: a
+                .scopes_supported
+                .unwrap_or_else(|| vec!["mcp".to_string()]),
+            jwks_refresh_min: Duration::from_secs(a.jwks_refresh_min_s.unwrap_or(30)),
+            tokeninfo_url,
+            google_client_id,
+            allowed_domains,
+            resource_name: a.resource_name.unwrap_or_else(|| "MCP Gateway".to_string()),
         })
     }
 
@@ -543,10 +744,44 @@ impl Validator<'_> {
             })?;
             headers.push((hn, hv));
         }
+        let mut forward_identity = Vec::new();
+        for (claim, header) in &b.forward_identity {
+            let key = format!("backend.forward_identity.{claim}");
+            if !matches!(claim.as_str(), "email" | "sub" | "groups" | "client_id") {
+                return Err(self.err(
+                    span.clone(),
+                    &key,
+                    "claim must be email, sub, groups or client_id",
+                ));
+            }
+            let hn = http::HeaderName::from_bytes(header.as_bytes()).map_err(|_| {
+                self.err(
+                    span.clone(),
+                    &key,
+                    format!("{header:?} is not a valid header name"),
+                )
+            })?;
+            if hn == http::header::AUTHORIZATION || hn == http::header::COOKIE {
+                return Err(self.err(span.clone(), &key, "must not be Authorization or Cookie"));
+            }
+            forward_identity.push((claim.clone(), hn));
+        }
         Ok(BackendConfig {
             name,
             transport,
             headers,
+            policy: Policy::from_file(&FilePolicy {
+                allow_domains: b.allow_domains.clone(),
+                allow_groups: b.allow_groups.clone(),
+                allow_users: b.allow_users.clone(),
+                deny_users: b.deny_users.clone(),
+            }),
+            tool_policies: b
+                .tools
+                .iter()
+                .map(|(t, p)| (t.clone(), Policy::from_file(p)))
+                .collect(),
+            forward_identity,
             prefix: b.prefix.unwrap_or(true),
             timeout: b
                 .timeout_ms
@@ -799,6 +1034,34 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("backend.url"), "{e}");
+    }
+
+    #[test]
+    fn auth_modes_and_policies() {
+        let c = parse("[server]\npublic_url = \"https://mcp.example.com\"\n[auth]\nmode = \"oauth\"\nissuer = \"https://auth.example.com\"\n[[backend]]\nname = \"g\"\nurl = \"http://h/mcp\"\nallow_groups = [\"sre\"]\nforward_identity = { email = \"X-Forwarded-Email\" }\ntools = { delete = { allow_users = [\"Boss@Example.com\"] } }\n").unwrap();
+        assert_eq!(c.auth.mode, AuthMode::OAuth);
+        assert_eq!(c.auth.audience, "https://mcp.example.com/mcp");
+        assert_eq!(c.backends[0].policy.allow_groups, vec!["sre"]);
+        assert_eq!(
+            c.backends[0].tool_policies["delete"].allow_users,
+            vec!["boss@example.com"]
+        );
+        assert_eq!(c.backends[0].forward_identity[0].1, "x-forwarded-email");
+        let e = parse("[auth]\nmode = \"oauth\"\n").unwrap_err().to_string();
+        assert!(e.contains("auth.issuer"), "{e}");
+        let e =
+            parse("[auth]\nmode = \"oauth\"\nissuer = \"https://a\"\nalgorithms = [\"HS256\"]\n")
+                .unwrap_err()
+                .to_string();
+        assert!(e.contains("auth.algorithms") && e.contains(":4:"), "{e}");
+        let e = parse("[auth]\nmode = \"google-direct\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("allowed_domains"), "{e}");
+        let e = parse("[auth]\nmode = \"saml\"\n").unwrap_err().to_string();
+        assert!(e.contains("auth.mode"), "{e}");
+        // With authentication the gateway may listen publicly.
+        assert!(parse("[server]\nlisten = \"0.0.0.0:8080\"\npublic_url = \"https://m.example.com\"\n[auth]\nmode = \"oauth\"\nissuer = \"https://a\"\n").is_ok());
     }
 
     #[test]

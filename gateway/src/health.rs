@@ -12,7 +12,7 @@ use crate::mcp::handler::Gateway;
 use crate::upstream::Health;
 
 /// The `/readyz` document and its HTTP status: 503 only when every backend is down.
-pub fn readiness(gw: &Gateway) -> (u16, Value) {
+pub fn readiness(gw: &Gateway, auth: Option<&crate::auth::bearer::Authenticator>) -> (u16, Value) {
     let backends: Vec<Value> = gw
         .backends
         .iter()
@@ -32,12 +32,21 @@ pub fn readiness(gw: &Gateway) -> (u16, Value) {
     let all_down =
         !gw.backends.is_empty() && gw.backends.iter().all(|b| b.health() == Health::Down);
     let status = if all_down { 503 } else { 200 };
-    (status, json!({"ready": !all_down, "backends": backends}))
+    let mut doc = json!({"ready": !all_down, "backends": backends});
+    if let Some(a) = auth.filter(|a| a.mode() != crate::config::AuthMode::None) {
+        doc["auth"] = json!({
+            "cache_hits": a.hits.load(Ordering::Relaxed),
+            "cache_misses": a.misses.load(Ordering::Relaxed),
+        });
+    }
+    (status, doc)
 }
 
 /// Pings every backend every `server.health_interval`, in parallel.
 pub struct Probes {
     pub gateway: Arc<Gateway>,
+    /// Its signing keys are fetched ahead of the first request.
+    pub auth: Option<Arc<crate::auth::bearer::Authenticator>>,
 }
 
 #[async_trait]
@@ -47,6 +56,9 @@ impl BackgroundService for Probes {
         // Shared STDIO and legacy-SSE connections start now, supervised on this runtime.
         for b in &self.gateway.backends {
             b.start();
+        }
+        if let Some(a) = &self.auth {
+            a.warm().await;
         }
         loop {
             futures::future::join_all(self.gateway.backends.iter().map(|b| async move {

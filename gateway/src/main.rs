@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
+use mcp_gateway::auth::bearer::Authenticator;
 use mcp_gateway::config::{Config, LogFormat};
 use mcp_gateway::health::Probes;
 use mcp_gateway::mcp::handler::Gateway;
@@ -93,10 +94,20 @@ fn run(config: &mut Config, opt: Opt) -> anyhow::Result<()> {
         config.server.listen = probe.local_addr()?;
         drop(probe);
         if config.server.public_url.port() == Some(0) {
+            let old_audience = format!(
+                "{}/mcp",
+                config.server.public_url.as_str().trim_end_matches('/')
+            );
             let _ = config
                 .server
                 .public_url
                 .set_port(Some(config.server.listen.port()));
+            if config.auth.audience == old_audience {
+                config.auth.audience = format!(
+                    "{}/mcp",
+                    config.server.public_url.as_str().trim_end_matches('/')
+                );
+            }
         }
     }
     let key = match config.server.session_key {
@@ -110,16 +121,25 @@ fn run(config: &mut Config, opt: Opt) -> anyhow::Result<()> {
         }
     };
     let config = Arc::new(config.clone());
-    let gateway = Arc::new(Gateway::new(config.clone(), build_client()?, key));
+    let client = build_client()?;
+    let gateway = Arc::new(Gateway::new(config.clone(), client.clone(), key));
+    let auth = Arc::new(Authenticator::new(&config.auth, client));
     let mut proxy = pingora::proxy::http_proxy_service(
         &server.configuration,
         GatewayProxy {
             gateway: gateway.clone(),
+            auth: auth.clone(),
         },
     );
     proxy.add_tcp(&config.server.listen.to_string());
     server.add_service(proxy);
-    server.add_service(background_service("health probes", Probes { gateway }));
+    server.add_service(background_service(
+        "health probes",
+        Probes {
+            gateway,
+            auth: Some(auth),
+        },
+    ));
     println!("listening on http://{}/mcp", config.server.listen);
     tracing::info!(
         listen = %config.server.listen,

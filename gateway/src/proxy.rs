@@ -19,6 +19,9 @@ use pingora::proxy::{ProxyHttp, Session};
 use rand::RngCore;
 use serde_json::Value;
 
+use crate::auth::bearer::Authenticator;
+use crate::auth::{metadata, policy, Identity};
+use crate::config::AuthMode;
 use crate::health;
 use crate::mcp::handler::{Caller, Gateway, Info, Request, Response};
 use crate::mcp::jsonrpc;
@@ -26,6 +29,7 @@ use crate::upstream::Backend;
 
 pub struct GatewayProxy {
     pub gateway: Arc<Gateway>,
+    pub auth: Arc<Authenticator>,
 }
 
 /// Per-request state.
@@ -34,6 +38,7 @@ pub struct Ctx {
     started: Instant,
     info: Info,
     passthrough: Option<Arc<Backend>>,
+    caller: Option<Arc<Identity>>,
 }
 
 fn request_id(session: &Session) -> String {
@@ -54,6 +59,31 @@ fn request_id(session: &Session) -> String {
 }
 
 impl GatewayProxy {
+    /// Authenticates the request; on failure writes the 401/403 and returns `false`.
+    async fn authenticate(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        match self.auth.authenticate(&session.req_header().headers).await {
+            Ok(who) => {
+                ctx.info.user = Some(who.email.clone().unwrap_or_else(|| who.sub.clone()));
+                ctx.caller = Some(who);
+                Ok(true)
+            }
+            Err(e) => {
+                let cfg = &self.gateway.config;
+                let (status, challenge) = metadata::challenge(&cfg.server, &cfg.auth, &e);
+                ctx.info.auth_error = Some(e.to_string());
+                let message = match status {
+                    401 => format!("Unauthorized: {e}"),
+                    403 => format!("Forbidden: {e}"),
+                    _ => format!("Service Unavailable: {e}"),
+                };
+                let r = Response::refuse(status, jsonrpc::INVALID_REQUEST, message)
+                    .with_header("www-authenticate", challenge);
+                write_response(session, r, &ctx.request_id).await?;
+                Ok(false)
+            }
+        }
+    }
+
     async fn serve_mcp(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
         let max = self.gateway.config.server.max_body_bytes;
         let declared = session
@@ -81,7 +111,10 @@ impl GatewayProxy {
             headers: session.req_header().headers.clone(),
             body: body.freeze(),
         };
-        let caller = Caller::anonymous();
+        let caller = ctx
+            .caller
+            .clone()
+            .unwrap_or_else(|| Arc::new(Caller::anonymous()));
         let resp = self.gateway.handle(req, &caller, &mut ctx.info).await;
         write_response(session, resp, &ctx.request_id).await
     }
@@ -169,6 +202,7 @@ impl ProxyHttp for GatewayProxy {
             started: Instant::now(),
             info: Info::default(),
             passthrough: None,
+            caller: None,
         }
     }
 
@@ -177,7 +211,20 @@ impl ProxyHttp for GatewayProxy {
         let path = session.req_header().uri.path().to_string();
         match path.as_str() {
             "/mcp" => {
-                self.serve_mcp(session, ctx).await?;
+                if self.authenticate(session, ctx).await? {
+                    self.serve_mcp(session, ctx).await?;
+                }
+                Ok(true)
+            }
+            metadata::PATH_MCP | metadata::PATH_ROOT
+                if self.gateway.config.auth.mode != AuthMode::None =>
+            {
+                let cfg = &self.gateway.config;
+                let doc = metadata::document(&cfg.server, &cfg.auth);
+                let r = json_response(200, &doc)
+                    .with_header("access-control-allow-origin", "*".into())
+                    .with_header("cache-control", "max-age=300".into());
+                write_response(session, r, &ctx.request_id).await?;
                 Ok(true)
             }
             "/healthz" => {
@@ -186,7 +233,7 @@ impl ProxyHttp for GatewayProxy {
                 Ok(true)
             }
             "/readyz" => {
-                let (status, doc) = health::readiness(&self.gateway);
+                let (status, doc) = health::readiness(&self.gateway, Some(&self.auth));
                 write_response(session, json_response(status, &doc), &ctx.request_id).await?;
                 Ok(true)
             }
@@ -208,6 +255,22 @@ impl ProxyHttp for GatewayProxy {
                     .gateway
                     .check_host_origin(&session.req_header().headers)
                 {
+                    write_response(session, r, &ctx.request_id).await?;
+                    return Ok(true);
+                }
+                if !self.authenticate(session, ctx).await? {
+                    return Ok(true);
+                }
+                let allowed = ctx.caller.as_ref().is_some_and(|who| {
+                    policy::may_use_backend(self.gateway.config.auth.mode, &backend.config, who)
+                });
+                if !allowed {
+                    ctx.info.rpc_error = Some(jsonrpc::FORBIDDEN);
+                    let r = Response::refuse(
+                        403,
+                        jsonrpc::FORBIDDEN,
+                        format!("Forbidden: you may not use backend {:?}", backend.name()),
+                    );
                     write_response(session, r, &ctx.request_id).await?;
                     return Ok(true);
                 }
@@ -274,6 +337,11 @@ impl ProxyHttp for GatewayProxy {
         for (k, v) in &backend.config.headers {
             upstream.insert_header(k.clone(), v.clone())?;
         }
+        if let Some(who) = &ctx.caller {
+            for (k, v) in Gateway::identity_headers(backend, who) {
+                upstream.insert_header(k, v)?;
+            }
+        }
         upstream.insert_header("x-request-id", ctx.request_id.as_str())?;
         Ok(())
     }
@@ -295,6 +363,8 @@ impl ProxyHttp for GatewayProxy {
             target = ctx.info.target.as_deref(),
             rpc_error = ctx.info.rpc_error,
             session = ctx.info.session.as_deref(),
+            user = ctx.info.user.as_deref(),
+            auth_error = ctx.info.auth_error.as_deref(),
             error = e.map(|e| e.to_string()),
             "request"
         );

@@ -21,6 +21,7 @@ use super::names;
 use super::relay;
 use super::session::{caps, now_secs, Sealer, SessionClaims, UpstreamSession};
 use super::version;
+use crate::auth::policy;
 use crate::config::Config;
 use crate::upstream::sse::format_event;
 use crate::upstream::{to_bytes, Backend, Reply, UpstreamError};
@@ -32,19 +33,8 @@ pub struct Request {
     pub body: Bytes,
 }
 
-/// Who is calling. Without authentication everyone is `anonymous`.
-#[derive(Debug, Clone)]
-pub struct Caller {
-    pub sub: String,
-}
-
-impl Caller {
-    pub fn anonymous() -> Caller {
-        Caller {
-            sub: "anonymous".into(),
-        }
-    }
-}
+/// Who is calling (anonymous without authentication).
+pub type Caller = crate::auth::Identity;
 
 /// What the handler learnt about a request, for logs (and later, the audit record).
 #[derive(Debug, Default, Clone)]
@@ -54,6 +44,10 @@ pub struct Info {
     pub target: Option<String>,
     pub rpc_error: Option<i64>,
     pub session: Option<String>,
+    /// Email (or subject) of the authenticated caller.
+    pub user: Option<String>,
+    /// Why authentication failed, when it did.
+    pub auth_error: Option<String>,
 }
 
 /// The handler's answer.
@@ -103,7 +97,7 @@ impl Response {
         }
     }
 
-    fn with_header(mut self, name: &'static str, value: String) -> Response {
+    pub fn with_header(mut self, name: &'static str, value: String) -> Response {
         match &mut self {
             Response::Full { headers, .. } | Response::Sse { headers, .. } => {
                 headers.push((name, value))
@@ -363,7 +357,7 @@ impl Gateway {
             }
         };
         info.session = Some(claims.sid.clone());
-        self.dispatch(&claims, msg, info).await
+        self.dispatch(&claims, caller, msg, info).await
     }
 
     /// JSON-RPC batches: refused from 2025-06-18 on; for older sessions each message is
@@ -414,7 +408,7 @@ impl Gateway {
                 Message::Request { id, .. } => Some(id.clone()),
                 _ => None,
             };
-            let resp = self.dispatch(&claims, msg, info).await;
+            let resp = self.dispatch(&claims, caller, msg, info).await;
             if let Some(id) = id {
                 answers.push(collect_answer(resp, &id).await);
             }
@@ -496,7 +490,8 @@ impl Gateway {
             client_info.clone(),
         );
         info.session = Some(claims.sid.clone());
-        let results = futures::future::join_all(self.backends.iter().map(|b| {
+        let allowed = self.backends.iter().filter(|b| self.may_use(b, caller));
+        let results = futures::future::join_all(allowed.map(|b| {
             let (caps_v, info_v, sid) = (&client_caps, &client_info, claims.sid.as_str());
             async move {
                 let r = tokio::time::timeout(
@@ -546,13 +541,14 @@ impl Gateway {
     async fn dispatch(
         self: &Arc<Self>,
         claims: &SessionClaims,
+        caller: &Caller,
         msg: Message,
         info: &mut Info,
     ) -> Response {
         match msg {
             Message::Request { id, method, params } => {
                 info.rpc_method = Some(method.clone());
-                let resp = self.request(claims, id, method, params, info).await;
+                let resp = self.request(claims, caller, id, method, params, info).await;
                 if let Response::Full { body, .. } = &resp {
                     if let Ok(v) = serde_json::from_slice::<Value>(body) {
                         info.rpc_error = v
@@ -565,23 +561,26 @@ impl Gateway {
             }
             Message::Notification { method, params } => {
                 info.rpc_method = Some(method.clone());
-                self.notification(claims, &method, params).await;
+                self.notification(claims, caller, &method, params).await;
                 Response::accepted()
             }
-            Message::Response { id, body } => self.client_answer(claims, id, body, info).await,
+            Message::Response { id, body } => {
+                self.client_answer(claims, caller, id, body, info).await
+            }
         }
     }
 
     async fn request(
         self: &Arc<Self>,
         claims: &SessionClaims,
+        caller: &Caller,
         id: Value,
         method: String,
         params: Option<Value>,
         info: &mut Info,
     ) -> Response {
         if let Some(kind) = ListKind::of(&method) {
-            return self.list(claims, &id, &method, kind, params).await;
+            return self.list(claims, caller, &id, &method, kind, params).await;
         }
         let rpc_err =
             |code: i64, message: String| Response::json(200, &jsonrpc::error(&id, code, message));
@@ -618,7 +617,7 @@ impl Gateway {
                         format!("unknown log level {level:?}"),
                     );
                 }
-                let targets = self.session_backends(claims, caps::LOGGING);
+                let targets = self.session_backends(claims, caller, caps::LOGGING);
                 let p = json!({"level": level});
                 futures::future::join_all(targets.into_iter().map(|b| {
                     let p = p.clone();
@@ -660,7 +659,8 @@ impl Gateway {
                     return rpc_err(jsonrpc::INVALID_PARAMS, format!("unknown {what} {name:?}"));
                 };
                 params["name"] = Value::String(original);
-                self.forward(claims, b, id, method, params, info).await
+                self.forward(claims, caller, b, Routed { id, method, params }, info)
+                    .await
             }
             "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
                 let mut params = params.unwrap_or_else(|| json!({}));
@@ -675,7 +675,7 @@ impl Gateway {
                     );
                 };
                 info.target = Some(uri.clone());
-                let Some((b, original)) = self.resolve_uri(claims, &uri) else {
+                let Some((b, original)) = self.resolve_uri(claims, caller, &uri) else {
                     return Response::json(
                         200,
                         &jsonrpc::error_with_data(
@@ -687,7 +687,8 @@ impl Gateway {
                     );
                 };
                 params["uri"] = Value::String(original);
-                self.forward(claims, b, id, method, params, info).await
+                self.forward(claims, caller, b, Routed { id, method, params }, info)
+                    .await
             }
             "completion/complete" => {
                 let mut params = params.unwrap_or_else(|| json!({}));
@@ -697,10 +698,10 @@ impl Gateway {
                         .get("name")
                         .and_then(Value::as_str)
                         .and_then(|n| self.resolve_name(n).map(|(b, o)| (b, "name", o))),
-                    Some("ref/resource") => r
-                        .get("uri")
-                        .and_then(Value::as_str)
-                        .and_then(|u| self.resolve_uri(claims, u).map(|(b, o)| (b, "uri", o))),
+                    Some("ref/resource") => r.get("uri").and_then(Value::as_str).and_then(|u| {
+                        self.resolve_uri(claims, caller, u)
+                            .map(|(b, o)| (b, "uri", o))
+                    }),
                     _ => return rpc_err(
                         jsonrpc::INVALID_PARAMS,
                         "completion/complete needs params.ref of type ref/prompt or ref/resource"
@@ -714,7 +715,8 @@ impl Gateway {
                     );
                 };
                 params["ref"][field] = Value::String(original);
-                self.forward(claims, b, id, method, params, info).await
+                self.forward(claims, caller, b, Routed { id, method, params }, info)
+                    .await
             }
             _ => rpc_err(
                 jsonrpc::METHOD_NOT_FOUND,
@@ -725,7 +727,7 @@ impl Gateway {
 
     /// Backend indexes of the session that have `cap` (or whose capabilities are not
     /// known yet), in config order.
-    fn session_backends(&self, claims: &SessionClaims, cap: u16) -> Vec<usize> {
+    fn session_backends(&self, claims: &SessionClaims, caller: &Caller, cap: u16) -> Vec<usize> {
         self.backends
             .iter()
             .filter(|b| {
@@ -737,7 +739,7 @@ impl Gateway {
                     .unwrap_or_else(|| {
                         self.known_caps[b.index].load(std::sync::atomic::Ordering::Relaxed)
                     });
-                bits == 0 || bits & cap != 0
+                (bits == 0 || bits & cap != 0) && self.may_use(b, caller)
             })
             .map(|b| b.index)
             .collect()
@@ -800,6 +802,29 @@ impl Gateway {
         }
     }
 
+    /// Whether the caller may use backend `b` at all.
+    fn may_use(&self, b: &Backend, caller: &Caller) -> bool {
+        policy::may_use_backend(self.config.auth.mode, &b.config, caller)
+    }
+
+    /// Headers that tell the backend who is calling, as configured.
+    pub fn identity_headers(b: &Backend, caller: &Caller) -> Vec<(http::HeaderName, String)> {
+        b.config
+            .forward_identity
+            .iter()
+            .filter_map(|(claim, header)| {
+                let v = match claim.as_str() {
+                    "email" => caller.email.clone()?,
+                    "sub" => caller.sub.clone(),
+                    "groups" => caller.groups.join(","),
+                    "client_id" => caller.client_id.clone()?,
+                    _ => return None,
+                };
+                Some((header.clone(), v))
+            })
+            .collect()
+    }
+
     fn resolve_name(&self, public: &str) -> Option<(usize, String)> {
         if let Some(e) = self.index.names.get(public) {
             return Some(e.value().clone());
@@ -819,7 +844,12 @@ impl Gateway {
             .map(|b| (b.index, public.to_string()))
     }
 
-    fn resolve_uri(&self, claims: &SessionClaims, uri: &str) -> Option<(usize, String)> {
+    fn resolve_uri(
+        &self,
+        claims: &SessionClaims,
+        caller: &Caller,
+        uri: &str,
+    ) -> Option<(usize, String)> {
         if let Some((name, original)) = index::split_prefixed_uri(uri) {
             if let Some(b) = self.backend(name) {
                 return Some((b.index, original.to_string()));
@@ -829,7 +859,7 @@ impl Gateway {
             return Some((b, uri.to_string()));
         }
         // Not listed yet on this replica: with one resource backend the answer is clear.
-        let candidates = self.session_backends(claims, caps::RESOURCES);
+        let candidates = self.session_backends(claims, caller, caps::RESOURCES);
         match candidates.as_slice() {
             [only] => Some((*only, uri.to_string())),
             _ => None,
@@ -841,6 +871,7 @@ impl Gateway {
     async fn list(
         self: &Arc<Self>,
         claims: &SessionClaims,
+        caller: &Caller,
         id: &Value,
         method: &str,
         kind: ListKind,
@@ -864,7 +895,7 @@ impl Gateway {
                 }
             },
             None => self
-                .session_backends(claims, kind.cap())
+                .session_backends(claims, caller, kind.cap())
                 .into_iter()
                 .map(|b| (b, None))
                 .collect(),
@@ -908,7 +939,7 @@ impl Gateway {
                 continue;
             };
             for mut item in items {
-                if self.publish_item(kind, backend, &mut item, &mut seen) {
+                if self.publish_item(kind, backend, caller, &mut item, &mut seen) {
                     merged.push(item);
                 }
             }
@@ -926,6 +957,7 @@ impl Gateway {
         &self,
         kind: ListKind,
         backend: &Backend,
+        caller: &Caller,
         item: &mut Value,
         seen: &mut std::collections::HashSet<String>,
     ) -> bool {
@@ -934,6 +966,11 @@ impl Gateway {
                 let Some(name) = item.get("name").and_then(Value::as_str) else {
                     return false;
                 };
+                if matches!(kind, ListKind::Tools)
+                    && !policy::may_use_tool(self.config.auth.mode, &backend.config, name, caller)
+                {
+                    return false;
+                }
                 if !backend.config.prefix {
                     if let Some((head, _)) = names::split_prefixed(name) {
                         if self
@@ -995,14 +1032,44 @@ impl Gateway {
     async fn forward(
         self: &Arc<Self>,
         claims: &SessionClaims,
+        caller: &Caller,
         b: usize,
-        id: Value,
-        method: String,
-        params: Value,
+        call: Routed,
         info: &mut Info,
     ) -> Response {
+        let Routed { id, method, params } = call;
         let backend = self.backends[b].clone();
         info.backend = Some(backend.name().to_string());
+        if !self.may_use(&backend, caller)
+            || (method == "tools/call"
+                && !policy::may_use_tool(
+                    self.config.auth.mode,
+                    &backend.config,
+                    params
+                        .get("name")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default(),
+                    caller,
+                ))
+        {
+            info.rpc_error = Some(jsonrpc::FORBIDDEN);
+            let who = caller.email.as_deref().unwrap_or(&caller.sub);
+            let what = match (method.as_str(), params.get("name").and_then(Value::as_str)) {
+                ("tools/call", Some(t)) => format!("tool {t:?} of backend {:?}", backend.name()),
+                _ => format!("backend {:?}", backend.name()),
+            };
+            tracing::info!(backend = backend.name(), user = who, "refused by policy");
+            return Response::json(
+                200,
+                &jsonrpc::error_with_data(
+                    &id,
+                    jsonrpc::FORBIDDEN,
+                    format!("Forbidden: {who} may not use {what}"),
+                    json!({"backend": backend.name()}),
+                ),
+            );
+        }
+        let extra = Self::identity_headers(&backend, caller);
         let body =
             to_bytes(&json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}));
         let key = (claims.sid.clone(), id.to_string());
@@ -1014,7 +1081,8 @@ impl Gateway {
         let r = self
             .in_session(claims, b, |s| {
                 let (backend, body) = (&backend, body.clone());
-                async move { backend.send(&claims.sid, &s, body, &[]).await }
+                let extra = &extra;
+                async move { backend.send(&claims.sid, &s, body, extra).await }
             })
             .await;
         match r {
@@ -1071,6 +1139,7 @@ impl Gateway {
     async fn notification(
         self: &Arc<Self>,
         claims: &SessionClaims,
+        caller: &Caller,
         method: &str,
         params: Option<Value>,
     ) {
@@ -1087,10 +1156,20 @@ impl Gateway {
                         .map(|e| *e.value())
                 }) {
                     Some(b) => vec![b],
-                    None => self.backends.iter().map(|b| b.index).collect(),
+                    None => self
+                        .backends
+                        .iter()
+                        .filter(|b| self.may_use(b, caller))
+                        .map(|b| b.index)
+                        .collect(),
                 }
             }
-            "notifications/roots/list_changed" => self.backends.iter().map(|b| b.index).collect(),
+            "notifications/roots/list_changed" => self
+                .backends
+                .iter()
+                .filter(|b| self.may_use(b, caller))
+                .map(|b| b.index)
+                .collect(),
             _ => return,
         };
         let mut note = json!({"jsonrpc": "2.0", "method": method});
@@ -1116,6 +1195,7 @@ impl Gateway {
     async fn client_answer(
         self: &Arc<Self>,
         claims: &SessionClaims,
+        caller: &Caller,
         id: Value,
         mut body: Value,
         info: &mut Info,
@@ -1135,6 +1215,9 @@ impl Gateway {
             );
         };
         info.backend = Some(backend.name().to_string());
+        if !self.may_use(&backend, caller) {
+            return Response::refuse(403, jsonrpc::FORBIDDEN, "Forbidden: not your backend");
+        }
         body["id"] = original;
         let bytes = to_bytes(&body);
         let r = self
@@ -1172,7 +1255,12 @@ impl Gateway {
         };
         info.session = Some(claims.sid.clone());
         let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(256);
-        for b in self.backends.iter().map(|b| b.index) {
+        for b in self
+            .backends
+            .iter()
+            .filter(|b| self.may_use(b, caller))
+            .map(|b| b.index)
+        {
             let (gw, claims, tx) = (self.clone(), claims.clone(), tx.clone());
             tokio::spawn(async move { gw.pump_server_stream(claims, b, tx).await });
         }
@@ -1276,6 +1364,13 @@ impl Gateway {
             body: Bytes::new(),
         }
     }
+}
+
+/// A request routed to one backend, with its names already translated.
+struct Routed {
+    id: Value,
+    method: String,
+    params: Value,
 }
 
 struct InflightGuard {

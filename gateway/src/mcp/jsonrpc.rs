@@ -11,6 +11,8 @@ pub const INTERNAL_ERROR: i64 = -32603;
 pub const BACKEND_UNAVAILABLE: i64 = -32001;
 /// Gateway-defined: the backend did not answer within its timeout.
 pub const BACKEND_TIMEOUT: i64 = -32002;
+/// Gateway-defined: the caller may not use this backend or tool (policy).
+pub const FORBIDDEN: i64 = -32003;
 
 /// One JSON-RPC message as received from a client or a backend.
 #[derive(Debug, Clone)]

@@ -83,7 +83,7 @@ impl HttpUpstream {
         method: reqwest::Method,
         session: Option<&str>,
         version: &str,
-        extra: &[(&'static str, String)],
+        extra: &[(http::HeaderName, String)],
     ) -> reqwest::RequestBuilder {
         let mut rb = self
             .client
@@ -94,7 +94,7 @@ impl HttpUpstream {
             rb = rb.header("mcp-session-id", s);
         }
         for (k, v) in extra {
-            rb = rb.header(*k, v);
+            rb = rb.header(k.clone(), v);
         }
         rb
     }
@@ -105,7 +105,7 @@ impl HttpUpstream {
         session: Option<&str>,
         version: &str,
         body: Bytes,
-        extra: &[(&'static str, String)],
+        extra: &[(http::HeaderName, String)],
     ) -> Result<Opened, UpstreamError> {
         let rb = self
             .request(reqwest::Method::POST, session, version, extra)

@@ -226,7 +226,7 @@ impl Backend {
         sid: &str,
         session: &UpstreamSession,
         body: Bytes,
-        extra: &[(&'static str, String)],
+        extra: &[(::http::HeaderName, String)],
     ) -> Result<Reply, UpstreamError> {
         self.requests.fetch_add(1, Ordering::Relaxed);
         let r = match &self.link {
