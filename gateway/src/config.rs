@@ -49,6 +49,8 @@ struct FileConfig {
     #[serde(default)]
     auth: FileAuth,
     #[serde(default)]
+    metrics: FileMetrics,
+    #[serde(default)]
     backend: Vec<toml::Spanned<FileBackend>>,
 }
 
@@ -66,6 +68,12 @@ struct FileServer {
     allowed_origins: Option<Vec<String>>,
     health_interval_s: Option<u64>,
     log_format: Option<toml::Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileMetrics {
+    listen: Option<toml::Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -280,6 +288,8 @@ pub struct BackendConfig {
 pub struct Config {
     pub server: ServerConfig,
     pub auth: AuthConfig,
+    /// Admin listener serving Prometheus metrics, if any.
+    pub metrics_listen: Option<SocketAddr>,
     /// Enabled backends, in file order (which is also the merge order of lists).
     pub backends: Vec<BackendConfig>,
 }
@@ -398,9 +408,23 @@ impl Validator<'_> {
             }
             backends.push(backend);
         }
+        let metrics_listen = match &file.metrics.listen {
+            None => None,
+            Some(v) => {
+                let raw = self.expand(v, "metrics.listen")?;
+                Some(raw.parse::<SocketAddr>().map_err(|_| {
+                    self.err(
+                        v.span(),
+                        "metrics.listen",
+                        format!("{raw:?} is not an address like \"127.0.0.1:9090\""),
+                    )
+                })?)
+            }
+        };
         Ok(Config {
             server,
             auth,
+            metrics_listen,
             backends,
         })
     }

@@ -4,5 +4,6 @@ pub mod auth;
 pub mod config;
 pub mod health;
 pub mod mcp;
+pub mod metrics;
 pub mod proxy;
 pub mod upstream;

@@ -11,6 +11,7 @@ use mcp_gateway::config::{Config, LogFormat};
 use mcp_gateway::health::Probes;
 use mcp_gateway::mcp::handler::Gateway;
 use mcp_gateway::mcp::session::Sealer;
+use mcp_gateway::metrics;
 use mcp_gateway::proxy::GatewayProxy;
 use mcp_gateway::upstream::http::build_client;
 use mcp_gateway::upstream::stdio;
@@ -133,6 +134,14 @@ fn run(config: &mut Config, opt: Opt) -> anyhow::Result<()> {
     );
     proxy.add_tcp(&config.server.listen.to_string());
     server.add_service(proxy);
+    if let Some(addr) = config.metrics_listen {
+        metrics::requests();
+        metrics::StateCollector::register(gateway.clone(), Some(auth.clone()));
+        let mut admin = pingora_prometheus::prometheus_http_service();
+        admin.add_tcp(&addr.to_string());
+        server.add_service(admin);
+        println!("metrics on http://{addr}/metrics");
+    }
     server.add_service(background_service(
         "health probes",
         Probes {

@@ -25,6 +25,7 @@ use crate::config::AuthMode;
 use crate::health;
 use crate::mcp::handler::{Caller, Gateway, Info, Request, Response};
 use crate::mcp::jsonrpc;
+use crate::metrics;
 use crate::upstream::Backend;
 
 pub struct GatewayProxy {
@@ -186,6 +187,31 @@ pub async fn write_response(session: &mut Session, resp: Response, request_id: &
         }
     }
     Ok(())
+}
+
+/// Methods counted by name; anything else (client-chosen strings) is "other", so the
+/// label's cardinality stays bounded.
+fn known_method(m: &str) -> &str {
+    const KNOWN: &[&str] = &[
+        "initialize",
+        "ping",
+        "tools/list",
+        "tools/call",
+        "prompts/list",
+        "prompts/get",
+        "resources/list",
+        "resources/templates/list",
+        "resources/read",
+        "resources/subscribe",
+        "resources/unsubscribe",
+        "completion/complete",
+        "logging/setLevel",
+        "notifications/initialized",
+        "notifications/cancelled",
+        "notifications/roots/list_changed",
+        "server/discover",
+    ];
+    KNOWN.iter().find(|k| **k == m).copied().unwrap_or("other")
 }
 
 fn json_response(status: u16, v: &Value) -> Response {
@@ -352,6 +378,31 @@ impl ProxyHttp for GatewayProxy {
             .map(|r| r.status.as_u16())
             .unwrap_or(0);
         let req = session.req_header();
+        if let Some(m) = metrics::requests() {
+            let path = req.uri.path();
+            let route = if path == "/mcp" {
+                "mcp"
+            } else if ctx.passthrough.is_some() {
+                "passthrough"
+            } else {
+                "other"
+            };
+            let method = ctx
+                .info
+                .rpc_method
+                .as_deref()
+                .map(known_method)
+                .unwrap_or_else(|| req.method.as_str());
+            let outcome =
+                metrics::outcome(status, ctx.info.rpc_error, ctx.info.auth_error.is_some());
+            let backend = ctx.info.backend.as_deref().unwrap_or("");
+            m.requests
+                .with_label_values(&[route, method, backend, outcome])
+                .inc();
+            m.latency
+                .with_label_values(&[route, method])
+                .observe(ctx.started.elapsed().as_secs_f64());
+        }
         tracing::info!(
             request_id = %ctx.request_id,
             http_method = %req.method,
