@@ -68,6 +68,7 @@ struct FileServer {
     allowed_origins: Option<Vec<String>>,
     health_interval_s: Option<u64>,
     log_format: Option<toml::Spanned<String>>,
+    secrets_refresh_s: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -230,6 +231,8 @@ pub struct ServerConfig {
     pub allow_loopback_origins: bool,
     pub health_interval: Duration,
     pub log_format: LogFormat,
+    /// How often `${secret:..}` values are fetched again.
+    pub secrets_refresh: Duration,
 }
 
 /// Upstream transport of a backend.
@@ -273,6 +276,9 @@ pub struct BackendConfig {
     pub transport: Transport,
     /// Extra request headers for the upstream (credentials), already resolved.
     pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    /// The same headers as written, with their references, for re-resolution when a
+    /// secret is rotated.
+    pub header_templates: Vec<(http::HeaderName, String)>,
     pub prefix: bool,
     pub timeout: Duration,
     /// Who may use the backend.
@@ -295,27 +301,60 @@ pub struct Config {
 }
 
 impl Config {
-    pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+    /// Reads the file's text (to find its `${secret:..}` references before loading).
+    pub fn read(path: &Path) -> Result<String, ConfigError> {
+        std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.display().to_string(),
             source,
-        })?;
-        Self::parse(&text, &path.display().to_string(), &|name| {
-            std::env::var(name).ok()
         })
     }
 
-    /// Parses and validates config text. `env` resolves `${env:NAME}` references.
+    /// Loads a config file; `${secret:..}` references are resolved by `secrets`.
+    pub fn load(
+        path: &Path,
+        secrets: Option<&crate::secrets::SecretStore>,
+    ) -> Result<Config, ConfigError> {
+        let text = Self::read(path)?;
+        let env = |name: &str| std::env::var(name).ok();
+        let secret = |reference: &str| -> Result<String, String> {
+            match secrets {
+                Some(s) => s.resolve(reference).map_err(|e| e.to_string()),
+                None => Err("no secret store (AWS Secrets Manager) is configured".into()),
+            }
+        };
+        Self::parse_with(&text, &path.display().to_string(), &env, &secret)
+    }
+
+    /// Parses and validates config text. `env` resolves `${env:NAME}` references;
+    /// `${secret:..}` references are an error.
     pub fn parse(
         text: &str,
         path: &str,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
+        Self::parse_with(text, path, env, &|_| {
+            Err("no secret store (AWS Secrets Manager) is configured".into())
+        })
+    }
+
+    /// Parses and validates config text with both kinds of references.
+    pub fn parse_with(
+        text: &str,
+        path: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+        secret: &dyn Fn(&str) -> Result<String, String>,
+    ) -> Result<Config, ConfigError> {
         let file: FileConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_string(),
             message: describe_toml_error(text, &e),
         })?;
-        Validator { text, path, env }.validate(file)
+        Validator {
+            text,
+            path,
+            env,
+            secret,
+        }
+        .validate(file)
     }
 }
 
@@ -342,6 +381,7 @@ struct Validator<'a> {
     text: &'a str,
     path: &'a str,
     env: &'a dyn Fn(&str) -> Option<String>,
+    secret: &'a dyn Fn(&str) -> Result<String, String>,
 }
 
 impl Validator<'_> {
@@ -356,7 +396,7 @@ impl Validator<'_> {
 
     /// Expands `${env:NAME}` references in a value.
     fn expand(&self, value: &toml::Spanned<String>, key: &str) -> Result<String, ConfigError> {
-        expand_refs(value.get_ref(), self.env)
+        expand_refs(value.get_ref(), self.env, self.secret)
             .map_err(|message| self.err(value.span(), key, message))
     }
 
@@ -660,6 +700,7 @@ impl Validator<'_> {
                     .max(1),
             ),
             log_format,
+            secrets_refresh: Duration::from_secs(s.secrets_refresh_s.unwrap_or(300).max(1)),
         })
     }
 
@@ -757,6 +798,7 @@ impl Validator<'_> {
             }
         }
         let mut headers = Vec::new();
+        let mut header_templates = Vec::new();
         for (k, v) in &b.headers {
             let key = format!("backend.headers.{k}");
             let hn = http::HeaderName::from_bytes(k.as_bytes())
@@ -766,6 +808,7 @@ impl Validator<'_> {
                 // Never echo the value: it is usually a credential.
                 self.err(v.span(), &key, "value is not a valid HTTP header value")
             })?;
+            header_templates.push((hn.clone(), v.get_ref().clone()));
             headers.push((hn, hv));
         }
         let mut forward_identity = Vec::new();
@@ -794,6 +837,7 @@ impl Validator<'_> {
             name,
             transport,
             headers,
+            header_templates,
             policy: Policy::from_file(&FilePolicy {
                 allow_domains: b.allow_domains.clone(),
                 allow_groups: b.allow_groups.clone(),
@@ -922,9 +966,14 @@ pub fn valid_backend_name(name: &str) -> bool {
         && !name.ends_with('_')
 }
 
-/// Expands `${env:NAME}` references. Unknown reference kinds and unset variables are
-/// errors (the message never contains the resolved value).
-pub fn expand_refs(value: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+/// Expands `${env:NAME}`, `${secret:NAME}` and `${secret:NAME#json_key}` references.
+/// Unknown reference kinds, unset variables and unknown secrets are errors (the message
+/// never contains a resolved value).
+pub fn expand_refs(
+    value: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    secret: &dyn Fn(&str) -> Result<String, String>,
+) -> Result<String, String> {
     let mut out = String::with_capacity(value.len());
     let mut rest = value;
     while let Some(start) = rest.find("${") {
@@ -939,11 +988,10 @@ pub fn expand_refs(value: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<
                 Some(v) => out.push_str(&v),
                 None => return Err(format!("environment variable {name} is not set")),
             },
-            _ => {
-                return Err(format!(
-                    "unsupported reference \"${{{reference}}}\"; use ${{env:NAME}}"
-                ))
-            }
+            Some(("secret", name)) if !name.is_empty() => out.push_str(&secret(name)?),
+            _ => return Err(format!(
+                "unsupported reference \"${{{reference}}}\"; use ${{env:NAME}} or ${{secret:NAME}}"
+            )),
         }
         rest = &after[end + 1..];
     }

@@ -6,4 +6,5 @@ pub mod health;
 pub mod mcp;
 pub mod metrics;
 pub mod proxy;
+pub mod secrets;
 pub mod upstream;

@@ -7,12 +7,13 @@ use std::sync::Arc;
 
 use clap::Parser;
 use mcp_gateway::auth::bearer::Authenticator;
-use mcp_gateway::config::{Config, LogFormat};
+use mcp_gateway::config::{expand_refs, Config, LogFormat};
 use mcp_gateway::health::Probes;
 use mcp_gateway::mcp::handler::Gateway;
 use mcp_gateway::mcp::session::Sealer;
 use mcp_gateway::metrics;
 use mcp_gateway::proxy::GatewayProxy;
+use mcp_gateway::secrets::{self, SecretStore};
 use mcp_gateway::upstream::http::build_client;
 use mcp_gateway::upstream::stdio;
 use pingora::server::configuration::Opt;
@@ -23,9 +24,10 @@ use pingora::services::background::background_service;
 #[derive(Parser, Debug)]
 #[command(name = "mcp-gateway", version, about)]
 struct Cli {
-    /// Gateway configuration (TOML).
+    /// Gateway configuration (TOML). Default: `ops/config/$CONFIG_ENV.toml`, with
+    /// CONFIG_ENV defaulting to `development`.
     #[arg(long, env = "MCP_GATEWAY_CONFIG", value_name = "FILE")]
-    config: PathBuf,
+    config: Option<PathBuf>,
 
     /// Pingora's own flags: -c pingora.yaml, -t (validate and exit), -d, -u.
     #[command(flatten)]
@@ -40,7 +42,18 @@ fn main() -> ExitCode {
         return ExitCode::from(code.clamp(0, 255) as u8);
     }
     let cli = Cli::parse();
-    let mut config = match Config::load(&cli.config) {
+    let path = cli.config.clone().unwrap_or_else(|| {
+        let env = std::env::var("CONFIG_ENV").unwrap_or_else(|_| "development".into());
+        PathBuf::from(format!("ops/config/{env}.toml"))
+    });
+    let secrets = match load_secrets(&path) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("mcp-gateway: configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut config = match Config::load(&path, secrets.as_ref().map(|s| s.store.as_ref())) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("mcp-gateway: configuration error: {e}");
@@ -48,7 +61,7 @@ fn main() -> ExitCode {
         }
     };
     init_tracing(config.server.log_format);
-    match run(&mut config, cli.pingora) {
+    match run(&mut config, cli.pingora, secrets) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -70,7 +83,72 @@ fn init_tracing(format: LogFormat) {
     }
 }
 
-fn run(config: &mut Config, opt: Opt) -> anyhow::Result<()> {
+/// The secrets a config refers to, loaded before the config is validated.
+struct LoadedSecrets {
+    store: Arc<SecretStore>,
+    names: std::collections::BTreeSet<String>,
+    /// Keeps the AWS client's connection tasks alive.
+    _runtime: tokio::runtime::Runtime,
+}
+
+fn load_secrets(path: &std::path::Path) -> anyhow::Result<Option<LoadedSecrets>> {
+    let text = Config::read(path)?;
+    let names = secrets::referenced_names(&text);
+    if names.is_empty() {
+        return Ok(None);
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    let store = runtime.block_on(async {
+        let store = SecretStore::connect().await;
+        store.load(&names).await.map(|_| store)
+    })?;
+    Ok(Some(LoadedSecrets {
+        store: Arc::new(store),
+        names,
+        _runtime: runtime,
+    }))
+}
+
+/// Fetches the referenced secrets again every `server.secrets_refresh_s` and gives
+/// backends their new credentials.
+struct SecretRefresh {
+    store: Arc<SecretStore>,
+    names: std::collections::BTreeSet<String>,
+    gateway: Arc<Gateway>,
+    every: std::time::Duration,
+}
+
+#[async_trait::async_trait]
+impl pingora::services::background::BackgroundService for SecretRefresh {
+    async fn start(&self, mut shutdown: pingora::server::ShutdownWatch) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(self.every) => {}
+                _ = shutdown.changed() => return,
+            }
+            match self.store.load(&self.names).await {
+                Ok(changed) if !changed.is_empty() => {
+                    tracing::info!(secrets = ?changed, "secrets rotated");
+                    let env = |n: &str| std::env::var(n).ok();
+                    let secret = |r: &str| self.store.resolve(r).map_err(|e| e.to_string());
+                    let resolve = |t: &str| expand_refs(t, &env, &secret);
+                    for b in &self.gateway.backends {
+                        b.refresh_headers(&resolve);
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot refresh secrets; keeping the values known")
+                }
+            }
+        }
+    }
+}
+
+fn run(config: &mut Config, opt: Opt, secrets: Option<LoadedSecrets>) -> anyhow::Result<()> {
     let validate_only = opt.test;
     let has_yaml = opt.conf.is_some();
     let mut server = Server::new(Some(opt))?;
@@ -134,6 +212,18 @@ fn run(config: &mut Config, opt: Opt) -> anyhow::Result<()> {
     );
     proxy.add_tcp(&config.server.listen.to_string());
     server.add_service(proxy);
+    if let Some(s) = &secrets {
+        let every = config.server.secrets_refresh;
+        server.add_service(background_service(
+            "secret refresh",
+            SecretRefresh {
+                store: s.store.clone(),
+                names: s.names.clone(),
+                gateway: gateway.clone(),
+                every,
+            },
+        ));
+    }
     if let Some(addr) = config.metrics_listen {
         metrics::requests();
         metrics::StateCollector::register(gateway.clone(), Some(auth.clone()));

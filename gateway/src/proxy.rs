@@ -360,8 +360,8 @@ impl ProxyHttp for GatewayProxy {
         upstream.remove_header("authorization");
         upstream.remove_header("cookie");
         upstream.remove_header("origin");
-        for (k, v) in &backend.config.headers {
-            upstream.insert_header(k.clone(), v.clone())?;
+        for (k, v) in backend.current_headers() {
+            upstream.insert_header(k, v)?;
         }
         if let Some(who) = &ctx.caller {
             for (k, v) in Gateway::identity_headers(backend, who) {

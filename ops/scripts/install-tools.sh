@@ -68,4 +68,9 @@ if [ ! -f "$venv/.installed-v1" ]; then
   "$venv/bin/pip" install -q --disable-pip-version-check "mcp>=2,<3" mcp-server-time httpx pytest
   touch "$venv/.installed-v1"
 fi
+# A local AWS Secrets Manager for the secrets tests.
+if [ ! -x "$venv/bin/moto_server" ]; then
+  log "installing moto[server]"
+  "$venv/bin/pip" install -q --disable-pip-version-check "moto[server]"
+fi
 log "test peers ready in $tools"

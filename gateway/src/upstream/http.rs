@@ -37,7 +37,7 @@ pub struct Opened {
 pub struct HttpUpstream {
     client: reqwest::Client,
     url: Url,
-    headers: HeaderMap,
+    headers: std::sync::RwLock<HeaderMap>,
     timeout: Duration,
     stream_idle: Duration,
 }
@@ -68,7 +68,7 @@ impl HttpUpstream {
         HttpUpstream {
             client,
             url,
-            headers,
+            headers: std::sync::RwLock::new(headers),
             timeout,
             stream_idle,
         }
@@ -76,6 +76,22 @@ impl HttpUpstream {
 
     pub fn url(&self) -> &Url {
         &self.url
+    }
+
+    /// The configured request headers as they are now (secrets may have rotated).
+    pub fn headers(&self) -> HeaderMap {
+        self.headers.read().map(|h| h.clone()).unwrap_or_default()
+    }
+
+    /// Replaces the configured request headers (a secret was rotated).
+    pub fn set_headers(&self, extra: &[(http::HeaderName, HeaderValue)]) {
+        let mut map = HeaderMap::new();
+        for (k, v) in extra {
+            map.insert(k.clone(), v.clone());
+        }
+        if let Ok(mut h) = self.headers.write() {
+            *h = map;
+        }
     }
 
     fn request(
@@ -88,7 +104,7 @@ impl HttpUpstream {
         let mut rb = self
             .client
             .request(method, self.url.clone())
-            .headers(self.headers.clone())
+            .headers(self.headers())
             .header("mcp-protocol-version", version);
         if let Some(s) = session {
             rb = rb.header("mcp-session-id", s);

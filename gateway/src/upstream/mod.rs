@@ -506,6 +506,38 @@ impl Backend {
         }
     }
 
+    /// The configured request headers now (for HTTP backends; others: as configured).
+    pub fn current_headers(&self) -> Vec<(::http::HeaderName, ::http::HeaderValue)> {
+        match &self.link {
+            Link::Http(h) => h
+                .headers()
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            _ => self.config.headers.clone(),
+        }
+    }
+
+    /// Re-resolves the header templates after a secret rotation.
+    pub fn refresh_headers(&self, resolve: &dyn Fn(&str) -> Result<String, String>) {
+        let Link::Http(h) = &self.link else { return };
+        let mut fresh = Vec::new();
+        for (name, template) in &self.config.header_templates {
+            match resolve(template).map(|v| ::http::HeaderValue::from_str(&v)) {
+                Ok(Ok(v)) => fresh.push((name.clone(), v)),
+                _ => {
+                    tracing::warn!(backend = self.name(), header = %name, "cannot re-resolve header after a secret change; keeping the old value");
+                    return;
+                }
+            }
+        }
+        h.set_headers(&fresh);
+        tracing::info!(
+            backend = self.name(),
+            "backend credentials updated from rotated secrets"
+        );
+    }
+
     /// The pass-through route's target, for HTTP backends.
     pub fn http_url(&self) -> Option<&url::Url> {
         match &self.link {

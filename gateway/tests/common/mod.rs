@@ -90,16 +90,32 @@ pub fn spawn_gateway(config: &str) -> Proc {
 }
 
 pub fn spawn_gateway_args(config: &str, args: &[&str]) -> Proc {
+    spawn_gateway_with(config, args, &[], None)
+}
+
+/// Starts the gateway with extra environment variables, its stderr (logs) going to
+/// `stderr_to` when given.
+pub fn spawn_gateway_with(
+    config: &str,
+    args: &[&str],
+    envs: &[(&str, &str)],
+    stderr_to: Option<&std::path::Path>,
+) -> Proc {
     let dir = tempdir();
     let path = dir.join("gateway.toml");
     std::fs::write(&path, config).expect("write config");
+    let stderr = match stderr_to {
+        Some(p) => Stdio::from(std::fs::File::create(p).expect("log file")),
+        None => Stdio::null(),
+    };
     let mut child = Command::new(env!("CARGO_BIN_EXE_mcp-gateway"))
         .arg("--config")
         .arg(&path)
         .args(args)
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", "info")
+        .envs(envs.iter().copied())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(stderr)
         .spawn()
         .expect("spawn mcp-gateway");
     let url = read_listen_line(&mut child, "mcp-gateway");
