@@ -727,46 +727,12 @@ impl Validator<'_> {
             .map(|t| t.get_ref().as_str())
             .unwrap_or("http");
         let transport = match transport_name {
-            "http" => {
-                let Some(url_v) = &b.url else {
-                    return Err(self.err(
-                        span,
-                        "backend.url",
-                        format!("backend {name:?} uses transport \"http\" and needs a url"),
-                    ));
-                };
-                let raw = self.expand(url_v, "backend.url")?;
-                let url = Url::parse(&raw)
-                    .map_err(|e| self.err(url_v.span(), "backend.url", format!("{raw:?}: {e}")))?;
-                if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
-                    return Err(self.err(
-                        url_v.span(),
-                        "backend.url",
-                        format!("{raw:?} must be an http:// or https:// URL"),
-                    ));
-                }
-                Transport::Http { url }
-            }
-            "sse" => {
-                let Some(url_v) = &b.url else {
-                    return Err(self.err(
-                        span,
-                        "backend.url",
-                        format!("backend {name:?} uses transport \"sse\" and needs the url of its SSE endpoint"),
-                    ));
-                };
-                let raw = self.expand(url_v, "backend.url")?;
-                let url = Url::parse(&raw)
-                    .map_err(|e| self.err(url_v.span(), "backend.url", format!("{raw:?}: {e}")))?;
-                if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
-                    return Err(self.err(
-                        url_v.span(),
-                        "backend.url",
-                        format!("{raw:?} must be an http:// or https:// URL"),
-                    ));
-                }
-                Transport::Sse { url }
-            }
+            "http" => Transport::Http {
+                url: self.backend_url(&b, &name, span.clone(), "its MCP endpoint")?,
+            },
+            "sse" => Transport::Sse {
+                url: self.backend_url(&b, &name, span.clone(), "its SSE endpoint")?,
+            },
             "stdio" => Transport::Stdio(self.stdio(&b, &name, span.clone())?),
             other => {
                 let tspan = b.transport.as_ref().map(|t| t.span()).unwrap_or(span);
@@ -860,6 +826,34 @@ impl Validator<'_> {
 }
 
 impl Validator<'_> {
+    /// The required http(s) `url` of an HTTP or legacy-SSE backend.
+    fn backend_url(
+        &self,
+        b: &FileBackend,
+        name: &str,
+        span: Range<usize>,
+        what: &str,
+    ) -> Result<Url, ConfigError> {
+        let Some(url_v) = &b.url else {
+            return Err(self.err(
+                span,
+                "backend.url",
+                format!("backend {name:?} needs a url: {what}"),
+            ));
+        };
+        let raw = self.expand(url_v, "backend.url")?;
+        let url = Url::parse(&raw)
+            .map_err(|e| self.err(url_v.span(), "backend.url", format!("{raw:?}: {e}")))?;
+        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+            return Err(self.err(
+                url_v.span(),
+                "backend.url",
+                format!("{raw:?} must be an http:// or https:// URL"),
+            ));
+        }
+        Ok(url)
+    }
+
     fn stdio(
         &self,
         b: &FileBackend,
@@ -989,9 +983,11 @@ pub fn expand_refs(
                 None => return Err(format!("environment variable {name} is not set")),
             },
             Some(("secret", name)) if !name.is_empty() => out.push_str(&secret(name)?),
-            _ => return Err(format!(
+            _ => {
+                return Err(format!(
                 "unsupported reference \"${{{reference}}}\"; use ${{env:NAME}} or ${{secret:NAME}}"
-            )),
+            ))
+            }
         }
         rest = &after[end + 1..];
     }

@@ -62,6 +62,33 @@ row "tools/call p50, 1 conn: direct" "$(printf '%.3f ms' "$dp")" ""
 row "tools/call p50, 1 conn: pass-through" "$(printf '%.3f ms' "$pp")" ""
 row "tools/call p50, 1 conn: aggregated" "$(printf '%.3f ms' "$ap")" "$(python3 -c "print(f'direct + {($ap-$dp):.3f} ms (target ≤ +0.3 ms)')")"
 
+echo "authenticated tools/call (oauth, cached validation)…" >&2
+iss_dir="$work/issuer"
+mkdir -p "$iss_dir/.well-known"
+iss_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+iss="http://127.0.0.1:$iss_port"
+printf '{"issuer":"%s","jwks_uri":"%s/jwks"}' "$iss" "$iss" > "$iss_dir/.well-known/oauth-authorization-server"
+python3 ops/scripts/mint-test-token.py --jwk gateway/tests/keys/test-es256-1.pem k1 > "$iss_dir/jwks"
+(cd "$iss_dir" && exec python3 -m http.server "$iss_port" --bind 127.0.0.1 >/dev/null 2>&1) &
+echo $! >> "$work/pids"
+cat > "$work/gwauth.toml" <<EOT
+[server]
+listen = "127.0.0.1:0"
+[auth]
+mode = "oauth"
+issuer = "$iss"
+[[backend]]
+name = "fast"
+url = "$mock"
+EOT
+gwa=$(start "$bin/mcp-gateway" --config "$work/gwauth.toml" -c ops/pingora.yaml)
+token=$(python3 ops/scripts/mint-test-token.py gateway/tests/keys/test-es256-1.pem k1 "$iss" "$gwa")
+n16=$(load --url "$gw" --connections 16 --tool fast__echo)
+o16=$(load --url "$gwa" --connections 16 --tool fast__echo --header "authorization: Bearer $token")
+nr=$(field "$n16" rps); orr=$(field "$o16" rps)
+row "tools/call, 16 conns: aggregated, auth none" "$(printf '%.0f req/s' "$nr")" "errors $(field "$n16" errors)"
+row "tools/call, 16 conns: aggregated, auth oauth" "$(printf '%.0f req/s' "$orr")" "$(python3 -c "print(f'{$orr/$nr:.2f}× auth none (target ≥ 0.95×), errors $(field "$o16" errors)')")"
+
 echo "tools/list over 10 backends at 50 ms each…" >&2
 cfg="$work/gw10.toml"
 printf '[server]\nlisten = "127.0.0.1:0"\n' > "$cfg"

@@ -59,6 +59,9 @@ struct Args {
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
+    /// Extra request header, "name: value" (repeatable), e.g. an Authorization header.
+    #[arg(long = "header", value_name = "NAME: VALUE")]
+    headers: Vec<String>,
     /// Stop after this many seconds whatever happens (safety bound).
     #[arg(long, default_value_t = 300.0)]
     max_seconds: f64,
@@ -69,10 +72,11 @@ struct Conn {
     authority: String,
     path: String,
     session: Option<String>,
+    extra: Vec<(String, String)>,
 }
 
 impl Conn {
-    async fn open(url: &hyper::Uri) -> Result<Conn> {
+    async fn open(url: &hyper::Uri, extra: &[(String, String)]) -> Result<Conn> {
         let host = url.host().ok_or_else(|| anyhow!("url has no host"))?;
         let port = url.port_u16().unwrap_or(80);
         let stream = tokio::net::TcpStream::connect((host, port))
@@ -88,6 +92,7 @@ impl Conn {
             authority: format!("{host}:{port}"),
             path: url.path().to_string(),
             session: None,
+            extra: extra.to_vec(),
         })
     }
 
@@ -99,6 +104,9 @@ impl Conn {
             .header("mcp-protocol-version", "2025-11-25");
         if let Some(s) = &self.session {
             rb = rb.header("mcp-session-id", s);
+        }
+        for (k, v) in &self.extra {
+            rb = rb.header(k.as_str(), v.as_str());
         }
         let req = rb.body(Full::new(Bytes::from(serde_json::to_vec(body)?)))?;
         self.sender.ready().await?;
@@ -175,7 +183,9 @@ async fn run_loop(args: Arc<Args>, url: hyper::Uri) -> Result<()> {
     let measuring = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
+    let extra = parse_headers(&args.headers)?;
     for _ in 0..args.connections {
+        let extra = extra.clone();
         let (url, body, totals, measuring, stop) = (
             url.clone(),
             body.clone(),
@@ -185,7 +195,7 @@ async fn run_loop(args: Arc<Args>, url: hyper::Uri) -> Result<()> {
         );
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::with_capacity(100_000);
-            let mut conn = Conn::open(&url).await?;
+            let mut conn = Conn::open(&url, &extra).await?;
             conn.initialize().await?;
             while !stop.load(Ordering::Relaxed) {
                 let t = Instant::now();
@@ -193,7 +203,7 @@ async fn run_loop(args: Arc<Args>, url: hyper::Uri) -> Result<()> {
                     Ok((s, _, b)) => is_success(s, &b),
                     Err(_) => {
                         // Reconnect and go on; the error is counted.
-                        conn = Conn::open(&url).await?;
+                        conn = Conn::open(&url, &extra).await?;
                         conn.initialize().await?;
                         false
                     }
@@ -253,11 +263,13 @@ async fn run_sessions(args: Arc<Args>, url: hyper::Uri) -> Result<()> {
     let started = Instant::now();
     let per = args.sessions.div_ceil(args.connections.max(1));
     let mut tasks = Vec::new();
+    let extra = parse_headers(&args.headers)?;
     for w in 0..args.connections.max(1) {
         let url = url.clone();
+        let extra = extra.clone();
         let n = per.min(args.sessions.saturating_sub(w * per));
         tasks.push(tokio::spawn(async move {
-            let mut conn = Conn::open(&url).await?;
+            let mut conn = Conn::open(&url, &extra).await?;
             for _ in 0..n {
                 conn.session = None;
                 conn.initialize().await?;
@@ -283,6 +295,16 @@ async fn run_sessions(args: Arc<Args>, url: hyper::Uri) -> Result<()> {
     }
     tokio::time::sleep(Duration::from_secs_f64(args.hold)).await;
     Ok(())
+}
+
+fn parse_headers(raw: &[String]) -> Result<Vec<(String, String)>> {
+    raw.iter()
+        .map(|h| {
+            h.split_once(':')
+                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+                .ok_or_else(|| anyhow!("--header {h:?} is not \"name: value\""))
+        })
+        .collect()
 }
 
 #[tokio::main]
