@@ -107,6 +107,14 @@ impl GatewayProxy {
             }
             body.extend_from_slice(&chunk);
         }
+        ctx.info.request_id = ctx.request_id.clone();
+        ctx.info.traceparent = session
+            .req_header()
+            .headers
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| v.len() <= 128 && v.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-'))
+            .map(str::to_string);
         let req = Request {
             method: session.req_header().method.clone(),
             headers: session.req_header().headers.clone(),

@@ -357,3 +357,20 @@ fn client_cancellation_reaches_the_backend() {
     // The backend stopped without answering; the gateway says so.
     assert!(!answer.body.contains("slept"), "{}", answer.body);
 }
+
+#[test]
+fn request_ids_and_trace_context_reach_the_backend() {
+    let a = spawn_mock("t", &["--no-dynamic"]);
+    let gw = spawn_gateway(&gateway_config(&[("t", &a.url, "")], ""));
+    let mut cl = Client::new(&gw.url);
+    cl.initialize();
+    let tp = "00-0af7651916cd43dd8448eb211c80319c-00f067aa0ba902b7-01";
+    let ans = cl.post_raw(
+        json!({"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"t__whoami","arguments":{}}}).to_string(),
+        &[("traceparent", tp), ("x-request-id", "req-123")],
+    );
+    assert_eq!(ans.headers.get("x-request-id").unwrap(), "req-123");
+    let who: Value = serde_json::from_str(&text_of(&ans.response(&json!(3)))).unwrap();
+    assert_eq!(who["headers"]["traceparent"], tp, "{who}");
+    assert_eq!(who["headers"]["x-request-id"], "req-123", "{who}");
+}

@@ -48,6 +48,10 @@ pub struct Info {
     pub user: Option<String>,
     /// Why authentication failed, when it did.
     pub auth_error: Option<String>,
+    /// Request id, sent upstream as `x-request-id`.
+    pub request_id: String,
+    /// The client's W3C `traceparent` header, if any.
+    pub traceparent: Option<String>,
 }
 
 /// The handler's answer.
@@ -1069,7 +1073,25 @@ impl Gateway {
                 ),
             );
         }
-        let extra = Self::identity_headers(&backend, caller);
+        let mut extra = Self::identity_headers(&backend, caller);
+        if !info.request_id.is_empty() {
+            extra.push((
+                http::HeaderName::from_static("x-request-id"),
+                info.request_id.clone(),
+            ));
+        }
+        let mut params = params;
+        if let Some(tp) = &info.traceparent {
+            extra.push((http::HeaderName::from_static("traceparent"), tp.clone()));
+            // Trace context travels in _meta too (2026-07-28 convention), unless the
+            // client put its own there.
+            if let Value::Object(p) = &mut params {
+                let meta = p.entry("_meta").or_insert_with(|| json!({}));
+                if let Value::Object(m) = meta {
+                    m.entry("traceparent").or_insert_with(|| json!(tp));
+                }
+            }
+        }
         let body =
             to_bytes(&json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}));
         let key = (claims.sid.clone(), id.to_string());
