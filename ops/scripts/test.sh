@@ -19,3 +19,5 @@ echo "[test] Rust unit and integration tests" >&2
 cargo test --workspace -q -- --test-threads 4
 echo "[test] interop: official SDK clients and the conformance suite" >&2
 bash ops/scripts/interop.sh
+echo "[test] sign-in: the conformance suite's authorization-server scenarios with headless Chromium" >&2
+bash ops/scripts/auth-interop.sh

@@ -1,0 +1,60 @@
+//! Everything a request handler needs, built once at start.
+
+use std::sync::Arc;
+
+use crate::audit::AuditSink;
+use crate::config::Config;
+use crate::google::{Google, GoogleError};
+use crate::keys::{KeyError, KeyRing};
+use crate::ratelimit::RateLimiter;
+use crate::store::{Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Keys(#[from] KeyError),
+    #[error(transparent)]
+    Google(#[from] GoogleError),
+    #[error("HTTP client: {0}")]
+    Http(String),
+}
+
+pub struct App {
+    pub cfg: Config,
+    pub store: Store,
+    pub keys: KeyRing,
+    pub google: Google,
+    pub cimd_http: reqwest::Client,
+    pub audit: Arc<dyn AuditSink>,
+    pub reg_limiter: RateLimiter,
+    /// Cookies get `Secure` when the issuer is https.
+    pub secure_cookies: bool,
+}
+
+impl App {
+    pub async fn new(cfg: Config, audit: Arc<dyn AuditSink>) -> Result<App, AppError> {
+        let store = Store::connect(&cfg.store).await?;
+        let grace = (cfg.tokens.access_token_ttl_s + 300) as f64;
+        let keys = KeyRing::load(store.clone(), cfg.tokens.signing_key.clone(), grace).await?;
+        let google = Google::new(cfg.google.clone(), format!("{}/callback", cfg.issuer))?;
+        let cimd_http = crate::clients::cimd::http_client(&cfg.clients)
+            .map_err(|e| AppError::Http(e.to_string()))?;
+        Ok(App {
+            reg_limiter: RateLimiter::new(cfg.clients.registration_per_minute),
+            secure_cookies: cfg.issuer.starts_with("https://"),
+            cfg,
+            store,
+            keys,
+            google,
+            cimd_http,
+            audit,
+        })
+    }
+
+    /// An absolute URL under the issuer.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.cfg.issuer, path)
+    }
+}

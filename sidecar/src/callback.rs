@@ -1,0 +1,252 @@
+//! `GET /callback`: Google sends the browser back here. The code is exchanged, the ID
+//! token validated, the person checked against policy (verified email, allowed `hd`,
+//! groups from the Directory API), then the client gets its own code, or a refused
+//! person gets a page and the client `error=access_denied`.
+
+use http::StatusCode;
+
+use crate::app::App;
+use crate::audit::{AuthEvent, AuthEventKind};
+use crate::authorize::{
+    client_redirect_url, consent_page, error_page, error_to_client, finish, same_browser,
+    SESSION_COOKIE,
+};
+use crate::clients::find_client;
+use crate::clients::register::random_string;
+use crate::google::GoogleError;
+use crate::http::{html, set_cookie, Req, Resp};
+use crate::pages;
+use crate::policy::{check_groups, check_identity, Refusal};
+use crate::store::{digest, PendingAuthorization, UserRecord};
+
+const SESSION_TTL_S: u64 = 30 * 24 * 3600;
+
+pub async fn callback(app: &App, req: &Req) -> Resp {
+    let q = req.query();
+    let Some(google_state) = q.get("state") else {
+        return error_page(
+            StatusCode::BAD_REQUEST,
+            "Invalid sign-in",
+            "Google's answer carries no state.",
+        );
+    };
+    let p = match app.store.take_by_google_state(google_state).await {
+        Ok(Some(p)) => p,
+        Ok(None) => {
+            return error_page(
+                StatusCode::BAD_REQUEST,
+                "Sign-in expired",
+                "This sign-in has expired or was already completed.",
+            )
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "reading an authorization request failed");
+            return error_page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Temporarily unavailable",
+                "The sign-in service cannot reach its database. Try again in a minute.",
+            );
+        }
+    };
+    if !same_browser(req, &p) {
+        return error_page(
+            StatusCode::FORBIDDEN,
+            "Sign-in refused",
+            "This sign-in was started in another browser.",
+        );
+    }
+    let base_event = |kind| {
+        AuthEvent::new(kind)
+            .client_id(p.client_id.clone())
+            .resource(p.resource.clone())
+            .from(req.client_ip, req.user_agent())
+    };
+    if let Some(err) = q.get("error") {
+        app.audit
+            .record(&base_event(AuthEventKind::LoginRefused).reason(format!("google: {err}")));
+        let _ = app.store.delete_pending(&p.id).await;
+        return error_to_client(
+            app,
+            &p.redirect_uri,
+            Some(&p.state),
+            "access_denied",
+            &format!("Google sign-in did not complete ({err})"),
+        );
+    }
+    let (Some(code), Some(verifier), Some(nonce)) = (
+        q.get("code"),
+        p.google_verifier.as_deref(),
+        p.google_nonce.as_deref(),
+    ) else {
+        return error_page(
+            StatusCode::BAD_REQUEST,
+            "Invalid sign-in",
+            "Google's answer carries no code.",
+        );
+    };
+    let claims = match app.google.exchange(code, verifier, nonce).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, "Google sign-in failed");
+            app.audit
+                .record(&base_event(AuthEventKind::LoginRefused).reason(e.to_string()));
+            let _ = app.store.delete_pending(&p.id).await;
+            return html(
+                StatusCode::BAD_GATEWAY,
+                pages::refusal(
+                    "Signing in with Google did not complete. Try again.",
+                    None,
+                    Some(&return_url(
+                        app,
+                        &p,
+                        "temporarily_unavailable",
+                        "Google sign-in failed",
+                    )),
+                ),
+            );
+        }
+    };
+    let email = claims
+        .email
+        .clone()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    let hd = claims.hd.as_deref().map(str::to_ascii_lowercase);
+    if let Err(r) = check_identity(&app.cfg.google, &email, claims.verified(), hd.as_deref()) {
+        return refuse(app, req, &p, &email, &claims.sub, r).await;
+    }
+    let groups = match app.google.groups(&email).await {
+        Ok(g) => g,
+        Err(GoogleError::UserNotFound) => {
+            let r = Refusal {
+                code: "not_in_directory",
+                message: format!("{email} was not found in the company directory."),
+            };
+            return refuse(app, req, &p, &email, &claims.sub, r).await;
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "reading groups failed");
+            app.audit.record(
+                &base_event(AuthEventKind::LoginRefused)
+                    .user(&claims.sub, &email)
+                    .reason(e.to_string()),
+            );
+            let _ = app.store.delete_pending(&p.id).await;
+            return html(
+                StatusCode::BAD_GATEWAY,
+                pages::refusal(
+                    "Your groups could not be read from the company directory. Try again in a minute.",
+                    Some(&email),
+                    Some(&return_url(app, &p, "temporarily_unavailable", "the directory is unavailable")),
+                ),
+            );
+        }
+    };
+    if let Err(r) = check_groups(&app.cfg.google, &email, &groups) {
+        return refuse(app, req, &p, &email, &claims.sub, r).await;
+    }
+    let user = UserRecord {
+        sub: claims.sub.clone(),
+        email: email.clone(),
+        hd,
+        groups,
+    };
+    if let Err(e) = app.store.upsert_user(&user).await {
+        tracing::error!(error = %e, "storing the user failed");
+        return error_page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Temporarily unavailable",
+            "The sign-in service cannot reach its database. Try again in a minute.",
+        );
+    }
+    app.audit.record(
+        &base_event(AuthEventKind::LoginOk)
+            .user(&user.sub, &user.email)
+            .groups(&user.groups),
+    );
+    let session = random_string(24);
+    let _ = app
+        .store
+        .create_session(&digest(&session), &user.sub, SESSION_TTL_S as f64)
+        .await;
+    let consented = if p.consented {
+        let days = app.cfg.authorization.consent_ttl_days as i32;
+        if let Err(e) = app.store.grant_consent(&user.sub, &p.client_id, days).await {
+            tracing::warn!(error = %e, "recording consent failed");
+        }
+        true
+    } else {
+        !p.force_consent
+            && app
+                .store
+                .has_consent(&user.sub, &p.client_id)
+                .await
+                .unwrap_or(false)
+    };
+    let mut resp = if consented {
+        finish(app, &p, &user).await
+    } else {
+        // Someone else signed in than the browser's remembered person: ask them.
+        match (
+            app.store.set_pending_user(&p.id, &user).await,
+            find_client(app, &p.client_id).await,
+        ) {
+            (Ok(()), Ok(client)) => {
+                let mut waiting: PendingAuthorization = p.clone();
+                waiting.user_email = Some(user.email.clone());
+                html(StatusCode::OK, consent_page(app, &client, &waiting))
+            }
+            _ => error_page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Temporarily unavailable",
+                "The sign-in service cannot reach its database. Try again in a minute.",
+            ),
+        }
+    };
+    set_cookie(
+        &mut resp,
+        SESSION_COOKIE,
+        &session,
+        SESSION_TTL_S,
+        app.secure_cookies,
+    );
+    resp
+}
+
+fn return_url(app: &App, p: &PendingAuthorization, error: &str, description: &str) -> String {
+    client_redirect_url(
+        app,
+        &p.redirect_uri,
+        &[
+            ("error", error),
+            ("error_description", description),
+            ("state", &p.state),
+        ],
+    )
+}
+
+async fn refuse(
+    app: &App,
+    req: &Req,
+    p: &PendingAuthorization,
+    email: &str,
+    sub: &str,
+    r: Refusal,
+) -> Resp {
+    app.audit.record(
+        &AuthEvent::new(AuthEventKind::LoginRefused)
+            .client_id(p.client_id.clone())
+            .user(sub, email)
+            .reason(r.code)
+            .from(req.client_ip, req.user_agent()),
+    );
+    let _ = app.store.delete_pending(&p.id).await;
+    html(
+        StatusCode::FORBIDDEN,
+        pages::refusal(
+            &r.message,
+            (!email.is_empty()).then_some(email),
+            Some(&return_url(app, p, "access_denied", &r.message)),
+        ),
+    )
+}

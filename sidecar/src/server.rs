@@ -1,0 +1,175 @@
+//! The hyper server and the router. Requests below the issuer's base path are routed
+//! by method and path; the well-known documents are also served with the issuer's
+//! path inserted or appended (RFC 8414 §3.1, OIDC Discovery §4).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::{Method, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::Request;
+use hyper_util::rt::TokioIo;
+use serde_json::json;
+use tokio::net::TcpListener;
+
+use crate::app::App;
+use crate::http::{client_ip, json, json_cacheable, text, Req, Resp};
+use crate::{authorize, callback, clients, metadata, token};
+
+/// Serves until the listener fails; also runs key refresh and cleanup.
+pub async fn serve(listener: TcpListener, app: Arc<App>) {
+    spawn_maintenance(app.clone());
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let app = app.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| {
+                let app = app.clone();
+                async move { Ok::<_, std::convert::Infallible>(handle(&app, req, peer).await) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(20))
+                .serve_connection(TokioIo::new(stream), svc);
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+}
+
+fn spawn_maintenance(app: Arc<App>) {
+    let keys_app = app.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            if let Err(e) = keys_app.keys.refresh().await {
+                tracing::warn!(error = %e, "refreshing signing keys failed");
+            }
+        }
+    });
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(600));
+        loop {
+            tick.tick().await;
+            match app.store.cleanup().await {
+                Ok(n) if n > 0 => tracing::debug!(rows = n, "expired rows deleted"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "cleanup failed"),
+            }
+        }
+    });
+}
+
+async fn handle(app: &App, req: Request<Incoming>, peer: SocketAddr) -> Resp {
+    let started = Instant::now();
+    let (parts, body) = req.into_parts();
+    let method = parts.method.clone();
+    let full_path = parts.uri.path().to_string();
+    let body = match Limited::new(body, app.cfg.server.max_body_bytes)
+        .collect()
+        .await
+    {
+        Ok(b) => b.to_bytes(),
+        Err(_) => return text(StatusCode::PAYLOAD_TOO_LARGE, "request body too large"),
+    };
+    let ip = client_ip(
+        &parts.headers,
+        app.cfg.server.client_ip_header.as_deref(),
+        peer.ip(),
+    );
+    let req = Req {
+        method: parts.method,
+        path: full_path.clone(),
+        raw_query: parts.uri.query().unwrap_or("").to_string(),
+        headers: parts.headers,
+        body,
+        client_ip: ip,
+    };
+    let resp = route(app, req).await;
+    // The query is never logged: it carries codes and state.
+    tracing::debug!(%method, path = %full_path, status = resp.status().as_u16(),
+        ms = started.elapsed().as_millis() as u64, "request");
+    resp
+}
+
+fn base_path(app: &App) -> String {
+    url::Url::parse(&app.cfg.issuer)
+        .map(|u| u.path().trim_end_matches('/').to_string())
+        .unwrap_or_default()
+}
+
+async fn route(app: &App, mut req: Req) -> Resp {
+    let base = base_path(app);
+    let path = req.path.clone();
+    let as_meta = format!("/.well-known/oauth-authorization-server{base}");
+    let oidc_inserted = format!("/.well-known/openid-configuration{base}");
+    let oidc_appended = format!("{base}/.well-known/openid-configuration");
+    if req.method == Method::GET {
+        if path == as_meta {
+            return metadata::document(app, &req, false).await;
+        }
+        if path == oidc_inserted || path == oidc_appended {
+            return metadata::document(app, &req, true).await;
+        }
+    }
+    let Some(local) = path.strip_prefix(&base) else {
+        return text(StatusCode::NOT_FOUND, "not found");
+    };
+    let local = if local.is_empty() { "/" } else { local }.to_string();
+    req.path = local.clone();
+    match (&req.method, local.as_str()) {
+        (&Method::GET, "/authorize") => authorize::authorize(app, &req).await,
+        (&Method::POST, "/consent") => authorize::consent(app, &req).await,
+        (&Method::GET, "/callback") => callback::callback(app, &req).await,
+        (&Method::POST, "/token") => token::token(app, &req).await,
+        (&Method::POST, "/revoke") => token::revoke(app, &req).await,
+        (&Method::POST, "/register") => clients::register::register(app, &req).await,
+        (&Method::GET, "/jwks" | "/.well-known/jwks.json") => json_cacheable(&app.keys.jwks(), 300),
+        (&Method::GET, "/healthz") => json(StatusCode::OK, &json!({"status": "ok"})),
+        (&Method::GET, "/readyz") => match app.store.ping().await {
+            Ok(()) => json(StatusCode::OK, &json!({"status": "ready"})),
+            Err(e) => json(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &json!({"status": "unavailable", "error": e.to_string()}),
+            ),
+        },
+        (&Method::OPTIONS, _) => preflight(),
+        (
+            _,
+            "/authorize" | "/consent" | "/callback" | "/token" | "/revoke" | "/register" | "/jwks",
+        ) => text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
+        _ => text(StatusCode::NOT_FOUND, "not found"),
+    }
+}
+
+/// CORS preflight for browser-based clients (metadata, token, register).
+fn preflight() -> Resp {
+    let mut r = text(StatusCode::NO_CONTENT, "");
+    let h = r.headers_mut();
+    h.insert(
+        http::header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        http::HeaderValue::from_static("*"),
+    );
+    h.insert(
+        http::header::ACCESS_CONTROL_ALLOW_METHODS,
+        http::HeaderValue::from_static("GET, POST, OPTIONS"),
+    );
+    h.insert(
+        http::header::ACCESS_CONTROL_ALLOW_HEADERS,
+        http::HeaderValue::from_static("authorization, content-type, mcp-protocol-version"),
+    );
+    r
+}
