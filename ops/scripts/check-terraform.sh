@@ -1,0 +1,141 @@
+#!/usr/bin/env bash
+# The Terraform of ops/terraform, checked offline (no AWS account, no provider download):
+#   1. every .tf parses as HCL2 (PyPI python-hcl2): a syntax error fails, naming the file;
+#   2. `terraform fmt -check` when a terraform binary is installed (skipped otherwise);
+#   3. checkov (PyPI) on ops/terraform: zero failed checks. A check that does not apply
+#      is skipped inline, next to the resource, with its reason:
+#        #checkov:skip=CKV_AWS_378:TLS ends at the ALB; …
+#      and this script refuses a skip without a written reason.
+#   4. checkov on Dockerfile.gateway and Dockerfile.sidecar, same rule.
+#
+#   ops/scripts/check-terraform.sh
+#
+# Tools are installed on first use, idempotently, into .tools/ (git-ignored):
+#   .tools/venv      python-hcl2 (the project's Python venv, created if missing)
+#   .tools/checkov   checkov, in a venv of its own: it depends on bc-python-hcl2, a fork
+#                    that installs the same `hcl2` module as python-hcl2, and pins ~80
+#                    packages that must not move under the interop tests' SDKs.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/../.." && pwd)"
+cd "$root"
+tf_dir="ops/terraform"
+venv="$root/.tools/venv"
+ckv_venv="$root/.tools/checkov"
+HCL2_VERSION="${HCL2_VERSION:-8.1.4}"
+CHECKOV_VERSION="${CHECKOV_VERSION:-3.3.30}"
+
+log() { printf '[check-terraform] %s\n' "$*" >&2; }
+fail() { printf '[check-terraform] FAIL: %s\n' "$*" >&2; exit 1; }
+
+pip_quiet=(--quiet --disable-pip-version-check --no-input)
+
+# --- tools ------------------------------------------------------------------------------
+[ -x "$venv/bin/python" ] || { log "creating $venv"; python3 -m venv "$venv"; }
+if ! "$venv/bin/python" -c "import hcl2, importlib.metadata as m; assert m.version('python-hcl2') == '$HCL2_VERSION'" 2>/dev/null; then
+  log "installing python-hcl2==$HCL2_VERSION into $venv"
+  "$venv/bin/pip" install "${pip_quiet[@]}" "python-hcl2==$HCL2_VERSION"
+fi
+[ -x "$ckv_venv/bin/python" ] || { log "creating $ckv_venv"; python3 -m venv "$ckv_venv"; }
+if [ "$("$ckv_venv/bin/checkov" --version 2>/dev/null || true)" != "$CHECKOV_VERSION" ]; then
+  log "installing checkov==$CHECKOV_VERSION into $ckv_venv (first time: a minute or two)"
+  "$ckv_venv/bin/pip" install "${pip_quiet[@]}" "checkov==$CHECKOV_VERSION"
+fi
+
+# --- 1. HCL2 parse ------------------------------------------------------------------------
+mapfile -t tf_files < <(find "$tf_dir" -name '*.tf' -not -path '*/.terraform/*' | sort)
+[ ${#tf_files[@]} -gt 0 ] || fail "no .tf files under $tf_dir"
+"$venv/bin/python" - "${tf_files[@]}" <<'PY' || fail "HCL2 parse"
+import sys
+import hcl2
+
+bad = 0
+blocks = 0
+for path in sys.argv[1:]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = hcl2.load(f)
+        blocks += sum(len(v) if isinstance(v, list) else 1 for v in doc.values())
+    except Exception as e:  # lark's errors carry line and column
+        bad += 1
+        print(f"{path}: {type(e).__name__}: {e}", file=sys.stderr)
+if bad:
+    sys.exit(1)
+print(f"[check-terraform] HCL2 parse ok: {len(sys.argv) - 1} files, {blocks} top-level blocks", file=sys.stderr)
+PY
+# tfvars are HCL too.
+mapfile -t tfvars < <(find "$tf_dir" -name '*.tfvars' | sort)
+if [ ${#tfvars[@]} -gt 0 ]; then
+  "$venv/bin/python" -c '
+import sys, hcl2
+for p in sys.argv[1:]:
+    hcl2.load(open(p, encoding="utf-8"))
+' "${tfvars[@]}" || fail "tfvars parse"
+  log "tfvars parse ok: ${tfvars[*]}"
+fi
+
+# --- 2. terraform fmt (optional) ----------------------------------------------------------
+if command -v terraform >/dev/null 2>&1; then
+  if ! terraform fmt -check -recursive -list=true "$tf_dir" >"${TMPDIR:-/tmp}/tf-fmt.$$" 2>/dev/null; then
+    cat "${TMPDIR:-/tmp}/tf-fmt.$$" >&2; rm -f "${TMPDIR:-/tmp}/tf-fmt.$$"
+    fail "terraform fmt: the files above need \`terraform fmt\`"
+  fi
+  rm -f "${TMPDIR:-/tmp}/tf-fmt.$$"
+  log "terraform fmt ok"
+else
+  log "terraform not installed: fmt check skipped"
+fi
+
+# --- 3./4. checkov --------------------------------------------------------------------------
+# Every inline skip must carry a reason.
+unexplained=$(grep -rnE '#[[:space:]]*checkov:skip=[A-Z0-9_]+[[:space:]]*(:[[:space:]]*)?$' \
+  "$tf_dir" Dockerfile.gateway Dockerfile.sidecar || true)
+[ -z "$unexplained" ] || fail "checkov skips without a reason:
+$unexplained"
+
+run_checkov() {  # label, checkov args…
+  local label="$1"; shift
+  local out="${TMPDIR:-/tmp}/checkov.$$.json"
+  set +e
+  "$ckv_venv/bin/checkov" --compact --output json --skip-download "$@" >"$out" 2>"$out.err"
+  local rc=$?
+  set -e
+  "$ckv_venv/bin/python" - "$out" "$label" <<'PY'
+import json, sys
+path, label = sys.argv[1], sys.argv[2]
+raw = open(path).read().strip()
+data = json.loads(raw) if raw else []
+reports = data if isinstance(data, list) else [data]
+passed = failed = skipped = 0
+for r in reports:
+    if not isinstance(r, dict) or "results" not in r:
+        continue
+    s = r.get("summary", {})
+    passed += s.get("passed", 0)
+    failed += s.get("failed", 0)
+    skipped += s.get("skipped", 0)
+    for c in r["results"].get("failed_checks", []):
+        print(f"  FAILED {c['check_id']} {c['check_name']}\n    {c['resource']} "
+              f"({c['file_path']}:{c['file_line_range'][0]})", file=sys.stderr)
+    for c in r["results"].get("skipped_checks", []):
+        reason = (c.get("check_result") or {}).get("suppress_comment") or ""
+        print(f"  skipped {c['check_id']} on {c['resource']}: {reason}", file=sys.stderr)
+print(f"[check-terraform] checkov {label}: passed {passed}, failed {failed}, skipped {skipped}",
+      file=sys.stderr)
+sys.exit(1 if failed else 0)
+PY
+  local verdict=$?
+  if [ $rc -ne 0 ] && [ $verdict -eq 0 ]; then
+    cat "$out.err" >&2
+    rm -f "$out" "$out.err"
+    fail "checkov $label exited $rc"
+  fi
+  rm -f "$out" "$out.err"
+  return $verdict
+}
+
+run_checkov terraform --directory "$tf_dir" --framework terraform \
+  || fail "checkov terraform: failed checks above (fix them, or skip inline with a reason)"
+run_checkov dockerfiles --file Dockerfile.gateway --file Dockerfile.sidecar --framework dockerfile \
+  || fail "checkov dockerfiles: failed checks above"
+
+echo "check-terraform: 1 passed, 0 failed"
