@@ -69,6 +69,7 @@ struct FileServer {
     health_interval_s: Option<u64>,
     log_format: Option<toml::Spanned<String>>,
     secrets_refresh_s: Option<u64>,
+    client_ip_header: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -90,6 +91,7 @@ struct FileAuth {
     required_scopes: Option<Vec<String>>,
     scopes_supported: Option<Vec<String>>,
     jwks_refresh_min_s: Option<u64>,
+    jwks_url: Option<toml::Spanned<String>>,
     tokeninfo_url: Option<toml::Spanned<String>>,
     google_client_id: Option<toml::Spanned<String>>,
     allowed_domains: Option<Vec<String>>,
@@ -170,6 +172,9 @@ pub struct AuthConfig {
     pub required_scopes: Vec<String>,
     pub scopes_supported: Vec<String>,
     pub jwks_refresh_min: Duration,
+    /// Where to fetch the issuer's keys, when not from its metadata (e.g. the
+    /// sidecar's `/jwks` inside the same task).
+    pub jwks_url: Option<Url>,
     pub tokeninfo_url: Url,
     pub google_client_id: Option<String>,
     pub allowed_domains: Vec<String>,
@@ -233,6 +238,9 @@ pub struct ServerConfig {
     pub log_format: LogFormat,
     /// How often `${secret:..}` values are fetched again.
     pub secrets_refresh: Duration,
+    /// Header holding the client's address when behind a load balancer (its last
+    /// entry is used); `None`: the TCP peer.
+    pub client_ip_header: Option<http::HeaderName>,
 }
 
 /// Upstream transport of a backend.
@@ -456,7 +464,10 @@ impl Validator<'_> {
                     self.err(
                         v.span(),
                         "metrics.listen",
-                        format!("{raw:?} is not an address like \"127.0.0.1:9090\""),
+                        format!(
+                            "{:?} is not an address like \"127.0.0.1:9090\"",
+                            shown(v, &raw)
+                        ),
                     )
                 })?)
             }
@@ -479,8 +490,13 @@ impl Validator<'_> {
         let issuer = match &a.issuer {
             Some(v) => {
                 let raw = self.expand(v, "auth.issuer")?;
-                let url = Url::parse(&raw)
-                    .map_err(|e| self.err(v.span(), "auth.issuer", format!("{raw:?}: {e}")))?;
+                let url = Url::parse(&raw).map_err(|e| {
+                    self.err(
+                        v.span(),
+                        "auth.issuer",
+                        format!("{:?}: {e}", shown(v, &raw)),
+                    )
+                })?;
                 if !matches!(url.scheme(), "http" | "https") {
                     return Err(self.err(v.span(), "auth.issuer", "must be an http(s) URL"));
                 }
@@ -528,11 +544,28 @@ impl Validator<'_> {
             Some(v) => {
                 let raw = self.expand(v, "auth.tokeninfo_url")?;
                 Url::parse(&raw).map_err(|e| {
-                    self.err(v.span(), "auth.tokeninfo_url", format!("{raw:?}: {e}"))
+                    self.err(
+                        v.span(),
+                        "auth.tokeninfo_url",
+                        format!("{:?}: {e}", shown(v, &raw)),
+                    )
                 })?
             }
             None => Url::parse("https://oauth2.googleapis.com/tokeninfo")
                 .map_err(|e| self.err(0..0, "auth.tokeninfo_url", e.to_string()))?,
+        };
+        let jwks_url = match &a.jwks_url {
+            None => None,
+            Some(v) => {
+                let raw = self.expand(v, "auth.jwks_url")?;
+                Some(Url::parse(&raw).map_err(|e| {
+                    self.err(
+                        v.span(),
+                        "auth.jwks_url",
+                        format!("{:?}: {e}", shown(v, &raw)),
+                    )
+                })?)
+            }
         };
         let google_client_id = match &a.google_client_id {
             Some(v) => Some(self.expand(v, "auth.google_client_id")?),
@@ -564,6 +597,7 @@ impl Validator<'_> {
                 .scopes_supported
                 .unwrap_or_else(|| vec!["mcp".to_string()]),
             jwks_refresh_min: Duration::from_secs(a.jwks_refresh_min_s.unwrap_or(30)),
+            jwks_url,
             tokeninfo_url,
             google_client_id,
             allowed_domains,
@@ -582,7 +616,10 @@ impl Validator<'_> {
                     self.err(
                         v.span(),
                         "server.listen",
-                        format!("{raw:?} is not an address like \"127.0.0.1:8080\""),
+                        format!(
+                            "{:?} is not an address like \"127.0.0.1:8080\"",
+                            shown(v, &raw)
+                        ),
                     )
                 })?
             }
@@ -604,7 +641,11 @@ impl Validator<'_> {
             Some(v) => {
                 let raw = self.expand(v, "server.public_url")?;
                 let url = Url::parse(&raw).map_err(|e| {
-                    self.err(v.span(), "server.public_url", format!("{raw:?}: {e}"))
+                    self.err(
+                        v.span(),
+                        "server.public_url",
+                        format!("{:?}: {e}", shown(v, &raw)),
+                    )
                 })?;
                 if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
                     return Err(self.err(
@@ -701,6 +742,16 @@ impl Validator<'_> {
             ),
             log_format,
             secrets_refresh: Duration::from_secs(s.secrets_refresh_s.unwrap_or(300).max(1)),
+            client_ip_header: match &s.client_ip_header {
+                None => None,
+                Some(h) => Some(http::HeaderName::from_bytes(h.as_bytes()).map_err(|_| {
+                    self.err(
+                        0..0,
+                        "server.client_ip_header",
+                        format!("{h:?} is not a header name"),
+                    )
+                })?),
+            },
         })
     }
 
@@ -842,13 +893,21 @@ impl Validator<'_> {
             ));
         };
         let raw = self.expand(url_v, "backend.url")?;
-        let url = Url::parse(&raw)
-            .map_err(|e| self.err(url_v.span(), "backend.url", format!("{raw:?}: {e}")))?;
+        let url = Url::parse(&raw).map_err(|e| {
+            self.err(
+                url_v.span(),
+                "backend.url",
+                format!("{:?}: {e}", shown(url_v, &raw)),
+            )
+        })?;
         if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
             return Err(self.err(
                 url_v.span(),
                 "backend.url",
-                format!("{raw:?} must be an http:// or https:// URL"),
+                format!(
+                    "{:?} must be an http:// or https:// URL",
+                    shown(url_v, &raw)
+                ),
             ));
         }
         Ok(url)
@@ -945,6 +1004,16 @@ impl Validator<'_> {
             cwd,
             sharing,
         })
+    }
+}
+
+/// What an error may show of a value: the text as written when it holds a reference
+/// (the resolved value may be a secret), else the value.
+fn shown<'a>(written: &'a toml::Spanned<String>, resolved: &'a str) -> &'a str {
+    if written.get_ref().contains("${") {
+        written.get_ref()
+    } else {
+        resolved
     }
 }
 

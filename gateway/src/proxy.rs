@@ -59,6 +59,29 @@ fn request_id(session: &Session) -> String {
     raw.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The client's address: the last entry of `header` when configured (the one the load
+/// balancer appended), else the TCP peer.
+fn client_address(session: &Session, header: Option<&http::HeaderName>) -> Option<String> {
+    if let Some(h) = header {
+        let last = session
+            .req_header()
+            .headers
+            .get_all(h)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .rfind(|v| !v.is_empty());
+        if let Some(ip) = last.and_then(|v| v.parse::<std::net::IpAddr>().ok()) {
+            return Some(ip.to_string());
+        }
+    }
+    session.client_addr().map(|a| match a.as_inet() {
+        Some(inet) => inet.ip().to_string(),
+        None => a.to_string(),
+    })
+}
+
 impl GatewayProxy {
     /// Authenticates the request; on failure writes the 401/403 and returns `false`.
     async fn authenticate(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
@@ -115,6 +138,7 @@ impl GatewayProxy {
             .and_then(|v| v.to_str().ok())
             .filter(|v| v.len() <= 128 && v.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-'))
             .map(str::to_string);
+        ctx.info.bytes_in = body.len() as u64;
         let req = Request {
             method: session.req_header().method.clone(),
             headers: session.req_header().headers.clone(),
@@ -125,7 +149,8 @@ impl GatewayProxy {
             .clone()
             .unwrap_or_else(|| Arc::new(Caller::anonymous()));
         let resp = self.gateway.handle(req, &caller, &mut ctx.info).await;
-        write_response(session, resp, &ctx.request_id).await
+        ctx.info.bytes_out = write_response(session, resp, &ctx.request_id).await?;
+        Ok(())
     }
 
     async fn too_large(&self, session: &mut Session, ctx: &mut Ctx, max: usize) -> Result<()> {
@@ -137,12 +162,17 @@ impl GatewayProxy {
             jsonrpc::INVALID_REQUEST,
             format!("Payload Too Large: the body exceeds server.max_body_bytes ({max} bytes)"),
         );
-        write_response(session, resp, &ctx.request_id).await
+        write_response(session, resp, &ctx.request_id).await?;
+        Ok(())
     }
 }
 
 /// Writes a handler response: a full body, or an SSE stream event by event.
-pub async fn write_response(session: &mut Session, resp: Response, request_id: &str) -> Result<()> {
+pub async fn write_response(
+    session: &mut Session,
+    resp: Response,
+    request_id: &str,
+) -> Result<u64> {
     match resp {
         Response::Full {
             status,
@@ -160,10 +190,12 @@ pub async fn write_response(session: &mut Session, resp: Response, request_id: &
                 h.insert_header(k, v)?;
             }
             let empty = body.is_empty();
+            let written = body.len() as u64;
             session.write_response_header(Box::new(h), empty).await?;
             if !empty {
                 session.write_response_body(Some(body), true).await?;
             }
+            Ok(written)
         }
         Response::Sse {
             headers,
@@ -178,23 +210,25 @@ pub async fn write_response(session: &mut Session, resp: Response, request_id: &
                 h.insert_header(k, v)?;
             }
             session.write_response_header(Box::new(h), false).await?;
+            let mut written = 0u64;
             while let Some(chunk) = stream.next().await {
                 if session.is_process_shutting_down() {
                     break;
                 }
+                written += chunk.len() as u64;
                 if session
                     .write_response_body(Some(chunk), false)
                     .await
                     .is_err()
                 {
                     // The client went away; dropping the stream releases the upstream.
-                    return Ok(());
+                    return Ok(written);
                 }
             }
             session.write_response_body(None, true).await?;
+            Ok(written)
         }
     }
-    Ok(())
 }
 
 /// Methods counted by name; anything else (client-chosen strings) is "other", so the
@@ -242,6 +276,16 @@ impl ProxyHttp for GatewayProxy {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         ctx.request_id = request_id(session);
+        ctx.info.source_addr = client_address(
+            session,
+            self.gateway.config.server.client_ip_header.as_ref(),
+        );
+        ctx.info.user_agent = session
+            .req_header()
+            .headers
+            .get("user-agent")
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.chars().take(256).collect());
         let path = session.req_header().uri.path().to_string();
         match path.as_str() {
             "/mcp" => {

@@ -91,6 +91,7 @@ impl Authenticator {
             (AuthMode::OAuth, Some(issuer)) => Some(Jwks::new(
                 client.clone(),
                 issuer.clone(),
+                cfg.jwks_url.clone(),
                 cfg.jwks_refresh_min,
             )),
             _ => None,

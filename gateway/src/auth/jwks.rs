@@ -33,13 +33,19 @@ pub struct Jwks {
 }
 
 impl Jwks {
-    pub fn new(client: reqwest::Client, issuer: Url, min_interval: Duration) -> Jwks {
+    /// `jwks_url`: fetch keys there instead of finding them through the metadata.
+    pub fn new(
+        client: reqwest::Client,
+        issuer: Url,
+        jwks_url: Option<Url>,
+        min_interval: Duration,
+    ) -> Jwks {
         Jwks {
             client,
             issuer,
             min_interval,
             keys: RwLock::new(HashMap::new()),
-            jwks_uri: RwLock::new(None),
+            jwks_uri: RwLock::new(jwks_url),
             state: Mutex::new(FetchState::default()),
             fetching: tokio::sync::Mutex::new(()),
         }

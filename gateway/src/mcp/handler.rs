@@ -13,6 +13,7 @@ use futures::stream::BoxStream;
 use futures::{Future, StreamExt};
 use http::{HeaderMap, Method};
 use serde_json::{json, Map, Value};
+use sha2::Digest;
 
 use super::cursor::{self, Cursors};
 use super::index::{self, Index};
@@ -52,6 +53,17 @@ pub struct Info {
     pub request_id: String,
     /// The client's W3C `traceparent` header, if any.
     pub traceparent: Option<String>,
+    /// The client's address (from `server.client_ip_header` behind a load balancer).
+    pub source_addr: Option<String>,
+    pub user_agent: Option<String>,
+    /// Request body bytes read.
+    pub bytes_in: u64,
+    /// Response body bytes written.
+    pub bytes_out: u64,
+    /// SHA-256 (hex) of the call's `arguments`, for the audit record.
+    pub args_digest: Option<String>,
+    /// The call's `arguments` themselves (kept only when the audit log asks for them).
+    pub args: Option<Value>,
 }
 
 /// The handler's answer.
@@ -196,6 +208,8 @@ pub struct Gateway {
     inflight: Arc<DashMap<(String, String), usize>>,
     /// Last capability bits each backend reported.
     known_caps: Vec<std::sync::atomic::AtomicU16>,
+    /// Whether call arguments are kept for the audit record (`[audit] log_arguments`).
+    pub log_arguments: std::sync::atomic::AtomicBool,
 }
 
 impl Gateway {
@@ -226,6 +240,7 @@ impl Gateway {
             index: Index::default(),
             inflight: Arc::new(DashMap::new()),
             known_caps,
+            log_arguments: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -654,6 +669,21 @@ impl Gateway {
                     );
                 };
                 info.target = Some(name.clone());
+                if let Some(args) = params.get("arguments") {
+                    let bytes = serde_json::to_vec(args).unwrap_or_default();
+                    info.args_digest = Some(
+                        sha2::Sha256::digest(&bytes)
+                            .iter()
+                            .map(|b| format!("{b:02x}"))
+                            .collect(),
+                    );
+                    if self
+                        .log_arguments
+                        .load(std::sync::atomic::Ordering::Relaxed)
+                    {
+                        info.args = Some(args.clone());
+                    }
+                }
                 let what = if method == "tools/call" {
                     "tool"
                 } else {
