@@ -50,6 +50,7 @@ struct FileConfig {
     auth: FileAuth,
     #[serde(default)]
     metrics: FileMetrics,
+    audit: Option<crate::audit::AuditConfig>,
     #[serde(default)]
     backend: Vec<toml::Spanned<FileBackend>>,
 }
@@ -304,6 +305,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// Admin listener serving Prometheus metrics, if any.
     pub metrics_listen: Option<SocketAddr>,
+    /// The audit log (`[audit]`), with references resolved.
+    pub audit: crate::audit::AuditConfig,
     /// Enabled backends, in file order (which is also the merge order of lists).
     pub backends: Vec<BackendConfig>,
 }
@@ -472,10 +475,25 @@ impl Validator<'_> {
                 })?)
             }
         };
+        let audit_line = self.text.find("[audit]").map(|i| i..i).unwrap_or(0..0);
+        let mut audit = file.audit.unwrap_or_default();
+        if let Some(url) = &audit.postgres_url {
+            // The URL holds a password: errors show it as written.
+            let resolved = expand_refs(url, self.env, self.secret)
+                .map_err(|m| self.err(audit_line.clone(), "audit.postgres_url", m))?;
+            audit.postgres_url = Some(resolved);
+        }
+        audit.validate().map_err(|e| match e {
+            crate::audit::AuditError::Config { key, message } => {
+                self.err(audit_line.clone(), key.trim_matches('`'), message)
+            }
+            other => self.err(audit_line.clone(), "audit", other.to_string()),
+        })?;
         Ok(Config {
             server,
             auth,
             metrics_listen,
+            audit,
             backends,
         })
     }

@@ -1,5 +1,6 @@
 //! `mcp-gateway`: one MCP endpoint in front of many MCP servers, on Pingora.
 
+pub mod audit;
 pub mod auth;
 pub mod config;
 pub mod health;

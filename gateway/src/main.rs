@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
+use mcp_gateway::audit::Auditor;
 use mcp_gateway::auth::bearer::Authenticator;
 use mcp_gateway::config::{expand_refs, Config, LogFormat};
 use mcp_gateway::health::Probes;
@@ -32,6 +33,44 @@ struct Cli {
     /// Pingora's own flags: -c pingora.yaml, -t (validate and exit), -d, -u.
     #[command(flatten)]
     pingora: Opt,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// Read the audit log: `audit tail`, `audit stats`.
+    Audit(mcp_gateway::audit::AuditCliArgs),
+}
+
+/// `mcp-gateway audit …`: secrets referenced by the config are loaded first, outside
+/// any runtime, so the reader can resolve them synchronously.
+fn audit_command(args: mcp_gateway::audit::AuditCliArgs) -> ExitCode {
+    let secrets = match args.config.as_deref().map(load_secrets).transpose() {
+        Ok(s) => s.flatten(),
+        Err(e) => {
+            eprintln!("mcp-gateway audit: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let expand = |v: &str| -> anyhow::Result<String> {
+        let env = |n: &str| std::env::var(n).ok();
+        let secret = |r: &str| -> Result<String, String> {
+            match &secrets {
+                Some(s) => s.store.resolve(r).map_err(|e| e.to_string()),
+                None => Err("no secret store is configured".into()),
+            }
+        };
+        expand_refs(v, &env, &secret).map_err(|m| anyhow::anyhow!(m))
+    };
+    match mcp_gateway::audit::cli::run_with(args, &expand) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mcp-gateway audit: {e:#}");
+            ExitCode::from(1)
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -42,6 +81,9 @@ fn main() -> ExitCode {
         return ExitCode::from(code.clamp(0, 255) as u8);
     }
     let cli = Cli::parse();
+    if let Some(Command::Audit(args)) = cli.command {
+        return audit_command(args);
+    }
     let path = cli.config.clone().unwrap_or_else(|| {
         let env = std::env::var("CONFIG_ENV").unwrap_or_else(|_| "development".into());
         PathBuf::from(format!("ops/config/{env}.toml"))
@@ -80,6 +122,20 @@ fn init_tracing(format: LogFormat) {
     match format {
         LogFormat::Json => builder.json().flatten_event(true).init(),
         LogFormat::Pretty => builder.compact().init(),
+    }
+}
+
+/// Flushes the audit queue when the server stops (what cannot be written stays in the
+/// spool and is replayed at the next start).
+struct AuditFlush {
+    auditor: Arc<Auditor>,
+}
+
+#[async_trait::async_trait]
+impl pingora::services::background::BackgroundService for AuditFlush {
+    async fn start(&self, mut shutdown: pingora::server::ShutdownWatch) {
+        let _ = shutdown.changed().await;
+        self.auditor.shutdown().await;
     }
 }
 
@@ -202,16 +258,34 @@ fn run(config: &mut Config, opt: Opt, secrets: Option<LoadedSecrets>) -> anyhow:
     let config = Arc::new(config.clone());
     let client = build_client()?;
     let gateway = Arc::new(Gateway::new(config.clone(), client.clone(), key));
+    let auditor = if config.audit.enabled {
+        // The writer runs on a thread of its own; this runtime only starts it.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let a = rt.block_on(Auditor::start(config.audit.clone()))?;
+        let _ = gateway.audit.set(a.clone());
+        Some(a)
+    } else {
+        None
+    };
     let auth = Arc::new(Authenticator::new(&config.auth, client));
     let mut proxy = pingora::proxy::http_proxy_service(
         &server.configuration,
         GatewayProxy {
             gateway: gateway.clone(),
             auth: auth.clone(),
+            audit: auditor.clone(),
         },
     );
     proxy.add_tcp(&config.server.listen.to_string());
     server.add_service(proxy);
+    if let Some(a) = &auditor {
+        server.add_service(background_service(
+            "audit flush",
+            AuditFlush { auditor: a.clone() },
+        ));
+    }
     if let Some(s) = &secrets {
         let every = config.server.secrets_refresh;
         server.add_service(background_service(
@@ -226,7 +300,7 @@ fn run(config: &mut Config, opt: Opt, secrets: Option<LoadedSecrets>) -> anyhow:
     }
     if let Some(addr) = config.metrics_listen {
         metrics::requests();
-        metrics::StateCollector::register(gateway.clone(), Some(auth.clone()));
+        metrics::StateCollector::register(gateway.clone(), Some(auth.clone()), auditor.clone());
         let mut admin = pingora_prometheus::prometheus_http_service();
         admin.add_tcp(&addr.to_string());
         server.add_service(admin);

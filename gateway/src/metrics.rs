@@ -70,14 +70,20 @@ pub fn outcome(status: u16, rpc_error: Option<i64>, auth_failed: bool) -> &'stat
 pub struct StateCollector {
     gateway: Arc<Gateway>,
     auth: Option<Arc<Authenticator>>,
+    audit: Option<Arc<crate::audit::Auditor>>,
     up: GaugeVec,
     counters: GaugeVec,
     auth_cache: GaugeVec,
+    audit_gauges: GaugeVec,
     descs: Vec<Desc>,
 }
 
 impl StateCollector {
-    pub fn register(gateway: Arc<Gateway>, auth: Option<Arc<Authenticator>>) {
+    pub fn register(
+        gateway: Arc<Gateway>,
+        auth: Option<Arc<Authenticator>>,
+        audit: Option<Arc<crate::audit::Auditor>>,
+    ) {
         let build = || -> prometheus::Result<StateCollector> {
             let up = GaugeVec::new(
                 Opts::new(
@@ -100,19 +106,29 @@ impl StateCollector {
                 ),
                 &["result"],
             )?;
+            let audit_gauges = GaugeVec::new(
+                Opts::new(
+                    "mcpgw_audit",
+                    "Audit log: queue_depth, spooled_events, written_total, failures_total, dropped_total, last_write_latency_ms, postgres_up",
+                ),
+                &["measure"],
+            )?;
             let descs = up
                 .desc()
                 .into_iter()
                 .chain(counters.desc())
                 .chain(auth_cache.desc())
+                .chain(audit_gauges.desc())
                 .cloned()
                 .collect();
             Ok(StateCollector {
                 gateway,
                 auth,
+                audit,
                 up,
                 counters,
                 auth_cache,
+                audit_gauges,
                 descs,
             })
         };
@@ -161,9 +177,26 @@ impl Collector for StateCollector {
                 .with_label_values(&["miss"])
                 .set(a.misses.load(Ordering::Relaxed) as f64);
         }
+        if let Some(a) = &self.audit {
+            let m = a.metrics();
+            for (k, v) in [
+                ("queue_depth", m.queue_depth as f64),
+                ("spooled_events", m.spooled_events as f64),
+                ("written_total", m.written_total as f64),
+                ("failures_total", m.failures_total as f64),
+                ("dropped_total", m.dropped_total as f64),
+                ("last_write_latency_ms", m.last_write_latency_ms),
+                ("postgres_up", if m.postgres_up { 1.0 } else { 0.0 }),
+            ] {
+                self.audit_gauges.with_label_values(&[k]).set(v);
+            }
+        }
         let mut out = self.up.collect();
         out.extend(self.counters.collect());
         out.extend(self.auth_cache.collect());
+        if self.audit.is_some() {
+            out.extend(self.audit_gauges.collect());
+        }
         out
     }
 }

@@ -19,6 +19,7 @@ use pingora::proxy::{ProxyHttp, Session};
 use rand::RngCore;
 use serde_json::Value;
 
+use crate::audit::{AuditEvent, Auditor};
 use crate::auth::bearer::Authenticator;
 use crate::auth::{metadata, policy, Identity};
 use crate::config::AuthMode;
@@ -31,6 +32,8 @@ use crate::upstream::Backend;
 pub struct GatewayProxy {
     pub gateway: Arc<Gateway>,
     pub auth: Arc<Authenticator>,
+    /// The audit log; every request to `/mcp` and to a pass-through route is recorded.
+    pub audit: Option<Arc<Auditor>>,
 }
 
 /// Per-request state.
@@ -57,6 +60,37 @@ fn request_id(session: &Session) -> String {
     let mut raw = [0u8; 8];
     rand::thread_rng().fill_bytes(&mut raw);
     raw.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The audit record of a finished request.
+fn audit_event(ctx: &mut Ctx, status: u16, e: Option<&pingora::Error>) -> AuditEvent {
+    let elapsed = ctx.started.elapsed();
+    let mut ev = AuditEvent::request();
+    ev.ts = chrono::Utc::now()
+        - chrono::Duration::from_std(elapsed).unwrap_or_else(|_| chrono::Duration::zero());
+    if let Some(who) = &ctx.caller {
+        ev.sub = Some(who.sub.clone());
+        ev.email = who.email.clone();
+        ev.groups = who.groups.clone();
+        ev.client_id = who.client_id.clone();
+    }
+    let info = &mut ctx.info;
+    ev.session = info.session.clone();
+    ev.request_id = Some(ctx.request_id.clone());
+    ev.rpc_method = info.rpc_method.clone();
+    ev.backend = info.backend.clone();
+    ev.target = info.target.clone();
+    ev.args_digest = info.args_digest.take();
+    ev.args = info.args.take();
+    ev.http_status = status;
+    ev.rpc_error = info.rpc_error;
+    ev.latency_ms = elapsed.as_secs_f64() * 1000.0;
+    ev.bytes_in = info.bytes_in;
+    ev.bytes_out = info.bytes_out;
+    ev.source_addr = info.source_addr.clone();
+    ev.user_agent = info.user_agent.clone();
+    ev.detail = info.auth_error.clone().or_else(|| e.map(|e| e.to_string()));
+    ev
 }
 
 /// The client's address: the last entry of `header` when configured (the one the load
@@ -454,6 +488,10 @@ impl ProxyHttp for GatewayProxy {
             m.latency
                 .with_label_values(&[route, method])
                 .observe(ctx.started.elapsed().as_secs_f64());
+        }
+        let audited = req.uri.path() == "/mcp" || ctx.passthrough.is_some();
+        if let (Some(audit), true) = (&self.audit, audited) {
+            audit.record(audit_event(ctx, status, e));
         }
         tracing::info!(
             request_id = %ctx.request_id,

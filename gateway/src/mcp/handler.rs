@@ -13,7 +13,6 @@ use futures::stream::BoxStream;
 use futures::{Future, StreamExt};
 use http::{HeaderMap, Method};
 use serde_json::{json, Map, Value};
-use sha2::Digest;
 
 use super::cursor::{self, Cursors};
 use super::index::{self, Index};
@@ -208,8 +207,8 @@ pub struct Gateway {
     inflight: Arc<DashMap<(String, String), usize>>,
     /// Last capability bits each backend reported.
     known_caps: Vec<std::sync::atomic::AtomicU16>,
-    /// Whether call arguments are kept for the audit record (`[audit] log_arguments`).
-    pub log_arguments: std::sync::atomic::AtomicBool,
+    /// The audit log, once started.
+    pub audit: std::sync::OnceLock<Arc<crate::audit::Auditor>>,
 }
 
 impl Gateway {
@@ -240,7 +239,7 @@ impl Gateway {
             index: Index::default(),
             inflight: Arc::new(DashMap::new()),
             known_caps,
-            log_arguments: std::sync::atomic::AtomicBool::new(false),
+            audit: std::sync::OnceLock::new(),
         }
     }
 
@@ -669,20 +668,12 @@ impl Gateway {
                     );
                 };
                 info.target = Some(name.clone());
-                if let Some(args) = params.get("arguments") {
-                    let bytes = serde_json::to_vec(args).unwrap_or_default();
-                    info.args_digest = Some(
-                        sha2::Sha256::digest(&bytes)
-                            .iter()
-                            .map(|b| format!("{b:02x}"))
-                            .collect(),
-                    );
-                    if self
-                        .log_arguments
-                        .load(std::sync::atomic::Ordering::Relaxed)
-                    {
-                        info.args = Some(args.clone());
-                    }
+                if let (Some(args), Some(audit)) = (params.get("arguments"), self.audit.get()) {
+                    // Digest of the redacted arguments; the arguments themselves only
+                    // when the audit log keeps them.
+                    let (digest, kept) = audit.arguments(args);
+                    info.args_digest = Some(digest);
+                    info.args = kept;
                 }
                 let what = if method == "tools/call" {
                     "tool"

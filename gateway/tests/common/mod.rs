@@ -112,6 +112,8 @@ pub fn spawn_gateway_with(
         .arg("--config")
         .arg(&path)
         .args(args)
+        // Relative paths (the default audit file and spool) land in the temp dir.
+        .current_dir(&dir)
         .env("RUST_LOG", "info")
         .envs(envs.iter().copied())
         .stdout(Stdio::piped())

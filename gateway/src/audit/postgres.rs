@@ -1,0 +1,703 @@
+//! The PostgreSQL sink: connection pool, versioned migrations, monthly partitions,
+//! batched idempotent inserts, retention.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Datelike, TimeZone, Utc};
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime, Timeouts};
+use tokio_postgres::config::SslMode;
+use tokio_postgres::NoTls;
+
+use super::config::AuditConfig;
+use super::event::AuditEvent;
+use super::AuditError;
+
+/// Versioned migrations, applied in order, each once, recorded in
+/// `{schema}.audit_schema_migrations`. `{s}` is the schema. Never edit a released one:
+/// add the next.
+pub const MIGRATIONS: &[(i32, &str, &str)] = &[(
+    1,
+    "audit_events, partitioned by month",
+    r#"
+CREATE TABLE IF NOT EXISTS {s}.audit_events (
+    id          uuid             NOT NULL,
+    ts          timestamptz      NOT NULL,
+    kind        text             NOT NULL,
+    sub         text,
+    email       text,
+    groups      text[]           NOT NULL DEFAULT '{}',
+    client_id   text,
+    session     text,
+    request_id  text,
+    rpc_method  text,
+    backend     text,
+    target      text,
+    args_digest text,
+    args        jsonb,
+    http_status integer          NOT NULL,
+    rpc_error   bigint,
+    latency_ms  double precision NOT NULL,
+    bytes_in    bigint           NOT NULL,
+    bytes_out   bigint           NOT NULL,
+    source_addr text,
+    user_agent  text,
+    detail      text,
+    PRIMARY KEY (id, ts)
+) PARTITION BY RANGE (ts);
+CREATE INDEX IF NOT EXISTS audit_events_ts ON {s}.audit_events (ts DESC);
+CREATE INDEX IF NOT EXISTS audit_events_user ON {s}.audit_events (sub, ts DESC);
+CREATE INDEX IF NOT EXISTS audit_events_backend_target ON {s}.audit_events (backend, target, ts DESC);
+"#,
+)];
+
+/// Separator of `groups` on the wire to the INSERT (removed from group names).
+pub(crate) const GROUP_SEP: char = '\u{1f}';
+
+const INSERT: &str = r#"
+INSERT INTO {s}.audit_events (id, ts, kind, sub, email, groups, client_id, session,
+    request_id, rpc_method, backend, target, args_digest, args, http_status, rpc_error,
+    latency_ms, bytes_in, bytes_out, source_addr, user_agent, detail)
+SELECT id, ts, kind, sub, email,
+    CASE WHEN g = '' THEN '{}'::text[] ELSE string_to_array(g, E'\x1f') END,
+    client_id, session, request_id, rpc_method, backend, target, args_digest, args,
+    http_status, rpc_error, latency_ms, bytes_in, bytes_out, source_addr, user_agent, detail
+FROM unnest($1::uuid[], $2::timestamptz[], $3::text[], $4::text[], $5::text[], $6::text[],
+    $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[],
+    $14::jsonb[], $15::int4[], $16::int8[], $17::float8[], $18::int8[], $19::int8[],
+    $20::text[], $21::text[], $22::text[])
+  AS u(id, ts, kind, sub, email, g, client_id, session, request_id, rpc_method, backend,
+    target, args_digest, args, http_status, rpc_error, latency_ms, bytes_in, bytes_out,
+    source_addr, user_agent, detail)
+ON CONFLICT (id, ts) DO NOTHING
+"#;
+
+/// Why a write did not happen.
+#[derive(Debug)]
+pub(crate) enum WriteError {
+    /// The database is down, slow, or not ready: try again later (spool meanwhile).
+    Unavailable(String),
+    /// The database refused the data itself (a data or integrity error): retrying the
+    /// same rows will fail the same way.
+    Rejected(String),
+}
+
+impl std::fmt::Display for WriteError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WriteError::Unavailable(m) => write!(f, "PostgreSQL unavailable: {m}"),
+            WriteError::Rejected(m) => write!(f, "PostgreSQL rejected the rows: {m}"),
+        }
+    }
+}
+
+/// What a maintenance pass did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Maintenance {
+    pub created: Vec<String>,
+    pub dropped: Vec<String>,
+}
+
+/// Months since year 0 (`year * 12 + month0`): a partition's key.
+fn month_of(ts: &DateTime<Utc>) -> i32 {
+    ts.year() * 12 + ts.month0() as i32
+}
+
+fn month_start(m: i32) -> DateTime<Utc> {
+    let (y, mo) = (m.div_euclid(12), m.rem_euclid(12) as u32 + 1);
+    Utc.with_ymd_and_hms(y, mo, 1, 0, 0, 0)
+        .single()
+        .unwrap_or(DateTime::<Utc>::MIN_UTC)
+}
+
+fn partition_name(m: i32) -> String {
+    format!(
+        "audit_events_y{:04}m{:02}",
+        m.div_euclid(12),
+        m.rem_euclid(12) + 1
+    )
+}
+
+fn parse_partition_name(name: &str) -> Option<i32> {
+    let rest = name.strip_prefix("audit_events_y")?;
+    let (y, mo) = rest.split_once('m')?;
+    let (y, mo) = (y.parse::<i32>().ok()?, mo.parse::<i32>().ok()?);
+    (1..=12).contains(&mo).then_some(y * 12 + mo - 1)
+}
+
+fn sql(template: &str, schema: &str) -> String {
+    template.replace("{s}", &format!("\"{schema}\""))
+}
+
+fn classify(e: &tokio_postgres::Error) -> WriteError {
+    if let Some(db) = e.as_db_error() {
+        let code = db.code().code();
+        if code.starts_with("22") || (code.starts_with("23") && code != "23514") {
+            return WriteError::Rejected(format!("{}: {}", code, db.message()));
+        }
+        return WriteError::Unavailable(format!("{}: {}", code, db.message()));
+    }
+    WriteError::Unavailable(e.to_string())
+}
+
+fn is_missing_partition(e: &tokio_postgres::Error) -> bool {
+    e.as_db_error()
+        .is_some_and(|db| db.code().code() == "23514")
+}
+
+/// TLS for PostgreSQL: none unless the URL says `sslmode=require` or a CA file is
+/// given; then rustls, verifying the server certificate against the Mozilla roots plus
+/// `tls_ca_file`.
+pub(crate) fn tls_config(
+    cfg: &AuditConfig,
+    pg: &tokio_postgres::Config,
+) -> Result<Option<rustls::ClientConfig>, AuditError> {
+    let wanted = pg.get_ssl_mode() == SslMode::Require
+        || (cfg.tls_ca_file.is_some() && pg.get_ssl_mode() != SslMode::Disable);
+    if !wanted {
+        return Ok(None);
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(path) = &cfg.tls_ca_file {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::CertificateDer;
+        let err = |m: String| AuditError::Config {
+            key: "audit.tls_ca_file".into(),
+            message: m,
+        };
+        let certs = CertificateDer::pem_file_iter(path)
+            .map_err(|e| err(format!("{}: {e}", path.display())))?;
+        for c in certs {
+            let c = c.map_err(|e| err(format!("{}: {e}", path.display())))?;
+            roots
+                .add(c)
+                .map_err(|e| err(format!("{}: {e}", path.display())))?;
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| AuditError::Postgres(format!("TLS set-up: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Some(tls))
+}
+
+/// Opens one connection (the CLI), spawning its driver on the current runtime.
+pub(crate) async fn connect_once(
+    cfg: &AuditConfig,
+    url: &str,
+) -> Result<tokio_postgres::Client, AuditError> {
+    let mut pg = cfg.pg_config_of(url)?;
+    pg.connect_timeout(Duration::from_millis(cfg.connect_timeout_ms));
+    pg.application_name("mcp-gateway-audit-cli");
+    let e = |e: tokio_postgres::Error| AuditError::Postgres(e.to_string());
+    let client = match tls_config(cfg, &pg)? {
+        None => {
+            let (client, conn) = pg.connect(NoTls).await.map_err(e)?;
+            tokio::spawn(conn);
+            client
+        }
+        Some(tls) => {
+            let (client, conn) = pg
+                .connect(tokio_postgres_rustls::MakeRustlsConnect::new(tls))
+                .await
+                .map_err(e)?;
+            tokio::spawn(conn);
+            client
+        }
+    };
+    Ok(client)
+}
+
+pub(crate) struct PgSink {
+    pool: Pool,
+    schema: String,
+    insert_sql: String,
+    lock_key: String,
+    partitions: HashSet<i32>,
+    migrated: bool,
+    partitions_ahead: u32,
+    retention_days: u32,
+    connect_timeout: Duration,
+    write_timeout: Duration,
+}
+
+impl PgSink {
+    /// Builds the pool; connects lazily.
+    pub(crate) fn new(cfg: &AuditConfig, url: &str) -> Result<PgSink, AuditError> {
+        let mut pg = cfg.pg_config_of(url)?;
+        let connect_timeout = Duration::from_millis(cfg.connect_timeout_ms);
+        pg.connect_timeout(connect_timeout);
+        pg.application_name("mcp-gateway-audit");
+        let mc = ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        };
+        let mgr = match tls_config(cfg, &pg)? {
+            None => Manager::from_config(pg, NoTls, mc),
+            Some(tls) => {
+                Manager::from_config(pg, tokio_postgres_rustls::MakeRustlsConnect::new(tls), mc)
+            }
+        };
+        let pool = Pool::builder(mgr)
+            .max_size(cfg.pool_size)
+            .runtime(Runtime::Tokio1)
+            .timeouts(Timeouts {
+                wait: Some(connect_timeout),
+                create: Some(connect_timeout),
+                recycle: Some(connect_timeout),
+            })
+            .build()
+            .map_err(|e| AuditError::Postgres(format!("connection pool: {e}")))?;
+        Ok(PgSink {
+            pool,
+            schema: cfg.schema.clone(),
+            insert_sql: sql(INSERT, &cfg.schema),
+            lock_key: format!("mcp-gateway-audit:{}", cfg.schema),
+            partitions: HashSet::new(),
+            migrated: false,
+            partitions_ahead: cfg.partitions_ahead,
+            retention_days: cfg.retention_days,
+            connect_timeout,
+            write_timeout: Duration::from_millis(cfg.write_timeout_ms),
+        })
+    }
+
+    async fn client(&self) -> Result<Object, WriteError> {
+        self.pool
+            .get()
+            .await
+            .map_err(|e| WriteError::Unavailable(format!("connecting: {e}")))
+    }
+
+    async fn timed<T, F>(&self, d: Duration, what: &str, f: F) -> Result<T, WriteError>
+    where
+        F: std::future::Future<Output = Result<T, tokio_postgres::Error>>,
+    {
+        match tokio::time::timeout(d, f).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(classify(&e)),
+            Err(_) => Err(WriteError::Unavailable(format!(
+                "{what} took longer than {} ms",
+                d.as_millis()
+            ))),
+        }
+    }
+
+    /// Runs pending migrations (under an advisory lock, in one transaction), learns the
+    /// existing partitions and runs a maintenance pass.
+    pub(crate) async fn prepare(&mut self) -> Result<Maintenance, WriteError> {
+        let mut client = self.client().await?;
+        let res = self.migrate(&mut client).await;
+        if res.is_err() {
+            let _ = Object::take(client);
+            return res.map(|_| Maintenance::default());
+        }
+        drop(client);
+        self.migrated = true;
+        self.partitions.clear();
+        self.maintain().await
+    }
+
+    async fn migrate(&self, client: &mut Object) -> Result<(), WriteError> {
+        let t = self.connect_timeout.max(Duration::from_secs(30));
+        let tx = self.timed(t, "BEGIN", client.transaction()).await?;
+        self.timed(
+            t,
+            "the migration lock",
+            tx.execute(
+                "SELECT pg_advisory_xact_lock(hashtext($1))",
+                &[&self.lock_key],
+            ),
+        )
+        .await?;
+        // CREATE SCHEMA needs CREATE on the database even when the schema exists: only
+        // ask for it when it is missing, so a role that owns just its schema works.
+        let has_schema = self
+            .timed(
+                t,
+                "looking up the schema",
+                tx.query_opt(
+                    "SELECT 1 FROM pg_namespace WHERE nspname = $1",
+                    &[&self.schema],
+                ),
+            )
+            .await?
+            .is_some();
+        if !has_schema {
+            self.timed(
+                t,
+                "creating the schema",
+                tx.batch_execute(&sql("CREATE SCHEMA IF NOT EXISTS {s}", &self.schema)),
+            )
+            .await?;
+        }
+        let setup = sql(
+            "CREATE TABLE IF NOT EXISTS {s}.audit_schema_migrations (
+                 version    integer     PRIMARY KEY,
+                 name       text        NOT NULL,
+                 applied_at timestamptz NOT NULL DEFAULT now());",
+            &self.schema,
+        );
+        self.timed(t, "creating the migrations table", tx.batch_execute(&setup))
+            .await?;
+        let rows = self
+            .timed(
+                t,
+                "reading migrations",
+                tx.query(
+                    &sql(
+                        "SELECT version FROM {s}.audit_schema_migrations",
+                        &self.schema,
+                    ),
+                    &[],
+                ),
+            )
+            .await?;
+        let done: HashSet<i32> = rows.iter().map(|r| r.get::<_, i32>(0)).collect();
+        for (version, name, body) in MIGRATIONS {
+            if done.contains(version) {
+                continue;
+            }
+            self.timed(t, "a migration", tx.batch_execute(&sql(body, &self.schema)))
+                .await?;
+            self.timed(
+                t,
+                "recording a migration",
+                tx.execute(
+                    &sql(
+                        "INSERT INTO {s}.audit_schema_migrations (version, name) VALUES ($1, $2)",
+                        &self.schema,
+                    ),
+                    &[version, name],
+                ),
+            )
+            .await?;
+            tracing::info!(schema = %self.schema, version, name, "audit: migration applied");
+        }
+        self.timed(t, "COMMIT", tx.commit()).await
+    }
+
+    async fn list_partitions(&self, client: &Object) -> Result<Vec<(String, i32)>, WriteError> {
+        let rows = self
+            .timed(
+                self.write_timeout,
+                "listing partitions",
+                client.query(
+                    "SELECT c.relname::text FROM pg_inherits i
+                       JOIN pg_class c ON c.oid = i.inhrelid
+                       JOIN pg_class p ON p.oid = i.inhparent
+                       JOIN pg_namespace n ON n.oid = p.relnamespace
+                      WHERE n.nspname = $1 AND p.relname = 'audit_events'",
+                    &[&self.schema],
+                ),
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| {
+                let name: String = r.get(0);
+                parse_partition_name(&name).map(|m| (name, m))
+            })
+            .collect())
+    }
+
+    async fn create_partitions(
+        &mut self,
+        client: &mut Object,
+        months: &[i32],
+    ) -> Result<Vec<String>, WriteError> {
+        let mut created = Vec::new();
+        let missing: Vec<i32> = months
+            .iter()
+            .copied()
+            .filter(|m| !self.partitions.contains(m))
+            .collect();
+        if missing.is_empty() {
+            return Ok(created);
+        }
+        let t = self.write_timeout;
+        let tx = self.timed(t, "BEGIN", client.transaction()).await?;
+        self.timed(
+            t,
+            "the partition lock",
+            tx.execute(
+                "SELECT pg_advisory_xact_lock(hashtext($1))",
+                &[&self.lock_key],
+            ),
+        )
+        .await?;
+        let existing: HashSet<i32> = {
+            let rows = self
+                .timed(
+                    t,
+                    "listing partitions",
+                    tx.query(
+                        "SELECT c.relname::text FROM pg_inherits i
+                           JOIN pg_class c ON c.oid = i.inhrelid
+                           JOIN pg_class p ON p.oid = i.inhparent
+                           JOIN pg_namespace n ON n.oid = p.relnamespace
+                          WHERE n.nspname = $1 AND p.relname = 'audit_events'",
+                        &[&self.schema],
+                    ),
+                )
+                .await?;
+            rows.iter()
+                .filter_map(|r| parse_partition_name(&r.get::<_, String>(0)))
+                .collect()
+        };
+        for m in &missing {
+            if existing.contains(m) {
+                continue;
+            }
+            let name = partition_name(*m);
+            let stmt = format!(
+                "CREATE TABLE IF NOT EXISTS \"{s}\".\"{name}\" PARTITION OF \"{s}\".audit_events \
+                 FOR VALUES FROM ('{from}') TO ('{to}')",
+                s = self.schema,
+                from = month_start(*m).format("%Y-%m-%d %H:%M:%S+00"),
+                to = month_start(*m + 1).format("%Y-%m-%d %H:%M:%S+00"),
+            );
+            self.timed(t, "creating a partition", tx.batch_execute(&stmt))
+                .await?;
+            created.push(name);
+        }
+        self.timed(t, "COMMIT", tx.commit()).await?;
+        self.partitions.extend(existing);
+        self.partitions.extend(missing);
+        for name in &created {
+            tracing::info!(schema = %self.schema, partition = %name, "audit: partition created");
+        }
+        Ok(created)
+    }
+
+    /// Creates the partitions of this month and the next `partitions_ahead`, and drops
+    /// those wholly older than `retention_days`.
+    pub(crate) async fn maintain(&mut self) -> Result<Maintenance, WriteError> {
+        let mut client = self.client().await?;
+        let res = self.maintain_with(&mut client).await;
+        if res.is_err() {
+            let _ = Object::take(client);
+        }
+        res
+    }
+
+    async fn maintain_with(&mut self, client: &mut Object) -> Result<Maintenance, WriteError> {
+        let mut report = Maintenance::default();
+        let existing = self.list_partitions(client).await?;
+        self.partitions = existing.iter().map(|(_, m)| *m).collect();
+        let now = month_of(&Utc::now());
+        let months: Vec<i32> = (0..=self.partitions_ahead as i32)
+            .map(|k| now + k)
+            .collect();
+        report.created = self.create_partitions(client, &months).await?;
+        if self.retention_days > 0 {
+            let cutoff = Utc::now() - chrono::Duration::days(self.retention_days as i64);
+            let t = self.write_timeout;
+            for (name, m) in existing {
+                // Every row of the partition is before its end.
+                if month_start(m + 1) > cutoff {
+                    continue;
+                }
+                let tx = self.timed(t, "BEGIN", client.transaction()).await?;
+                self.timed(
+                    t,
+                    "the partition lock",
+                    tx.execute(
+                        "SELECT pg_advisory_xact_lock(hashtext($1))",
+                        &[&self.lock_key],
+                    ),
+                )
+                .await?;
+                let stmt = format!("DROP TABLE IF EXISTS \"{}\".\"{name}\"", self.schema);
+                self.timed(t, "dropping a partition", tx.batch_execute(&stmt))
+                    .await?;
+                self.timed(t, "COMMIT", tx.commit()).await?;
+                self.partitions.remove(&m);
+                tracing::info!(
+                    schema = %self.schema,
+                    partition = %name,
+                    retention_days = self.retention_days,
+                    "audit: partition dropped (retention)"
+                );
+                report.dropped.push(name);
+            }
+        }
+        Ok(report)
+    }
+
+    /// Inserts a batch; rows already present (same id and ts) are skipped. Returns the
+    /// number of rows actually inserted.
+    pub(crate) async fn write(&mut self, events: &[AuditEvent]) -> Result<u64, WriteError> {
+        if events.is_empty() {
+            return Ok(0);
+        }
+        if !self.migrated {
+            self.prepare().await?;
+        }
+        let mut client = self.client().await?;
+        let res = self.write_with(&mut client, events).await;
+        match res {
+            Err(WriteError::Unavailable(_)) => {
+                // The connection may be in any state: do not reuse it.
+                let _ = Object::take(client);
+            }
+            _ => drop(client),
+        }
+        res
+    }
+
+    async fn write_with(
+        &mut self,
+        client: &mut Object,
+        events: &[AuditEvent],
+    ) -> Result<u64, WriteError> {
+        let mut months: Vec<i32> = events.iter().map(|e| month_of(&e.ts)).collect();
+        months.sort_unstable();
+        months.dedup();
+        self.create_partitions(client, &months).await?;
+        let stmt =
+            match tokio::time::timeout(self.write_timeout, client.prepare_cached(&self.insert_sql))
+                .await
+            {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    if e.as_db_error()
+                        .is_some_and(|d| d.code().code().starts_with("42"))
+                    {
+                        // The table is gone or changed: migrate again before the next try.
+                        self.migrated = false;
+                    }
+                    return Err(WriteError::Unavailable(e.to_string()));
+                }
+                Err(_) => {
+                    return Err(WriteError::Unavailable(
+                        "preparing the INSERT timed out".into(),
+                    ))
+                }
+            };
+        let n = events.len();
+        let mut id = Vec::with_capacity(n);
+        let mut ts = Vec::with_capacity(n);
+        let mut kind = Vec::with_capacity(n);
+        let mut sub = Vec::with_capacity(n);
+        let mut email = Vec::with_capacity(n);
+        let mut groups = Vec::with_capacity(n);
+        let mut client_id = Vec::with_capacity(n);
+        let mut session = Vec::with_capacity(n);
+        let mut request_id = Vec::with_capacity(n);
+        let mut rpc_method = Vec::with_capacity(n);
+        let mut backend = Vec::with_capacity(n);
+        let mut target = Vec::with_capacity(n);
+        let mut args_digest = Vec::with_capacity(n);
+        let mut args = Vec::with_capacity(n);
+        let mut http_status = Vec::with_capacity(n);
+        let mut rpc_error = Vec::with_capacity(n);
+        let mut latency = Vec::with_capacity(n);
+        let mut bytes_in = Vec::with_capacity(n);
+        let mut bytes_out = Vec::with_capacity(n);
+        let mut source_addr = Vec::with_capacity(n);
+        let mut user_agent = Vec::with_capacity(n);
+        let mut detail = Vec::with_capacity(n);
+        let sep = GROUP_SEP.to_string();
+        for e in events {
+            id.push(e.id);
+            ts.push(e.ts);
+            kind.push(e.kind.as_str());
+            sub.push(e.sub.as_deref());
+            email.push(e.email.as_deref());
+            groups.push(e.groups.join(&sep));
+            client_id.push(e.client_id.as_deref());
+            session.push(e.session.as_deref());
+            request_id.push(e.request_id.as_deref());
+            rpc_method.push(e.rpc_method.as_deref());
+            backend.push(e.backend.as_deref());
+            target.push(e.target.as_deref());
+            args_digest.push(e.args_digest.as_deref());
+            args.push(e.args.as_ref());
+            http_status.push(e.http_status as i32);
+            rpc_error.push(e.rpc_error);
+            latency.push(e.latency_ms);
+            bytes_in.push(e.bytes_in.min(i64::MAX as u64) as i64);
+            bytes_out.push(e.bytes_out.min(i64::MAX as u64) as i64);
+            source_addr.push(e.source_addr.as_deref());
+            user_agent.push(e.user_agent.as_deref());
+            detail.push(e.detail.as_deref());
+        }
+        let started = Instant::now();
+        let res = tokio::time::timeout(
+            self.write_timeout,
+            client.execute(
+                &stmt,
+                &[
+                    &id,
+                    &ts,
+                    &kind,
+                    &sub,
+                    &email,
+                    &groups,
+                    &client_id,
+                    &session,
+                    &request_id,
+                    &rpc_method,
+                    &backend,
+                    &target,
+                    &args_digest,
+                    &args,
+                    &http_status,
+                    &rpc_error,
+                    &latency,
+                    &bytes_in,
+                    &bytes_out,
+                    &source_addr,
+                    &user_agent,
+                    &detail,
+                ],
+            ),
+        )
+        .await;
+        match res {
+            Ok(Ok(inserted)) => {
+                tracing::trace!(
+                    rows = n,
+                    inserted,
+                    ms = started.elapsed().as_millis() as u64,
+                    "audit: batch written"
+                );
+                Ok(inserted)
+            }
+            Ok(Err(e)) => {
+                if is_missing_partition(&e) {
+                    // Someone dropped a partition we knew: relearn before the next try.
+                    self.partitions.clear();
+                }
+                Err(classify(&e))
+            }
+            Err(_) => Err(WriteError::Unavailable(format!(
+                "the INSERT of {n} rows took longer than {} ms",
+                self.write_timeout.as_millis()
+            ))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partition_names_round_trip() {
+        let ts = Utc.with_ymd_and_hms(2025, 12, 31, 23, 59, 59).unwrap();
+        let m = month_of(&ts);
+        assert_eq!(partition_name(m), "audit_events_y2025m12");
+        assert_eq!(parse_partition_name("audit_events_y2025m12"), Some(m));
+        assert_eq!(
+            month_start(m + 1),
+            Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap()
+        );
+        assert_eq!(parse_partition_name("audit_events_y2025m13"), None);
+        assert_eq!(parse_partition_name("other"), None);
+    }
+}
