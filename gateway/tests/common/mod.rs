@@ -1,6 +1,9 @@
 //! Test harness: starts the real binaries on ephemeral ports and talks MCP to them.
 #![allow(dead_code)]
 
+pub mod issuer;
+pub mod pg;
+
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};

