@@ -18,7 +18,6 @@ use mcp_gateway::audit::{AuditConfig, AuditEvent, Auditor, FsyncPolicy, REDACTED
 use serde_json::{json, Value};
 use tokio::net::{TcpListener, TcpStream};
 
-#[allow(dead_code)]
 mod common;
 use common::pg::OwnPostgres;
 
