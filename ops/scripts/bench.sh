@@ -31,9 +31,13 @@ load() { "$bin/mcp-load" --json --duration "$secs" --warmup 1 "$@"; }
 field() { python3 -c "import json,sys; print(json.loads(sys.argv[1])['$2'])" "$1"; }
 
 mock=$(start "$bin/mcp-mock" --http 127.0.0.1:0 --name fast --no-dynamic --json)
+# Audit off in the base configuration: the rows below measure proxying; the audit
+# rows measure what the audit log adds.
 cat > "$work/gw.toml" <<EOT
 [server]
 listen = "127.0.0.1:0"
+[audit]
+enabled = false
 [[backend]]
 name = "fast"
 url = "$mock"
@@ -77,6 +81,8 @@ listen = "127.0.0.1:0"
 [auth]
 mode = "oauth"
 issuer = "$iss"
+[audit]
+enabled = false
 [[backend]]
 name = "fast"
 url = "$mock"
@@ -88,6 +94,28 @@ o16=$(load --url "$gwa" --connections 16 --tool fast__echo --header "authorizati
 nr=$(field "$n16" rps); orr=$(field "$o16" rps)
 row "tools/call, 16 conns: aggregated, auth none" "$(printf '%.0f req/s' "$nr")" "errors $(field "$n16" errors)"
 row "tools/call, 16 conns: aggregated, auth oauth" "$(printf '%.0f req/s' "$orr")" "$(python3 -c "print(f'{$orr/$nr:.2f}× auth none (target ≥ 0.95×), errors $(field "$o16" errors)')")"
+
+echo "tools/call with the PostgreSQL audit log on…" >&2
+schema="bench_$RANDOM$RANDOM"
+cat > "$work/gwaudit.toml" <<EOT
+[server]
+listen = "127.0.0.1:0"
+[audit]
+postgres_url = "postgres://postgres@127.0.0.1:5432/test"
+schema = "$schema"
+spool_dir = "$work/spool"
+[[backend]]
+name = "fast"
+url = "$mock"
+EOT
+gwq=$(start "$bin/mcp-gateway" --config "$work/gwaudit.toml" -c ops/pingora.yaml)
+f16=$(load --url "$gw" --connections 16 --tool fast__echo)
+q16=$(load --url "$gwq" --connections 16 --tool fast__echo)
+fr=$(field "$f16" rps); qr=$(field "$q16" rps)
+rows=$(psql -At "postgres://postgres@127.0.0.1:5432/test" -c "SELECT count(*) FROM $schema.audit_events" 2>/dev/null || echo "?")
+psql -q "postgres://postgres@127.0.0.1:5432/test" -c "DROP SCHEMA IF EXISTS $schema CASCADE" >/dev/null 2>&1 || true
+row "tools/call, 16 conns: aggregated, audit off" "$(printf '%.0f req/s' "$fr")" "errors $(field "$f16" errors)"
+row "tools/call, 16 conns: aggregated, audit to PostgreSQL" "$(printf '%.0f req/s' "$qr")" "$(python3 -c "print(f'{$qr/$fr:.2f}× audit off (target ≥ 0.9×); {\"$rows\"} rows written, errors $(field "$q16" errors)')")"
 
 echo "tools/list over 10 backends at 50 ms each…" >&2
 cfg="$work/gw10.toml"
