@@ -1065,10 +1065,21 @@ pub fn expand_refs(
         };
         let reference = &after[..end];
         match reference.split_once(':') {
-            Some(("env", name)) if !name.is_empty() => match env(name) {
-                Some(v) => out.push_str(&v),
-                None => return Err(format!("environment variable {name} is not set")),
-            },
+            Some(("env", spec)) if !spec.is_empty() => {
+                // ${env:NAME:-default} falls back when NAME is unset or empty.
+                let (name, default) = match spec.split_once(":-") {
+                    Some((n, d)) => (n, Some(d)),
+                    None => (spec, None),
+                };
+                match (
+                    env(name).filter(|v| !v.is_empty() || default.is_none()),
+                    default,
+                ) {
+                    (Some(v), _) => out.push_str(&v),
+                    (None, Some(d)) => out.push_str(d),
+                    (None, None) => return Err(format!("environment variable {name} is not set")),
+                }
+            }
             Some(("secret", name)) if !name.is_empty() => out.push_str(&secret(name)?),
             _ => {
                 return Err(format!(
@@ -1134,6 +1145,21 @@ mod tests {
         assert!(e.contains("test.toml:4"), "{e}");
         assert!(e.contains("backend.headers.X"), "{e}");
         assert!(e.contains("NOPE"), "{e}");
+    }
+
+    #[test]
+    fn env_defaults() {
+        let env = |n: &str| (n == "SET").then(|| "9000".to_string());
+        let none = |_: &str| Err("none".to_string());
+        assert_eq!(
+            expand_refs("a:${env:SET:-1}", &env, &none).unwrap(),
+            "a:9000"
+        );
+        assert_eq!(
+            expand_refs("a:${env:UNSET:-8080}", &env, &none).unwrap(),
+            "a:8080"
+        );
+        assert!(expand_refs("${env:UNSET}", &env, &none).is_err());
     }
 
     #[test]

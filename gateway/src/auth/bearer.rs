@@ -226,6 +226,19 @@ impl Authenticator {
             )
         })?;
         let c = data.claims;
+        if !self.cfg.allowed_domains.is_empty() {
+            let domain = c
+                .email
+                .as_deref()
+                .and_then(|e| e.rsplit_once('@'))
+                .map(|(_, d)| d.to_ascii_lowercase())
+                .unwrap_or_default();
+            if !self.cfg.allowed_domains.contains(&domain) {
+                return Err(AuthError::InvalidToken(format!(
+                    "the domain {domain:?} is not allowed"
+                )));
+            }
+        }
         if c.iat
             .is_some_and(|iat| iat > now() + self.cfg.clock_skew.as_secs())
         {
