@@ -41,6 +41,8 @@ bin="$root/target/debug"
 work="$(mktemp -d)"
 pids=()
 cleanup() {
+  # start() runs inside $(…): its children are recorded in a file, not in the array.
+  [ -f "$work/pids" ] && while read -r p; do kill "$p" 2>/dev/null || true; done < "$work/pids"
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
   if [ -n "${schema:-}" ]; then
@@ -56,7 +58,7 @@ free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0)
 start() {
   local name="$1"; shift
   "$@" >"$work/$name.out" 2>"$work/$name.err" &
-  pids+=("$!")
+  echo "$!" >> "$work/pids"
   for _ in $(seq 1 200); do
     if grep -q '^listening on ' "$work/$name.out" 2>/dev/null; then
       sed -n 's/^listening on //p' "$work/$name.out" | head -1; return 0

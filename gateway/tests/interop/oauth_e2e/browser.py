@@ -203,8 +203,6 @@ class Browser:
 
     # ---- the official Python SDK's OAuthClientProvider hooks
     async def redirect_handler(self, authorization_url: str) -> None:
-        from mcp.client.auth.exceptions import OAuthFlowError  # noqa: F401 (SDK present)
-
         redirect_uri = query_of(authorization_url).get("redirect_uri")
         if not redirect_uri:
             raise SignInError(f"authorization URL without redirect_uri: {authorization_url}")
