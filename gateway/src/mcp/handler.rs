@@ -207,6 +207,8 @@ pub struct Gateway {
     inflight: Arc<DashMap<(String, String), usize>>,
     /// Last capability bits each backend reported.
     known_caps: Vec<std::sync::atomic::AtomicU16>,
+    /// Recently opened session ids.
+    opened: moka::sync::Cache<String, Arc<SessionClaims>>,
     /// The audit log, once started.
     pub audit: std::sync::OnceLock<Arc<crate::audit::Auditor>>,
 }
@@ -240,6 +242,10 @@ impl Gateway {
             inflight: Arc::new(DashMap::new()),
             known_caps,
             audit: std::sync::OnceLock::new(),
+            opened: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(Duration::from_secs(600))
+                .build(),
         }
     }
 
@@ -443,7 +449,7 @@ impl Gateway {
         &self,
         headers: &HeaderMap,
         caller: &Caller,
-    ) -> Result<SessionClaims, Response> {
+    ) -> Result<Arc<SessionClaims>, Response> {
         let Some(token) = headers.get("mcp-session-id") else {
             return Err(Response::refuse(
                 400,
@@ -458,11 +464,16 @@ impl Gateway {
                 "Not Found: session is unknown or has ended; send initialize to start a new one",
             )
         };
-        let claims = token
-            .to_str()
-            .ok()
-            .and_then(|t| self.sealer.open(t))
-            .ok_or_else(not_found)?;
+        let token = token.to_str().map_err(|_| not_found())?;
+        // Opening a sealed id costs a decryption and a parse: keep recent ones.
+        let claims = match self.opened.get(token) {
+            Some(c) => c,
+            None => {
+                let c = Arc::new(self.sealer.open(token).ok_or_else(not_found)?);
+                self.opened.insert(token.to_string(), c.clone());
+                c
+            }
+        };
         if claims.sub != caller.sub
             || self.ended.contains_key(&claims.sid)
             || claims.iat + self.config.server.session_ttl.as_secs() < now_secs()
@@ -1322,7 +1333,7 @@ impl Gateway {
 
     async fn pump_server_stream(
         self: Arc<Self>,
-        claims: SessionClaims,
+        claims: Arc<SessionClaims>,
         b: usize,
         tx: tokio::sync::mpsc::Sender<Bytes>,
     ) {
