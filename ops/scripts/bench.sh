@@ -112,10 +112,10 @@ gwq=$(start "$bin/mcp-gateway" --config "$work/gwaudit.toml" -c ops/pingora.yaml
 f16=$(load --url "$gw" --connections 16 --tool fast__echo)
 q16=$(load --url "$gwq" --connections 16 --tool fast__echo)
 fr=$(field "$f16" rps); qr=$(field "$q16" rps)
-rows=$(psql -At "postgres://postgres@127.0.0.1:5432/test" -c "SELECT count(*) FROM $schema.audit_events" 2>/dev/null || echo "?")
+nrows=$(psql -At "postgres://postgres@127.0.0.1:5432/test" -c "SELECT count(*) FROM $schema.audit_events" 2>/dev/null || echo "?")
 psql -q "postgres://postgres@127.0.0.1:5432/test" -c "DROP SCHEMA IF EXISTS $schema CASCADE" >/dev/null 2>&1 || true
 row "tools/call, 16 conns: aggregated, audit off" "$(printf '%.0f req/s' "$fr")" "errors $(field "$f16" errors)"
-row "tools/call, 16 conns: aggregated, audit to PostgreSQL" "$(printf '%.0f req/s' "$qr")" "$(python3 -c "print(f'{$qr/$fr:.2f}× audit off (target ≥ 0.9×); {\"$rows\"} rows written, errors $(field "$q16" errors)')")"
+row "tools/call, 16 conns: aggregated, audit to PostgreSQL" "$(printf '%.0f req/s' "$qr")" "$(python3 -c "print(f'{$qr/$fr:.2f}× audit off (target ≥ 0.9×); {\"$nrows\"} rows written, errors $(field "$q16" errors)')")"
 
 echo "tools/list over 10 backends at 50 ms each…" >&2
 cfg="$work/gw10.toml"

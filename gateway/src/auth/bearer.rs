@@ -1,6 +1,8 @@
 //! The bearer check: the token from `Authorization`, validated once and then served
-//! from a cache keyed by its SHA-256 digest, for at most `cache_ttl_s` and never past
-//! the token's own expiry.
+//! from a cache keyed by the token itself (an exact match, so no collision can stand in
+//! for a valid token), for at most `cache_ttl_s` and never past the token's own
+//! expiry. The cache is bounded: when full, expired entries are dropped, and if that
+//! is not enough it starts again empty (tokens are then validated anew).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -10,7 +12,6 @@ use http::HeaderMap;
 use jsonwebtoken::{decode, decode_header, Validation};
 use serde::Deserialize;
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 use super::google::TokenInfo;
 use super::jwks::Jwks;
@@ -47,7 +48,7 @@ pub struct Authenticator {
     cfg: AuthConfig,
     jwks: Option<Jwks>,
     google: Option<TokenInfo>,
-    cache: moka::sync::Cache<[u8; 32], Cached>,
+    cache: dashmap::DashMap<Box<str>, Cached>,
     pub hits: AtomicU64,
     pub misses: AtomicU64,
 }
@@ -108,10 +109,7 @@ impl Authenticator {
             cfg: cfg.clone(),
             jwks,
             google,
-            cache: moka::sync::Cache::builder()
-                .max_capacity(cfg.cache_max_entries)
-                .time_to_live(cfg.cache_ttl)
-                .build(),
+            cache: dashmap::DashMap::new(),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
         }
@@ -134,14 +132,13 @@ impl Authenticator {
             return Ok(Arc::new(Identity::anonymous()));
         }
         let token = bearer_token(headers)?;
-        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        if let Some(c) = self.cache.get(&digest) {
+        if let Some(c) = self.cache.get(token).map(|c| c.clone()) {
             if c.until > now() {
                 self.hits.fetch_add(1, Ordering::Relaxed);
                 self.check_scopes(&c.identity)?;
                 return Ok(c.identity);
             }
-            self.cache.invalidate(&digest);
+            self.cache.remove(token);
         }
         self.misses.fetch_add(1, Ordering::Relaxed);
         let (identity, expires_at) = match self.cfg.mode {
@@ -158,8 +155,15 @@ impl Authenticator {
         };
         let identity = Arc::new(identity);
         let until = expires_at.min(now() + self.cfg.cache_ttl.as_secs());
+        if self.cache.len() as u64 >= self.cfg.cache_max_entries {
+            let t = now();
+            self.cache.retain(|_, c| c.until > t);
+            if self.cache.len() as u64 >= self.cfg.cache_max_entries {
+                self.cache.clear();
+            }
+        }
         self.cache.insert(
-            digest,
+            token.into(),
             Cached {
                 identity: identity.clone(),
                 until,
