@@ -149,7 +149,7 @@ struct LoadedSecrets {
 
 fn load_secrets(path: &std::path::Path) -> anyhow::Result<Option<LoadedSecrets>> {
     let text = Config::read(path)?;
-    let names = secrets::referenced_names(&text);
+    let names = secrets::config_references(&text);
     if names.is_empty() {
         return Ok(None);
     }

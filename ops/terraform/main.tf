@@ -36,6 +36,7 @@ locals {
     "/.well-known/openid-configuration",
     "/register",
     "/authorize",
+    "/consent",
     "/callback",
     "/token",
     "/jwks",

@@ -1,8 +1,13 @@
-//! Auth events. Every event is handed to an [`AuditSink`]; today's sink writes it to
-//! the log (target `audit`), the audit issue ([L1]) adds a Postgres one. A sink must
-//! never block: `record` is called on the request path.
+//! Auth events. Every event is handed to an [`AuditSink`]: [`TracingAuditSink`]
+//! writes it to the log (target `audit`); with an `[audit]` table in the config,
+//! [`AuditLogSink`] records it in the gateway's audit log (PostgreSQL, or its JSON
+//! Lines file), one row per event. A sink must never block: `record` is called on the
+//! request path.
 
 use std::net::IpAddr;
+use std::sync::Arc;
+
+use mcp_gateway::audit::{AuditEvent, Auditor};
 
 use serde::Serialize;
 
@@ -22,6 +27,28 @@ pub enum AuthEventKind {
     TokenRefused,
     RefreshReuseDetected,
     TokenRevoked,
+}
+
+impl AuthEventKind {
+    /// The event's name, as in the log and the audit log's `kind` column
+    /// (`login_ok`, `token_issued`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthEventKind::ClientRegistered => "client_registered",
+            AuthEventKind::ClientRegistrationRefused => "client_registration_refused",
+            AuthEventKind::ClientMetadataFetched => "client_metadata_fetched",
+            AuthEventKind::AuthorizationRefused => "authorization_refused",
+            AuthEventKind::ConsentGranted => "consent_granted",
+            AuthEventKind::ConsentDenied => "consent_denied",
+            AuthEventKind::LoginOk => "login_ok",
+            AuthEventKind::LoginRefused => "login_refused",
+            AuthEventKind::TokenIssued => "token_issued",
+            AuthEventKind::TokenRefreshed => "token_refreshed",
+            AuthEventKind::TokenRefused => "token_refused",
+            AuthEventKind::RefreshReuseDetected => "refresh_reuse_detected",
+            AuthEventKind::TokenRevoked => "token_revoked",
+        }
+    }
 }
 
 /// One auth event. No secret is ever put in an event.
@@ -122,6 +149,45 @@ impl AuditSink for TracingAuditSink {
     }
 }
 
+/// Records each event in the gateway's audit log (`[audit]`): one row of `kind` = the
+/// event's name, with `sub`, `email`, `groups`, `client_id`, `source_addr`,
+/// `user_agent`, `target` = the resource the sign-in is for and `detail` = the reason.
+/// [`Auditor::record`] only queues, so this never waits on the database.
+pub struct AuditLogSink {
+    auditor: Arc<Auditor>,
+}
+
+impl AuditLogSink {
+    pub fn new(auditor: Arc<Auditor>) -> AuditLogSink {
+        AuditLogSink { auditor }
+    }
+
+    /// The audit row of an auth event.
+    pub fn row(e: &AuthEvent) -> AuditEvent {
+        let mut row = AuditEvent::new(e.kind.as_str());
+        row.sub = e.sub.clone();
+        row.email = e.email.clone();
+        row.groups = e.groups.clone().unwrap_or_default();
+        row.client_id = e.client_id.clone();
+        row.target = e.resource.clone();
+        row.source_addr = e.source_ip.map(|ip| ip.to_string());
+        row.user_agent = e.user_agent.clone();
+        row.detail = e.reason.clone();
+        row
+    }
+
+    /// Writes out what is queued (see [`Auditor::shutdown`]).
+    pub async fn shutdown(&self) {
+        self.auditor.shutdown().await;
+    }
+}
+
+impl AuditSink for AuditLogSink {
+    fn record(&self, e: &AuthEvent) {
+        self.auditor.record(Self::row(e));
+    }
+}
+
 /// Keeps events in memory (tests).
 #[derive(Default)]
 pub struct MemoryAuditSink {
@@ -155,5 +221,53 @@ mod tests {
         assert_eq!(events[0].kind, AuthEventKind::LoginRefused);
         assert_eq!(events[0].reason.as_deref(), Some("domain_not_allowed"));
         assert_eq!(events[0].user_agent.as_deref(), Some("claude-code/1.0"));
+    }
+
+    #[test]
+    fn kind_names_match_the_serialized_names() {
+        for k in [
+            AuthEventKind::ClientRegistered,
+            AuthEventKind::ClientRegistrationRefused,
+            AuthEventKind::ClientMetadataFetched,
+            AuthEventKind::AuthorizationRefused,
+            AuthEventKind::ConsentGranted,
+            AuthEventKind::ConsentDenied,
+            AuthEventKind::LoginOk,
+            AuthEventKind::LoginRefused,
+            AuthEventKind::TokenIssued,
+            AuthEventKind::TokenRefreshed,
+            AuthEventKind::TokenRefused,
+            AuthEventKind::RefreshReuseDetected,
+            AuthEventKind::TokenRevoked,
+        ] {
+            assert_eq!(serde_json::to_value(k).unwrap(), k.as_str());
+        }
+    }
+
+    #[test]
+    fn audit_rows_carry_the_event() {
+        let e = AuthEvent::new(AuthEventKind::LoginOk)
+            .client_id("mcp_abc")
+            .client("claude-code")
+            .user("123", "alice@example.com")
+            .groups(&["eng@example.com".to_string()])
+            .resource("https://mcp.example.com/mcp")
+            .from("10.0.0.7".parse().unwrap(), "claude-code/1.0");
+        let row = AuditLogSink::row(&e);
+        assert_eq!(row.kind, "login_ok");
+        assert_eq!(row.sub.as_deref(), Some("123"));
+        assert_eq!(row.email.as_deref(), Some("alice@example.com"));
+        assert_eq!(row.groups, vec!["eng@example.com".to_string()]);
+        assert_eq!(row.client_id.as_deref(), Some("mcp_abc"));
+        assert_eq!(row.target.as_deref(), Some("https://mcp.example.com/mcp"));
+        assert_eq!(row.source_addr.as_deref(), Some("10.0.0.7"));
+        assert_eq!(row.user_agent.as_deref(), Some("claude-code/1.0"));
+        assert_eq!(row.detail, None);
+        let refused = AuditLogSink::row(
+            &AuthEvent::new(AuthEventKind::LoginRefused).reason("domain_not_allowed"),
+        );
+        assert_eq!(refused.kind, "login_refused");
+        assert_eq!(refused.detail.as_deref(), Some("domain_not_allowed"));
+        assert!(refused.groups.is_empty());
     }
 }

@@ -1,8 +1,16 @@
-//! Typed, validated TOML configuration. String values may use `${env:NAME}` and
-//! `${file:PATH}`; an unset variable or unreadable file is an error naming the key.
+//! Typed, validated TOML configuration. String values may use `${env:NAME}`
+//! (`${env:NAME:-default}` falls back when unset or empty), `${file:PATH}`,
+//! `${secret:NAME}` and `${secret:NAME#json_key}` (AWS Secrets Manager, through the
+//! gateway's [`SecretStore`]); an unset variable, unreadable file or missing secret is
+//! an error naming the key. Errors never show a value read from a secret or a file.
 //! Unknown keys are errors.
 
-use std::path::Path;
+use std::cell::RefCell;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use mcp_gateway::audit::AuditConfig;
+use mcp_gateway::secrets::SecretStore;
 
 use serde::Deserialize;
 use url::Url;
@@ -348,6 +356,9 @@ pub struct RawConfig {
     #[serde(default)]
     pub clients: ClientsConfig,
     pub google: GoogleConfig,
+    /// The audit log shared with the gateway (its `[audit]` table, same keys).
+    #[serde(default)]
+    pub audit: Option<AuditConfig>,
 }
 
 /// A protected resource, with its URL parsed for comparison.
@@ -369,26 +380,94 @@ pub struct Config {
     pub tokens: TokensConfig,
     pub clients: ClientsConfig,
     pub google: GoogleConfig,
+    /// `[audit]`: auth events go to the gateway's audit log. `None`: to the log
+    /// (target `audit`).
+    pub audit: Option<AuditConfig>,
+}
+
+/// The configuration file when none is named: `ops/config/sidecar.$CONFIG_ENV.toml`,
+/// `CONFIG_ENV` defaulting to `development` (relative to the working directory).
+pub fn default_path(config_env: Option<&str>) -> PathBuf {
+    let env = config_env
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .unwrap_or("development");
+    PathBuf::from(format!("ops/config/sidecar.{env}.toml"))
+}
+
+/// The names of the secrets a configuration text refers to (`${secret:NAME…}` in its
+/// string values; comments are not looked at).
+pub fn secret_names(text: &str) -> Result<BTreeSet<String>, ConfigError> {
+    fn walk(v: &toml::Value, out: &mut BTreeSet<String>) {
+        match v {
+            toml::Value::String(s) => out.extend(mcp_gateway::secrets::referenced_names(s)),
+            toml::Value::Array(items) => items.iter().for_each(|i| walk(i, out)),
+            toml::Value::Table(t) => t.values().for_each(|i| walk(i, out)),
+            _ => {}
+        }
+    }
+    let value: toml::Value = toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+    let mut out = BTreeSet::new();
+    walk(&value, &mut out);
+    Ok(out)
 }
 
 impl Config {
-    pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+    /// Reads a configuration file's text.
+    pub fn read(path: &Path) -> Result<String, ConfigError> {
+        std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.display().to_string(),
             source,
-        })?;
-        Config::parse(&text, &|n| std::env::var(n).ok())
+        })
+    }
+
+    /// Loads a file without a secret store (`${secret:…}` is an error).
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Config::load_with(path, None)
+    }
+
+    /// Loads a file; `${secret:…}` references are resolved by `secrets`, which must
+    /// already hold every name [`secret_names`] finds.
+    pub fn load_with(path: &Path, secrets: Option<&SecretStore>) -> Result<Config, ConfigError> {
+        let text = Config::read(path)?;
+        let secret = |reference: &str| -> Result<String, String> {
+            match secrets {
+                Some(s) => s.resolve(reference).map_err(|e| e.to_string()),
+                None => Err(NO_SECRET_STORE.into()),
+            }
+        };
+        Config::parse_with(&text, &|n| std::env::var(n).ok(), &secret)
             .map_err(|e| ConfigError::Parse(format!("{}: {e}", path.display())))
     }
 
+    /// Parses config text; `${secret:…}` references are an error.
     pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
-        let mut value: toml::Value =
-            toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
-        expand_tree(&mut value, "", env)?;
-        let raw: RawConfig = value
-            .try_into()
-            .map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?;
-        Config::validate(raw)
+        Config::parse_with(text, env, &|_| Err(NO_SECRET_STORE.into()))
+    }
+
+    /// Parses config text, `secret` resolving `NAME` or `NAME#json_key`. An error never
+    /// contains a value that came from a secret or a file.
+    pub fn parse_with(
+        text: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+        secret: &dyn Fn(&str) -> Result<String, String>,
+    ) -> Result<Config, ConfigError> {
+        let hidden = RefCell::new(Vec::new());
+        let result = (|| {
+            let mut value: toml::Value =
+                toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+            let refs = Refs {
+                env,
+                secret,
+                hidden: &hidden,
+            };
+            expand_tree(&mut value, "", &refs)?;
+            let raw: RawConfig = value
+                .try_into()
+                .map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?;
+            Config::validate(raw)
+        })();
+        result.map_err(|e| e.scrubbed(&hidden.borrow()))
     }
 
     fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
@@ -530,6 +609,15 @@ impl Config {
                 }
             }
         }
+        if let Some(audit) = &raw.audit {
+            audit.validate().map_err(|e| match e {
+                mcp_gateway::audit::AuditError::Config { key, message } => ConfigError::Invalid {
+                    key: key.trim_matches('`').to_string(),
+                    message,
+                },
+                other => invalid("audit", other.to_string()),
+            })?;
+        }
         Ok(Config {
             server,
             issuer,
@@ -539,6 +627,7 @@ impl Config {
             tokens: raw.tokens,
             clients: raw.clients,
             google,
+            audit: raw.audit,
         })
     }
 
@@ -579,18 +668,54 @@ fn valid_schema_name(s: &str) -> bool {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
 }
 
-fn expand_tree(
-    v: &mut toml::Value,
-    key: &str,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<(), ConfigError> {
+const NO_SECRET_STORE: &str = "no secret store (AWS Secrets Manager) is configured";
+
+/// How references are resolved, and the values that must never appear in an error.
+struct Refs<'a> {
+    env: &'a dyn Fn(&str) -> Option<String>,
+    secret: &'a dyn Fn(&str) -> Result<String, String>,
+    hidden: &'a RefCell<Vec<String>>,
+}
+
+impl ConfigError {
+    /// The same error with every value of `hidden` replaced by `***`.
+    fn scrubbed(self, hidden: &[String]) -> ConfigError {
+        let scrub = |m: String| {
+            let mut m = m;
+            for h in hidden {
+                // Short values (a port, `true`) would only mangle the message; they are
+                // not secrets worth the name.
+                if h.len() >= 4 && m.contains(h.as_str()) {
+                    m = m.replace(h.as_str(), "***");
+                }
+                // A multi-line value (a PEM key) may be quoted line by line.
+                for line in h.lines().map(str::trim).filter(|l| l.len() >= 8) {
+                    if m.contains(line) {
+                        m = m.replace(line, "***");
+                    }
+                }
+            }
+            m
+        };
+        match self {
+            ConfigError::Read { .. } => self,
+            ConfigError::Parse(m) => ConfigError::Parse(scrub(m)),
+            ConfigError::Invalid { key, message } => ConfigError::Invalid {
+                key,
+                message: scrub(message),
+            },
+        }
+    }
+}
+
+fn expand_tree(v: &mut toml::Value, key: &str, refs: &Refs) -> Result<(), ConfigError> {
     match v {
         toml::Value::String(s) => {
-            *s = expand_refs(s, env).map_err(|m| invalid(key, m))?;
+            *s = expand_with(s, refs).map_err(|m| invalid(key, m))?;
         }
         toml::Value::Array(items) => {
             for (i, item) in items.iter_mut().enumerate() {
-                expand_tree(item, &format!("{key}[{i}]"), env)?;
+                expand_tree(item, &format!("{key}[{i}]"), refs)?;
             }
         }
         toml::Value::Table(t) => {
@@ -600,7 +725,7 @@ fn expand_tree(
                 } else {
                     format!("{key}.{k}")
                 };
-                expand_tree(item, &child, env)?;
+                expand_tree(item, &child, refs)?;
             }
         }
         _ => {}
@@ -608,8 +733,24 @@ fn expand_tree(
     Ok(())
 }
 
-/// Expands `${env:NAME}` and `${file:PATH}` references.
+/// Expands `${env:NAME}`, `${env:NAME:-default}` and `${file:PATH}` references
+/// (`${secret:…}` is an error: no secret store).
 pub fn expand_refs(value: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+    let hidden = RefCell::new(Vec::new());
+    expand_with(
+        value,
+        &Refs {
+            env,
+            secret: &|_| Err(NO_SECRET_STORE.into()),
+            hidden: &hidden,
+        },
+    )
+}
+
+/// Expands every reference of `value`. Error messages name the variable, file or
+/// secret, never a resolved value; secret and file values are remembered in
+/// `refs.hidden` so that later errors can be scrubbed of them.
+fn expand_with(value: &str, refs: &Refs) -> Result<String, String> {
     let mut out = String::new();
     let mut rest = value;
     while let Some(start) = rest.find("${") {
@@ -619,20 +760,40 @@ pub fn expand_refs(value: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<
             return Err("unterminated \"${\"".into());
         };
         let reference = &after[..end];
-        if let Some(name) = reference.strip_prefix("env:") {
-            match env(name) {
-                Some(v) => out.push_str(&v),
-                None => return Err(format!("environment variable {name} is not set")),
+        match reference.split_once(':') {
+            Some(("env", spec)) if !spec.is_empty() => {
+                // ${env:NAME:-default} falls back when NAME is unset or empty.
+                let (name, default) = match spec.split_once(":-") {
+                    Some((n, d)) => (n, Some(d)),
+                    None => (spec, None),
+                };
+                match (
+                    (refs.env)(name).filter(|v| !v.is_empty() || default.is_none()),
+                    default,
+                ) {
+                    (Some(v), _) => out.push_str(&v),
+                    (None, Some(d)) => out.push_str(d),
+                    (None, None) => return Err(format!("environment variable {name} is not set")),
+                }
             }
-        } else if let Some(path) = reference.strip_prefix("file:") {
-            match std::fs::read_to_string(path) {
-                Ok(v) => out.push_str(v.trim_end_matches('\n')),
+            Some(("file", path)) if !path.is_empty() => match std::fs::read_to_string(path) {
+                Ok(v) => {
+                    let v = v.trim_end_matches('\n').to_string();
+                    out.push_str(&v);
+                    refs.hidden.borrow_mut().push(v);
+                }
                 Err(e) => return Err(format!("cannot read {path}: {e}")),
+            },
+            Some(("secret", name)) if !name.is_empty() => {
+                let v = (refs.secret)(name)?;
+                out.push_str(&v);
+                refs.hidden.borrow_mut().push(v);
             }
-        } else {
-            return Err(format!(
-                "unsupported reference \"${{{reference}}}\"; use ${{env:NAME}} or ${{file:PATH}}"
-            ));
+            _ => {
+                return Err(format!(
+                    "unsupported reference \"${{{reference}}}\"; use ${{env:NAME}}, ${{env:NAME:-default}}, ${{file:PATH}} or ${{secret:NAME}}"
+                ))
+            }
         }
         rest = &after[end + 1..];
     }
@@ -699,6 +860,121 @@ allowed_domains = ["Example.com"]
         let text = format!("[server]\nissuer = \"http://auth.example.com\"\n{MINIMAL}");
         let err = Config::parse(&text, &env).unwrap_err().to_string();
         assert!(err.contains("server.issuer"), "{err}");
+    }
+
+    #[test]
+    fn env_defaults_apply_when_unset_or_empty() {
+        let text = format!("[server]\nlisten = \"${{env:LISTEN:-127.0.0.1:0}}\"\n{MINIMAL}");
+        let c = Config::parse(&text, &env).unwrap();
+        assert_eq!(c.server.listen, "127.0.0.1:0");
+        let c = Config::parse(&text, &|n| match n {
+            "LISTEN" => Some(String::new()),
+            _ => env(n),
+        })
+        .unwrap();
+        assert_eq!(c.server.listen, "127.0.0.1:0");
+        let c = Config::parse(&text, &|n| match n {
+            "LISTEN" => Some("127.0.0.1:9999".into()),
+            _ => env(n),
+        })
+        .unwrap();
+        assert_eq!(c.server.listen, "127.0.0.1:9999");
+    }
+
+    fn secrets(reference: &str) -> Result<String, String> {
+        match reference {
+            "db#url" => Ok("postgres://app:hunter2-pw@db.internal:5432/mcp".into()),
+            "google#client_secret" => Ok("GOCSPX-very-secret".into()),
+            "pool" => Ok("not-a-number-s3cret".into()),
+            other => Err(format!("secret {other:?} was not loaded")),
+        }
+    }
+
+    #[test]
+    fn secret_references_resolve_and_audit_table_parses() {
+        let text = r#"
+[store]
+url = "${secret:db#url}"
+[[resource]]
+url = "http://127.0.0.1:8080/mcp"
+[google]
+client_id = "cid"
+client_secret = "${secret:google#client_secret}"
+allowed_domains = ["example.com"]
+[audit]
+postgres_url = "${secret:db#url}"
+spool_dir = "${env:SPOOL:-/tmp/spool}"
+flush_interval_ms = 50
+"#;
+        let c = Config::parse_with(text, &|_| None, &secrets).unwrap();
+        assert_eq!(
+            c.store.url,
+            "postgres://app:hunter2-pw@db.internal:5432/mcp"
+        );
+        assert_eq!(
+            c.google.client_secret.as_deref(),
+            Some("GOCSPX-very-secret")
+        );
+        let audit = c.audit.expect("[audit]");
+        assert_eq!(audit.postgres_url.as_deref(), Some(c.store.url.as_str()));
+        assert_eq!(audit.spool_dir, std::path::PathBuf::from("/tmp/spool"));
+        assert_eq!(audit.flush_interval_ms, 50);
+        assert_eq!(audit.schema, "public");
+        assert!(!format!("{audit:?}").contains("hunter2"));
+        assert!(Config::parse(MINIMAL, &env).unwrap().audit.is_none());
+        let names = secret_names(&format!("# ${{secret:in-a-comment}}\n{text}")).unwrap();
+        assert_eq!(
+            names.into_iter().collect::<Vec<_>>(),
+            vec!["db".to_string(), "google".to_string()]
+        );
+    }
+
+    #[test]
+    fn errors_name_the_key_and_never_show_a_secret() {
+        // A missing secret: the key and the reference, nothing else.
+        let text = MINIMAL.replace("${env:SECRET}", "${secret:nope#key}");
+        let err = Config::parse_with(&text, &env, &secrets)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("google.client_secret") && err.contains("nope"),
+            "{err}"
+        );
+        // Without a store.
+        let err = Config::parse(&text, &env).unwrap_err().to_string();
+        assert!(err.contains("no secret store"), "{err}");
+        // A secret value in the wrong place: the type error would quote it.
+        let text = MINIMAL.replace(
+            "[[resource]]",
+            "pool_size = \"${secret:pool}\"\n[[resource]]",
+        );
+        let err = Config::parse_with(&text, &env, &secrets)
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("not-a-number-s3cret"), "{err}");
+        assert!(err.contains("***"), "{err}");
+        // A bad audit value names its key.
+        let text = format!("{MINIMAL}\n[audit]\nbatch_size = 0\n");
+        let err = Config::parse(&text, &env).unwrap_err().to_string();
+        assert!(err.contains("audit.batch_size"), "{err}");
+        let text = format!("{MINIMAL}\n[audit]\nbogus = 1\n");
+        assert!(Config::parse(&text, &env).is_err());
+    }
+
+    #[test]
+    fn default_path_follows_config_env() {
+        assert_eq!(
+            default_path(None),
+            PathBuf::from("ops/config/sidecar.development.toml")
+        );
+        assert_eq!(
+            default_path(Some("production")),
+            PathBuf::from("ops/config/sidecar.production.toml")
+        );
+        assert_eq!(
+            default_path(Some("")),
+            PathBuf::from("ops/config/sidecar.development.toml")
+        );
     }
 
     #[test]

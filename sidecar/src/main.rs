@@ -1,6 +1,10 @@
-//! `mcp-oauth-sidecar --config FILE [--check] [--rotate-key]`
+//! `mcp-oauth-sidecar [--config FILE] [--check] [--rotate-key]`
 //!
-//! Prints `listening on http://ADDR` on stdout once bound; logs go to stderr.
+//! Without `--config` (or `MCP_OAUTH_SIDECAR_CONFIG`): `ops/config/sidecar.$CONFIG_ENV.toml`,
+//! `CONFIG_ENV` defaulting to `development`. `${secret:…}` references are loaded from
+//! AWS Secrets Manager before the configuration is validated. Prints
+//! `listening on http://ADDR` on stdout once bound; logs go to stderr. SIGTERM or
+//! SIGINT stops it, writing out the audit queue first.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -9,9 +13,11 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Parser;
 
+use mcp_gateway::audit::Auditor;
+use mcp_gateway::secrets::SecretStore;
 use mcp_oauth_sidecar::app::App;
-use mcp_oauth_sidecar::audit::TracingAuditSink;
-use mcp_oauth_sidecar::config::{Config, LogFormat};
+use mcp_oauth_sidecar::audit::{AuditLogSink, AuditSink, TracingAuditSink};
+use mcp_oauth_sidecar::config::{self, Config, LogFormat};
 use mcp_oauth_sidecar::keys::KeyRing;
 use mcp_oauth_sidecar::store::Store;
 
@@ -22,9 +28,10 @@ use mcp_oauth_sidecar::store::Store;
     about = "OAuth 2.1 authorization server for the MCP gateway"
 )]
 struct Cli {
-    /// Configuration file (TOML).
-    #[arg(long, env = "MCP_OAUTH_SIDECAR_CONFIG")]
-    config: PathBuf,
+    /// Configuration file (TOML). Default: `ops/config/sidecar.$CONFIG_ENV.toml`, with
+    /// CONFIG_ENV defaulting to `development`.
+    #[arg(long, env = "MCP_OAUTH_SIDECAR_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
     /// Validate the configuration and exit (0 when good).
     #[arg(long)]
     check: bool,
@@ -46,13 +53,30 @@ fn init_logs(format: LogFormat) {
     }
 }
 
+/// Loads the configuration, first fetching the secrets it refers to.
+async fn load_config(path: &std::path::Path) -> anyhow::Result<Config> {
+    let text = Config::read(path)?;
+    let names =
+        config::secret_names(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    if names.is_empty() {
+        return Ok(Config::load_with(path, None)?);
+    }
+    let store = SecretStore::connect().await;
+    store.load(&names).await?;
+    Ok(Config::load_with(path, Some(&store))?)
+}
+
 #[tokio::main]
 async fn main() {
     let cli = Cli::parse();
-    let cfg = match Config::load(&cli.config) {
+    let path = cli
+        .config
+        .clone()
+        .unwrap_or_else(|| config::default_path(std::env::var("CONFIG_ENV").ok().as_deref()));
+    let cfg = match load_config(&path).await {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("mcp-oauth-sidecar: configuration error: {e}");
+            eprintln!("mcp-oauth-sidecar: configuration error: {e:#}");
             std::process::exit(2);
         }
     };
@@ -86,16 +110,44 @@ async fn run(cli: Cli, cfg: Config) -> anyhow::Result<()> {
     if cfg.server.issuer.is_none() {
         cfg.issuer = format!("http://{addr}");
     }
-    let app = Arc::new(App::new(cfg, Arc::new(TracingAuditSink)).await?);
+    // Before anything is announced, so that a SIGTERM always gets the graceful stop.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("SIGTERM handler")?;
+    let audit_log = match cfg.audit.clone() {
+        Some(audit) => {
+            let auditor = Auditor::start(audit).await.context("audit log")?;
+            Some(Arc::new(AuditLogSink::new(auditor)))
+        }
+        None => None,
+    };
+    let sink: Arc<dyn AuditSink> = match &audit_log {
+        Some(s) => s.clone(),
+        None => Arc::new(TracingAuditSink),
+    };
+    let app = match App::new(cfg, sink).await {
+        Ok(app) => Arc::new(app),
+        Err(e) => {
+            if let Some(a) = &audit_log {
+                a.shutdown().await;
+            }
+            return Err(e.into());
+        }
+    };
     {
         let mut out = std::io::stdout().lock();
         writeln!(out, "listening on http://{addr}")?;
         out.flush()?;
     }
-    tracing::info!(%addr, issuer = %app.cfg.issuer, mode = ?app.cfg.server.mode, "authorization server ready");
+    tracing::info!(%addr, issuer = %app.cfg.issuer, mode = ?app.cfg.server.mode,
+        audit = if audit_log.is_some() { "audit log" } else { "log" }, "authorization server ready");
     tokio::select! {
         _ = mcp_oauth_sidecar::server::serve(listener, app) => {}
-        _ = tokio::signal::ctrl_c() => tracing::info!("stopping"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: stopping"),
+        _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+    }
+    if let Some(a) = &audit_log {
+        a.shutdown().await;
+        tracing::info!("audit log written out");
     }
     Ok(())
 }

@@ -326,10 +326,40 @@ token_uri = "{g}/token"
         self.url = url;
     }
 
+    /// A sidecar started elsewhere (another config, behind a front proxy): `url` is the
+    /// base URL clients use, which is also its issuer.
+    pub fn attach(child: Child, url: String, schema: String) -> Sidecar {
+        Sidecar {
+            child,
+            url,
+            schema,
+            config_path: PathBuf::new(),
+            _dir: TempDir::new("attached"),
+        }
+    }
+
+    /// Sends SIGTERM and waits for the exit (graceful stop); returns its status.
+    pub async fn terminate(&mut self) -> std::process::ExitStatus {
+        terminate(&mut self.child).await
+    }
+
     /// Drops this test's schema.
     pub async fn drop_schema(&self) {
         drop_schema(&self.schema).await;
     }
+}
+
+/// Sends SIGTERM to a child this test started and waits for it to exit.
+pub async fn terminate(child: &mut Child) -> std::process::ExitStatus {
+    let pid = child.id().expect("the process is still running");
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("kill -TERM");
+    assert!(status.success(), "kill -TERM {pid}");
+    within("the process to stop after SIGTERM", child.wait())
+        .await
+        .expect("wait")
 }
 
 pub async fn drop_schema(schema: &str) {
