@@ -218,9 +218,11 @@ pub fn digest(v: &Value) -> String {
     let mut buf = Vec::with_capacity(256);
     canonical(v, &mut buf);
     let sum = Sha256::digest(&buf);
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut hex = String::with_capacity(64);
     for b in sum {
-        hex.push_str(&format!("{b:02x}"));
+        hex.push(HEX[(b >> 4) as usize] as char);
+        hex.push(HEX[(b & 15) as usize] as char);
     }
     hex
 }

@@ -111,14 +111,21 @@ async fn collect(
         _ = shared.wake.notified() => return batch,
         _ = tokio::time::sleep_until(until) => return batch,
     }
+    if batch.len() >= max {
+        return batch;
+    }
+    // Linger without waiting on the channel: a parked receiver would be woken (a
+    // syscall on the request path) by every event; one timer per batch is enough.
     let deadline = Instant::now() + Duration::from_millis(shared.cfg.flush_interval_ms);
+    tokio::select! {
+        biased;
+        _ = stopped(stop) => {}
+        _ = tokio::time::sleep_until(deadline) => {}
+    }
     while batch.len() < max {
-        let room = max - batch.len();
-        tokio::select! {
-            biased;
-            _ = stopped(stop) => break,
-            n = rx.recv_many(&mut batch, room) => if n == 0 { break },
-            _ = tokio::time::sleep_until(deadline) => break,
+        match rx.try_recv() {
+            Ok(ev) => batch.push(ev),
+            Err(_) => break,
         }
     }
     batch
