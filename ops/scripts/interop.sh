@@ -2,13 +2,18 @@
 # Interoperability tests: the gateway against the official MCP clients and the
 # official conformance suite. Runs from any directory, offline, in a few minutes.
 #
-#   ops/scripts/interop.sh [--build] [python] [typescript] [conformance]
+#   ops/scripts/interop.sh [--build] [python] [typescript] [conformance] [stdio] [sse]
 #
 #   python       official Python SDK client   gateway/tests/interop/test_python_sdk.py
 #   typescript   official TypeScript SDK client  gateway/tests/interop/sdk_client.mjs
 #   conformance  official conformance suite, mock direct vs behind the gateway
 #                                              gateway/tests/interop/conformance.sh
-# With no part named, runs all three. The binaries (target/debug/mcp-gateway and
+#   stdio        published STDIO servers (npm server-everything, PyPI mcp-server-time)
+#                as transport = "stdio" backends, with the Python SDK client
+#                                 gateway/tests/interop/test_stdio_{peers,lifecycle}.py
+#   sse          a legacy HTTP+SSE (2024-11-05) server from the Python SDK as
+#                transport = "sse"         gateway/tests/interop/test_legacy_sse.py
+# With no part named, runs all five. The binaries (target/debug/mcp-gateway and
 # mcp-mock) are built when missing, or always with --build. The test peers come from
 # `ops/scripts/install-tools.sh --test` (in .tools/); nothing is fetched here.
 # Exits non-zero when any part failed.
@@ -31,12 +36,12 @@ parts=()
 for arg in "$@"; do
   case "$arg" in
     --build) force_build=1 ;;
-    python|typescript|conformance) parts+=("$arg") ;;
-    -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    python|typescript|conformance|stdio|sse) parts+=("$arg") ;;
+    -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "interop: unknown argument '$arg' (see --help)" >&2; exit 2 ;;
   esac
 done
-[ ${#parts[@]} -gt 0 ] || parts=(python typescript conformance)
+[ ${#parts[@]} -gt 0 ] || parts=(python typescript conformance stdio sse)
 
 # ---- binaries: one cargo build for both, only when needed
 if [ $force_build = 1 ] || [ ! -x "$gateway_bin" ] || [ ! -x "$mock_bin" ]; then
@@ -55,6 +60,8 @@ missing=()
 [ -x "$venv_python" ] || missing+=("Python venv ($venv_python)")
 [ -d "$npm_modules/@modelcontextprotocol/sdk" ] || missing+=("TypeScript SDK ($npm_modules/@modelcontextprotocol/sdk)")
 [ -f "$npm_modules/@modelcontextprotocol/conformance/dist/index.js" ] || missing+=("conformance suite ($npm_modules/@modelcontextprotocol/conformance)")
+[ -f "$npm_modules/@modelcontextprotocol/server-everything/dist/index.js" ] || missing+=("server-everything ($npm_modules/@modelcontextprotocol/server-everything)")
+[ -x "$tools/venv/bin/mcp-server-time" ] || missing+=("mcp-server-time ($tools/venv/bin/mcp-server-time)")
 if [ ${#missing[@]} -gt 0 ]; then
   for m in "${missing[@]}"; do log "missing: $m"; done
   log "FAIL: run 'bash $root/ops/scripts/install-tools.sh --test' first"
@@ -62,6 +69,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 export MCP_GATEWAY_BIN="$gateway_bin" MCP_MOCK_BIN="$mock_bin"
+export MCP_INTEROP_NODE="$node" MCP_INTEROP_NODE_MODULES="$npm_modules"
 export PYTHONDONTWRITEBYTECODE=1 NO_COLOR=1
 
 declare -A result seconds
@@ -95,6 +103,12 @@ for part in "${parts[@]}"; do
       run_part conformance env NODE="$node" \
         CONFORMANCE="$npm_modules/@modelcontextprotocol/conformance/dist/index.js" \
         bash "$interop/conformance.sh" ;;
+    stdio)
+      run_part stdio "$venv_python" -m pytest -q -rA \
+        "$interop/test_stdio_peers.py" "$interop/test_stdio_lifecycle.py" ;;
+    sse)
+      run_part sse "$venv_python" -m pytest -q -rA \
+        "$interop/test_legacy_sse.py" ;;
   esac
 done
 

@@ -1342,11 +1342,17 @@ impl Gateway {
         let backend = self.backends[b].clone();
         let mut backoff = Duration::from_millis(500);
         loop {
+            // An ended session's stream stops; and it never re-creates an upstream
+            // session (that would start a per-session process nobody will use).
+            if self.ended.contains_key(&claims.sid) {
+                return;
+            }
+            let open = async {
+                let s = self.upstream(&claims, b).await?;
+                backend.open_stream(&claims.sid, &s).await
+            };
             let opened = tokio::select! {
-                r = self.in_session(&claims, b, |s| {
-                    let (backend, sid) = (&backend, &claims.sid);
-                    async move { backend.open_stream(sid, &s).await }
-                }) => r,
+                r = open => r,
                 _ = tx.closed() => return,
             };
             match opened {
@@ -1373,7 +1379,9 @@ impl Gateway {
                     }
                 }
                 Ok(None) => return, // the backend has no server stream
-                Err(UpstreamError::SessionExpired) => return,
+                // Retried with backoff: a later request may re-create the upstream
+                // session (then overrides have it).
+                Err(UpstreamError::SessionExpired) => {}
                 Err(e) => {
                     tracing::debug!(backend = backend.name(), error = %e, "cannot open server stream")
                 }

@@ -124,9 +124,12 @@ fn describe_status(s: std::process::ExitStatus) -> String {
 
 /// Starts the server under the guard and wires its pipes into a [`LinkHandle`].
 pub async fn start(backend: &str, cfg: &StdioConfig) -> Result<LinkHandle, UpstreamError> {
-    let exe = std::env::current_exe()
-        .map_err(|e| UpstreamError::Connect(format!("cannot find own executable: {e}")))?;
-    let mut cmd = std::process::Command::new(exe);
+    // The running binary itself, even if an upgrade replaced the file on disk.
+    let mut cmd = std::process::Command::new("/proc/self/exe");
+    {
+        use std::os::unix::process::CommandExt;
+        cmd.arg0("mcp-gateway");
+    }
     cmd.arg(GUARD_ARG).arg(&cfg.command).args(&cfg.args);
     cmd.env_clear();
     for key in ["PATH", "HOME", "LANG", "TMPDIR", "USER"] {
@@ -152,9 +155,12 @@ pub async fn start(backend: &str, cfg: &StdioConfig) -> Result<LinkHandle, Upstr
             Ok(())
         });
     }
-    let mut child = spawn(cmd)
-        .await
-        .map_err(|e| UpstreamError::Connect(format!("cannot start {:?}: {e}", cfg.command)))?;
+    let mut child = spawn(cmd).await.map_err(|e| {
+        UpstreamError::Connect(format!(
+            "cannot start the process guard of {:?}: {e}",
+            cfg.command
+        ))
+    })?;
     let pid = child.id();
     let (Some(stdin), Some(stdout), Some(stderr)) =
         (child.stdin.take(), child.stdout.take(), child.stderr.take())

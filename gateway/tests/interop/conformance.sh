@@ -62,6 +62,8 @@ trap 'exit 130' INT TERM
 # line, sets $url.
 start() {
   local name=$1 sig=$2; shift 2
+  # Create the files first: the background redirection may not have run yet when we read.
+  : >"$work/$name.stdout"; : >"$work/$name.stderr"
   "$@" >"$work/$name.stdout" 2>"$work/$name.stderr" </dev/null &
   local pid=$!
   pids+=("$pid")

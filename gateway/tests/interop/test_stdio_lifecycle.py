@@ -232,9 +232,6 @@ async def test_no_child_outlives_a_killed_gateway(group):
                what=f"the children {children} of a SIGKILLed gateway to exit")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "gateway bug: the GET stream of an ended session keeps reopening its per-session "
-    "backend stream, starting a new process after DELETE that lives until idle_timeout_s"))
 async def test_an_ended_session_leaves_no_process(group):
     gw = group.add(start_gateway_config(
         [time_backend(sharing="per_session", max_processes=2)], group.workdir))
@@ -246,10 +243,6 @@ async def test_an_ended_session_leaves_no_process(group):
     assert (f["processes"], f["started_total"]) == (0, started), f
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "gateway bug: once the gateway's own executable is replaced on disk (an in-place "
-    "upgrade), it can no longer start STDIO children (the guard is exec'd by path), and "
-    "the error blames the child's command"))
 async def test_children_still_start_after_the_gateway_binary_is_replaced(group):
     bindir = group.workdir / "bin"
     bindir.mkdir()
