@@ -180,14 +180,18 @@ pub async fn start(backend: &str, cfg: &StdioConfig) -> Result<LinkHandle, Upstr
     let (done_tx, done_rx) = oneshot::channel::<String>();
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
 
-    // Writer: one JSON message per line.
+    // Writer: one JSON message per line; whatever is queued goes out in one write.
     tokio::spawn(async move {
-        let mut stdin = stdin;
-        while let Some(line) = out_rx.recv().await {
-            if stdin.write_all(&line).await.is_err() || stdin.write_all(b"\n").await.is_err() {
-                break;
+        let mut stdin = tokio::io::BufWriter::with_capacity(64 * 1024, stdin);
+        'outer: while let Some(line) = out_rx.recv().await {
+            let mut next = Some(line);
+            while let Some(line) = next {
+                if stdin.write_all(&line).await.is_err() || stdin.write_all(b"\n").await.is_err() {
+                    break 'outer;
+                }
+                next = out_rx.try_recv().ok();
             }
-            if out_rx.is_empty() && stdin.flush().await.is_err() {
+            if stdin.flush().await.is_err() {
                 break;
             }
         }
