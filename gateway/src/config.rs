@@ -477,6 +477,17 @@ impl Validator<'_> {
         };
         let audit_line = self.text.find("[audit]").map(|i| i..i).unwrap_or(0..0);
         let mut audit = file.audit.unwrap_or_default();
+        for (key, path) in [
+            ("audit.file", &mut audit.file),
+            ("audit.spool_dir", &mut audit.spool_dir),
+        ] {
+            let written = path.to_string_lossy().into_owned();
+            if written.contains("${") {
+                let resolved = expand_refs(&written, self.env, self.secret)
+                    .map_err(|m| self.err(audit_line.clone(), key, m))?;
+                *path = std::path::PathBuf::from(resolved);
+            }
+        }
         if let Some(url) = &audit.postgres_url {
             // The URL holds a password: errors show it as written.
             let resolved = expand_refs(url, self.env, self.secret)

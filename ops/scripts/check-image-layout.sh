@@ -246,8 +246,12 @@ layout="$tmp/gw/root"
 # The container's environment: the Dockerfile's ENV, PATH, HOME of the image user, and
 # the two development variables pointed at this run's port and mock.
 mapfile -d '' image_env < "$tmp/gw/env"
+# HOME is the image user's writable volume (/var/lib/mcp-gateway in the image).
+home="$tmp/home"
+mkdir -p "$home"
+[ "$(id -u)" = 0 ] && chown 65534:65534 "$home"
 run_env=(PATH="$layout/usr/local/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-         HOME="$tmp" "${image_env[@]}"
+         HOME="$home" "${image_env[@]}"
          MCP_LISTEN="127.0.0.1:$port" HEALTH_PORT="$port" MCP_DEV_BACKEND_URL="$mock_url")
 # The ENTRYPOINT with image paths mapped into the layout; tini only if installed here.
 mapfile -d '' entry < "$tmp/gw/entrypoint"
