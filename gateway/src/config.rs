@@ -517,20 +517,7 @@ impl Validator<'_> {
     ) -> Result<AuthConfig, ConfigError> {
         let mode_span = a.mode.as_ref().map(|m| m.span()).unwrap_or(0..0);
         let issuer = match &a.issuer {
-            Some(v) => {
-                let raw = self.expand(v, "auth.issuer")?;
-                let url = Url::parse(&raw).map_err(|e| {
-                    self.err(
-                        v.span(),
-                        "auth.issuer",
-                        format!("{:?}: {e}", shown(v, &raw)),
-                    )
-                })?;
-                if !matches!(url.scheme(), "http" | "https") {
-                    return Err(self.err(v.span(), "auth.issuer", "must be an http(s) URL"));
-                }
-                Some(url)
-            }
+            Some(v) => Some(self.http_url(v, "auth.issuer")?),
             None if mode == AuthMode::OAuth => return Err(self.err(
                 mode_span,
                 "auth.issuer",
@@ -570,31 +557,13 @@ impl Validator<'_> {
             ];
         }
         let tokeninfo_url = match &a.tokeninfo_url {
-            Some(v) => {
-                let raw = self.expand(v, "auth.tokeninfo_url")?;
-                Url::parse(&raw).map_err(|e| {
-                    self.err(
-                        v.span(),
-                        "auth.tokeninfo_url",
-                        format!("{:?}: {e}", shown(v, &raw)),
-                    )
-                })?
-            }
+            Some(v) => self.http_url(v, "auth.tokeninfo_url")?,
             None => Url::parse("https://oauth2.googleapis.com/tokeninfo")
                 .map_err(|e| self.err(0..0, "auth.tokeninfo_url", e.to_string()))?,
         };
         let jwks_url = match &a.jwks_url {
             None => None,
-            Some(v) => {
-                let raw = self.expand(v, "auth.jwks_url")?;
-                Some(Url::parse(&raw).map_err(|e| {
-                    self.err(
-                        v.span(),
-                        "auth.jwks_url",
-                        format!("{:?}: {e}", shown(v, &raw)),
-                    )
-                })?)
-            }
+            Some(v) => Some(self.http_url(v, "auth.jwks_url")?),
         };
         let google_client_id = match &a.google_client_id {
             Some(v) => Some(self.expand(v, "auth.google_client_id")?),
@@ -667,24 +636,7 @@ impl Validator<'_> {
         let public_url = match &s.public_url {
             None => Url::parse(&format!("http://{listen}"))
                 .map_err(|e| self.err(0..0, "server.public_url", e.to_string()))?,
-            Some(v) => {
-                let raw = self.expand(v, "server.public_url")?;
-                let url = Url::parse(&raw).map_err(|e| {
-                    self.err(
-                        v.span(),
-                        "server.public_url",
-                        format!("{:?}: {e}", shown(v, &raw)),
-                    )
-                })?;
-                if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
-                    return Err(self.err(
-                        v.span(),
-                        "server.public_url",
-                        "must be an http(s) URL with a host, e.g. \"https://mcp.example.com\"",
-                    ));
-                }
-                url
-            }
+            Some(v) => self.http_url(v, "server.public_url")?,
         };
         let session_key = match &s.session_key {
             None => None,
@@ -906,6 +858,24 @@ impl Validator<'_> {
 }
 
 impl Validator<'_> {
+    /// An http(s) URL with a host, from a value that may hold references.
+    fn http_url(&self, v: &toml::Spanned<String>, key: &str) -> Result<Url, ConfigError> {
+        let raw = self.expand(v, key)?;
+        let url = Url::parse(&raw)
+            .map_err(|e| self.err(v.span(), key, format!("{:?}: {e}", shown(v, &raw))))?;
+        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+            return Err(self.err(
+                v.span(),
+                key,
+                format!(
+                    "{:?} must be an http:// or https:// URL with a host",
+                    shown(v, &raw)
+                ),
+            ));
+        }
+        Ok(url)
+    }
+
     /// The required http(s) `url` of an HTTP or legacy-SSE backend.
     fn backend_url(
         &self,
@@ -921,25 +891,7 @@ impl Validator<'_> {
                 format!("backend {name:?} needs a url: {what}"),
             ));
         };
-        let raw = self.expand(url_v, "backend.url")?;
-        let url = Url::parse(&raw).map_err(|e| {
-            self.err(
-                url_v.span(),
-                "backend.url",
-                format!("{:?}: {e}", shown(url_v, &raw)),
-            )
-        })?;
-        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
-            return Err(self.err(
-                url_v.span(),
-                "backend.url",
-                format!(
-                    "{:?} must be an http:// or https:// URL",
-                    shown(url_v, &raw)
-                ),
-            ));
-        }
-        Ok(url)
+        self.http_url(url_v, "backend.url")
     }
 
     fn stdio(
