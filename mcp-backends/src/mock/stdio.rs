@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
 
 use super::handler;
@@ -26,8 +25,29 @@ pub async fn serve(
         .default_session()
         .ok_or_else(|| anyhow::anyhow!("stdio mode needs its session"))?;
     let headers = Arc::new(Map::new());
-    let mut lines = BufReader::new(tokio::io::stdin()).lines();
-    while let Some(line) = lines.next_line().await? {
+    // stdin is read by a thread of its own (tokio's stdin would hand every read to the
+    // blocking pool, which costs more than the request itself).
+    let (line_tx, mut lines) = mpsc::channel::<String>(1024);
+    std::thread::Builder::new()
+        .name("stdin-reader".into())
+        .spawn(move || {
+            use std::io::BufRead;
+            let stdin = std::io::stdin();
+            let mut input = stdin.lock();
+            let mut buf = String::new();
+            loop {
+                buf.clear();
+                match input.read_line(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {
+                        if line_tx.blocking_send(buf.clone()).is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+        })?;
+    while let Some(line) = lines.recv().await {
         let line = line.trim();
         if line.is_empty() {
             continue;
@@ -161,23 +181,43 @@ fn handle_batch(
     });
 }
 
-/// Writes every outgoing message as one line on stdout, in order.
+/// Writes every outgoing message as one line on stdout, in order, from a thread of its
+/// own; whatever is queued goes out in one write.
 pub fn spawn_writer(mut rx: mpsc::UnboundedReceiver<OutMsg>) {
-    tokio::spawn(async move {
-        let mut stdout = tokio::io::stdout();
-        while let Some(message) = rx.recv().await {
-            let value = match message {
-                OutMsg::Related(v) | OutMsg::Response(v) => v,
+    let spawned = std::thread::Builder::new()
+        .name("stdout-writer".into())
+        .spawn(move || {
+            use std::io::Write;
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::with_capacity(64 * 1024, stdout.lock());
+            let line_of = |message: OutMsg| match message {
+                OutMsg::Related(v) | OutMsg::Response(v) => {
+                    let mut line = v.to_string();
+                    line.push('\n');
+                    Some(line)
+                }
                 // No stream to close or disconnect on stdio: the response is simply
                 // never sent (close_stream) or was already suppressed (cancel).
-                OutMsg::NoResponse | OutMsg::CloseStream | OutMsg::Disconnect => continue,
+                OutMsg::NoResponse | OutMsg::CloseStream | OutMsg::Disconnect => None,
             };
-            let mut line = value.to_string();
-            line.push('\n');
-            if stdout.write_all(line.as_bytes()).await.is_err() || stdout.flush().await.is_err() {
-                tracing::warn!("stdout closed");
-                break;
+            while let Some(message) = rx.blocking_recv() {
+                let mut next = Some(message);
+                while let Some(m) = next {
+                    if let Some(line) = line_of(m) {
+                        if out.write_all(line.as_bytes()).is_err() {
+                            tracing::warn!("stdout closed");
+                            return;
+                        }
+                    }
+                    next = rx.try_recv().ok();
+                }
+                if out.flush().is_err() {
+                    tracing::warn!("stdout closed");
+                    return;
+                }
             }
-        }
-    });
+        });
+    if let Err(e) = spawned {
+        tracing::error!("cannot start the stdout writer: {e}");
+    }
 }
