@@ -201,14 +201,7 @@ async fn workload_identity_federation_reads_groups() {
         sidecar.restart(&opts).await;
         let client = register_public(&sidecar).await;
         let b = browser();
-        let p = pkce();
-        let code = sign_in_code(
-            &b,
-            &sidecar,
-            &AuthRequest::new(&client, &p),
-            "alice@example.com",
-        )
-        .await;
+        let (p, code) = sign_in_new(&b, &sidecar, &client, "alice@example.com").await;
         let (s, v) = exchange(&sidecar, &client, &code, &p).await;
         assert_eq!(s, 200, "{v}");
         let claims = verify(&sidecar, v["access_token"].as_str().unwrap()).await;

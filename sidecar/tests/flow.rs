@@ -245,14 +245,7 @@ async fn confidential_clients_authenticate_with_their_secret() {
         body,
     };
     let b = browser();
-    let p = pkce();
-    let code = sign_in_code(
-        &b,
-        &sidecar,
-        &AuthRequest::new(&client, &p),
-        "alice@example.com",
-    )
-    .await;
+    let (p, code) = sign_in_new(&b, &sidecar, &client, "alice@example.com").await;
     let form = [
         ("grant_type", "authorization_code"),
         ("code", code.as_str()),

@@ -204,14 +204,7 @@ async fn wrong_verifier_reused_code_and_foreign_code_are_refused() {
     let b = browser();
 
     // Wrong code_verifier.
-    let p = pkce();
-    let code = sign_in_code(
-        &b,
-        &sidecar,
-        &AuthRequest::new(&client, &p),
-        "alice@example.com",
-    )
-    .await;
+    let (_right, code) = sign_in_new(&b, &sidecar, &client, "alice@example.com").await;
     let wrong = pkce();
     let (s, v) = exchange(&sidecar, &client, &code, &wrong).await;
     assert_eq!((s, v["error"].as_str()), (400, Some("invalid_grant")));
@@ -222,14 +215,7 @@ async fn wrong_verifier_reused_code_and_foreign_code_are_refused() {
 
     // Reused code: the first exchange works, the second is refused and revokes what the
     // first produced.
-    let p = pkce();
-    let code = sign_in_code(
-        &b,
-        &sidecar,
-        &AuthRequest::new(&client, &p),
-        "alice@example.com",
-    )
-    .await;
+    let (p, code) = sign_in_new(&b, &sidecar, &client, "alice@example.com").await;
     let (s, first) = exchange(&sidecar, &client, &code, &p).await;
     assert_eq!(s, 200);
     let (s, v) = exchange(&sidecar, &client, &code, &p).await;
@@ -243,14 +229,7 @@ async fn wrong_verifier_reused_code_and_foreign_code_are_refused() {
     assert_eq!((s, v["error"].as_str()), (400, Some("invalid_grant")));
 
     // Another client's code.
-    let p = pkce();
-    let code = sign_in_code(
-        &b,
-        &sidecar,
-        &AuthRequest::new(&client, &p),
-        "alice@example.com",
-    )
-    .await;
+    let (p, code) = sign_in_new(&b, &sidecar, &client, "alice@example.com").await;
     let stolen = Registered {
         client_id: other.client_id.clone(),
         client_secret: None,
@@ -271,14 +250,7 @@ async fn wrong_verifier_reused_code_and_foreign_code_are_refused() {
 async fn reused_refresh_token_revokes_its_family() {
     let (_g, sidecar, client) = setup("reuse").await;
     let b = browser();
-    let p = pkce();
-    let code = sign_in_code(
-        &b,
-        &sidecar,
-        &AuthRequest::new(&client, &p),
-        "alice@example.com",
-    )
-    .await;
+    let (p, code) = sign_in_new(&b, &sidecar, &client, "alice@example.com").await;
     let (_, v) = exchange(&sidecar, &client, &code, &p).await;
     let rt1 = v["refresh_token"].as_str().unwrap().to_string();
     let (s, v) = refresh(&sidecar, &client, &rt1).await;
@@ -300,14 +272,7 @@ async fn reused_refresh_token_revokes_its_family() {
         "refresh token was revoked; sign in again"
     );
     // Another client cannot use someone's refresh token either.
-    let p = pkce();
-    let code = sign_in_code(
-        &b,
-        &sidecar,
-        &AuthRequest::new(&client, &p),
-        "alice@example.com",
-    )
-    .await;
+    let (p, code) = sign_in_new(&b, &sidecar, &client, "alice@example.com").await;
     let (_, v) = exchange(&sidecar, &client, &code, &p).await;
     let other = register_public(&sidecar).await;
     let (s, v) = refresh(&sidecar, &other, v["refresh_token"].as_str().unwrap()).await;
@@ -327,14 +292,7 @@ async fn deleted_user_or_lost_group_stops_refresh() {
     let sidecar = Sidecar::start(&google, &opts).await;
     let client = register_public(&sidecar).await;
     let b = browser();
-    let p = pkce();
-    let code = sign_in_code(
-        &b,
-        &sidecar,
-        &AuthRequest::new(&client, &p),
-        "bob@example.com",
-    )
-    .await;
+    let (p, code) = sign_in_new(&b, &sidecar, &client, "bob@example.com").await;
     let (_, v) = exchange(&sidecar, &client, &code, &p).await;
     let r = http()
         .delete(format!("{}/admin/users/bob@example.com", google.url))

@@ -12,14 +12,7 @@ async fn restart_keeps_clients_refresh_tokens_and_keys() {
     let mut sidecar = Sidecar::start(&google, &opts).await;
     let client = register_public(&sidecar).await;
     let b = browser();
-    let p = pkce();
-    let code = sign_in_code(
-        &b,
-        &sidecar,
-        &AuthRequest::new(&client, &p),
-        "alice@example.com",
-    )
-    .await;
+    let (p, code) = sign_in_new(&b, &sidecar, &client, "alice@example.com").await;
     let (s, v) = exchange(&sidecar, &client, &code, &p).await;
     assert_eq!(s, 200);
     let access = v["access_token"].as_str().unwrap().to_string();
@@ -61,14 +54,7 @@ async fn restart_keeps_clients_refresh_tokens_and_keys() {
     );
     assert_eq!(kid_before, kid_after);
     // The registered client still signs in (consent remembered across the restart too).
-    let p = pkce();
-    let code = sign_in_code(
-        &b,
-        &sidecar,
-        &AuthRequest::new(&client, &p),
-        "alice@example.com",
-    )
-    .await;
+    let (p, code) = sign_in_new(&b, &sidecar, &client, "alice@example.com").await;
     let (s, _) = exchange(&sidecar, &client, &code, &p).await;
     assert_eq!(s, 200);
     sidecar.drop_schema().await;
@@ -129,14 +115,7 @@ async fn rotate_key_keeps_the_previous_key_published() {
     );
     let client = register_public(&sidecar).await;
     let b = browser();
-    let p = pkce();
-    let code = sign_in_code(
-        &b,
-        &sidecar,
-        &AuthRequest::new(&client, &p),
-        "alice@example.com",
-    )
-    .await;
+    let (p, code) = sign_in_new(&b, &sidecar, &client, "alice@example.com").await;
     let (_, v) = exchange(&sidecar, &client, &code, &p).await;
     let kid = jsonwebtoken::decode_header(v["access_token"].as_str().unwrap())
         .unwrap()

@@ -614,6 +614,19 @@ pub async fn sign_in(
 }
 
 /// Signs in and expects a code; returns it.
+/// A sign-in with a fresh PKCE pair and the default request; returns the pair and the
+/// authorization code.
+pub async fn sign_in_new(
+    b: &reqwest::Client,
+    sidecar: &Sidecar,
+    client: &Registered,
+    email: &str,
+) -> (Pkce, String) {
+    let p = pkce();
+    let code = sign_in_code(b, sidecar, &AuthRequest::new(client, &p), email).await;
+    (p, code)
+}
+
 pub async fn sign_in_code(
     b: &reqwest::Client,
     sidecar: &Sidecar,
