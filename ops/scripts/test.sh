@@ -7,6 +7,13 @@ root="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$root"
 bash ops/scripts/install-tools.sh --test
 
+# A full test build writes ~3 GB under target/; say so up front rather than fail mid-build.
+avail_kb=$(df -Pk "$root" | awk 'NR==2 {print $4}')
+if [ -n "$avail_kb" ] && [ "$avail_kb" -lt 4194304 ]; then
+  echo "[test] only $((avail_kb / 1024)) MiB free on $(df -P "$root" | awk 'NR==2 {print $6}'): the build needs ~4 GiB; free some space (old target/ directories, /tmp clones) and run again" >&2
+  exit 1
+fi
+
 # PostgreSQL on 127.0.0.1:5432 (trust auth, database `test`): start it if it is down.
 if command -v pg_ctlcluster >/dev/null 2>&1 && ! pg_isready -q -h 127.0.0.1 -p 5432; then
   ver=$(ls /etc/postgresql 2>/dev/null | sort -V | tail -1)
@@ -25,4 +32,5 @@ echo "[test] sign-in end to end: Python SDK and mcp-remote through gateway + sid
 bash ops/scripts/oauth-e2e.sh
 echo "[test] deployment: Terraform parses and passes checkov; the images' runtime layout starts" >&2
 bash ops/scripts/check-terraform.sh
-bash ops/scripts/check-image-layout.sh
+# The layout check starts the binaries this run already built (no second, release build).
+CHECK_IMAGE_BIN_DIR="$root/target/debug" bash ops/scripts/check-image-layout.sh
