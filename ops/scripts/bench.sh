@@ -109,13 +109,22 @@ name = "fast"
 url = "$mock"
 EOT
 gwq=$(start "$bin/mcp-gateway" --config "$work/gwaudit.toml" -c ops/pingora.yaml)
-f16=$(load --url "$gw" --connections 16 --tool fast__echo)
-q16=$(load --url "$gwq" --connections 16 --tool fast__echo)
-fr=$(field "$f16" rps); qr=$(field "$q16" rps)
+# PostgreSQL shares the two cores with the gateway, the backend and the load, so one
+# pair of runs swings by ±10%: three alternating rounds, the median ratio (and its round).
+offs=(); ons=(); errs=0
+for round in 1 2 3; do
+  f16=$(load --url "$gw" --connections 16 --tool fast__echo)
+  q16=$(load --url "$gwq" --connections 16 --tool fast__echo)
+  offs+=("$(field "$f16" rps)"); ons+=("$(field "$q16" rps)")
+  errs=$((errs + $(field "$f16" errors) + $(field "$q16" errors)))
+  echo "  round $round: audit off ${offs[-1]%.*} req/s, audit on ${ons[-1]%.*} req/s" >&2
+done
+mid=$(python3 -c "import sys; a=[float(x) for x in sys.argv[1:4]]; b=[float(x) for x in sys.argv[4:7]]; r=[y/x for x,y in zip(a,b)]; print(sorted(range(3), key=lambda i: r[i])[1])" "${offs[@]}" "${ons[@]}")
+fr=${offs[$mid]}; qr=${ons[$mid]}
 nrows=$(psql -At "postgres://postgres@127.0.0.1:5432/test" -c "SELECT count(*) FROM $schema.audit_events" 2>/dev/null || echo "?")
 psql -q "postgres://postgres@127.0.0.1:5432/test" -c "DROP SCHEMA IF EXISTS $schema CASCADE" >/dev/null 2>&1 || true
-row "tools/call, 16 conns: aggregated, audit off" "$(printf '%.0f req/s' "$fr")" "errors $(field "$f16" errors)"
-row "tools/call, 16 conns: aggregated, audit to PostgreSQL" "$(printf '%.0f req/s' "$qr")" "$(python3 -c "print(f'{$qr/$fr:.2f}× audit off (target ≥ 0.9×); {\"$nrows\"} rows written, errors $(field "$q16" errors)')")"
+row "tools/call, 16 conns: aggregated, audit off" "$(printf '%.0f req/s' "$fr")" "median round of 3"
+row "tools/call, 16 conns: aggregated, audit to PostgreSQL" "$(printf '%.0f req/s' "$qr")" "$(python3 -c "print(f'{$qr/$fr:.2f}× audit off (target ≥ 0.9×, median of 3 alternating rounds); {\"$nrows\"} rows written, errors $errs')")"
 
 echo "tools/list over 10 backends at 50 ms each…" >&2
 cfg="$work/gw10.toml"

@@ -65,7 +65,7 @@ pub struct AuditConfig {
     pub spool_dir: PathBuf,
     /// Events held in memory waiting for the writer; beyond this, `record` spools to disk.
     pub queue_capacity: usize,
-    /// Most events written in one INSERT.
+    /// Most events written in one COPY (or INSERT, when replaying).
     pub batch_size: usize,
     /// Longest an event waits in memory for its batch to fill.
     pub flush_interval_ms: u64,
@@ -91,7 +91,7 @@ pub struct AuditConfig {
     pub pool_size: usize,
     /// Connecting to PostgreSQL gives up after this.
     pub connect_timeout_ms: u64,
-    /// A batch INSERT slower than this counts as a failure (the batch is spooled).
+    /// A batch write slower than this counts as a failure (the batch is spooled).
     pub write_timeout_ms: u64,
     /// Longest `shutdown` waits for Postgres before leaving the rest in the spool.
     pub shutdown_timeout_ms: u64,

@@ -17,7 +17,7 @@ use tokio::time::Instant;
 
 use super::event::AuditEvent;
 use super::file::FileSink;
-use super::postgres::{PgSink, WriteError};
+use super::postgres::{Batch, PgSink, WriteError};
 use super::spool::{Replayer, Spool};
 use super::Shared;
 
@@ -354,11 +354,15 @@ impl PgWriter {
 
     /// Writes a batch; rows PostgreSQL refuses as data are isolated (by halving the
     /// batch) and kept in the rejected file. `Err` only when PostgreSQL is unavailable.
-    async fn write_resilient(&mut self, events: &[AuditEvent]) -> Result<(), WriteError> {
+    async fn write_resilient(
+        &mut self,
+        events: &[AuditEvent],
+        batch: Batch,
+    ) -> Result<(), WriteError> {
         let mut stack: Vec<&[AuditEvent]> = vec![events];
         while let Some(part) = stack.pop() {
             let started = std::time::Instant::now();
-            match self.pg.write(part).await {
+            match self.pg.write(part, batch).await {
                 Ok(inserted) => {
                     let c = &self.shared.counters;
                     c.written.fetch_add(part.len() as u64, Ordering::Relaxed);
@@ -389,7 +393,7 @@ impl PgWriter {
     }
 
     async fn write_live(&mut self, batch: Vec<AuditEvent>) {
-        match self.write_resilient(&batch).await {
+        match self.write_resilient(&batch, Batch::Fresh).await {
             Ok(()) => self.set_up(),
             Err(e) => {
                 self.set_down(&e);
@@ -414,7 +418,10 @@ impl PgWriter {
                 return Replay::Failed;
             }
         };
-        match self.write_resilient(&batch.events).await {
+        match self
+            .write_resilient(&batch.events, Batch::MaybeWritten)
+            .await
+        {
             Ok(()) => {
                 self.set_up();
                 if let Err(e) = self.replayer.commit(batch) {
@@ -448,7 +455,8 @@ impl PgWriter {
             let mut chunks = rest.chunks(max);
             while let Some(chunk) = chunks.next() {
                 let ok = matches!(
-                    tokio::time::timeout_at(deadline, self.write_resilient(chunk)).await,
+                    tokio::time::timeout_at(deadline, self.write_resilient(chunk, Batch::Fresh))
+                        .await,
                     Ok(Ok(()))
                 );
                 if !ok {
