@@ -89,7 +89,11 @@ fn audit_event(ctx: &mut Ctx, status: u16, e: Option<&pingora::Error>) -> AuditE
     ev.bytes_out = info.bytes_out;
     ev.source_addr = info.source_addr.clone();
     ev.user_agent = info.user_agent.clone();
-    ev.detail = info.auth_error.clone().or_else(|| e.map(|e| e.to_string()));
+    ev.detail = info
+        .auth_error
+        .clone()
+        .or_else(|| info.detail.take())
+        .or_else(|| e.map(|e| e.to_string()));
     ev
 }
 

@@ -116,8 +116,8 @@ fn a_scripted_session_leaves_exactly_its_rows() {
         count(url, s, "rpc_method = 'tools/call'") == 3
     });
     let rows = psql(url, &format!(
-        "SELECT backend, target, coalesce(rpc_error::text, 'ok'), email, client_id, http_status, user_agent, args::text \
-         FROM {s}.audit_events WHERE rpc_method = 'tools/call' ORDER BY ts"));
+        "SELECT backend, target, coalesce(rpc_error::text, 'ok'), email, client_id, http_status, user_agent, args::text, \
+         coalesce(detail, '') FROM {s}.audit_events WHERE rpc_method = 'tools/call' ORDER BY ts"));
     let rows: Vec<Vec<&str>> = rows.lines().map(|l| l.split('|').collect()).collect();
     assert_eq!(rows.len(), 3, "{rows:?}");
     assert_eq!(
@@ -139,6 +139,13 @@ fn a_scripted_session_leaves_exactly_its_rows() {
     );
     assert_eq!(&rows[1][..3], &["grafana", "grafana__echo", "-32003"]);
     assert_eq!(&rows[2][..3], &["flaky", "flaky__echo", "-32603"]);
+    // The record says why: the refusal in words, the backend's own error message.
+    assert_eq!(rows[0][8], "", "{rows:?}");
+    assert!(
+        rows[1][8].starts_with("refused by policy: Forbidden: carol@example.com may not use"),
+        "{rows:?}"
+    );
+    assert!(!rows[2][8].is_empty(), "{rows:?}");
     // Every row of the session belongs to carol, and digests are there.
     assert_eq!(count(url, s, "email <> 'carol@example.com'"), 0);
     assert_eq!(

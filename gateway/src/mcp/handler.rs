@@ -63,6 +63,9 @@ pub struct Info {
     pub args_digest: Option<String>,
     /// The call's `arguments` themselves (kept only when the audit log asks for them).
     pub args: Option<Value>,
+    /// Why the request failed, in words: a policy refusal, a backend failure, or the
+    /// message of the JSON-RPC error answered.
+    pub detail: Option<String>,
 }
 
 /// The handler's answer.
@@ -580,12 +583,20 @@ impl Gateway {
             Message::Request { id, method, params } => {
                 info.rpc_method = Some(method.clone());
                 let resp = self.request(claims, caller, id, method, params, info).await;
+                // Most answers are results: parse only one that may hold an error.
                 if let Response::Full { body, .. } = &resp {
-                    if let Ok(v) = serde_json::from_slice::<Value>(body) {
-                        info.rpc_error = v
-                            .get("error")
-                            .and_then(|e| e.get("code"))
-                            .and_then(Value::as_i64);
+                    if contains(body, b"\"error\"") {
+                        if let Ok(v) = serde_json::from_slice::<Value>(body) {
+                            let err = v.get("error");
+                            info.rpc_error =
+                                err.and_then(|e| e.get("code")).and_then(Value::as_i64);
+                            if info.detail.is_none() {
+                                info.detail = err
+                                    .and_then(|e| e.get("message"))
+                                    .and_then(Value::as_str)
+                                    .map(str::to_string);
+                            }
+                        }
                     }
                 }
                 resp
@@ -1097,12 +1108,14 @@ impl Gateway {
                 _ => format!("backend {:?}", backend.name()),
             };
             tracing::info!(backend = backend.name(), user = who, "refused by policy");
+            let message = format!("Forbidden: {who} may not use {what}");
+            info.detail = Some(format!("refused by policy: {message}"));
             return Response::json(
                 200,
                 &jsonrpc::error_with_data(
                     &id,
                     jsonrpc::FORBIDDEN,
-                    format!("Forbidden: {who} may not use {what}"),
+                    message,
                     json!({"backend": backend.name()}),
                 ),
             );
@@ -1186,6 +1199,7 @@ impl Gateway {
             }
             Err(e) => {
                 info.rpc_error = Some(e.code());
+                info.detail = Some(format!("backend {:?}: {e}", backend.name()));
                 tracing::warn!(backend = backend.name(), error = %e, "routed request failed");
                 backend_error(&id, backend.name(), &e)
             }
@@ -1538,6 +1552,11 @@ fn tokio_stream_receiver(
     rx: tokio::sync::mpsc::Receiver<Bytes>,
 ) -> impl futures::Stream<Item = Bytes> {
     futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) })
+}
+
+/// True when `needle` occurs in `haystack`.
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
 }
 
 #[cfg(test)]

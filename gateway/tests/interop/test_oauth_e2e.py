@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import subprocess
 import sys
 import time
 import traceback
@@ -35,11 +36,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from oauth_e2e.browser import AuthorizationDenied, Browser, query_of  # noqa: E402
 from oauth_e2e.sdk import find_exception, jwt_claims, signed_in_client, text_of, tool_names  # noqa: E402
-from oauth_e2e.stack import ALICE, BOB, OUTSIDER, SRE_GROUP, Stack, StackError  # noqa: E402
+from oauth_e2e.stack import ALICE, BIN_DIR, BOB, OUTSIDER, SRE_GROUP, Stack, StackError, psql_value  # noqa: E402
 
 pytestmark = pytest.mark.anyio
 
 FORBIDDEN = -32003
+INTERNAL = -32603
+AUDIT_DEADLINE_S = 20
 ACCESS_TTL_S = 30  # the sidecar's minimum: the revocation test waits for one expiry
 
 
@@ -158,6 +161,68 @@ async def test_bob_sees_no_grafana_and_calling_it_is_forbidden(stack):
             who = whoami(text_of(r))
             assert who["headers"].get("x-forwarded-email") == BOB, who
             assert "authorization" not in who["headers"], who
+    await browser.aclose()
+
+
+def audit_rows(stack: Stack, where: str) -> list[list[str]]:
+    out = psql_value(
+        "SELECT kind, coalesce(rpc_method, ''), coalesce(backend, ''), coalesce(target, ''), "
+        "coalesce(rpc_error::text, 'ok'), coalesce(email, ''), http_status, coalesce(detail, '') "
+        f"FROM {stack.schema}.audit_events WHERE {where} ORDER BY ts, id"
+    )
+    return [line.split("|") for line in out.splitlines() if line]
+
+
+async def test_the_audit_log_holds_exactly_bobs_calls(stack):
+    """Three tool calls with the SDK (one allowed, one refused by policy, one failing
+    upstream): exactly three request rows with Bob's identity and each outcome, his
+    sign-in from the sidecar beside them, and `mcp-gateway audit tail` showing them."""
+    browser = Browser(BOB)
+    with explained(stack, browser):
+        async with signed_in_client(stack.gateway_url, browser) as s:
+            client_id = s.storage.client_info.client_id
+            r = await s.client.call_tool("open__echo", {"text": "recorded"})
+            assert not r.is_error and text_of(r) == "recorded", r
+            with pytest.raises(MCPError) as e:
+                await s.client.call_tool("grafana__echo", {"text": "refused"})
+            assert e.value.code == FORBIDDEN, e.value.error
+            with pytest.raises(MCPError) as e:
+                await s.client.call_tool("flaky__echo", {"text": "fails upstream"})
+            assert e.value.code == INTERNAL, e.value.error
+
+        calls = f"client_id = '{client_id}' AND rpc_method = 'tools/call'"
+        deadline = time.monotonic() + AUDIT_DEADLINE_S
+        while len(rows := audit_rows(stack, calls)) < 3:
+            assert time.monotonic() < deadline, f"audit rows after {AUDIT_DEADLINE_S}s: {rows}"
+            await anyio.sleep(0.1)
+        assert [r[:7] for r in rows] == [
+            ["request", "tools/call", "open", "open__echo", "ok", BOB, "200"],
+            ["request", "tools/call", "grafana", "grafana__echo", str(FORBIDDEN), BOB, "200"],
+            ["request", "tools/call", "flaky", "flaky__echo", str(INTERNAL), BOB, "200"],
+        ], rows
+        # The record says why: the refusal in words, the backend's own error.
+        assert rows[0][7] == "", rows[0]
+        assert rows[1][7].startswith(f"refused by policy: Forbidden: {BOB} may not use"), rows[1]
+        assert rows[2][7] != "", rows[2]
+        # Nothing else of this client was a tool call, and the sign-in is in the same log.
+        assert len(audit_rows(stack, calls)) == 3
+        logins = audit_rows(stack, f"client_id = '{client_id}' AND kind = 'login_ok'")
+        assert len(logins) == 1 and logins[0][5] == BOB, logins
+
+        tail = subprocess.run(
+            [str(BIN_DIR / "mcp-gateway"), "audit", "--config", str(stack.workdir / "gateway.toml"),
+             "tail", "--user", BOB, "-n", "1000", "--json"],
+            capture_output=True, text=True, timeout=60,
+        )
+        assert tail.returncode == 0, tail.stderr
+        shown = [json.loads(line) for line in tail.stdout.splitlines() if line.strip()]
+        mine = [(e["backend"], e["target"], e.get("rpc_error")) for e in shown
+                if e.get("client_id") == client_id and e.get("rpc_method") == "tools/call"]
+        assert sorted(mine, key=str) == sorted([
+            ("open", "open__echo", None),
+            ("grafana", "grafana__echo", FORBIDDEN),
+            ("flaky", "flaky__echo", INTERNAL),
+        ], key=str), tail.stdout
     await browser.aclose()
 
 

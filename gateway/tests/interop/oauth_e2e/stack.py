@@ -229,9 +229,21 @@ email = "{SA_EMAIL}"
 """
 
 
-def sidecar_toml(google_url: str, schema: str, resource: str, access_ttl_s: int) -> str:
-    g = google_url
+def audit_toml(schema: str, spool: Path) -> str:
+    """One audit log for both: the sidecar's sign-ins and the gateway's requests land in
+    `{schema}.audit_events`, written within 20 ms."""
     return f"""
+[audit]
+postgres_url = {toml_str(DB_URL)}
+schema = {toml_str(schema)}
+spool_dir = {toml_str(str(spool))}
+flush_interval_ms = 20
+"""
+
+
+def sidecar_toml(google_url: str, schema: str, resource: str, access_ttl_s: int, spool: Path) -> str:
+    g = google_url
+    return audit_toml(schema, spool) + f"""
 [server]
 listen = "127.0.0.1:0"
 
@@ -265,8 +277,11 @@ token_uri = {toml_str(g + "/token")}
 """
 
 
-def gateway_toml(gw_port: int, metrics_port: int, issuer: str, grafana_url: str, open_url: str) -> str:
-    return f"""
+def gateway_toml(
+    gw_port: int, metrics_port: int, issuer: str, mock_urls: dict[str, str], schema: str, spool: Path
+) -> str:
+    grafana_url, open_url, flaky_url = mock_urls["grafana"], mock_urls["open"], mock_urls["flaky"]
+    return audit_toml(schema, spool) + f"""
 [server]
 listen = "127.0.0.1:{gw_port}"
 request_timeout_ms = 10000
@@ -287,6 +302,10 @@ allow_groups = [{toml_str(SRE_GROUP)}]
 name = "open"
 url = {toml_str(open_url)}
 forward_identity = {{ email = "X-Forwarded-Email" }}
+
+[[backend]]
+name = "flaky"
+url = {toml_str(flaky_url)}
 """
 
 
@@ -320,11 +339,12 @@ class Stack:
 
     def _start(self) -> None:
         w, p = self.workdir, self.pid_dir
-        for name in ("grafana", "open"):
+        # flaky: every tools/call fails upstream (a JSON-RPC internal error).
+        for name, extra in (("grafana", []), ("open", []), ("flaky", ["--fail-methods", "tools/call"])):
             m = self._add(
                 spawn(
                     f"mock-{name}",
-                    [str(BIN_DIR / "mcp-mock"), "--http", "127.0.0.1:0", "--name", name, "--no-dynamic"],
+                    [str(BIN_DIR / "mcp-mock"), "--http", "127.0.0.1:0", "--name", name, "--no-dynamic", *extra],
                     w,
                     p,
                 )
@@ -352,7 +372,7 @@ class Stack:
             f.write(self.schema + "\n")
         self.schema_created = True
         (w / "sidecar.toml").write_text(
-            sidecar_toml(self.google_url, self.schema, self.gateway_url, self.access_ttl_s)
+            sidecar_toml(self.google_url, self.schema, self.gateway_url, self.access_ttl_s, w / "sidecar-spool")
         )
         s = self._add(
             spawn(
@@ -365,7 +385,7 @@ class Stack:
         self.sidecar_url = s.url.rstrip("/")  # the issuer: exactly this string
 
         (w / "gateway.toml").write_text(
-            gateway_toml(gw_port, metrics_port, self.sidecar_url, self.mock_urls["grafana"], self.mock_urls["open"])
+            gateway_toml(gw_port, metrics_port, self.sidecar_url, self.mock_urls, self.schema, w / "gateway-spool")
         )
         gw = self._add(
             spawn(
