@@ -148,6 +148,33 @@ fn a_dead_backend_is_left_out_of_lists_and_named_in_call_errors() {
     });
 }
 
+/// Kept-alive connections to a backend die when it restarts; the next call must still
+/// reach the new process (a pooled connection that fails before answering is retried
+/// on a fresh one, and the upstream session is opened again).
+#[test]
+fn a_restarted_backend_is_reached_again_on_fresh_connections() {
+    let mut b = spawn_mock("beta", &["--no-dynamic", "--json"]);
+    let addr = b
+        .url
+        .trim_start_matches("http://")
+        .trim_end_matches("/mcp")
+        .to_string();
+    let gw = spawn_gateway(&gateway_config(&[("beta", &b.url, "")], ""));
+    let mut cl = Client::new(&gw.url);
+    cl.initialize();
+    for i in 0..5 {
+        let text = format!("before {i}");
+        assert_eq!(text_of(&cl.call_tool("beta__echo", json!({"text": text}))), text);
+    }
+    b.kill();
+    let _again = spawn_mock_at(&addr, "beta", &["--no-dynamic", "--json"]);
+    for i in 0..5 {
+        let text = format!("after {i}");
+        let r = cl.call_tool("beta__echo", json!({"text": text}));
+        assert_eq!(text_of(&r), text, "{r}");
+    }
+}
+
 #[test]
 fn a_slow_backend_is_left_out_by_its_timeout() {
     let a = spawn_mock("fast", &["--no-dynamic"]);

@@ -219,6 +219,8 @@ pub struct Gateway {
 
 impl Gateway {
     pub fn new(config: Arc<Config>, client: reqwest::Client, key: [u8; 32]) -> Gateway {
+        // One keep-alive pool for every Streamable HTTP backend.
+        let connector = crate::upstream::http::build_connector();
         let backends: Vec<Arc<Backend>> = config
             .backends
             .iter()
@@ -228,6 +230,7 @@ impl Gateway {
                     i,
                     b.clone(),
                     client.clone(),
+                    connector.clone(),
                     config.server.stream_idle_timeout,
                 ))
             })

@@ -110,12 +110,13 @@ impl Backend {
         index: usize,
         config: BackendConfig,
         client: reqwest::Client,
+        connector: Arc<http::Connector>,
         stream_idle: Duration,
     ) -> Backend {
         let link =
             match &config.transport {
                 Transport::Http { url } => Link::Http(Box::new(http::HttpUpstream::new(
-                    client,
+                    connector,
                     url.clone(),
                     &config.headers,
                     config.timeout,

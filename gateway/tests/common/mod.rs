@@ -76,8 +76,14 @@ fn read_listen_line(child: &mut Child, what: &str) -> String {
 
 /// Starts `mcp-mock --http 127.0.0.1:0 --name NAME` plus extra args.
 pub fn spawn_mock(name: &str, extra: &[&str]) -> Proc {
+    spawn_mock_at("127.0.0.1:0", name, extra)
+}
+
+/// Starts `mcp-mock --http ADDR --name NAME` plus extra args (a fixed address: a
+/// backend started again where it was).
+pub fn spawn_mock_at(addr: &str, name: &str, extra: &[&str]) -> Proc {
     let mut child = Command::new(mock_bin())
-        .args(["--http", "127.0.0.1:0", "--name", name])
+        .args(["--http", addr, "--name", name])
         .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
