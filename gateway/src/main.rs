@@ -1,6 +1,12 @@
 //! `mcp-gateway`: the binary. Parses the CLI, loads and validates the config, builds
 //! the Pingora server and runs it.
 
+/// mimalloc instead of glibc's malloc: requests allocate on one worker thread and are
+/// freed on another (and audit events on the writer thread), which glibc serialises on
+/// its arenas' locks.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;

@@ -164,7 +164,10 @@ fn a_restarted_backend_is_reached_again_on_fresh_connections() {
     cl.initialize();
     for i in 0..5 {
         let text = format!("before {i}");
-        assert_eq!(text_of(&cl.call_tool("beta__echo", json!({"text": text}))), text);
+        assert_eq!(
+            text_of(&cl.call_tool("beta__echo", json!({"text": text}))),
+            text
+        );
     }
     b.kill();
     let _again = spawn_mock_at(&addr, "beta", &["--no-dynamic", "--json"]);

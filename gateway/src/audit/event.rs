@@ -215,8 +215,17 @@ impl Redactor {
 /// SHA-256 (hex) of the canonical JSON of `v`: object keys sorted at every level, no
 /// insignificant whitespace, so equal arguments give equal digests whatever their order.
 pub fn digest(v: &Value) -> String {
+    digest_with(v, None)
+}
+
+/// `digest(&redactor.redact(v))`, without building the redacted copy.
+pub(crate) fn digest_redacted(v: &Value, redactor: &Redactor) -> String {
+    digest_with(v, Some(redactor))
+}
+
+fn digest_with(v: &Value, redactor: Option<&Redactor>) -> String {
     let mut buf = Vec::with_capacity(256);
-    canonical(v, &mut buf);
+    canonical(v, redactor, &mut buf);
     let sum = Sha256::digest(&buf);
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut hex = String::with_capacity(64);
@@ -227,7 +236,12 @@ pub fn digest(v: &Value) -> String {
     hex
 }
 
-fn canonical(v: &Value, out: &mut Vec<u8>) {
+/// Appends the JSON of a scalar or a string (writing to a Vec cannot fail).
+fn json_into(v: &impl Serialize, out: &mut Vec<u8>) {
+    let _ = serde_json::to_writer(&mut *out, v);
+}
+
+fn canonical(v: &Value, redactor: Option<&Redactor>, out: &mut Vec<u8>) {
     match v {
         Value::Object(o) => {
             let mut keys: Vec<&String> = o.keys().collect();
@@ -237,10 +251,13 @@ fn canonical(v: &Value, out: &mut Vec<u8>) {
                 if i > 0 {
                     out.push(b',');
                 }
-                // Serializing a string cannot fail.
-                out.extend_from_slice(&serde_json::to_vec(k).unwrap_or_default());
+                json_into(k, out);
                 out.push(b':');
-                canonical(&o[k], out);
+                if redactor.is_some_and(|r| r.matches(k)) {
+                    json_into(&REDACTED, out);
+                } else {
+                    canonical(&o[k], redactor, out);
+                }
             }
             out.push(b'}');
         }
@@ -250,11 +267,11 @@ fn canonical(v: &Value, out: &mut Vec<u8>) {
                 if i > 0 {
                     out.push(b',');
                 }
-                canonical(v, out);
+                canonical(v, redactor, out);
             }
             out.push(b']');
         }
-        other => out.extend_from_slice(&serde_json::to_vec(other).unwrap_or_default()),
+        other => json_into(other, out),
     }
 }
 
@@ -271,6 +288,23 @@ mod tests {
         );
         assert_ne!(digest(&json!({"a": 1})), digest(&json!({"a": 2})));
         assert_eq!(digest(&json!({})).len(), 64);
+    }
+
+    #[test]
+    fn redacted_digest_equals_the_digest_of_the_redacted_copy() {
+        let r = Redactor::new(&["token".to_string(), "password".to_string()]);
+        for v in [
+            json!({"text": "hi", "api_token": "s3cret", "nested": [{"password": 1, "x": null}]}),
+            json!([{"githubToken": {"deep": true}}, 2.5, "str", false]),
+            json!("plain"),
+            json!({}),
+        ] {
+            assert_eq!(digest_redacted(&v, &r), digest(&r.redact(&v)), "{v}");
+        }
+        assert_ne!(
+            digest_redacted(&json!({"token": "a"}), &r),
+            digest(&json!({"token": "a"}))
+        );
     }
 
     #[test]

@@ -260,6 +260,10 @@ impl Auditor {
     /// of the redacted arguments) and, with `log_arguments`, the redacted arguments
     /// (replaced by `{"_truncated": true, "bytes": N}` beyond `max_args_bytes`).
     pub fn arguments(&self, args: &Value) -> (String, Option<Value>) {
+        if !self.log_arguments() {
+            // The usual case: the digest only, with no redacted copy built.
+            return (event::digest_redacted(args, &self.shared.redactor), None);
+        }
         let redacted = self.redact(args);
         let d = digest(&redacted);
         if !self.log_arguments() {
