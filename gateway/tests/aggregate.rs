@@ -178,6 +178,129 @@ fn a_restarted_backend_is_reached_again_on_fresh_connections() {
     }
 }
 
+/// A CA and a server certificate for `localhost` and 127.0.0.1, made with openssl.
+fn test_ca(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    run(&[
+        &["req", "-x509"][..],
+        &ec,
+        &[
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=mcp-gateway test CA",
+        ],
+    ]
+    .concat());
+    run(&[
+        &["req"][..],
+        &ec,
+        &[
+            "-keyout",
+            "srv.key",
+            "-out",
+            "srv.csr",
+            "-subj",
+            "/CN=localhost",
+        ],
+    ]
+    .concat());
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "srv.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "srv.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ]);
+    (dir.join("ca.pem"), dir.join("srv.pem"), dir.join("srv.key"))
+}
+
+/// An https backend: reached when its certificate chains to a trusted root (here the
+/// test CA, through SSL_CERT_FILE as operators would add a private CA), refused when not.
+#[test]
+fn an_https_backend_is_verified_against_the_trusted_roots() {
+    let dir = tempdir();
+    let (ca, cert, key) = test_ca(&dir);
+    let plain = spawn_mock("beta", &["--no-dynamic", "--json"]);
+    let hostport = plain
+        .url
+        .trim_start_matches("http://")
+        .trim_end_matches("/mcp");
+    let (host, port) = hostport.rsplit_once(':').unwrap();
+    let mut fwd = std::process::Command::new("python3")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/tls/forward.py"))
+        .args([cert.to_str().unwrap(), key.to_str().unwrap(), host, port])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("python3");
+    let https = read_listen_line(&mut fwd, "the TLS forwarder");
+    let _fwd = Proc {
+        child: fwd,
+        url: https.clone(),
+    };
+    assert!(https.starts_with("https://localhost:"), "{https}");
+
+    let config = gateway_config(&[("beta", &https, "")], "");
+    let trusted = spawn_gateway_with(
+        &config,
+        &[],
+        &[("SSL_CERT_FILE", ca.to_str().unwrap())],
+        None,
+    );
+    let mut cl = Client::new(&trusted.url);
+    cl.initialize();
+    let r = cl.call_tool("beta__echo", json!({"text": "over tls"}));
+    assert_eq!(text_of(&r), "over tls", "{r}");
+
+    let untrusted = spawn_gateway(&config);
+    let mut cl = Client::new(&untrusted.url);
+    cl.initialize();
+    let r = cl.call_tool("beta__echo", json!({"text": "x"}));
+    assert_eq!(r["error"]["code"], -32001, "{r}");
+    assert!(
+        r["error"]["message"].as_str().unwrap().contains("beta"),
+        "{r}"
+    );
+}
+
 #[test]
 fn a_slow_backend_is_left_out_by_its_timeout() {
     let a = spawn_mock("fast", &["--no-dynamic"]);

@@ -87,8 +87,9 @@ pub struct HttpUpstream {
     conn: Arc<Connector>,
     url: Url,
     target: Target,
-    /// The peer (resolved address, TLS settings) and when it was resolved.
-    peer: std::sync::RwLock<Option<(std::time::Instant, Arc<HttpPeer>)>>,
+    /// The peers (one per resolved address, with the TLS settings) and when they were
+    /// resolved.
+    peers: std::sync::RwLock<Option<(std::time::Instant, Vec<Arc<HttpPeer>>)>>,
     headers: std::sync::RwLock<HeaderMap>,
     timeout: Duration,
     stream_idle: Duration,
@@ -143,7 +144,7 @@ impl HttpUpstream {
                 path,
             },
             url,
-            peer: std::sync::RwLock::new(None),
+            peers: std::sync::RwLock::new(None),
             headers: std::sync::RwLock::new(headers),
             timeout,
             stream_idle,
@@ -170,10 +171,10 @@ impl HttpUpstream {
         }
     }
 
-    /// The backend's peer: its address is looked up again every `DNS_TTL`, and after a
-    /// failed connection.
-    async fn peer(&self) -> Result<Arc<HttpPeer>, UpstreamError> {
-        if let Ok(g) = self.peer.read() {
+    /// The backend's peers, one per address its name resolves to (the one that last
+    /// answered first); looked up again every `DNS_TTL`, and after no address answered.
+    async fn peers(&self) -> Result<Vec<Arc<HttpPeer>>, UpstreamError> {
+        if let Ok(g) = self.peers.read() {
             if let Some((at, p)) = g.as_ref() {
                 if at.elapsed() < DNS_TTL {
                     return Ok(p.clone());
@@ -181,30 +182,59 @@ impl HttpUpstream {
             }
         }
         let t = &self.target;
-        let addr = tokio::time::timeout(
+        let addrs: Vec<std::net::SocketAddr> = tokio::time::timeout(
             CONNECT_TIMEOUT,
             tokio::net::lookup_host((t.host.as_str(), t.port)),
         )
         .await
         .map_err(|_| UpstreamError::Connect(format!("looking up {} timed out", t.host)))?
         .map_err(|e| UpstreamError::Connect(format!("cannot resolve {}: {e}", t.host)))?
-        .next()
-        .ok_or_else(|| UpstreamError::Connect(format!("{} has no address", t.host)))?;
-        let mut peer = HttpPeer::new(addr, t.tls, t.host.clone());
-        peer.options.connection_timeout = Some(CONNECT_TIMEOUT);
-        peer.options.total_connection_timeout = Some(CONNECT_TIMEOUT);
-        peer.options.idle_timeout = Some(IDLE);
-        let peer = Arc::new(peer);
-        if let Ok(mut g) = self.peer.write() {
-            *g = Some((std::time::Instant::now(), peer.clone()));
+        .collect();
+        if addrs.is_empty() {
+            return Err(UpstreamError::Connect(format!("{} has no address", t.host)));
         }
-        Ok(peer)
+        let peers: Vec<Arc<HttpPeer>> = addrs
+            .into_iter()
+            .map(|addr| {
+                let mut peer = HttpPeer::new(addr, t.tls, t.host.clone());
+                peer.options.connection_timeout = Some(CONNECT_TIMEOUT);
+                peer.options.total_connection_timeout = Some(CONNECT_TIMEOUT);
+                peer.options.idle_timeout = Some(IDLE);
+                Arc::new(peer)
+            })
+            .collect();
+        if let Ok(mut g) = self.peers.write() {
+            *g = Some((std::time::Instant::now(), peers.clone()));
+        }
+        Ok(peers)
     }
 
-    fn forget_peer(&self) {
-        if let Ok(mut g) = self.peer.write() {
+    /// A connection to the first address that takes one (pooled when possible).
+    async fn connect(&self) -> Result<(ClientSession, bool, Arc<HttpPeer>), UpstreamError> {
+        let peers = self.peers().await?;
+        let mut last = String::new();
+        for (i, peer) in peers.iter().enumerate() {
+            match self.conn.get_http_session(&**peer).await {
+                Ok((s, reused)) => {
+                    if i > 0 {
+                        // Try this address first from now on.
+                        if let Ok(mut g) = self.peers.write() {
+                            if let Some((_, p)) = g.as_mut() {
+                                if i < p.len() {
+                                    p.swap(0, i);
+                                }
+                            }
+                        }
+                    }
+                    return Ok((s, reused, peer.clone()));
+                }
+                Err(e) => last = describe(&e),
+            }
+        }
+        if let Ok(mut g) = self.peers.write() {
             *g = None;
         }
+        Err(UpstreamError::Connect(last))
     }
 
     fn request_header(
@@ -257,17 +287,10 @@ impl HttpUpstream {
         body: Option<&Bytes>,
         extra: &[(http::HeaderName, String)],
     ) -> Result<Exchange, UpstreamError> {
-        let peer = self.peer().await?;
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let (mut s, reused) = match self.conn.get_http_session(&*peer).await {
-                Ok(v) => v,
-                Err(e) => {
-                    self.forget_peer();
-                    return Err(UpstreamError::Connect(describe(&e)));
-                }
-            };
+            let (mut s, reused, peer) = self.connect().await?;
             let header = self.request_header(method, session, version, accept, body, extra)?;
             let sent = async {
                 s.write_request_header(header).await?;

@@ -52,7 +52,7 @@ impl Proc {
 }
 
 /// Reads stdout lines until one starts with "listening on ", with a deadline.
-fn read_listen_line(child: &mut Child, what: &str) -> String {
+pub fn read_listen_line(child: &mut Child, what: &str) -> String {
     let stdout = child.stdout.take().expect("piped stdout");
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
