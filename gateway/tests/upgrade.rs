@@ -581,17 +581,7 @@ fn read_pid(path: &Path) -> Option<u32> {
 
 /// Running, and not a zombie (a daemon's exit is reaped by whoever adopted it).
 fn alive(pid: u32) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    let state = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .trim_start()
-        .chars()
-        .next();
-    !matches!(state, Some('Z') | Some('X') | None)
+    !matches!(common::process_state(pid), Some('Z') | Some('X') | None)
 }
 
 #[test]

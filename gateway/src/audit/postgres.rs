@@ -93,6 +93,13 @@ pub(crate) enum Batch {
     MaybeWritten,
 }
 
+/// The partitions of `{schema}.audit_events` (`$1`: the schema).
+const LIST_PARTITIONS: &str = "SELECT c.relname::text FROM pg_inherits i
+    JOIN pg_class c ON c.oid = i.inhrelid
+    JOIN pg_class p ON p.oid = i.inhparent
+    JOIN pg_namespace n ON n.oid = p.relnamespace
+    WHERE n.nspname = $1 AND p.relname = 'audit_events'";
+
 /// Why a write did not happen.
 #[derive(Debug)]
 pub(crate) enum WriteError {
@@ -410,14 +417,7 @@ impl PgSink {
             .timed(
                 self.write_timeout,
                 "listing partitions",
-                client.query(
-                    "SELECT c.relname::text FROM pg_inherits i
-                       JOIN pg_class c ON c.oid = i.inhrelid
-                       JOIN pg_class p ON p.oid = i.inhparent
-                       JOIN pg_namespace n ON n.oid = p.relnamespace
-                      WHERE n.nspname = $1 AND p.relname = 'audit_events'",
-                    &[&self.schema],
-                ),
+                client.query(LIST_PARTITIONS, &[&self.schema]),
             )
             .await?;
         Ok(rows
@@ -459,14 +459,7 @@ impl PgSink {
                 .timed(
                     t,
                     "listing partitions",
-                    tx.query(
-                        "SELECT c.relname::text FROM pg_inherits i
-                           JOIN pg_class c ON c.oid = i.inhrelid
-                           JOIN pg_class p ON p.oid = i.inhparent
-                           JOIN pg_namespace n ON n.oid = p.relnamespace
-                          WHERE n.nspname = $1 AND p.relname = 'audit_events'",
-                        &[&self.schema],
-                    ),
+                    tx.query(LIST_PARTITIONS, &[&self.schema]),
                 )
                 .await?;
             rows.iter()

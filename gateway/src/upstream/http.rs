@@ -95,6 +95,17 @@ pub struct HttpUpstream {
     stream_idle: Duration,
 }
 
+/// One request to the backend, as `exchange` sends it (again, on a retry).
+#[derive(Clone, Copy)]
+struct Call<'a> {
+    method: &'a str,
+    session: Option<&'a str>,
+    version: &'a str,
+    accept: &'a str,
+    body: Option<&'a Bytes>,
+    extra: &'a [(http::HeaderName, String)],
+}
+
 /// A request answered: the response header is read, the body is not.
 struct Exchange {
     session: ClientSession,
@@ -237,15 +248,15 @@ impl HttpUpstream {
         Err(UpstreamError::Connect(last))
     }
 
-    fn request_header(
-        &self,
-        method: &str,
-        session: Option<&str>,
-        version: &str,
-        accept: &str,
-        body: Option<&Bytes>,
-        extra: &[(http::HeaderName, String)],
-    ) -> Result<Box<RequestHeader>, UpstreamError> {
+    fn request_header(&self, call: &Call<'_>) -> Result<Box<RequestHeader>, UpstreamError> {
+        let Call {
+            method,
+            session,
+            version,
+            accept,
+            body,
+            extra,
+        } = *call;
         let bad = |e: Box<pingora::Error>| UpstreamError::Protocol(format!("request header: {e}"));
         let mut h =
             RequestHeader::build(method, self.target.path.as_bytes(), Some(8 + extra.len()))
@@ -278,23 +289,15 @@ impl HttpUpstream {
     /// Sends one request and reads the response header. A pooled connection that fails
     /// before answering (the backend closed it while idle) is retried once on another,
     /// as Pingora's proxy does.
-    async fn exchange(
-        &self,
-        method: &str,
-        session: Option<&str>,
-        version: &str,
-        accept: &str,
-        body: Option<&Bytes>,
-        extra: &[(http::HeaderName, String)],
-    ) -> Result<Exchange, UpstreamError> {
+    async fn exchange(&self, call: Call<'_>) -> Result<Exchange, UpstreamError> {
         let mut attempt = 0;
         loop {
             attempt += 1;
             let (mut s, reused, peer) = self.connect().await?;
-            let header = self.request_header(method, session, version, accept, body, extra)?;
+            let header = self.request_header(&call)?;
             let sent = async {
                 s.write_request_header(header).await?;
-                if let Some(b) = body {
+                if let Some(b) = call.body {
                     s.write_body(b).await?;
                 }
                 s.finish_body().await?;
@@ -374,14 +377,14 @@ impl HttpUpstream {
     ) -> Result<Opened, UpstreamError> {
         let x = tokio::time::timeout(
             self.timeout,
-            self.exchange(
-                "POST",
+            self.exchange(Call {
+                method: "POST",
                 session,
                 version,
-                "application/json, text/event-stream",
-                Some(&body),
+                accept: "application/json, text/event-stream",
+                body: Some(&body),
                 extra,
-            ),
+            }),
         )
         .await
         .map_err(|_| UpstreamError::Timeout(self.timeout))??;
@@ -428,7 +431,14 @@ impl HttpUpstream {
     ) -> Result<Option<MessageStream>, UpstreamError> {
         let x = tokio::time::timeout(
             self.timeout,
-            self.exchange("GET", session, version, "text/event-stream", None, &[]),
+            self.exchange(Call {
+                method: "GET",
+                session,
+                version,
+                accept: "text/event-stream",
+                body: None,
+                extra: &[],
+            }),
         )
         .await
         .map_err(|_| UpstreamError::Timeout(self.timeout))??;
@@ -449,7 +459,14 @@ impl HttpUpstream {
     pub async fn delete(&self, session: &str, version: &str) -> Result<(), UpstreamError> {
         let x = tokio::time::timeout(
             self.timeout,
-            self.exchange("DELETE", Some(session), version, "*/*", None, &[]),
+            self.exchange(Call {
+                method: "DELETE",
+                session: Some(session),
+                version,
+                accept: "*/*",
+                body: None,
+                extra: &[],
+            }),
         )
         .await
         .map_err(|_| UpstreamError::Timeout(self.timeout))??;

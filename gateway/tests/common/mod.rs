@@ -441,19 +441,17 @@ pub fn live_processes(marker: &str) -> Vec<u32> {
         if !String::from_utf8_lossy(&cmd).contains(marker) {
             continue;
         }
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let state = stat
-            .rsplit(')')
-            .next()
-            .unwrap_or("")
-            .trim_start()
-            .chars()
-            .next();
-        if state != Some('Z') {
+        if process_state(pid).is_some_and(|st| st != 'Z') {
             out.push(pid);
         }
     }
     out
+}
+
+/// The state letter of a process (`R`, `S`, `Z` for a zombie, …), `None` when it is gone.
+pub fn process_state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit(')').next()?.trim_start().chars().next()
 }
 
 /// Zombie processes whose parent is `ppid`.

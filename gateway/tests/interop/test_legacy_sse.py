@@ -20,7 +20,9 @@ import anyio
 import pytest
 from mcp import Client, MCPError
 from mcp.client.sse import sse_client
-from mcp_types import CallToolResult, LoggingMessageNotificationParams, TextContent
+from mcp_types import LoggingMessageNotificationParams
+
+from mcp_helpers import all_tools, text_of
 
 from conftest import (
     Group,
@@ -69,23 +71,6 @@ def legacy(tmp_path_factory):
             )
         )
         yield g
-
-
-def text_of(result: CallToolResult) -> str:
-    texts = [c.text for c in result.content if isinstance(c, TextContent)]
-    assert texts, f"no text content in {result!r}"
-    return "\n".join(texts)
-
-
-async def all_tools(client: Client) -> list:
-    tools, cursor = [], None
-    for _ in range(100):
-        page = await client.list_tools(cursor=cursor)
-        tools += page.tools
-        cursor = page.next_cursor
-        if cursor is None:
-            return tools
-    raise AssertionError("tools/list never ended (100 pages)")
 
 
 async def test_the_server_really_is_legacy_sse(legacy):

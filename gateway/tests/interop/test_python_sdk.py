@@ -16,7 +16,6 @@ import anyio
 import pytest
 from mcp import Client, MCPError
 from mcp_types import (
-    CallToolResult,
     CreateMessageRequestParams,
     CreateMessageResult,
     ElicitRequestParams,
@@ -29,27 +28,12 @@ from mcp_types import (
     ToolListChangedNotification,
 )
 
+from mcp_helpers import all_tools, text_of
+
 pytestmark = pytest.mark.anyio
 
 BACKENDS = ("alpha", "beta", "gamma")
 NOTIFICATION_DEADLINE_S = 10
-
-
-def text_of(result: CallToolResult) -> str:
-    texts = [c.text for c in result.content if isinstance(c, TextContent)]
-    assert texts, f"no text content in {result!r}"
-    return "\n".join(texts)
-
-
-async def all_tools(client: Client) -> list:
-    tools, cursor = [], None
-    for _ in range(100):
-        page = await client.list_tools(cursor=cursor)
-        tools += page.tools
-        cursor = page.next_cursor
-        if cursor is None:
-            return tools
-    raise AssertionError("tools/list never ended (100 pages)")
 
 
 async def all_resources(client: Client) -> list:

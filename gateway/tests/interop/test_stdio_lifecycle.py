@@ -20,7 +20,8 @@ from contextlib import AsyncExitStack
 import anyio
 import pytest
 from mcp import Client, MCPError
-from mcp_types import CallToolResult, TextContent
+
+from mcp_helpers import text_of
 
 from conftest import (
     EVERYTHING_JS,
@@ -40,12 +41,6 @@ from conftest import (
 )
 
 pytestmark = pytest.mark.anyio
-
-
-def text_of(result: CallToolResult) -> str:
-    texts = [c.text for c in result.content if isinstance(c, TextContent)]
-    assert texts, f"no text content in {result!r}"
-    return "\n".join(texts)
 
 
 def time_backend(**extra) -> dict:

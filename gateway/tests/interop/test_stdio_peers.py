@@ -23,7 +23,9 @@ import anyio
 import pytest
 from mcp import Client, MCPError
 from mcp.client.stdio import StdioServerParameters
-from mcp_types import CallToolResult, CreateMessageRequestParams, CreateMessageResult, TextContent
+from mcp_types import CreateMessageRequestParams, CreateMessageResult, TextContent
+
+from mcp_helpers import all_tools, text_of
 
 from conftest import (
     EVERYTHING_JS,
@@ -108,23 +110,6 @@ def peers(tmp_path_factory):
     # The gateway is stopped: its STDIO children must be gone with it.
     wait_until(lambda: not any(alive(p) for p in children), timeout=10,
                what=f"the STDIO children {children} to exit after the gateway stopped")
-
-
-def text_of(result: CallToolResult) -> str:
-    texts = [c.text for c in result.content if isinstance(c, TextContent)]
-    assert texts, f"no text content in {result!r}"
-    return "\n".join(texts)
-
-
-async def all_tools(client: Client) -> list:
-    tools, cursor = [], None
-    for _ in range(100):
-        page = await client.list_tools(cursor=cursor)
-        tools += page.tools
-        cursor = page.next_cursor
-        if cursor is None:
-            return tools
-    raise AssertionError("tools/list never ended (100 pages)")
 
 
 async def direct_tools(server) -> dict:
