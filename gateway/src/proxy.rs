@@ -62,7 +62,8 @@ fn request_id(session: &Session) -> String {
     raw.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The audit record of a finished request.
+/// The audit record of a finished request. Moves the request's strings out of `ctx`
+/// (the access log line is written before), so building it copies none.
 fn audit_event(ctx: &mut Ctx, status: u16, e: Option<&pingora::Error>) -> AuditEvent {
     let elapsed = ctx.started.elapsed();
     let mut ev = AuditEvent::request();
@@ -75,11 +76,11 @@ fn audit_event(ctx: &mut Ctx, status: u16, e: Option<&pingora::Error>) -> AuditE
         ev.client_id = who.client_id.clone();
     }
     let info = &mut ctx.info;
-    ev.session = info.session.clone();
-    ev.request_id = Some(ctx.request_id.clone());
-    ev.rpc_method = info.rpc_method.clone();
-    ev.backend = info.backend.clone();
-    ev.target = info.target.clone();
+    ev.session = info.session.take();
+    ev.request_id = Some(std::mem::take(&mut ctx.request_id));
+    ev.rpc_method = info.rpc_method.take();
+    ev.backend = info.backend.take();
+    ev.target = info.target.take();
     ev.args_digest = info.args_digest.take();
     ev.args = info.args.take();
     ev.http_status = status;
@@ -87,11 +88,11 @@ fn audit_event(ctx: &mut Ctx, status: u16, e: Option<&pingora::Error>) -> AuditE
     ev.latency_ms = elapsed.as_secs_f64() * 1000.0;
     ev.bytes_in = info.bytes_in;
     ev.bytes_out = info.bytes_out;
-    ev.source_addr = info.source_addr.clone();
-    ev.user_agent = info.user_agent.clone();
+    ev.source_addr = info.source_addr.take();
+    ev.user_agent = info.user_agent.take();
     ev.detail = info
         .auth_error
-        .clone()
+        .take()
         .or_else(|| info.detail.take())
         .or_else(|| e.map(|e| e.to_string()));
     ev
@@ -494,9 +495,6 @@ impl ProxyHttp for GatewayProxy {
                 .observe(ctx.started.elapsed().as_secs_f64());
         }
         let audited = req.uri.path() == "/mcp" || ctx.passthrough.is_some();
-        if let (Some(audit), true) = (&self.audit, audited) {
-            audit.record(audit_event(ctx, status, e));
-        }
         tracing::info!(
             request_id = %ctx.request_id,
             http_method = %req.method,
@@ -513,5 +511,8 @@ impl ProxyHttp for GatewayProxy {
             error = e.map(|e| e.to_string()),
             "request"
         );
+        if let (Some(audit), true) = (&self.audit, audited) {
+            audit.record(audit_event(ctx, status, e));
+        }
     }
 }

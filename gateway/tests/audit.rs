@@ -294,7 +294,7 @@ async fn n_events_make_exactly_n_rows_with_every_field() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(v, vec![1]);
+    assert_eq!(v, vec![1, 2]);
     let parts: i64 = c
         .query_one(
             "SELECT count(*) FROM pg_inherits i JOIN pg_class p ON p.oid = i.inhparent
@@ -306,25 +306,7 @@ async fn n_events_make_exactly_n_rows_with_every_field() {
         .unwrap()
         .get(0);
     assert_eq!(parts, 3);
-    let idx: Vec<String> = c
-        .query(
-            "SELECT indexname::text FROM pg_indexes WHERE schemaname = $1 AND tablename = 'audit_events' ORDER BY 1",
-            &[&schema.name],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    assert_eq!(
-        idx,
-        vec![
-            "audit_events_backend_target",
-            "audit_events_pkey",
-            "audit_events_ts",
-            "audit_events_user"
-        ]
-    );
+    assert_eq!(index_layout(&c, &schema.name).await, LAYOUT);
 
     auditor.shutdown().await;
     assert!(
@@ -339,6 +321,109 @@ async fn n_events_make_exactly_n_rows_with_every_field() {
     again.record(sample(9));
     rows_become(PG, &schema.name, 5002, Duration::from_secs(30)).await;
     again.shutdown().await;
+}
+
+/// The indexes of `audit_events` the current migrations leave: "name (columns)".
+const LAYOUT: [&str; 3] = [
+    "audit_events_backend_target (backend, target, ts)",
+    "audit_events_pkey (ts, id)",
+    "audit_events_user (sub, ts)",
+];
+
+/// "name (columns)" of each index of `schema.audit_events`, by name.
+async fn index_layout(c: &tokio_postgres::Client, schema: &str) -> Vec<String> {
+    c.query(
+        "SELECT indexname || ' ' || substring(indexdef from '\\([^)]*\\)$') FROM pg_indexes
+          WHERE schemaname = $1 AND tablename = 'audit_events' ORDER BY indexname",
+        &[&schema],
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| r.get(0))
+    .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_made_by_the_first_migration_is_moved_to_the_current_layout() {
+    let schema = Schema::new();
+    let spool = TempDir::new();
+    let c = connect(PG).await.unwrap();
+    // The database as the first release left it: migration 1 only, with rows in it.
+    let (version, name, body) = mcp_gateway::audit::MIGRATIONS[0];
+    let quoted = format!("\"{}\"", schema.name);
+    c.batch_execute(&format!(
+        "CREATE SCHEMA {quoted};
+         CREATE TABLE {quoted}.audit_schema_migrations (version integer PRIMARY KEY,
+             name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now());
+         {}
+         CREATE TABLE {quoted}.audit_events_old PARTITION OF {quoted}.audit_events
+             FOR VALUES FROM ('2020-01-01') TO ('2020-02-01');",
+        body.replace("{s}", &quoted)
+    ))
+    .await
+    .unwrap();
+    c.execute(
+        &format!("INSERT INTO {quoted}.audit_schema_migrations (version, name) VALUES ($1, $2)"),
+        &[&version, &name],
+    )
+    .await
+    .unwrap();
+    let old_id = uuid::Uuid::now_v7();
+    c.execute(
+        &format!(
+            "INSERT INTO {quoted}.audit_events (id, ts, kind, http_status, latency_ms, bytes_in, bytes_out)
+             VALUES ($1, '2020-01-15T12:00:00Z', 'request', 200, 1.5, 10, 20)"
+        ),
+        &[&old_id],
+    )
+    .await
+    .unwrap();
+
+    // The current gateway migrates it at start and writes on; the old row stays, and the
+    // new key still makes a replayed event a no-op.
+    let auditor = Auditor::start(pg_config(PG, &schema, spool.path()))
+        .await
+        .unwrap();
+    let e = sample(1);
+    auditor.record(e.clone());
+    rows_become(PG, &schema.name, 2, Duration::from_secs(30)).await;
+    auditor.record(e);
+    let a = auditor.clone();
+    eventually(
+        Duration::from_secs(30),
+        "the replayed event handled",
+        || {
+            let a = a.clone();
+            async move { a.metrics().duplicates_total == 1 }
+        },
+    )
+    .await;
+    assert_eq!(counts(PG, &schema.name).await, (2, 2));
+    let kept: i64 = c
+        .query_one(
+            &format!("SELECT count(*) FROM {quoted}.audit_events WHERE id = $1"),
+            &[&old_id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        kept, 1,
+        "the row written before the migration is still there"
+    );
+    assert_eq!(index_layout(&c, &schema.name).await, LAYOUT);
+    // The partition made under migration 1 carries the new indexes too.
+    let on_old: i64 = c
+        .query_one(
+            "SELECT count(*) FROM pg_indexes WHERE schemaname = $1 AND tablename = 'audit_events_old'",
+            &[&schema.name],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(on_old, 3);
+    auditor.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -17,10 +17,11 @@ use super::AuditError;
 /// Versioned migrations, applied in order, each once, recorded in
 /// `{schema}.audit_schema_migrations`. `{s}` is the schema. Never edit a released one:
 /// add the next.
-pub const MIGRATIONS: &[(i32, &str, &str)] = &[(
-    1,
-    "audit_events, partitioned by month",
-    r#"
+pub const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (
+        1,
+        "audit_events, partitioned by month",
+        r#"
 CREATE TABLE IF NOT EXISTS {s}.audit_events (
     id          uuid             NOT NULL,
     ts          timestamptz      NOT NULL,
@@ -50,7 +51,27 @@ CREATE INDEX IF NOT EXISTS audit_events_ts ON {s}.audit_events (ts DESC);
 CREATE INDEX IF NOT EXISTS audit_events_user ON {s}.audit_events (sub, ts DESC);
 CREATE INDEX IF NOT EXISTS audit_events_backend_target ON {s}.audit_events (backend, target, ts DESC);
 "#,
-)];
+    ),
+    // Three b-trees instead of four, all ascending: every row costs PostgreSQL one index
+    // insertion less (about a fifth of its CPU per row), and new rows land at the right
+    // edge of each key's range instead of the left. The primary key leads with `ts`, so
+    // it also serves "newest first" (a backward scan), which the `ts DESC` index did;
+    // the two others are read backwards for "by user / by backend and tool, newest
+    // first". Rebuilds the indexes of existing partitions once, at start.
+    (
+        2,
+        "audit_events: primary key (ts, id), ascending indexes",
+        r#"
+ALTER TABLE {s}.audit_events DROP CONSTRAINT IF EXISTS audit_events_pkey;
+ALTER TABLE {s}.audit_events ADD CONSTRAINT audit_events_pkey PRIMARY KEY (ts, id);
+DROP INDEX IF EXISTS {s}.audit_events_ts;
+DROP INDEX IF EXISTS {s}.audit_events_user;
+CREATE INDEX audit_events_user ON {s}.audit_events (sub, ts);
+DROP INDEX IF EXISTS {s}.audit_events_backend_target;
+CREATE INDEX audit_events_backend_target ON {s}.audit_events (backend, target, ts);
+"#,
+    ),
+];
 
 /// Separator of `groups` on the wire to the INSERT (removed from group names).
 pub(crate) const GROUP_SEP: char = '\u{1f}';
@@ -70,7 +91,7 @@ FROM unnest($1::uuid[], $2::timestamptz[], $3::text[], $4::text[], $5::text[], $
   AS u(id, ts, kind, sub, email, g, client_id, session, request_id, rpc_method, backend,
     target, args_digest, args, http_status, rpc_error, latency_ms, bytes_in, bytes_out,
     source_addr, user_agent, detail)
-ON CONFLICT (id, ts) DO NOTHING
+ON CONFLICT (ts, id) DO NOTHING
 "#;
 
 /// Fresh batches (events never sent to PostgreSQL before) go in with `COPY … BINARY`:
