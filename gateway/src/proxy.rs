@@ -64,8 +64,12 @@ fn request_id(session: &Session) -> String {
 
 /// The audit record of a finished request. Moves the request's strings out of `ctx`
 /// (the access log line is written before), so building it copies none.
-fn audit_event(ctx: &mut Ctx, status: u16, e: Option<&pingora::Error>) -> AuditEvent {
-    let elapsed = ctx.started.elapsed();
+fn audit_event(
+    ctx: &mut Ctx,
+    elapsed: std::time::Duration,
+    status: u16,
+    e: Option<&pingora::Error>,
+) -> AuditEvent {
     let mut ev = AuditEvent::request();
     ev.ts = chrono::Utc::now()
         - chrono::Duration::from_std(elapsed).unwrap_or_else(|_| chrono::Duration::zero());
@@ -468,6 +472,8 @@ impl ProxyHttp for GatewayProxy {
             .response_written()
             .map(|r| r.status.as_u16())
             .unwrap_or(0);
+        // One reading for the metric, the log line and the audit record.
+        let elapsed = ctx.started.elapsed();
         let req = session.req_header();
         if let Some(m) = metrics::requests() {
             let path = req.uri.path();
@@ -492,7 +498,7 @@ impl ProxyHttp for GatewayProxy {
                 .inc();
             m.latency
                 .with_label_values(&[route, method])
-                .observe(ctx.started.elapsed().as_secs_f64());
+                .observe(elapsed.as_secs_f64());
         }
         let audited = req.uri.path() == "/mcp" || ctx.passthrough.is_some();
         tracing::info!(
@@ -500,7 +506,7 @@ impl ProxyHttp for GatewayProxy {
             http_method = %req.method,
             path = req.uri.path(),
             status,
-            ms = ctx.started.elapsed().as_secs_f64() * 1000.0,
+            ms = elapsed.as_secs_f64() * 1000.0,
             rpc_method = ctx.info.rpc_method.as_deref(),
             backend = ctx.info.backend.as_deref(),
             target = ctx.info.target.as_deref(),
@@ -512,7 +518,7 @@ impl ProxyHttp for GatewayProxy {
             "request"
         );
         if let (Some(audit), true) = (&self.audit, audited) {
-            audit.record(audit_event(ctx, status, e));
+            audit.record(audit_event(ctx, elapsed, status, e));
         }
     }
 }

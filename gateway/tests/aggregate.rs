@@ -154,11 +154,7 @@ fn a_dead_backend_is_left_out_of_lists_and_named_in_call_errors() {
 #[test]
 fn a_restarted_backend_is_reached_again_on_fresh_connections() {
     let mut b = spawn_mock("beta", &["--no-dynamic", "--json"]);
-    let addr = b
-        .url
-        .trim_start_matches("http://")
-        .trim_end_matches("/mcp")
-        .to_string();
+    let addr = b.host_port().to_string();
     let gw = spawn_gateway(&gateway_config(&[("beta", &b.url, "")], ""));
     let mut cl = Client::new(&gw.url);
     cl.initialize();
@@ -259,11 +255,7 @@ fn an_https_backend_is_verified_against_the_trusted_roots() {
     let dir = tempdir();
     let (ca, cert, key) = test_ca(&dir);
     let plain = spawn_mock("beta", &["--no-dynamic", "--json"]);
-    let hostport = plain
-        .url
-        .trim_start_matches("http://")
-        .trim_end_matches("/mcp");
-    let (host, port) = hostport.rsplit_once(':').unwrap();
+    let (host, port) = plain.host_port().rsplit_once(':').unwrap();
     let mut fwd = std::process::Command::new("python3")
         .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/tls/forward.py"))
         .args([cert.to_str().unwrap(), key.to_str().unwrap(), host, port])

@@ -174,16 +174,11 @@ fn sessions_are_portable_between_replicas_and_tamper_proof() {
 fn upstream_session_loss_is_repaired_transparently() {
     // The backend restarts (forgetting sessions) on the same port.
     let a = spawn_mock("alpha", &["--no-dynamic"]);
-    let port = a
-        .url
-        .trim_start_matches("http://127.0.0.1:")
-        .trim_end_matches("/mcp")
-        .to_string();
+    let listen = a.host_port().to_string();
     let gw = spawn_gateway(&gateway_config(&[("alpha", &a.url, "")], ""));
     let mut cl = Client::new(&gw.url);
     cl.initialize();
     drop(a);
-    let listen = format!("127.0.0.1:{port}");
     let mut child = std::process::Command::new(mock_bin())
         .args(["--http", &listen, "--name", "alpha", "--no-dynamic"])
         .stdout(std::process::Stdio::null())

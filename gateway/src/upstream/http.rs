@@ -286,10 +286,18 @@ impl HttpUpstream {
         Ok(Box::new(h))
     }
 
-    /// Sends one request and reads the response header. A pooled connection that fails
-    /// before answering (the backend closed it while idle) is retried once on another,
-    /// as Pingora's proxy does.
+    /// Sends one request and reads the response header, all within the backend's
+    /// timeout (retry included).
     async fn exchange(&self, call: Call<'_>) -> Result<Exchange, UpstreamError> {
+        tokio::time::timeout(self.timeout, self.exchange_untimed(call))
+            .await
+            .map_err(|_| UpstreamError::Timeout(self.timeout))?
+    }
+
+    /// `exchange` without the timeout. A pooled connection that fails before answering
+    /// (the backend closed it while idle) is retried once on another, as Pingora's
+    /// proxy does.
+    async fn exchange_untimed(&self, call: Call<'_>) -> Result<Exchange, UpstreamError> {
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -375,19 +383,16 @@ impl HttpUpstream {
         body: Bytes,
         extra: &[(http::HeaderName, String)],
     ) -> Result<Opened, UpstreamError> {
-        let x = tokio::time::timeout(
-            self.timeout,
-            self.exchange(Call {
+        let x = self
+            .exchange(Call {
                 method: "POST",
                 session,
                 version,
                 accept: "application/json, text/event-stream",
                 body: Some(&body),
                 extra,
-            }),
-        )
-        .await
-        .map_err(|_| UpstreamError::Timeout(self.timeout))??;
+            })
+            .await?;
         let session_id = x.session_id.clone();
         if x.status == 202 {
             // Nothing to read (or a body to ignore): the connection goes back to the pool.
@@ -429,19 +434,16 @@ impl HttpUpstream {
         session: Option<&str>,
         version: &str,
     ) -> Result<Option<MessageStream>, UpstreamError> {
-        let x = tokio::time::timeout(
-            self.timeout,
-            self.exchange(Call {
+        let x = self
+            .exchange(Call {
                 method: "GET",
                 session,
                 version,
                 accept: "text/event-stream",
                 body: None,
                 extra: &[],
-            }),
-        )
-        .await
-        .map_err(|_| UpstreamError::Timeout(self.timeout))??;
+            })
+            .await?;
         if x.status == 405 {
             return Ok(None);
         }
@@ -457,19 +459,16 @@ impl HttpUpstream {
 
     /// Ends an upstream session (best effort).
     pub async fn delete(&self, session: &str, version: &str) -> Result<(), UpstreamError> {
-        let x = tokio::time::timeout(
-            self.timeout,
-            self.exchange(Call {
+        let x = self
+            .exchange(Call {
                 method: "DELETE",
                 session: Some(session),
                 version,
                 accept: "*/*",
                 body: None,
                 extra: &[],
-            }),
-        )
-        .await
-        .map_err(|_| UpstreamError::Timeout(self.timeout))??;
+            })
+            .await?;
         let s = x.status;
         if (200..300).contains(&s) || s == 404 || s == 405 {
             let _ = tokio::time::timeout(self.timeout, self.read_body(x, 64 * 1024)).await;

@@ -45,6 +45,15 @@ impl Drop for Proc {
 }
 
 impl Proc {
+    /// `host:port` of the process's announced `http(s)://host:port/mcp` URL.
+    pub fn host_port(&self) -> &str {
+        let rest = self
+            .url
+            .split_once("://")
+            .map_or(self.url.as_str(), |(_, r)| r);
+        rest.trim_end_matches("/mcp")
+    }
+
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

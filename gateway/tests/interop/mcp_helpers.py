@@ -13,12 +13,21 @@ def text_of(result: CallToolResult) -> str:
     return "\n".join(texts)
 
 
-async def all_tools(client: Client) -> list:
-    tools, cursor = [], None
+async def all_pages(list_page, field: str) -> list:
+    """Every item of a paginated list: `list_page(cursor=…)` until no next cursor."""
+    items, cursor = [], None
     for _ in range(100):
-        page = await client.list_tools(cursor=cursor)
-        tools += page.tools
+        page = await list_page(cursor=cursor)
+        items += getattr(page, field)
         cursor = page.next_cursor
         if cursor is None:
-            return tools
-    raise AssertionError("tools/list never ended (100 pages)")
+            return items
+    raise AssertionError(f"the {field} list never ended (100 pages)")
+
+
+async def all_tools(client: Client) -> list:
+    return await all_pages(client.list_tools, "tools")
+
+
+async def all_resources(client: Client) -> list:
+    return await all_pages(client.list_resources, "resources")

@@ -28,23 +28,12 @@ from mcp_types import (
     ToolListChangedNotification,
 )
 
-from mcp_helpers import all_tools, text_of
+from mcp_helpers import all_pages, all_resources, all_tools, text_of
 
 pytestmark = pytest.mark.anyio
 
 BACKENDS = ("alpha", "beta", "gamma")
 NOTIFICATION_DEADLINE_S = 10
-
-
-async def all_resources(client: Client) -> list:
-    resources, cursor = [], None
-    for _ in range(100):
-        page = await client.list_resources(cursor=cursor)
-        resources += page.resources
-        cursor = page.next_cursor
-        if cursor is None:
-            return resources
-    raise AssertionError("resources/list never ended (100 pages)")
 
 
 async def test_initialize(stack):
@@ -302,14 +291,7 @@ async def test_read_resources(stack):
 
 async def test_get_prompts(stack):
     async with Client(stack.url) as client:
-        names = []
-        cursor = None
-        for _ in range(100):
-            page = await client.list_prompts(cursor=cursor)
-            names += [p.name for p in page.prompts]
-            cursor = page.next_cursor
-            if cursor is None:
-                break
+        names = [p.name for p in await all_pages(client.list_prompts, "prompts")]
         for b in BACKENDS:
             assert f"{b}__test_simple_prompt" in names
         assert "test_simple_prompt" not in names
