@@ -452,6 +452,53 @@ async fn replaying_the_same_events_never_duplicates() {
     auditor.shutdown().await;
 }
 
+/// A row PostgreSQL refuses as data (here a trigger raising SQLSTATE 22023 for one
+/// target) is set aside in `rejected.jsonl`; the rest of its batch is written.
+#[tokio::test]
+async fn a_row_postgresql_refuses_is_set_aside_and_its_batch_written() {
+    let schema = Schema::new();
+    let spool = TempDir::new();
+    let mut cfg = pg_config(PG, &schema, spool.path());
+    // The whole batch in one COPY: the refusal must be isolated inside it.
+    cfg.flush_interval_ms = 60_000;
+    cfg.batch_size = 100;
+    let auditor = Auditor::start(cfg).await.unwrap();
+    let c = connect(PG).await.unwrap();
+    c.batch_execute(&format!(
+        r#"CREATE FUNCTION "{s}".poison() RETURNS trigger LANGUAGE plpgsql AS $$
+           BEGIN
+             IF NEW.target = 'poison' THEN
+               RAISE EXCEPTION 'poisoned row' USING ERRCODE = '22023';
+             END IF;
+             RETURN NEW;
+           END $$;
+           CREATE TRIGGER poison BEFORE INSERT ON "{s}".audit_events
+             FOR EACH ROW EXECUTE FUNCTION "{s}".poison();"#,
+        s = schema.name
+    ))
+    .await
+    .unwrap();
+    let mut events: Vec<AuditEvent> = (0..100).map(sample).collect();
+    events[37].target = Some("poison".into());
+    let poisoned = events[37].id;
+    for e in events {
+        auditor.record(e);
+    }
+    rows_become(PG, &schema.name, 99, Duration::from_secs(30)).await;
+    let a = auditor.clone();
+    eventually(Duration::from_secs(10), "the refused row set aside", || {
+        let a = a.clone();
+        async move { a.metrics().rejected_total == 1 }
+    })
+    .await;
+    let rejected = std::fs::read_to_string(spool.path().join("rejected.jsonl")).unwrap();
+    assert_eq!(rejected.lines().count(), 1, "{rejected}");
+    assert!(rejected.contains(&poisoned.to_string()), "{rejected}");
+    let m = auditor.metrics();
+    assert_eq!((m.written_total, m.dropped_total), (99, 0), "{m:?}");
+    auditor.shutdown().await;
+}
+
 /// A TCP forwarder to PostgreSQL that can be cut: connections refused (accepted and
 /// closed at once) and live ones severed.
 struct Switch {

@@ -63,6 +63,14 @@ impl FileSink {
             serde_json::to_writer(&mut buf, e)?;
             buf.push(b'\n');
         }
+        self.append_lines(&buf)
+    }
+
+    /// Appends JSON lines already encoded (whole lines) in one `write(2)`.
+    pub(crate) fn append_lines(&self, buf: &[u8]) -> io::Result<()> {
+        if buf.is_empty() {
+            return Ok(());
+        }
         let file = {
             let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
             if st.checked.elapsed() >= Duration::from_secs(1) {
@@ -76,7 +84,7 @@ impl FileSink {
                     *st = open(&self.path)?;
                 }
             }
-            (&*st.file).write_all(&buf)?;
+            (&*st.file).write_all(buf)?;
             st.file.clone()
         };
         match self.fsync {

@@ -2,12 +2,13 @@
 //! sidecar), written to PostgreSQL in batches, or to a JSON Lines file when no
 //! database is configured.
 //!
-//! [`Auditor::record`] never waits for the database: the event goes to a bounded
-//! in-memory queue; when the queue is full, or while PostgreSQL is down or slow, events
-//! go to an append-only spool on local disk ([`spool`]) and are replayed in order when
-//! it is back. Every event carries a UUID v7; fresh batches go in with a binary COPY,
-//! replayed ones with `ON CONFLICT (ts, id) DO NOTHING`, so a replay never duplicates. The writer runs on
-//! a thread of its own (with its own small tokio runtime), so it does not depend on the
+//! [`Auditor::record`] never waits for the database: the event is encoded on the
+//! caller's thread and appended to a bounded in-memory queue ([`queue`]); when the
+//! queue is full, or while PostgreSQL is down or slow, events go to an append-only spool
+//! on local disk ([`spool`]) and are replayed in order when it is back. Every event
+//! carries a UUID v7; fresh batches go in with a binary COPY, replayed ones with
+//! `ON CONFLICT (ts, id) DO NOTHING`, so a replay never duplicates. The writer runs on a
+//! thread of its own (with its own small tokio runtime), so it does not depend on the
 //! runtime that started it and never competes with request handling for a worker.
 
 pub mod cli;
@@ -15,6 +16,8 @@ mod config;
 mod event;
 mod file;
 mod postgres;
+mod queue;
+mod row;
 mod spool;
 mod writer;
 
@@ -25,7 +28,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 use serde_json::Value;
-use tokio::sync::{mpsc, oneshot, watch, Notify};
+use tokio::sync::{oneshot, watch, Notify};
 
 pub use cli::AuditCliArgs;
 pub use config::{redact_url, AuditConfig, FsyncPolicy, DEFAULT_REDACT_KEYS};
@@ -34,6 +37,7 @@ pub use postgres::MIGRATIONS;
 
 use event::Redactor;
 use file::FileSink;
+use queue::{Encoding, Queue};
 use spool::Spool;
 
 /// Why the auditor could not start.
@@ -102,7 +106,8 @@ enum Direct {
 
 struct Shared {
     cfg: AuditConfig,
-    tx: Option<mpsc::Sender<AuditEvent>>,
+    /// The in-memory queue (none with `write_ahead`, or when auditing is off).
+    queue: Option<Queue>,
     direct: Direct,
     redactor: Redactor,
     counters: Counters,
@@ -160,7 +165,7 @@ impl Auditor {
         if !cfg.enabled {
             let shared = Arc::new(Shared {
                 cfg,
-                tx: None,
+                queue: None,
                 direct: Direct::Off,
                 redactor,
                 counters: Counters::default(),
@@ -172,7 +177,7 @@ impl Auditor {
                 done: Mutex::new(None),
             }));
         }
-        let (sink, direct) = match &cfg.postgres_url {
+        let (sink, direct, encoding) = match &cfg.postgres_url {
             Some(url) => {
                 let pg = postgres::PgSink::new(&cfg, url)?;
                 let spool =
@@ -184,6 +189,7 @@ impl Auditor {
                 (
                     writer::Sink::Postgres(Box::new(pg), spool.clone()),
                     Direct::Spool(spool),
+                    Encoding::CopyTuple,
                 )
             }
             None => {
@@ -194,19 +200,19 @@ impl Auditor {
                         source,
                     }
                 })?);
-                (writer::Sink::File(file.clone()), Direct::File(file))
+                (
+                    writer::Sink::File(file.clone()),
+                    Direct::File(file),
+                    Encoding::JsonLine,
+                )
             }
         };
-        let (tx, rx) = if cfg.write_ahead {
-            (None, None)
-        } else {
-            let (tx, rx) = mpsc::channel(cfg.queue_capacity);
-            (Some(tx), Some(rx))
-        };
+        let queue =
+            (!cfg.write_ahead).then(|| Queue::new(encoding, cfg.queue_capacity, cfg.batch_size));
         let stop_rx = stop.subscribe();
         let shared = Arc::new(Shared {
             cfg,
-            tx,
+            queue,
             direct,
             redactor,
             counters: Counters::default(),
@@ -215,7 +221,7 @@ impl Auditor {
         });
         let (ready_tx, ready_rx) = oneshot::channel();
         let (done_tx, done_rx) = oneshot::channel();
-        writer::spawn(shared.clone(), sink, rx, stop_rx, ready_tx, done_tx)
+        writer::spawn(shared.clone(), sink, stop_rx, ready_tx, done_tx)
             .map_err(|e| AuditError::Writer(format!("cannot start the writer thread: {e}")))?;
         ready_rx
             .await
@@ -235,12 +241,9 @@ impl Auditor {
             return;
         }
         ev.sanitize();
-        if let Some(tx) = &s.tx {
-            match tx.try_send(ev) {
-                Ok(()) => return,
-                Err(mpsc::error::TrySendError::Full(e))
-                | Err(mpsc::error::TrySendError::Closed(e)) => ev = e,
-            }
+        if s.queue.as_ref().is_some_and(|q| q.push(&ev)) {
+            // Queued as bytes; the event's strings are freed here, where they were made.
+            return;
         }
         s.append_direct(ev);
     }
@@ -297,8 +300,8 @@ impl Auditor {
                 sp.rejected_total(),
             ),
         };
-        let (queue_depth, queue_capacity) = match &s.tx {
-            Some(tx) => (tx.max_capacity() - tx.capacity(), tx.max_capacity()),
+        let (queue_depth, queue_capacity) = match &s.queue {
+            Some(q) => (q.len(), q.capacity()),
             None => (0, 0),
         };
         AuditMetrics {

@@ -5,6 +5,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::{Bytes, BytesMut};
 use chrono::{DateTime, Datelike, TimeZone, Utc};
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime, Timeouts};
 use tokio_postgres::config::SslMode;
@@ -12,6 +13,7 @@ use tokio_postgres::NoTls;
 
 use super::config::AuditConfig;
 use super::event::AuditEvent;
+use super::row;
 use super::AuditError;
 
 /// Versioned migrations, applied in order, each once, recorded in
@@ -98,11 +100,7 @@ ON CONFLICT (ts, id) DO NOTHING
 /// the cheapest way for the server to take rows, which matters when it shares the
 /// gateway's cores. COPY cannot skip duplicates, so anything that may have been written
 /// already (the spool's replay) goes through `INSERT` above.
-const COPY: &str = r#"
-COPY {s}.audit_events (id, ts, kind, sub, email, groups, client_id, session, request_id,
-    rpc_method, backend, target, args_digest, args, http_status, rpc_error, latency_ms,
-    bytes_in, bytes_out, source_addr, user_agent, detail) FROM STDIN (FORMAT binary)
-"#;
+const COPY: &str = "COPY {s}.audit_events ({columns}) FROM STDIN (FORMAT binary)";
 
 /// Whether a batch may already be in the table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -307,7 +305,7 @@ impl PgSink {
             pool,
             schema: cfg.schema.clone(),
             insert_sql: sql(INSERT, &cfg.schema),
-            copy_sql: sql(COPY, &cfg.schema),
+            copy_sql: sql(COPY, &cfg.schema).replace("{columns}", row::COLUMNS),
             lock_key: format!("mcp-gateway-audit:{}", cfg.schema),
             partitions: HashSet::new(),
             migrated: false,
@@ -575,19 +573,43 @@ impl PgSink {
         events: &[AuditEvent],
         batch: Batch,
     ) -> Result<u64, WriteError> {
-        if events.is_empty() {
+        match batch {
+            Batch::Fresh => {
+                let mut tuples = BytesMut::with_capacity(events.len() * 384);
+                for e in events {
+                    row::encode(e, &mut tuples)
+                        .map_err(|e| WriteError::Rejected(format!("encoding a row: {e}")))?;
+                }
+                self.write_tuples(&tuples).await
+            }
+            Batch::MaybeWritten => self.write_rows(Rows::Insert(events)).await,
+        }
+    }
+
+    /// Writes fresh rows already encoded as COPY tuples (the queue's buffer) with one
+    /// COPY; if one of them is already present, writes them again skipping those.
+    pub(crate) async fn write_tuples(&mut self, tuples: &[u8]) -> Result<u64, WriteError> {
+        match self.write_rows(Rows::Copy(tuples)).await {
+            Err(WriteError::Duplicate) => {
+                let events = row::tuples(tuples)
+                    .map(|t| t.and_then(row::decode))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| WriteError::Rejected(e.to_string()))?;
+                self.write_rows(Rows::Insert(&events)).await
+            }
+            res => res,
+        }
+    }
+
+    async fn write_rows(&mut self, rows: Rows<'_>) -> Result<u64, WriteError> {
+        if rows.is_empty() {
             return Ok(0);
         }
         if !self.migrated {
             self.prepare().await?;
         }
         let mut client = self.client().await?;
-        let mut res = self.write_with(&mut client, events, batch).await;
-        if batch == Batch::Fresh && matches!(&res, Err(WriteError::Duplicate)) {
-            res = self
-                .write_with(&mut client, events, Batch::MaybeWritten)
-                .await;
-        }
+        let res = self.write_with(&mut client, rows).await;
         match res {
             Err(WriteError::Unavailable(_)) => {
                 // The connection may be in any state: do not reuse it.
@@ -598,19 +620,14 @@ impl PgSink {
         res
     }
 
-    async fn write_with(
-        &mut self,
-        client: &mut Object,
-        events: &[AuditEvent],
-        batch: Batch,
-    ) -> Result<u64, WriteError> {
-        let mut months: Vec<i32> = events.iter().map(|e| month_of(&e.ts)).collect();
+    async fn write_with(&mut self, client: &mut Object, rows: Rows<'_>) -> Result<u64, WriteError> {
+        let mut months = rows.months()?;
         months.sort_unstable();
         months.dedup();
         self.create_partitions(client, &months).await?;
-        let text = match batch {
-            Batch::Fresh => &self.copy_sql,
-            Batch::MaybeWritten => &self.insert_sql,
+        let text = match rows {
+            Rows::Copy(_) => &self.copy_sql,
+            Rows::Insert(_) => &self.insert_sql,
         };
         let stmt = match tokio::time::timeout(self.write_timeout, client.prepare_cached(text)).await
         {
@@ -627,24 +644,22 @@ impl PgSink {
             Err(_) => {
                 return Err(WriteError::Unavailable(format!(
                     "preparing the {} timed out",
-                    batch.verb()
+                    rows.verb()
                 )))
             }
         };
-        let n = events.len();
         let started = Instant::now();
-        let res = match batch {
-            Batch::Fresh => {
-                tokio::time::timeout(self.write_timeout, copy_rows(client, &stmt, events)).await
+        let res = match rows {
+            Rows::Copy(tuples) => {
+                tokio::time::timeout(self.write_timeout, copy_tuples(client, &stmt, tuples)).await
             }
-            Batch::MaybeWritten => {
+            Rows::Insert(events) => {
                 tokio::time::timeout(self.write_timeout, insert_rows(client, &stmt, events)).await
             }
         };
         match res {
             Ok(Ok(inserted)) => {
                 tracing::trace!(
-                    rows = n,
                     inserted,
                     ms = started.elapsed().as_millis() as u64,
                     "audit: batch written"
@@ -656,25 +671,52 @@ impl PgSink {
                     // Someone dropped a partition we knew: relearn before the next try.
                     self.partitions.clear();
                 }
-                if batch == Batch::Fresh && is_unique_violation(&e) {
+                if matches!(rows, Rows::Copy(_)) && is_unique_violation(&e) {
                     return Err(WriteError::Duplicate);
                 }
                 Err(classify(&e))
             }
             Err(_) => Err(WriteError::Unavailable(format!(
-                "the {} of {n} rows took longer than {} ms",
-                batch.verb(),
+                "the {} took longer than {} ms",
+                rows.verb(),
                 self.write_timeout.as_millis()
             ))),
         }
     }
 }
 
-impl Batch {
-    fn verb(self) -> &'static str {
+/// Rows to write, and how.
+#[derive(Clone, Copy)]
+enum Rows<'a> {
+    /// Fresh rows, encoded: one COPY.
+    Copy(&'a [u8]),
+    /// Rows that may be present already: one INSERT that skips those.
+    Insert(&'a [AuditEvent]),
+}
+
+impl Rows<'_> {
+    fn is_empty(&self) -> bool {
         match self {
-            Batch::Fresh => "COPY",
-            Batch::MaybeWritten => "INSERT",
+            Rows::Copy(t) => t.is_empty(),
+            Rows::Insert(e) => e.is_empty(),
+        }
+    }
+
+    fn verb(&self) -> &'static str {
+        match self {
+            Rows::Copy(_) => "COPY",
+            Rows::Insert(_) => "INSERT",
+        }
+    }
+
+    /// The months (partitions) the rows fall in, with repeats.
+    fn months(&self) -> Result<Vec<i32>, WriteError> {
+        match self {
+            Rows::Insert(events) => Ok(events.iter().map(|e| month_of(&e.ts)).collect()),
+            Rows::Copy(tuples) => row::tuples(tuples)
+                .map(|t| t.and_then(row::ts_of).map(|ts| month_of(&ts)))
+                .collect::<Result<_, _>>()
+                .map_err(|e| WriteError::Rejected(e.to_string())),
         }
     }
 }
@@ -688,71 +730,21 @@ fn clamp_i64(v: u64) -> i64 {
     v.min(i64::MAX as u64) as i64
 }
 
-/// The batch as one `COPY … FROM STDIN (FORMAT binary)`.
-async fn copy_rows(
+/// Encoded tuples as one `COPY … FROM STDIN (FORMAT binary)`.
+async fn copy_tuples(
     client: &Object,
     stmt: &tokio_postgres::Statement,
-    events: &[AuditEvent],
+    tuples: &[u8],
 ) -> Result<u64, tokio_postgres::Error> {
-    use tokio_postgres::binary_copy::BinaryCopyInWriter;
-    use tokio_postgres::types::{ToSql, Type};
-    const TYPES: [Type; 22] = [
-        Type::UUID,
-        Type::TIMESTAMPTZ,
-        Type::TEXT,
-        Type::TEXT,
-        Type::TEXT,
-        Type::TEXT_ARRAY,
-        Type::TEXT,
-        Type::TEXT,
-        Type::TEXT,
-        Type::TEXT,
-        Type::TEXT,
-        Type::TEXT,
-        Type::TEXT,
-        Type::JSONB,
-        Type::INT4,
-        Type::INT8,
-        Type::FLOAT8,
-        Type::INT8,
-        Type::INT8,
-        Type::TEXT,
-        Type::TEXT,
-        Type::TEXT,
-    ];
-    let sink = client.copy_in::<_, bytes::Bytes>(stmt).await?;
-    let writer = BinaryCopyInWriter::new(sink, &TYPES);
-    let mut writer = std::pin::pin!(writer);
-    for e in events {
-        let status = e.http_status as i32;
-        let (bytes_in, bytes_out) = (clamp_i64(e.bytes_in), clamp_i64(e.bytes_out));
-        let row: [&(dyn ToSql + Sync); 22] = [
-            &e.id,
-            &e.ts,
-            &e.kind,
-            &e.sub,
-            &e.email,
-            &e.groups,
-            &e.client_id,
-            &e.session,
-            &e.request_id,
-            &e.rpc_method,
-            &e.backend,
-            &e.target,
-            &e.args_digest,
-            &e.args,
-            &status,
-            &e.rpc_error,
-            &e.latency_ms,
-            &bytes_in,
-            &bytes_out,
-            &e.source_addr,
-            &e.user_agent,
-            &e.detail,
-        ];
-        writer.as_mut().write(&row).await?;
-    }
-    writer.finish().await
+    use futures::SinkExt;
+    let sink = client.copy_in::<_, Bytes>(stmt).await?;
+    let mut sink = std::pin::pin!(sink);
+    let mut data = BytesMut::with_capacity(row::HEADER.len() + tuples.len() + 2);
+    data.extend_from_slice(row::HEADER);
+    data.extend_from_slice(tuples);
+    data.extend_from_slice(row::TRAILER);
+    sink.send(data.freeze()).await?;
+    sink.finish().await
 }
 
 /// The batch as one `INSERT … SELECT FROM unnest(…) ON CONFLICT DO NOTHING`.

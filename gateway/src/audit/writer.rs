@@ -12,12 +12,15 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot, watch};
+use bytes::BytesMut;
+use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 
 use super::event::AuditEvent;
 use super::file::FileSink;
 use super::postgres::{Batch, PgSink, WriteError};
+use super::queue::{Queue, Taken};
+use super::row;
 use super::spool::{Replayer, Spool};
 use super::Shared;
 
@@ -35,7 +38,6 @@ pub(crate) enum Sink {
 pub(crate) fn spawn(
     shared: Arc<Shared>,
     sink: Sink,
-    rx: Option<mpsc::Receiver<AuditEvent>>,
     stop: watch::Receiver<bool>,
     ready: oneshot::Sender<()>,
     done: oneshot::Sender<()>,
@@ -59,7 +61,7 @@ pub(crate) fn spawn(
                         let replayer = Replayer::new(spool.clone());
                         let w = PgWriter {
                             shared,
-                            rx,
+                            spare: BytesMut::new(),
                             stop,
                             pg: *pg,
                             spool,
@@ -77,7 +79,7 @@ pub(crate) fn spawn(
                     }
                     Sink::File(file) => {
                         let _ = ready.send(());
-                        file_loop(shared, file, rx, stop).await;
+                        file_loop(shared, file, stop).await;
                     }
                 }
             });
@@ -94,46 +96,75 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|v| *v).await;
 }
 
-/// Waits for the first event, then lingers up to `flush_interval` (or until
-/// `batch_size`) for more. Returns early (possibly empty) on stop, wake or `until`.
+/// Waits `flush_interval` (less when `batch_size` events are waiting, or on stop, wake
+/// or `until`), then takes everything queued. One timer per batch: the request threads
+/// never wake the writer, except to say that a whole batch is waiting.
 async fn collect(
     shared: &Shared,
-    rx: &mut mpsc::Receiver<AuditEvent>,
+    queue: &Queue,
     stop: &mut watch::Receiver<bool>,
     until: Instant,
-) -> Vec<AuditEvent> {
-    let max = shared.cfg.batch_size;
-    let mut batch = Vec::with_capacity(max.min(4096));
-    tokio::select! {
-        biased;
-        _ = stopped(stop) => return batch,
-        n = rx.recv_many(&mut batch, max) => if n == 0 { return batch },
-        _ = shared.wake.notified() => return batch,
-        _ = tokio::time::sleep_until(until) => return batch,
-    }
-    if batch.len() >= max {
-        return batch;
-    }
-    // Linger without waiting on the channel: a parked receiver would be woken (a
-    // syscall on the request path) by every event; one timer per batch is enough.
-    let deadline = Instant::now() + Duration::from_millis(shared.cfg.flush_interval_ms);
+    spare: BytesMut,
+) -> Taken {
+    let deadline =
+        (Instant::now() + Duration::from_millis(shared.cfg.flush_interval_ms)).min(until);
     tokio::select! {
         biased;
         _ = stopped(stop) => {}
+        _ = queue.batch_ready() => {}
+        _ = shared.wake.notified() => {}
         _ = tokio::time::sleep_until(deadline) => {}
     }
-    while batch.len() < max {
-        match rx.try_recv() {
-            Ok(ev) => batch.push(ev),
-            Err(_) => break,
+    queue.take(spare)
+}
+
+/// The tuples of `buf` in slices of at most `max` tuples each (with their count). A malformed tuple (a bug)
+/// ends the walk: what precedes it is kept, the rest counted as lost.
+fn chunks<'a>(shared: &Shared, buf: &'a [u8], max: usize) -> Vec<(&'a [u8], usize)> {
+    let mut out = Vec::new();
+    let (mut start, mut at, mut n) = (0, 0, 0);
+    for t in row::tuples(buf) {
+        match t {
+            Ok(t) => {
+                at += t.len();
+                n += 1;
+                if n == max {
+                    out.push((&buf[start..at], n));
+                    (start, n) = (at, 0);
+                }
+            }
+            Err(e) => {
+                shared.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(error = %e, "audit: the queue held a malformed record; the rest of the batch is lost");
+                break;
+            }
         }
     }
-    batch
+    if at > start {
+        out.push((&buf[start..at], n));
+    }
+    out
+}
+
+/// The events of encoded tuples (to spool them or insert them one by one).
+fn decode_all(shared: &Shared, tuples: &[u8]) -> Vec<AuditEvent> {
+    let mut events = Vec::new();
+    for t in row::tuples(tuples) {
+        match t.and_then(row::decode) {
+            Ok(e) => events.push(e),
+            Err(e) => {
+                shared.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(error = %e, "audit: the queue held a malformed record; it is lost");
+            }
+        }
+    }
+    events
 }
 
 struct PgWriter {
     shared: Arc<Shared>,
-    rx: Option<mpsc::Receiver<AuditEvent>>,
+    /// The buffer handed to the queue at the next take.
+    spare: BytesMut,
     stop: watch::Receiver<bool>,
     pg: PgSink,
     spool: Arc<Spool>,
@@ -178,20 +209,25 @@ impl PgWriter {
                 break;
             }
             self.periodic().await;
-            if !self.spooling && (self.spool.pending() > 0 || self.rx.is_none()) {
+            let shared = self.shared.clone();
+            if !self.spooling && (self.spool.pending() > 0 || shared.queue.is_none()) {
                 self.spooling = true;
                 self.next_try = Instant::now();
             }
             if !self.spooling {
-                let Some(rx) = self.rx.as_mut() else { continue };
+                let Some(queue) = shared.queue.as_ref() else {
+                    continue;
+                };
                 let until = self
                     .next_sync
                     .min(self.next_scan)
                     .min(self.next_maintenance);
-                let batch = collect(&self.shared, rx, &mut self.stop, until).await;
-                if !batch.is_empty() {
-                    self.write_live(batch).await;
+                let spare = std::mem::take(&mut self.spare);
+                let taken = collect(&shared, queue, &mut self.stop, until, spare).await;
+                if taken.count > 0 {
+                    self.write_live(&taken.buf).await;
                 }
+                self.spare = taken.buf;
                 continue;
             }
             self.drain_to_spool();
@@ -202,7 +238,7 @@ impl PgWriter {
                         if self.spool.pending() == 0 {
                             // Live again: drop the replayed segment. Write-ahead stays
                             // on the spool; its segment is recycled once it is large.
-                            let live = self.rx.is_some();
+                            let live = shared.queue.is_some();
                             let min_len = if live { 0 } else { 1 << 20 };
                             if let Err(e) = self.replayer.compact(min_len) {
                                 tracing::warn!(error = %e, "audit: cannot compact the spool");
@@ -234,28 +270,25 @@ impl PgWriter {
         if self.next_try > Instant::now() {
             until = until.min(self.next_try);
         }
-        let max = self.shared.cfg.batch_size;
-        let mut buf = Vec::new();
-        match self.rx.as_mut() {
-            Some(rx) => {
-                tokio::select! {
-                    biased;
-                    _ = stopped(&mut self.stop) => {},
-                    _ = rx.recv_many(&mut buf, max) => {},
-                    _ = self.shared.wake.notified() => {},
-                    _ = tokio::time::sleep_until(until) => {},
-                }
-            }
-            None => {
-                tokio::select! {
-                    biased;
-                    _ = stopped(&mut self.stop) => {},
-                    _ = self.shared.wake.notified() => {},
-                    _ = tokio::time::sleep_until(until) => {},
-                }
-            }
+        let shared = self.shared.clone();
+        if shared.queue.is_some() {
+            // Queued events move to the spool within a flush interval.
+            until = until.min(Instant::now() + Duration::from_millis(shared.cfg.flush_interval_ms));
         }
-        self.to_spool(&buf);
+        let batch_ready = async {
+            match shared.queue.as_ref() {
+                Some(q) => q.batch_ready().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            biased;
+            _ = stopped(&mut self.stop) => {},
+            _ = batch_ready => {},
+            _ = shared.wake.notified() => {},
+            _ = tokio::time::sleep_until(until) => {},
+        }
+        self.drain_to_spool();
     }
 
     async fn periodic(&mut self) {
@@ -299,24 +332,17 @@ impl PgWriter {
         }
     }
 
-    /// Moves everything queued into the spool (in chunks, so `record` never waits long
+    /// Moves everything queued into the spool (in batches, so `record` never waits long
     /// on the spool lock).
     fn drain_to_spool(&mut self) {
-        let max = self.shared.cfg.batch_size.max(1);
-        loop {
-            let Some(rx) = self.rx.as_mut() else { return };
-            let mut buf = Vec::with_capacity(max.min(4096));
-            while buf.len() < max {
-                match rx.try_recv() {
-                    Ok(e) => buf.push(e),
-                    Err(_) => break,
-                }
-            }
-            if buf.is_empty() {
-                return;
-            }
-            self.to_spool(&buf);
+        let Some(queue) = self.shared.queue.as_ref() else {
+            return;
+        };
+        let taken = queue.take(std::mem::take(&mut self.spare));
+        if taken.count > 0 {
+            self.to_spool(&decode_all(&self.shared, &taken.buf));
         }
+        self.spare = taken.buf;
     }
 
     fn set_up(&mut self) {
@@ -363,16 +389,7 @@ impl PgWriter {
         while let Some(part) = stack.pop() {
             let started = std::time::Instant::now();
             match self.pg.write(part, batch).await {
-                Ok(inserted) => {
-                    let c = &self.shared.counters;
-                    c.written.fetch_add(part.len() as u64, Ordering::Relaxed);
-                    c.duplicates.fetch_add(
-                        (part.len() as u64).saturating_sub(inserted),
-                        Ordering::Relaxed,
-                    );
-                    c.last_latency_us
-                        .store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
-                }
+                Ok(inserted) => self.wrote(part.len(), inserted, started),
                 Err(WriteError::Rejected(why)) => {
                     self.shared
                         .counters
@@ -392,17 +409,72 @@ impl PgWriter {
         Ok(())
     }
 
-    async fn write_live(&mut self, batch: Vec<AuditEvent>) {
-        match self.write_resilient(&batch, Batch::Fresh).await {
+    async fn write_live(&mut self, tuples: &[u8]) {
+        match self.write_fresh(tuples, None).await {
             Ok(()) => self.set_up(),
             Err(e) => {
                 self.set_down(&e);
-                self.to_spool(&batch);
                 self.spooling = true;
                 self.next_try = Instant::now() + self.backoff;
                 self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
             }
         }
+    }
+
+    /// Writes encoded fresh events, `batch_size` per COPY, until `deadline`. What is not
+    /// written (PostgreSQL unavailable, or the deadline passed) goes to the spool, and
+    /// the error is returned.
+    async fn write_fresh(
+        &mut self,
+        tuples: &[u8],
+        deadline: Option<Instant>,
+    ) -> Result<(), WriteError> {
+        let shared = self.shared.clone();
+        let parts = chunks(&shared, tuples, shared.cfg.batch_size.max(1));
+        for (i, &(part, n)) in parts.iter().enumerate() {
+            let res = match deadline {
+                None => self.write_part(part, n).await,
+                Some(d) => tokio::time::timeout_at(d, self.write_part(part, n))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(WriteError::Unavailable("the stop deadline passed".into()))
+                    }),
+            };
+            if let Err(e) = res {
+                for &(rest, _) in &parts[i..] {
+                    self.to_spool(&decode_all(&shared, rest));
+                }
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// One COPY of `n` encoded events; if PostgreSQL refuses them as data, they are
+    /// decoded and the rows it refuses isolated (`write_resilient`).
+    async fn write_part(&mut self, part: &[u8], n: usize) -> Result<(), WriteError> {
+        let started = std::time::Instant::now();
+        match self.pg.write_tuples(part).await {
+            Ok(inserted) => {
+                self.wrote(n, inserted, started);
+                Ok(())
+            }
+            Err(WriteError::Rejected(_)) => {
+                let events = decode_all(&self.shared, part);
+                self.write_resilient(&events, Batch::Fresh).await
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Counts a successful write of `n` events, `inserted` of them new.
+    fn wrote(&self, n: usize, inserted: u64, started: std::time::Instant) {
+        let c = &self.shared.counters;
+        c.written.fetch_add(n as u64, Ordering::Relaxed);
+        c.duplicates
+            .fetch_add((n as u64).saturating_sub(inserted), Ordering::Relaxed);
+        c.last_latency_us
+            .store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
     }
 
     async fn replay_one(&mut self) -> Replay {
@@ -440,31 +512,17 @@ impl PgWriter {
     /// stays in the spool.
     async fn finish(mut self) {
         let deadline = Instant::now() + Duration::from_millis(self.shared.cfg.shutdown_timeout_ms);
-        let mut rest = Vec::new();
-        if let Some(rx) = self.rx.as_mut() {
+        let shared = self.shared.clone();
+        if let Some(queue) = shared.queue.as_ref() {
             // From now on `record` writes to the spool itself.
-            rx.close();
-            while let Ok(e) = rx.try_recv() {
-                rest.push(e);
-            }
-        }
-        if self.spooling || self.spool.pending() > 0 {
-            self.to_spool(&rest);
-        } else {
-            let max = self.shared.cfg.batch_size.max(1);
-            let mut chunks = rest.chunks(max);
-            while let Some(chunk) = chunks.next() {
-                let ok = matches!(
-                    tokio::time::timeout_at(deadline, self.write_resilient(chunk, Batch::Fresh))
-                        .await,
-                    Ok(Ok(()))
-                );
-                if !ok {
-                    self.to_spool(chunk);
-                    for c in chunks.by_ref() {
-                        self.to_spool(c);
-                    }
-                    break;
+            queue.close();
+            let rest = queue.take(BytesMut::new());
+            if rest.count > 0 {
+                if self.spooling || self.spool.pending() > 0 {
+                    self.to_spool(&decode_all(&shared, &rest.buf));
+                } else {
+                    // Whatever is not written in time is spooled.
+                    let _ = self.write_fresh(&rest.buf, Some(deadline)).await;
                 }
             }
         }
@@ -487,15 +545,10 @@ impl PgWriter {
     }
 }
 
-async fn file_loop(
-    shared: Arc<Shared>,
-    file: Arc<FileSink>,
-    rx: Option<mpsc::Receiver<AuditEvent>>,
-    mut stop: watch::Receiver<bool>,
-) {
+async fn file_loop(shared: Arc<Shared>, file: Arc<FileSink>, mut stop: watch::Receiver<bool>) {
     let sync_every = Duration::from_millis(shared.cfg.fsync_interval_ms);
     let mut next_sync = Instant::now() + sync_every;
-    let Some(mut rx) = rx else {
+    let Some(queue) = shared.queue.as_ref() else {
         // write_ahead: `record` writes the file itself; only flush here.
         loop {
             tokio::select! {
@@ -508,13 +561,14 @@ async fn file_loop(
         file.sync_if_dirty();
         return;
     };
-    let write = |batch: &[AuditEvent]| -> bool {
-        match file.append(batch) {
+    // `lines` holds `n` JSON lines.
+    let write = |lines: &[u8], n: usize| -> bool {
+        match file.append_lines(lines) {
             Ok(()) => {
                 shared
                     .counters
                     .written
-                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                    .fetch_add(n as u64, Ordering::Relaxed);
                 true
             }
             Err(e) => {
@@ -527,6 +581,7 @@ async fn file_loop(
         }
     };
     let mut backoff = BACKOFF_MIN;
+    let mut spare = BytesMut::new();
     loop {
         if stopping(&stop) {
             break;
@@ -535,17 +590,18 @@ async fn file_loop(
             file.sync_if_dirty();
             next_sync = Instant::now() + sync_every;
         }
-        let batch = collect(&shared, &mut rx, &mut stop, next_sync).await;
-        if batch.is_empty() {
+        let taken = collect(&shared, queue, &mut stop, next_sync, spare).await;
+        spare = taken.buf;
+        if taken.count == 0 {
             continue;
         }
         let started = std::time::Instant::now();
-        while !write(&batch) {
+        while !write(&spare, taken.count) {
             if stopping(&stop) {
                 shared
                     .counters
                     .dropped
-                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                    .fetch_add(taken.count as u64, Ordering::Relaxed);
                 break;
             }
             tokio::select! {
@@ -560,16 +616,13 @@ async fn file_loop(
             .last_latency_us
             .store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
     }
-    rx.close();
-    let mut rest = Vec::new();
-    while let Ok(e) = rx.try_recv() {
-        rest.push(e);
-    }
-    if !rest.is_empty() && !write(&rest) {
+    queue.close();
+    let rest = queue.take(BytesMut::new());
+    if rest.count > 0 && !write(&rest.buf, rest.count) {
         shared
             .counters
             .dropped
-            .fetch_add(rest.len() as u64, Ordering::Relaxed);
+            .fetch_add(rest.count as u64, Ordering::Relaxed);
     }
     file.sync_if_dirty();
 }

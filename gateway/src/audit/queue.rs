@@ -1,0 +1,163 @@
+//! The bounded in-memory queue between the request threads and the writer: encoded
+//! records in one growing buffer, not event values in a channel.
+//!
+//! `push` encodes the event on the request's thread (a binary COPY tuple for
+//! PostgreSQL, a JSON line for the file) and appends the bytes under a short lock; the
+//! event's strings are freed there, by the thread that allocated them. The writer
+//! swaps the whole buffer for its empty spare one. So a request allocates nothing that
+//! another thread frees, and the writer moves one buffer per batch, not one value per
+//! event (with a cross-thread allocator, those frees are what made auditing costly).
+
+use std::sync::{Mutex, MutexGuard};
+
+use bytes::BytesMut;
+use tokio::sync::Notify;
+
+use super::event::AuditEvent;
+use super::row;
+
+/// How records are encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Encoding {
+    /// One tuple of PostgreSQL's binary COPY format each ([`row`]).
+    CopyTuple,
+    /// One JSON object and a newline each.
+    JsonLine,
+}
+
+struct State {
+    buf: BytesMut,
+    count: usize,
+    closed: bool,
+}
+
+pub(crate) struct Queue {
+    state: Mutex<State>,
+    encoding: Encoding,
+    capacity: usize,
+    batch_size: usize,
+    /// Notified when the queue holds `batch_size` records.
+    full_batch: Notify,
+}
+
+/// What the writer took: `count` records in `buf`.
+pub(crate) struct Taken {
+    pub buf: BytesMut,
+    pub count: usize,
+}
+
+impl Queue {
+    pub(crate) fn new(encoding: Encoding, capacity: usize, batch_size: usize) -> Queue {
+        Queue {
+            state: Mutex::new(State {
+                buf: BytesMut::with_capacity(64 * 1024),
+                count: 0,
+                closed: false,
+            }),
+            encoding,
+            capacity,
+            batch_size: batch_size.max(1),
+            full_batch: Notify::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Encodes and queues `ev`; false when the queue is full or closed (or, which
+    /// `sanitize` makes impossible, the event cannot be encoded).
+    pub(crate) fn push(&self, ev: &AuditEvent) -> bool {
+        let mut one = BytesMut::with_capacity(512);
+        let encoded = match self.encoding {
+            Encoding::CopyTuple => row::encode(ev, &mut one).is_ok(),
+            Encoding::JsonLine => {
+                let mut w = bytes::BufMut::writer(one);
+                let ok = serde_json::to_writer(&mut w, ev).is_ok();
+                one = w.into_inner();
+                one.extend_from_slice(b"\n");
+                ok
+            }
+        };
+        if !encoded {
+            return false;
+        }
+        let full = {
+            let mut st = self.lock();
+            if st.closed || st.count >= self.capacity {
+                return false;
+            }
+            st.buf.extend_from_slice(&one);
+            st.count += 1;
+            st.count == self.batch_size
+        };
+        if full {
+            self.full_batch.notify_one();
+        }
+        true
+    }
+
+    /// Records waiting.
+    pub(crate) fn len(&self) -> usize {
+        self.lock().count
+    }
+
+    pub(crate) fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Resolves when `batch_size` records are waiting (at once if that happened since
+    /// the last call).
+    pub(crate) async fn batch_ready(&self) {
+        self.full_batch.notified().await
+    }
+
+    /// Takes everything queued; `spare` (cleared) becomes the queue's buffer, so its
+    /// capacity is reused.
+    pub(crate) fn take(&self, mut spare: BytesMut) -> Taken {
+        spare.clear();
+        let mut st = self.lock();
+        let buf = std::mem::replace(&mut st.buf, spare);
+        let count = std::mem::take(&mut st.count);
+        Taken { buf, count }
+    }
+
+    /// From now on `push` gives every event back.
+    pub(crate) fn close(&self) {
+        self.lock().closed = true;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounded_and_taken_whole() {
+        let q = Queue::new(Encoding::JsonLine, 3, 2);
+        for _ in 0..3 {
+            assert!(q.push(&AuditEvent::request()));
+        }
+        assert!(!q.push(&AuditEvent::request()), "full");
+        assert_eq!(q.len(), 3);
+        let t = q.take(BytesMut::new());
+        assert_eq!(t.count, 3);
+        assert_eq!(t.buf.iter().filter(|b| **b == b'\n').count(), 3);
+        assert_eq!(q.len(), 0);
+        assert!(q.push(&AuditEvent::request()));
+        q.close();
+        assert!(!q.push(&AuditEvent::request()), "closed");
+        assert_eq!(q.take(t.buf).count, 1);
+    }
+
+    #[test]
+    fn copy_tuples_read_back() {
+        let q = Queue::new(Encoding::CopyTuple, 10, 10);
+        let ev = AuditEvent::new("login_ok");
+        assert!(q.push(&ev));
+        let t = q.take(BytesMut::new());
+        let rows: Vec<&[u8]> = row::tuples(&t.buf).collect::<Result<_, _>>().unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(row::decode(rows[0]).unwrap().id, ev.id);
+    }
+}
