@@ -8,6 +8,7 @@
 //! another thread frees, and the writer moves one buffer per batch, not one value per
 //! event (with a cross-thread allocator, those frees are what made auditing costly).
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use bytes::BytesMut;
@@ -35,9 +36,11 @@ pub(crate) struct Queue {
     state: Mutex<State>,
     encoding: Encoding,
     capacity: usize,
-    batch_size: usize,
-    /// Notified when the queue holds `batch_size` records.
-    full_batch: Notify,
+    /// How many queued records wake the writer (see [`Queue::wake_at`]).
+    wake_at: AtomicUsize,
+    ready: Notify,
+    /// The most bytes the queue has held: the room a new buffer is given.
+    high_water: AtomicUsize,
 }
 
 /// What the writer took: `count` records in `buf`.
@@ -56,8 +59,9 @@ impl Queue {
             }),
             encoding,
             capacity,
-            batch_size: batch_size.max(1),
-            full_batch: Notify::new(),
+            wake_at: AtomicUsize::new(batch_size.max(1)),
+            ready: Notify::new(),
+            high_water: AtomicUsize::new(0),
         }
     }
 
@@ -82,17 +86,17 @@ impl Queue {
         if !encoded {
             return false;
         }
-        let full = {
+        let wake = {
             let mut st = self.lock();
             if st.closed || st.count >= self.capacity {
                 return false;
             }
             st.buf.extend_from_slice(&one);
             st.count += 1;
-            st.count == self.batch_size
+            st.count == self.wake_at.load(Ordering::Relaxed)
         };
-        if full {
-            self.full_batch.notify_one();
+        if wake {
+            self.ready.notify_one();
         }
         true
     }
@@ -106,19 +110,32 @@ impl Queue {
         self.capacity
     }
 
-    /// Resolves when `batch_size` records are waiting (at once if that happened since
-    /// the last call).
-    pub(crate) async fn batch_ready(&self) {
-        self.full_batch.notified().await
+    /// Sets how many queued records make [`Queue::ready`] resolve: a whole batch while
+    /// the writer writes to PostgreSQL, one while it spools (so that the queue never
+    /// fills and `record` never has to append to the spool itself).
+    pub(crate) fn wake_at(&self, n: usize) {
+        self.wake_at.store(n.max(1), Ordering::Relaxed);
+    }
+
+    /// Resolves when `wake_at` records are waiting (at once if that happened since the
+    /// last call).
+    pub(crate) async fn ready(&self) {
+        self.ready.notified().await
     }
 
     /// Takes everything queued; `spare` (cleared) becomes the queue's buffer, so its
     /// capacity is reused.
     pub(crate) fn take(&self, mut spare: BytesMut) -> Taken {
         spare.clear();
-        let mut st = self.lock();
-        let buf = std::mem::replace(&mut st.buf, spare);
-        let count = std::mem::take(&mut st.count);
+        // The buffer grows under the lock, on a request's thread: give it room for as
+        // much as the queue ever held, here.
+        spare.reserve(self.high_water.load(Ordering::Relaxed));
+        let (buf, count) = {
+            let mut st = self.lock();
+            let buf = std::mem::replace(&mut st.buf, spare);
+            (buf, std::mem::take(&mut st.count))
+        };
+        self.high_water.fetch_max(buf.len(), Ordering::Relaxed);
         Taken { buf, count }
     }
 
@@ -148,6 +165,22 @@ mod tests {
         q.close();
         assert!(!q.push(&AuditEvent::request()), "closed");
         assert_eq!(q.take(t.buf).count, 1);
+    }
+
+    #[test]
+    fn the_writer_is_woken_at_the_threshold() {
+        use futures::FutureExt;
+        let q = Queue::new(Encoding::JsonLine, 10, 3);
+        q.push(&AuditEvent::request());
+        q.push(&AuditEvent::request());
+        assert!(q.ready().now_or_never().is_none(), "2 of 3");
+        q.push(&AuditEvent::request());
+        assert!(q.ready().now_or_never().is_some(), "a whole batch");
+        q.take(BytesMut::new());
+        q.wake_at(1);
+        assert!(q.ready().now_or_never().is_none());
+        q.push(&AuditEvent::request());
+        assert!(q.ready().now_or_never().is_some(), "spooling: every event");
     }
 
     #[test]

@@ -29,6 +29,8 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 const ORPHAN_SCAN: Duration = Duration::from_secs(30);
 const MAINTENANCE: Duration = Duration::from_secs(3600);
 const DOWN_LOG_EVERY: Duration = Duration::from_secs(60);
+/// Most events per spool append: `record` may be waiting on the spool's lock behind it.
+const SPOOL_CHUNK: usize = 500;
 
 pub(crate) enum Sink {
     Postgres(Box<PgSink>, Arc<Spool>),
@@ -111,7 +113,7 @@ async fn collect(
     tokio::select! {
         biased;
         _ = stopped(stop) => {}
-        _ = queue.batch_ready() => {}
+        _ = queue.ready() => {}
         _ = shared.wake.notified() => {}
         _ = tokio::time::sleep_until(deadline) => {}
     }
@@ -199,7 +201,7 @@ impl PgWriter {
             Ok(_) => self.set_up(),
             Err(e) => {
                 self.set_down(&e);
-                self.spooling = true;
+                self.set_spooling(true);
                 self.next_try = Instant::now() + self.backoff;
             }
         }
@@ -211,7 +213,7 @@ impl PgWriter {
             self.periodic().await;
             let shared = self.shared.clone();
             if !self.spooling && (self.spool.pending() > 0 || shared.queue.is_none()) {
-                self.spooling = true;
+                self.set_spooling(true);
                 self.next_try = Instant::now();
             }
             if !self.spooling {
@@ -244,7 +246,7 @@ impl PgWriter {
                                 tracing::warn!(error = %e, "audit: cannot compact the spool");
                             }
                             if live {
-                                self.spooling = false;
+                                self.set_spooling(false);
                                 continue;
                             }
                         }
@@ -271,20 +273,16 @@ impl PgWriter {
             until = until.min(self.next_try);
         }
         let shared = self.shared.clone();
-        if shared.queue.is_some() {
-            // Queued events move to the spool within a flush interval.
-            until = until.min(Instant::now() + Duration::from_millis(shared.cfg.flush_interval_ms));
-        }
-        let batch_ready = async {
+        let ready = async {
             match shared.queue.as_ref() {
-                Some(q) => q.batch_ready().await,
+                Some(q) => q.ready().await,
                 None => std::future::pending().await,
             }
         };
         tokio::select! {
             biased;
             _ = stopped(&mut self.stop) => {},
-            _ = batch_ready => {},
+            _ = ready => {},
             _ = shared.wake.notified() => {},
             _ = tokio::time::sleep_until(until) => {},
         }
@@ -317,7 +315,7 @@ impl PgWriter {
     }
 
     fn to_spool(&self, events: &[AuditEvent]) {
-        for chunk in events.chunks(self.shared.cfg.batch_size.max(1)) {
+        for chunk in events.chunks(SPOOL_CHUNK) {
             if let Err(e) = self.spool.append(chunk) {
                 let c = &self.shared.counters;
                 c.failures.fetch_add(1, Ordering::Relaxed);
@@ -343,6 +341,15 @@ impl PgWriter {
             self.to_spool(&decode_all(&self.shared, &taken.buf));
         }
         self.spare = taken.buf;
+    }
+
+    /// Enters or leaves the spooling state. While spooling, every queued event wakes the
+    /// writer (it moves to the spool at once); while live, a whole batch does.
+    fn set_spooling(&mut self, on: bool) {
+        self.spooling = on;
+        if let Some(q) = self.shared.queue.as_ref() {
+            q.wake_at(if on { 1 } else { self.shared.cfg.batch_size });
+        }
     }
 
     fn set_up(&mut self) {
@@ -414,7 +421,7 @@ impl PgWriter {
             Ok(()) => self.set_up(),
             Err(e) => {
                 self.set_down(&e);
-                self.spooling = true;
+                self.set_spooling(true);
                 self.next_try = Instant::now() + self.backoff;
                 self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
             }
