@@ -70,9 +70,10 @@ fn audit_event(
     status: u16,
     e: Option<&pingora::Error>,
 ) -> AuditEvent {
-    let mut ev = AuditEvent::request();
-    ev.ts = chrono::Utc::now()
-        - chrono::Duration::from_std(elapsed).unwrap_or_else(|_| chrono::Duration::zero());
+    let mut ev = AuditEvent::request_at(
+        chrono::Utc::now()
+            - chrono::Duration::from_std(elapsed).unwrap_or_else(|_| chrono::Duration::zero()),
+    );
     if let Some(who) = &ctx.caller {
         ev.sub = Some(who.sub.clone());
         ev.email = who.email.clone();

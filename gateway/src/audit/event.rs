@@ -60,9 +60,19 @@ impl AuditEvent {
     /// A new event of `kind`, with a fresh UUID v7 and the current time; every other
     /// field empty.
     pub fn new(kind: impl Into<String>) -> AuditEvent {
-        let ts = Utc::now();
+        AuditEvent::at(kind, Utc::now())
+    }
+
+    /// A new event of `kind` that happened at `ts`, with a fresh UUID v7 of that time
+    /// (its 74 other bits random: unique without the process-wide counter, a lock shared
+    /// by every request thread, that `Uuid::now_v7` uses to order ids within a
+    /// millisecond; rows are keyed by `(ts, id)`, so that order is not needed).
+    pub fn at(kind: impl Into<String>, ts: DateTime<Utc>) -> AuditEvent {
+        let ms = ts.timestamp_millis().max(0) as u64;
+        let stamp =
+            uuid::Timestamp::from_unix(uuid::NoContext, ms / 1000, (ms % 1000) as u32 * 1_000_000);
         AuditEvent {
-            id: Uuid::now_v7(),
+            id: Uuid::new_v7(stamp),
             ts,
             kind: kind.into(),
             sub: None,
@@ -90,6 +100,11 @@ impl AuditEvent {
     /// `AuditEvent::new("request")`.
     pub fn request() -> AuditEvent {
         AuditEvent::new(KIND_REQUEST)
+    }
+
+    /// `AuditEvent::at("request", ts)`.
+    pub fn request_at(ts: DateTime<Utc>) -> AuditEvent {
+        AuditEvent::at(KIND_REQUEST, ts)
     }
 
     /// True when the outcome was an error (HTTP ≥ 400 or a JSON-RPC error).
@@ -305,6 +320,20 @@ mod tests {
             digest_redacted(&json!({"token": "a"}), &r),
             digest(&json!({"token": "a"}))
         );
+    }
+
+    #[test]
+    fn ids_carry_the_event_time_and_do_not_repeat() {
+        let ts = DateTime::parse_from_rfc3339("2026-11-27T10:00:00.123456Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let ids: std::collections::HashSet<Uuid> =
+            (0..10_000).map(|_| AuditEvent::request_at(ts).id).collect();
+        assert_eq!(ids.len(), 10_000);
+        let id = ids.into_iter().next().unwrap();
+        assert_eq!(id.get_version_num(), 7);
+        let (secs, nanos) = id.get_timestamp().unwrap().to_unix();
+        assert_eq!((secs, nanos), (ts.timestamp() as u64, 123_000_000));
     }
 
     #[test]
