@@ -2,8 +2,7 @@
 //! the Pingora server and runs it.
 
 /// mimalloc instead of glibc's malloc: requests allocate on one worker thread and are
-/// freed on another (and audit events on the writer thread), which glibc serialises on
-/// its arenas' locks.
+/// freed on another, which glibc serialises on its arenas' locks.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
