@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use mcp_gateway::audit::cli::{self, AuditCliArgs, AuditCommand, StatsArgs, TailArgs};
-use mcp_gateway::audit::{AuditConfig, AuditEvent, Auditor, FsyncPolicy, REDACTED};
+use mcp_gateway::audit::{AuditConfig, AuditEvent, AuditMetrics, Auditor, FsyncPolicy, REDACTED};
 use serde_json::{json, Value};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -136,6 +136,20 @@ where
         );
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
+}
+
+/// Polls the auditor's metrics until `cond` holds or `within` passes (then panics with
+/// `what`).
+async fn metrics_until(
+    auditor: &Auditor,
+    within: Duration,
+    what: &str,
+    cond: impl Fn(&AuditMetrics) -> bool,
+) {
+    eventually(within, what, || {
+        std::future::ready(cond(&auditor.metrics()))
+    })
+    .await
 }
 
 async fn rows_become(url: &str, schema: &str, n: i64, within: Duration) {
@@ -389,14 +403,11 @@ async fn a_table_made_by_the_first_migration_is_moved_to_the_current_layout() {
     auditor.record(e.clone());
     rows_become(PG, &schema.name, 2, Duration::from_secs(30)).await;
     auditor.record(e);
-    let a = auditor.clone();
-    eventually(
+    metrics_until(
+        &auditor,
         Duration::from_secs(30),
         "the replayed event handled",
-        || {
-            let a = a.clone();
-            async move { a.metrics().duplicates_total == 1 }
-        },
+        |m| m.duplicates_total == 1,
     )
     .await;
     assert_eq!(counts(PG, &schema.name).await, (2, 2));
@@ -441,11 +452,12 @@ async fn replaying_the_same_events_never_duplicates() {
     for e in &events {
         auditor.record(e.clone());
     }
-    let a = auditor.clone();
-    eventually(Duration::from_secs(30), "the second 1000 written", || {
-        let a = a.clone();
-        async move { a.metrics().written_total == 2000 }
-    })
+    metrics_until(
+        &auditor,
+        Duration::from_secs(30),
+        "the second 1000 written",
+        |m| m.written_total == 2000,
+    )
     .await;
     assert_eq!(counts(PG, &schema.name).await, (1000, 1000));
     assert_eq!(auditor.metrics().duplicates_total, 1000);
@@ -485,11 +497,12 @@ async fn a_row_postgresql_refuses_is_set_aside_and_its_batch_written() {
         auditor.record(e);
     }
     rows_become(PG, &schema.name, 99, Duration::from_secs(30)).await;
-    let a = auditor.clone();
-    eventually(Duration::from_secs(10), "the refused row set aside", || {
-        let a = a.clone();
-        async move { a.metrics().rejected_total == 1 }
-    })
+    metrics_until(
+        &auditor,
+        Duration::from_secs(10),
+        "the refused row set aside",
+        |m| m.rejected_total == 1,
+    )
     .await;
     let rejected = std::fs::read_to_string(spool.path().join("rejected.jsonl")).unwrap();
     assert_eq!(rejected.lines().count(), 1, "{rejected}");
@@ -570,11 +583,12 @@ async fn unreachable_postgres_spools_then_replays_everything() {
         worst < Duration::from_millis(100),
         "record() took {worst:?}"
     );
-    let a = auditor.clone();
-    eventually(Duration::from_secs(20), "3000 events in the spool", || {
-        let a = a.clone();
-        async move { a.metrics().spooled_events == 3000 }
-    })
+    metrics_until(
+        &auditor,
+        Duration::from_secs(20),
+        "3000 events in the spool",
+        |m| m.spooled_events == 3000,
+    )
     .await;
     assert_eq!(counts(PG, &schema.name).await.0, 0);
     let m = auditor.metrics();
@@ -582,11 +596,12 @@ async fn unreachable_postgres_spools_then_replays_everything() {
 
     // Cut while writing, too: up, then down again mid-replay, then up for good.
     switch.set(true);
-    let a = auditor.clone();
-    eventually(Duration::from_secs(30), "the replay to start", || {
-        let a = a.clone();
-        async move { a.metrics().written_total > 0 }
-    })
+    metrics_until(
+        &auditor,
+        Duration::from_secs(30),
+        "the replay to start",
+        |m| m.written_total > 0,
+    )
     .await;
     switch.set(false);
     for i in 3000..4000 {
@@ -594,10 +609,8 @@ async fn unreachable_postgres_spools_then_replays_everything() {
     }
     switch.set(true);
     rows_become(PG, &schema.name, 4000, Duration::from_secs(60)).await;
-    let a = auditor.clone();
-    eventually(Duration::from_secs(10), "an empty spool", || {
-        let a = a.clone();
-        async move { a.metrics().spooled_events == 0 }
+    metrics_until(&auditor, Duration::from_secs(10), "an empty spool", |m| {
+        m.spooled_events == 0
     })
     .await;
     assert!(auditor.metrics().postgres_up);
@@ -708,12 +721,12 @@ async fn crash_and_recover(write_ahead: bool) {
         .await
         .unwrap();
     rows_become(PG, &schema.name, n as i64, Duration::from_secs(60)).await;
-    let a = auditor.clone();
-    eventually(Duration::from_secs(10), "the adopted spool removed", || {
-        let a = a.clone();
-        let dir = dirs[0].clone();
-        async move { a.metrics().spooled_events == 0 && !dir.exists() }
-    })
+    metrics_until(
+        &auditor,
+        Duration::from_secs(10),
+        "the adopted spool removed",
+        |m| m.spooled_events == 0 && !dirs[0].exists(),
+    )
     .await;
     assert_eq!(
         auditor.metrics().rejected_total,
@@ -1099,10 +1112,8 @@ async fn chaos_postgres_stopped_and_started_under_load() {
     assert!(spooled_while_down > 0, "the outage made the writer spool");
 
     rows_become(&url, "public", 20_000, Duration::from_secs(90)).await;
-    let a = auditor.clone();
-    eventually(Duration::from_secs(10), "an empty spool", || {
-        let a = a.clone();
-        async move { a.metrics().spooled_events == 0 }
+    metrics_until(&auditor, Duration::from_secs(10), "an empty spool", |m| {
+        m.spooled_events == 0
     })
     .await;
     let m = auditor.metrics();

@@ -269,9 +269,6 @@ impl Auditor {
         }
         let redacted = self.redact(args);
         let d = digest(&redacted);
-        if !self.log_arguments() {
-            return (d, None);
-        }
         let size = serde_json::to_vec(&redacted).map(|v| v.len()).unwrap_or(0);
         if size > self.shared.cfg.max_args_bytes {
             return (

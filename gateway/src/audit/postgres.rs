@@ -726,10 +726,6 @@ fn is_unique_violation(e: &tokio_postgres::Error) -> bool {
         .is_some_and(|db| db.code().code() == "23505")
 }
 
-fn clamp_i64(v: u64) -> i64 {
-    v.min(i64::MAX as u64) as i64
-}
-
 /// Encoded tuples as one `COPY … FROM STDIN (FORMAT binary)`.
 async fn copy_tuples(
     client: &Object,
@@ -795,8 +791,8 @@ async fn insert_rows(
         http_status.push(e.http_status as i32);
         rpc_error.push(e.rpc_error);
         latency.push(e.latency_ms);
-        bytes_in.push(clamp_i64(e.bytes_in));
-        bytes_out.push(clamp_i64(e.bytes_out));
+        bytes_in.push(row::clamp_i64(e.bytes_in));
+        bytes_out.push(row::clamp_i64(e.bytes_out));
         source_addr.push(e.source_addr.as_deref());
         user_agent.push(e.user_agent.as_deref());
         detail.push(e.detail.as_deref());

@@ -47,7 +47,8 @@ fn field<T: ToSql>(out: &mut BytesMut, v: &T, ty: Type) -> Result<(), BoxError> 
     Ok(())
 }
 
-fn clamp_i64(v: u64) -> i64 {
+/// A counter as PostgreSQL's `bigint` (saturating).
+pub(crate) fn clamp_i64(v: u64) -> i64 {
     v.min(i64::MAX as u64) as i64
 }
 

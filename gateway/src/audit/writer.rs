@@ -120,8 +120,9 @@ async fn collect(
     queue.take(spare)
 }
 
-/// The tuples of `buf` in slices of at most `max` tuples each (with their count). A malformed tuple (a bug)
-/// ends the walk: what precedes it is kept, the rest counted as lost.
+/// The tuples of `buf` in slices of at most `max` tuples each (with their count). A
+/// malformed tuple (a bug) ends the walk: what precedes it is kept, the rest counted as
+/// lost.
 fn chunks<'a>(shared: &Shared, buf: &'a [u8], max: usize) -> Vec<(&'a [u8], usize)> {
     let mut out = Vec::new();
     let (mut start, mut at, mut n) = (0, 0, 0);
@@ -386,16 +387,23 @@ impl PgWriter {
     }
 
     /// Writes a batch; rows PostgreSQL refuses as data are isolated (by halving the
-    /// batch) and kept in the rejected file. `Err` only when PostgreSQL is unavailable.
+    /// batch) and kept in the rejected file. `refused`: PostgreSQL already refused the
+    /// whole batch (with this reason), so halving starts at once. `Err` only when
+    /// PostgreSQL is unavailable.
     async fn write_resilient(
         &mut self,
         events: &[AuditEvent],
         batch: Batch,
+        mut refused: Option<String>,
     ) -> Result<(), WriteError> {
         let mut stack: Vec<&[AuditEvent]> = vec![events];
         while let Some(part) = stack.pop() {
             let started = std::time::Instant::now();
-            match self.pg.write(part, batch).await {
+            let res = match refused.take() {
+                Some(why) => Err(WriteError::Rejected(why)),
+                None => self.pg.write(part, batch).await,
+            };
+            match res {
                 Ok(inserted) => self.wrote(part.len(), inserted, started),
                 Err(WriteError::Rejected(why)) => {
                     self.shared
@@ -466,9 +474,9 @@ impl PgWriter {
                 self.wrote(n, inserted, started);
                 Ok(())
             }
-            Err(WriteError::Rejected(_)) => {
+            Err(WriteError::Rejected(why)) => {
                 let events = decode_all(&self.shared, part);
-                self.write_resilient(&events, Batch::Fresh).await
+                self.write_resilient(&events, Batch::Fresh, Some(why)).await
             }
             Err(e) => Err(e),
         }
@@ -498,7 +506,7 @@ impl PgWriter {
             }
         };
         match self
-            .write_resilient(&batch.events, Batch::MaybeWritten)
+            .write_resilient(&batch.events, Batch::MaybeWritten, None)
             .await
         {
             Ok(()) => {
