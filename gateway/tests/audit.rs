@@ -308,7 +308,7 @@ async fn n_events_make_exactly_n_rows_with_every_field() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(v, vec![1, 2]);
+    assert_eq!(v, vec![1, 2, 3]);
     let parts: i64 = c
         .query_one(
             "SELECT count(*) FROM pg_inherits i JOIN pg_class p ON p.oid = i.inhparent
@@ -321,6 +321,11 @@ async fn n_events_make_exactly_n_rows_with_every_field() {
         .get(0);
     assert_eq!(parts, 3);
     assert_eq!(index_layout(&c, &schema.name).await, LAYOUT);
+    assert_eq!(
+        deduplicating(&c, &schema.name).await,
+        Vec::<String>::new(),
+        "the partitions made at start do not deduplicate their secondary indexes"
+    );
 
     auditor.shutdown().await;
     assert!(
@@ -343,6 +348,31 @@ const LAYOUT: [&str; 3] = [
     "audit_events_pkey (ts, id)",
     "audit_events_user (sub, ts)",
 ];
+
+/// The partitions' `(sub, ts)` and `(backend, target, ts)` indexes that still have b-tree
+/// deduplication on (migration 3 and partition creation turn it off); fails if there
+/// are none at all.
+async fn deduplicating(c: &tokio_postgres::Client, schema: &str) -> Vec<String> {
+    let rows = c
+        .query(
+            "SELECT c.relname::text, coalesce(c.reloptions @> ARRAY['deduplicate_items=off'], false)
+               FROM pg_inherits i
+               JOIN pg_class c ON c.oid = i.inhrelid
+               JOIN pg_class p ON p.oid = i.inhparent
+               JOIN pg_namespace n ON n.oid = p.relnamespace
+              WHERE n.nspname = $1
+                AND p.relname IN ('audit_events_user', 'audit_events_backend_target')
+              ORDER BY 1",
+            &[&schema],
+        )
+        .await
+        .unwrap();
+    assert!(!rows.is_empty(), "the partitions have secondary indexes");
+    rows.iter()
+        .filter(|r| !r.get::<_, bool>(1))
+        .map(|r| r.get(0))
+        .collect()
+}
 
 /// "name (columns)" of each index of `schema.audit_events`, by name.
 async fn index_layout(c: &tokio_postgres::Client, schema: &str) -> Vec<String> {
@@ -434,6 +464,11 @@ async fn a_table_made_by_the_first_migration_is_moved_to_the_current_layout() {
         .unwrap()
         .get(0);
     assert_eq!(on_old, 3);
+    assert_eq!(
+        deduplicating(&c, &schema.name).await,
+        Vec::<String>::new(),
+        "migration 3 turned deduplication off on the existing partitions too"
+    );
     auditor.shutdown().await;
 }
 
@@ -881,6 +916,11 @@ async fn retention_drops_old_partitions() {
     assert!(
         table_exists(&c, &schema.name, &old_part).await,
         "an old event gets its partition"
+    );
+    assert_eq!(
+        deduplicating(&c, &schema.name).await,
+        Vec::<String>::new(),
+        "a partition made on demand does not deduplicate its secondary indexes"
     );
 
     let mut cfg = pg_config(PG, &schema, spool.path());

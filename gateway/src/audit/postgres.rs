@@ -73,7 +73,36 @@ DROP INDEX IF EXISTS {s}.audit_events_backend_target;
 CREATE INDEX audit_events_backend_target ON {s}.audit_events (backend, target, ts);
 "#,
     ),
+    // B-tree deduplication off on the two secondary indexes of every partition. Their
+    // keys end with `ts`, so two entries are all but never equal, and deduplication only
+    // adds a pass over a full page before each split: ~0.7–0.9 µs of PostgreSQL CPU per
+    // row (of ~6–8) on this project's benchmark. Storage options only: no rebuild, a
+    // moment's lock per index; partitions made later get the same (`TUNE_INDEXES`).
+    (
+        3,
+        "audit_events: no b-tree deduplication on (sub, ts) and (backend, target, ts)",
+        TUNE_INDEXES,
+    ),
 ];
+
+/// Sets `deduplicate_items = off` on each partition's `(sub, ts)` and
+/// `(backend, target, ts)` index that does not have it yet (a partitioned index cannot
+/// carry the option itself). Run by migration 3 and after creating partitions.
+const TUNE_INDEXES: &str = r#"
+DO $tune$
+DECLARE idx regclass;
+BEGIN
+    FOR idx IN
+        SELECT c.oid::regclass FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+         WHERE i.inhparent IN ('{s}.audit_events_user'::regclass,
+                               '{s}.audit_events_backend_target'::regclass)
+           AND NOT coalesce(c.reloptions @> ARRAY['deduplicate_items=off'], false)
+    LOOP
+        EXECUTE format('ALTER INDEX %s SET (deduplicate_items = off)', idx);
+    END LOOP;
+END
+$tune$;
+"#;
 
 /// Separator of `groups` on the wire to the INSERT (removed from group names).
 pub(crate) const GROUP_SEP: char = '\u{1f}';
@@ -500,6 +529,14 @@ impl PgSink {
             self.timed(t, "creating a partition", tx.batch_execute(&stmt))
                 .await?;
             created.push(name);
+        }
+        if !created.is_empty() {
+            self.timed(
+                t,
+                "tuning the new partitions' indexes",
+                tx.batch_execute(&sql(TUNE_INDEXES, &self.schema)),
+            )
+            .await?;
         }
         self.timed(t, "COMMIT", tx.commit()).await?;
         self.partitions.extend(existing);
