@@ -28,13 +28,47 @@ start() {
 }
 
 load() { "$bin/mcp-load" --json --duration "$secs" --warmup 1 "$@"; }
-# The ratio rows alternate their two runs over $rounds rounds (one pair of runs swings by
-# ±10-20% on a shared 2-core VM) and report the round whose ratio is the median.
-rounds=5
+# The ratio rows compare two gateways over $rounds rounds of one short run each, the order
+# swapping every round (A then B, B then A: a machine that speeds up or slows down during a
+# round favours neither side; on a shared 2-core VM the same run swings by ±10-20% over
+# tens of seconds), and report the round whose ratio is the median.
+rounds=10
+pair_secs=$(( secs / 2 > 3 ? secs / 2 : 3 ))
 # Each round's ratio b/a, two decimals, comma-separated (the spread behind the median).
 round_ratios() { python3 -c "import sys; n=len(sys.argv)//2; print(', '.join(f'{float(b)/float(a):.2f}' for a,b in zip(sys.argv[1:n+1], sys.argv[n+1:])))" "$@"; }
 median_round() { python3 -c "import sys; n=len(sys.argv)//2; a=[float(x) for x in sys.argv[1:n+1]]; b=[float(x) for x in sys.argv[n+1:]]; r=[y/x for x,y in zip(a,b)]; print(sorted(range(n), key=lambda i: r[i])[n//2])" "$@"; }
 field() { python3 -c "import json,sys; print(json.loads(sys.argv[1])['$2'])" "$1"; }
+# CPU time (clock ticks) of a process, and of every PostgreSQL process on the machine.
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+pg_ticks() { local t=0 p; for p in $(pgrep -x postgres 2>/dev/null); do t=$((t + $(ticks "$p"))); done; echo "$t"; }
+hz=$(getconf CLK_TCK)
+
+# One run of the pair against gateway $1 ("a" or "b"): adds its req/s to rps_$1, its
+# successful calls to ok_$1, the gateway's CPU ticks to cpu_$1 and PostgreSQL's to pg_$1.
+pair_run() {
+  local -n rps=rps_$1 ok=ok_$1 cpu=cpu_$1 pg=pg_$1
+  local url=$2 pid=$3 c0 p0 j; shift 3
+  c0=$(ticks "$pid"); p0=$(pg_ticks)
+  j=$("$bin/mcp-load" --json --duration "$pair_secs" --warmup 1 --url "$url" --connections 16 --tool fast__echo "$@")
+  rps+=("$(field "$j" rps)")
+  ok=$((ok + $(field "$j" ok))); cpu=$((cpu + $(ticks "$pid") - c0)); pg=$((pg + $(pg_ticks) - p0))
+  errs=$((errs + $(field "$j" errors)))
+}
+# pair NAME_A URL_A PID_A NAME_B URL_B PID_B [load args for B]: $rounds rounds, order
+# swapping each round; then `mid` is the median round (by B/A).
+pair() {
+  rps_a=(); rps_b=(); ok_a=0; ok_b=0; cpu_a=0; cpu_b=0; pg_a=0; pg_b=0; errs=0
+  local round
+  for round in $(seq 1 "$rounds"); do
+    if (( round % 2 )); then
+      pair_run a "$2" "$3"; pair_run b "$5" "$6" "${@:7}"
+    else
+      pair_run b "$5" "$6" "${@:7}"; pair_run a "$2" "$3"
+    fi
+    echo "  round $round: $1 ${rps_a[-1]%.*} req/s, $4 ${rps_b[-1]%.*} req/s" >&2
+  done
+  mid=$(median_round "${rps_a[@]}" "${rps_b[@]}")
+}
 
 mock=$(start "$bin/mcp-mock" --http 127.0.0.1:0 --name fast --no-dynamic --json)
 # Audit off in the base configuration: the rows below measure proxying; the audit
@@ -95,20 +129,12 @@ name = "fast"
 url = "$mock"
 EOT
 gwa=$(start "$bin/mcp-gateway" --config "$work/gwauth.toml" -c ops/pingora.yaml)
+gwa_pid=$(tail -1 "$work/pids")
 token=$(python3 ops/scripts/mint-test-token.py gateway/tests/keys/test-es256-1.pem k1 "$iss" "$gwa")
-# Alternating rounds, the median ratio (see median_round).
-nones=(); oauths=(); aerrs=0
-for round in $(seq 1 "$rounds"); do
-  n16=$(load --url "$gw" --connections 16 --tool fast__echo)
-  o16=$(load --url "$gwa" --connections 16 --tool fast__echo --header "authorization: Bearer $token")
-  nones+=("$(field "$n16" rps)"); oauths+=("$(field "$o16" rps)")
-  aerrs=$((aerrs + $(field "$n16" errors) + $(field "$o16" errors)))
-  echo "  round $round: auth none ${nones[-1]%.*} req/s, oauth ${oauths[-1]%.*} req/s" >&2
-done
-amid=$(median_round "${nones[@]}" "${oauths[@]}")
-nr=${nones[$amid]}; orr=${oauths[$amid]}
+pair "auth none" "$gw" "$gw_pid" "oauth" "$gwa" "$gwa_pid" --header "authorization: Bearer $token"
+nr=${rps_a[$mid]}; orr=${rps_b[$mid]}
 row "tools/call, 16 conns: aggregated, auth none" "$(printf '%.0f req/s' "$nr")" "median round of $rounds"
-row "tools/call, 16 conns: aggregated, auth oauth" "$(printf '%.0f req/s' "$orr")" "$(python3 -c "print(f'{$orr/$nr:.2f}× auth none (target ≥ 0.95×, median of $rounds alternating rounds: $(round_ratios "${nones[@]}" "${oauths[@]}")), errors $aerrs')")"
+row "tools/call, 16 conns: aggregated, auth oauth" "$(printf '%.0f req/s' "$orr")" "$(python3 -c "print(f'{$orr/$nr:.2f}× auth none (target ≥ 0.95×, median of $rounds rounds of ${pair_secs}s, order swapping: $(round_ratios "${rps_a[@]}" "${rps_b[@]}")), errors $errs')")"
 
 echo "tools/call with the PostgreSQL audit log on…" >&2
 schema="bench_$RANDOM$RANDOM"
@@ -125,28 +151,9 @@ url = "$mock"
 EOT
 gwq=$(start "$bin/mcp-gateway" --config "$work/gwaudit.toml" -c ops/pingora.yaml)
 gwq_pid=$(tail -1 "$work/pids")
-# CPU time (clock ticks) of a process, and of every PostgreSQL process on the machine.
-ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
-pg_ticks() { local t=0 p; for p in $(pgrep -x postgres 2>/dev/null); do t=$((t + $(ticks "$p"))); done; echo "$t"; }
-hz=$(getconf CLK_TCK)
-cpu_off=0; cpu_on=0; cpu_pg=0; ok_off=0; ok_on=0
-# PostgreSQL shares the two cores with the gateway, the backend and the load: alternating
-# rounds, the median ratio (and its round), as above.
-offs=(); ons=(); errs=0
-for round in $(seq 1 "$rounds"); do
-  t0=$(ticks "$gw_pid")
-  f16=$(load --url "$gw" --connections 16 --tool fast__echo)
-  t1=$(ticks "$gw_pid"); q0=$(ticks "$gwq_pid"); p0=$(pg_ticks)
-  q16=$(load --url "$gwq" --connections 16 --tool fast__echo)
-  q1=$(ticks "$gwq_pid"); p1=$(pg_ticks)
-  cpu_off=$((cpu_off + t1 - t0)); cpu_on=$((cpu_on + q1 - q0)); cpu_pg=$((cpu_pg + p1 - p0))
-  ok_off=$((ok_off + $(field "$f16" ok))); ok_on=$((ok_on + $(field "$q16" ok)))
-  offs+=("$(field "$f16" rps)"); ons+=("$(field "$q16" rps)")
-  errs=$((errs + $(field "$f16" errors) + $(field "$q16" errors)))
-  echo "  round $round: audit off ${offs[-1]%.*} req/s, audit on ${ons[-1]%.*} req/s" >&2
-done
-mid=$(median_round "${offs[@]}" "${ons[@]}")
-fr=${offs[$mid]}; qr=${ons[$mid]}
+# PostgreSQL shares the two cores with the gateway, the backend and the load.
+pair "audit off" "$gw" "$gw_pid" "audit on" "$gwq" "$gwq_pid"
+fr=${rps_a[$mid]}; qr=${rps_b[$mid]}
 nrows=$(psql -At "postgres://postgres@127.0.0.1:5432/test" -c "SELECT count(*) FROM $schema.audit_events" 2>/dev/null || echo "?")
 psql -q "postgres://postgres@127.0.0.1:5432/test" -c "DROP SCHEMA IF EXISTS $schema CASCADE" >/dev/null 2>&1 || true
 row "tools/call, 16 conns: aggregated, audit off" "$(printf '%.0f req/s' "$fr")" "median round of $rounds"
@@ -154,9 +161,9 @@ row "tools/call, 16 conns: aggregated, audit off" "$(printf '%.0f req/s' "$fr")"
 # slightly high): the gateway's own share is what a deployment pays on the gateway's host;
 # PostgreSQL's share lands on the database's host in production, on these same cores here.
 cpu_row=$(python3 -c "
-off=$cpu_off*1e6/$hz/max($ok_off,1); on=$cpu_on*1e6/$hz/max($ok_on,1); pg=$cpu_pg*1e6/$hz/max($ok_on,1)
+off=$cpu_a*1e6/$hz/max($ok_a,1); on=$cpu_b*1e6/$hz/max($ok_b,1); pg=$pg_b*1e6/$hz/max($ok_b,1)
 print(f'{off:.0f} µs off, {on:.0f} µs on (+{on-off:.0f} µs, {on/off:.2f}×) | PostgreSQL: {pg:.0f} µs per row, on the same two cores')")
-row "tools/call, 16 conns: aggregated, audit to PostgreSQL" "$(printf '%.0f req/s' "$qr")" "$(python3 -c "print(f'{$qr/$fr:.3f}× audit off (target ≥ 0.9×, median of $rounds alternating rounds: $(round_ratios "${offs[@]}" "${ons[@]}")); {\"$nrows\"} rows written, errors $errs')")"
+row "tools/call, 16 conns: aggregated, audit to PostgreSQL" "$(printf '%.0f req/s' "$qr")" "$(python3 -c "print(f'{$qr/$fr:.3f}× audit off (target ≥ 0.9×, median of $rounds rounds of ${pair_secs}s, order swapping: $(round_ratios "${rps_a[@]}" "${rps_b[@]}")); {\"$nrows\"} rows written, errors $errs')")"
 row "gateway CPU per tools/call, audit off vs on" "${cpu_row%% | *}" "${cpu_row#* | }"
 
 echo "tools/list over 10 backends at 50 ms each…" >&2
