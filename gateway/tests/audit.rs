@@ -308,7 +308,7 @@ async fn n_events_make_exactly_n_rows_with_every_field() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(v, vec![1, 2, 3]);
+    assert_eq!(v, vec![1, 2, 3, 4]);
     let parts: i64 = c
         .query_one(
             "SELECT count(*) FROM pg_inherits i JOIN pg_class p ON p.oid = i.inhparent
@@ -342,14 +342,15 @@ async fn n_events_make_exactly_n_rows_with_every_field() {
     again.shutdown().await;
 }
 
-/// The indexes of `audit_events` the current migrations leave: "name (columns)".
+/// The indexes of `audit_events` the current migrations leave: "name method (columns)…",
+/// and no primary key.
 const LAYOUT: [&str; 3] = [
-    "audit_events_backend_target (backend, target, ts)",
-    "audit_events_pkey (ts, id)",
-    "audit_events_user (sub, ts)",
+    "audit_events_backend_target btree (backend, target, ts)",
+    "audit_events_ts brin (ts) WITH (autosummarize='on')",
+    "audit_events_user btree (email, ts, id) NULLS NOT DISTINCT",
 ];
 
-/// The partitions' `(sub, ts)` and `(backend, target, ts)` indexes that still have b-tree
+/// The partitions' user and `(backend, target, ts)` indexes that still have b-tree
 /// deduplication on (migration 3 and partition creation turn it off); fails if there
 /// are none at all.
 async fn deduplicating(c: &tokio_postgres::Client, schema: &str) -> Vec<String> {
@@ -374,10 +375,10 @@ async fn deduplicating(c: &tokio_postgres::Client, schema: &str) -> Vec<String> 
         .collect()
 }
 
-/// "name (columns)" of each index of `schema.audit_events`, by name.
+/// "name method (columns)…" of each index of `schema.audit_events`, by name.
 async fn index_layout(c: &tokio_postgres::Client, schema: &str) -> Vec<String> {
     c.query(
-        "SELECT indexname || ' ' || substring(indexdef from '\\([^)]*\\)$') FROM pg_indexes
+        "SELECT indexname || ' ' || substring(indexdef from 'USING (.*)$') FROM pg_indexes
           WHERE schemaname = $1 AND tablename = 'audit_events' ORDER BY indexname",
         &[&schema],
     )
@@ -479,7 +480,16 @@ async fn replaying_the_same_events_never_duplicates() {
     let auditor = Auditor::start(pg_config(PG, &schema, spool.path()))
         .await
         .unwrap();
-    let events: Vec<AuditEvent> = (0..1000).map(sample).collect();
+    // One in ten anonymous (no email, no sub): those must not be written twice either.
+    let events: Vec<AuditEvent> = (0..1000)
+        .map(|i| {
+            let mut e = sample(i);
+            if i % 10 == 0 {
+                (e.sub, e.email) = (None, None);
+            }
+            e
+        })
+        .collect();
     for e in &events {
         auditor.record(e.clone());
     }
@@ -939,6 +949,115 @@ async fn retention_drops_old_partitions() {
     auditor.shutdown().await;
 }
 
+/// `mcp-gateway audit` against PostgreSQL schema `schema`, on a thread of its own (the
+/// CLI starts its own runtime): what it printed, or its error.
+fn run_cli(schema: &str, command: AuditCommand) -> anyhow::Result<String> {
+    let schema = schema.to_string();
+    std::thread::spawn(move || {
+        let mut out = Vec::new();
+        cli::run_to(
+            AuditCliArgs {
+                postgres_url: Some(PG.into()),
+                config: None,
+                schema: Some(schema),
+                command,
+            },
+            &cli::expand_env,
+            &mut out,
+        )
+        .map(|()| String::from_utf8(out).unwrap())
+    })
+    .join()
+    .unwrap()
+}
+
+/// `tail` asks for the newest rows over growing time windows (no b-tree orders the
+/// table by time alone): the answer must be the newest N wherever they lie, across
+/// windows and partitions, and `--user` finds people by email or by sub.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_tail_finds_the_newest_events_however_old() {
+    let schema = Schema::new();
+    let spool = TempDir::new();
+    let auditor = Auditor::start(pg_config(PG, &schema, spool.path()))
+        .await
+        .unwrap();
+    let now = Utc::now();
+    // Newest first: 5 now, 3 two hours ago, 2 three days ago, 1 forty days ago.
+    let ages = [
+        0, 0, 0, 0, 0, 7_200, 7_200, 7_200, 259_200, 259_201, 3_456_000,
+    ];
+    let events: Vec<AuditEvent> = ages
+        .iter()
+        .enumerate()
+        .map(|(i, age)| {
+            let mut e = sample(i);
+            e.ts = now - chrono::Duration::seconds(*age) - chrono::Duration::milliseconds(i as i64);
+            e.id = AuditEvent::at("request", e.ts).id;
+            e
+        })
+        .collect();
+    for e in &events {
+        auditor.record(e.clone());
+    }
+    rows_become(
+        PG,
+        &schema.name,
+        events.len() as i64,
+        Duration::from_secs(30),
+    )
+    .await;
+    auditor.shutdown().await;
+
+    let tail = |n: usize, since: Option<&str>, user: Option<&str>| {
+        let out = run_cli(
+            &schema.name,
+            AuditCommand::Tail(TailArgs {
+                user: user.map(Into::into),
+                backend: None,
+                target: None,
+                since: since.map(Into::into),
+                errors: false,
+                limit: n,
+                json: true,
+                follow: false,
+            }),
+        )
+        .unwrap();
+        out.lines()
+            .map(|l| serde_json::from_str::<AuditEvent>(l).unwrap().id)
+            .collect::<Vec<_>>()
+    };
+    // Oldest first, like tail(1): the given events of `events` (newest first) reversed.
+    let newest = |idx: &[usize]| idx.iter().rev().map(|i| events[*i].id).collect::<Vec<_>>();
+    assert_eq!(
+        tail(5, None, None),
+        newest(&[0, 1, 2, 3, 4]),
+        "all in the first window"
+    );
+    assert_eq!(
+        tail(9, None, None),
+        newest(&[0, 1, 2, 3, 4, 5, 6, 7, 8]),
+        "across windows, the newer of two three-day-old events"
+    );
+    assert_eq!(
+        tail(50, None, None),
+        newest(&(0..11).collect::<Vec<_>>()),
+        "everything"
+    );
+    assert_eq!(
+        tail(50, Some("1d"), None),
+        newest(&(0..8).collect::<Vec<_>>()),
+        "not before --since"
+    );
+    // sample(i) belongs to user-{i % 7}: events 3 and 10.
+    assert_eq!(
+        tail(50, None, Some("user-3@example.com")),
+        newest(&[3, 10]),
+        "by email"
+    );
+    assert_eq!(tail(1, None, Some("user-3")), newest(&[3]), "by sub");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_tail_and_stats_read_postgres_and_the_file() {
     let schema = Schema::new();
@@ -961,26 +1080,7 @@ async fn cli_tail_and_stats_read_postgres_and_the_file() {
     rows_become(PG, &schema.name, 21, Duration::from_secs(30)).await;
     auditor.shutdown().await;
 
-    let name = schema.name.clone();
-    let run = move |command: AuditCommand| {
-        let name = name.clone();
-        std::thread::spawn(move || {
-            let mut out = Vec::new();
-            cli::run_to(
-                AuditCliArgs {
-                    postgres_url: Some(PG.into()),
-                    config: None,
-                    schema: Some(name),
-                    command,
-                },
-                &cli::expand_env,
-                &mut out,
-            )
-            .map(|()| String::from_utf8(out).unwrap())
-        })
-        .join()
-        .unwrap()
-    };
+    let run = |command: AuditCommand| run_cli(&schema.name, command);
     let tail = |user: Option<&str>, backend: Option<&str>, json: bool| TailArgs {
         user: user.map(Into::into),
         backend: backend.map(Into::into),

@@ -283,7 +283,13 @@ impl Filter {
         }
         if let Some(u) = &self.user {
             params.push(Box::new(u.clone()));
-            clauses.push(format!("(sub = ${0} OR email = ${0})", params.len()));
+            // An email (what people type) is read from the `(email, ts, id)` index; a
+            // sub is looked up in both columns.
+            if u.contains('@') {
+                clauses.push(format!("email = ${}", params.len()));
+            } else {
+                clauses.push(format!("(sub = ${0} OR email = ${0})", params.len()));
+            }
         }
         if let Some(b) = &self.backend {
             params.push(Box::new(b.clone()));
@@ -342,25 +348,53 @@ async fn pg_client(cfg: &AuditConfig, url: &str) -> anyhow::Result<tokio_postgre
         .map_err(|e| anyhow!("cannot connect to {}: {e}", redact_url(url)))
 }
 
+/// How far back [`pg_events`] looks first, in seconds; each next look goes ten times
+/// further, and after the last, without a bound.
+const LOOK_BACK_SECS: [i64; 7] = [10, 100, 1_000, 10_000, 100_000, 1_000_000, 10_000_000];
+
 /// Events matching `f`, newest first, at most `limit`.
+///
+/// No b-tree orders the table by time alone (a BRIN index on `ts` finds time ranges), so
+/// "the newest N" is asked of the last 10 s, then 100 s, … until N rows are found or
+/// `f.since` (or the start of the table) is reached. The answer is the same as one
+/// query over everything: when a window holds N rows, the newest N are all in it.
 async fn pg_events(
     client: &tokio_postgres::Client,
     schema: &str,
     f: &Filter,
     limit: usize,
 ) -> anyhow::Result<Vec<AuditEvent>> {
-    let (w, params) = f.sql();
-    let q = format!(
-        "SELECT {COLUMNS} FROM \"{schema}\".audit_events {w} ORDER BY ts DESC, id DESC LIMIT {}",
-        limit.min(1_000_000)
-    );
-    let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
-        params.iter().map(|p| p.as_ref() as _).collect();
-    let rows = client
-        .query(&q, &refs)
-        .await
-        .map_err(|e| anyhow!("{}", describe_pg_error(&e)))?;
-    Ok(rows.iter().map(event_of).collect())
+    let limit = limit.min(1_000_000);
+    let now = Utc::now();
+    let windows = LOOK_BACK_SECS
+        .iter()
+        .map(|s| Some(now - chrono::Duration::seconds(*s)))
+        .chain([None]);
+    for cut in windows {
+        let mut g = f.clone();
+        // The window's start, never before `--since`; the last window is `--since`.
+        g.since = match (cut, f.since) {
+            (Some(c), Some(s)) => Some(c.max(s)),
+            (c, s) => c.or(s),
+        };
+        let last = g.since == f.since;
+        let (w, params) = g.sql();
+        let q = format!(
+            "SELECT {COLUMNS} FROM \"{schema}\".audit_events {w} \
+             ORDER BY ts DESC, id DESC LIMIT {limit}"
+        );
+        let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+            params.iter().map(|p| p.as_ref() as _).collect();
+        let rows = client
+            .query(&q, &refs)
+            .await
+            .map_err(|e| anyhow!("{}", describe_pg_error(&e)))?;
+        if rows.len() >= limit || last {
+            return Ok(rows.iter().map(event_of).collect());
+        }
+    }
+    // Not reached: the last window is `f.since` itself.
+    Ok(Vec::new())
 }
 
 fn describe_pg_error(e: &tokio_postgres::Error) -> String {

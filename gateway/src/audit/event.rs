@@ -66,7 +66,7 @@ impl AuditEvent {
     /// A new event of `kind` that happened at `ts`, with a fresh UUID v7 of that time
     /// (its 74 other bits random: unique without the process-wide counter, a lock shared
     /// by every request thread, that `Uuid::now_v7` uses to order ids within a
-    /// millisecond; rows are keyed by `(ts, id)`, so that order is not needed).
+    /// millisecond; rows are told apart by `ts` and `id` together, so that order is not needed).
     pub fn at(kind: impl Into<String>, ts: DateTime<Utc>) -> AuditEvent {
         let ms = ts.timestamp_millis().max(0) as u64;
         let stamp =

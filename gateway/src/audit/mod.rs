@@ -7,9 +7,10 @@
 //! queue is full, or while PostgreSQL is down or slow, events go to an append-only spool
 //! on local disk ([`spool`]) and are replayed in order when it is back. Every event
 //! carries a UUID v7; fresh batches go in with a binary COPY, replayed ones with
-//! `ON CONFLICT (ts, id) DO NOTHING`, so a replay never duplicates. The writer runs on a
-//! thread of its own (with its own small tokio runtime), so it does not depend on the
-//! runtime that started it and never competes with request handling for a worker.
+//! `ON CONFLICT DO NOTHING` against the unique `(email, ts, id)`, so a replay never
+//! duplicates. The writer runs on a thread of its own (with its own small tokio
+//! runtime), so it does not depend on the runtime that started it and never competes
+//! with request handling for a worker.
 
 pub mod cli;
 mod config;
