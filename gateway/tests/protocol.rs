@@ -121,6 +121,26 @@ fn delete_ends_the_session() {
     let (_a, gw) = one();
     let mut cl = Client::new(&gw.url);
     cl.initialize();
+    // A GET stream of the session, read to its end on a thread.
+    let mut stream = blocking()
+        .get(&gw.url)
+        .header("accept", "text/event-stream")
+        .header("mcp-session-id", cl.session.clone().unwrap())
+        .send()
+        .unwrap();
+    assert_eq!(stream.status().as_u16(), 200);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut chunk = [0u8; 4096];
+        let end = loop {
+            match std::io::Read::read(&mut stream, &mut chunk) {
+                Ok(0) => break "end of stream".to_string(),
+                Ok(_) => {}
+                Err(e) => break format!("read error: {e}"),
+            }
+        };
+        let _ = tx.send(end);
+    });
     let r = blocking()
         .delete(&gw.url)
         .header("mcp-session-id", cl.session.clone().unwrap())
@@ -129,6 +149,12 @@ fn delete_ends_the_session() {
     assert_eq!(r.status().as_u16(), 200);
     let a = cl.post(&json!({"jsonrpc":"2.0","id":1,"method":"ping"}));
     assert_eq!(a.status, 404, "{}", a.body);
+    // The stream closes with the session (keep-alives alone would hold it open).
+    assert_eq!(
+        rx.recv_timeout(std::time::Duration::from_secs(10))
+            .as_deref(),
+        Ok("end of stream")
+    );
 }
 
 #[test]

@@ -203,6 +203,8 @@ pub struct Gateway {
     sealer: Sealer,
     /// Sessions ended with DELETE on this replica: sid → expiry (unix seconds).
     ended: DashMap<String, u64>,
+    /// Each session ended with DELETE on this replica, as it ends: its GET streams close.
+    session_ended: tokio::sync::broadcast::Sender<Arc<str>>,
     /// Upstream sessions re-created after the sealed one expired: (sid, backend).
     overrides: DashMap<(String, usize), UpstreamSession>,
     index: Index,
@@ -244,6 +246,7 @@ impl Gateway {
             backends,
             sealer: Sealer::new(&key),
             ended: DashMap::new(),
+            session_ended: tokio::sync::broadcast::channel(64).0,
             overrides: DashMap::new(),
             index: Index::default(),
             inflight: Arc::new(DashMap::new()),
@@ -1322,6 +1325,8 @@ impl Gateway {
                 "Not Acceptable: Accept must include text/event-stream",
             );
         }
+        // Listening before the session is checked: a DELETE in between is not missed.
+        let ended = self.session_ended.subscribe();
         let claims = match self.open_session(&req.headers, caller) {
             Ok(c) => c,
             Err(r) => return r,
@@ -1342,11 +1347,32 @@ impl Gateway {
             tokio_stream_interval(KEEPALIVE).map(|_| Bytes::from_static(b": keepalive\n\n"));
         let events = futures::stream::select(tokio_stream_receiver(rx), keepalive);
         // Send a comment first so the client sees the stream open at once.
-        let stream =
-            futures::stream::once(async { Bytes::from_static(b": stream open\n\n") }).chain(events);
+        // The stream ends with the session (DELETE); the pumps stop when it is dropped.
+        let stream = futures::stream::once(async { Bytes::from_static(b": stream open\n\n") })
+            .chain(events)
+            .take_until(self.clone().session_end(claims.sid.clone(), ended));
         Response::Sse {
             headers: Vec::new(),
             stream: stream.boxed(),
+        }
+    }
+
+    /// Resolves when session `sid` is ended with DELETE on this replica.
+    async fn session_end(
+        self: Arc<Self>,
+        sid: String,
+        mut ended: tokio::sync::broadcast::Receiver<Arc<str>>,
+    ) {
+        use tokio::sync::broadcast::error::RecvError;
+        loop {
+            match ended.recv().await {
+                Ok(s) if *s == *sid => return,
+                Ok(_) => {}
+                // Missed some: the map says whether this one was among them.
+                Err(RecvError::Lagged(_)) if self.ended.contains_key(&sid) => return,
+                Err(RecvError::Lagged(_)) => {}
+                Err(RecvError::Closed) => return std::future::pending().await,
+            }
         }
     }
 
@@ -1438,6 +1464,7 @@ impl Gateway {
             self.ended.retain(|_, e| *e > now);
         }
         self.ended.insert(claims.sid.clone(), expiry);
+        let _ = self.session_ended.send(claims.sid.as_str().into());
         Response::Full {
             status: 200,
             content_type: None,
