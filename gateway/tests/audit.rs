@@ -1286,6 +1286,7 @@ async fn bench_insert_rate() {
     let mut cfg = pg_config(PG, &schema, spool.path());
     cfg.flush_interval_ms = 100;
     cfg.queue_capacity = 10_000;
+    cfg.batch_size = 5_000;
     cfg.write_ahead = std::env::var("AUDIT_BENCH_WRITE_AHEAD").is_ok();
     let auditor = Auditor::start(cfg.clone()).await.unwrap();
     let events: Vec<AuditEvent> = (0..n).map(sample).collect();

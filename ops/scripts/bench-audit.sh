@@ -16,7 +16,7 @@
 #
 # What is measured: `Auditor::record` of N events (a request's worth of fields each)
 # at the offered rate, until every one is a row (rows == N, no duplicate, checked),
-# divided into the elapsed time. The writer batches up to `batch_size` (5000) rows per binary COPY
+# divided into the elapsed time. The writer batches up to 5000 rows per binary COPY
 # (INSERT … ON CONFLICT DO NOTHING when replaying the spool), default config otherwise. Target: >= 10,000
 # events/s on this machine. Exits 0 when the run completed (a missed target is
 # reported, not an error), non-zero if the run failed.

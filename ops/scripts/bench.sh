@@ -43,29 +43,30 @@ ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 pg_ticks() { local t=0 p; for p in $(pgrep -x postgres 2>/dev/null); do t=$((t + $(ticks "$p"))); done; echo "$t"; }
 hz=$(getconf CLK_TCK)
 
-# One run of the pair against gateway $1 ("a" or "b"): adds its req/s to rps_$1, its
-# successful calls to ok_$1, the gateway's CPU ticks to cpu_$1 and PostgreSQL's to pg_$1.
+# One run of the pair against gateway $1 ("a" or "b") at URL $2 (process $3), calling
+# tool $4: adds its req/s to rps_$1, its successful calls to ok_$1, the gateway's CPU
+# ticks to cpu_$1 and PostgreSQL's to pg_$1.
 pair_run() {
   local -n rps=rps_$1 ok=ok_$1 cpu=cpu_$1 pg=pg_$1
-  local url=$2 pid=$3 c0 p0 j; shift 3
+  local url=$2 pid=$3 tool=$4 c0 p0 j; shift 4
   c0=$(ticks "$pid"); p0=$(pg_ticks)
-  j=$("$bin/mcp-load" --json --duration "$pair_secs" --warmup 1 --url "$url" --connections 16 --tool fast__echo "$@")
+  j=$("$bin/mcp-load" --json --duration "$pair_secs" --warmup 1 --url "$url" --connections 16 --tool "$tool" "$@")
   rps+=("$(field "$j" rps)")
   ok=$((ok + $(field "$j" ok))); cpu=$((cpu + $(ticks "$pid") - c0)); pg=$((pg + $(pg_ticks) - p0))
   errs=$((errs + $(field "$j" errors)))
 }
-# pair NAME_A URL_A PID_A NAME_B URL_B PID_B [load args for B]: $rounds rounds, order
-# swapping each round; then `mid` is the median round (by B/A).
+# pair NAME_A URL_A PID_A TOOL_A NAME_B URL_B PID_B TOOL_B [load args for B]: $rounds
+# rounds, order swapping each round; then `mid` is the median round (by B/A).
 pair() {
   rps_a=(); rps_b=(); ok_a=0; ok_b=0; cpu_a=0; cpu_b=0; pg_a=0; pg_b=0; errs=0
   local round
   for round in $(seq 1 "$rounds"); do
     if (( round % 2 )); then
-      pair_run a "$2" "$3"; pair_run b "$5" "$6" "${@:7}"
+      pair_run a "$2" "$3" "$4"; pair_run b "$6" "$7" "$8" "${@:9}"
     else
-      pair_run b "$5" "$6" "${@:7}"; pair_run a "$2" "$3"
+      pair_run b "$6" "$7" "$8" "${@:9}"; pair_run a "$2" "$3" "$4"
     fi
-    echo "  round $round: $1 ${rps_a[-1]%.*} req/s, $4 ${rps_b[-1]%.*} req/s" >&2
+    echo "  round $round: $1 ${rps_a[-1]%.*} req/s, $5 ${rps_b[-1]%.*} req/s" >&2
   done
   mid=$(median_round "${rps_a[@]}" "${rps_b[@]}")
 }
@@ -89,19 +90,20 @@ pass="${gw%/mcp}/backends/fast/mcp"
 rows=()
 row() { rows+=("| $1 | $2 | $3 |"); }
 
-echo "throughput, 16 connections, ${secs}s each…" >&2
+echo "throughput, 16 connections, ${secs}s…" >&2
 d16=$(load --url "$mock" --connections 16 --tool echo)
-p16=$(load --url "$pass" --connections 16 --tool echo)
-a16=$(load --url "$gw" --connections 16 --tool fast__echo)
 echo "latency, 1 connection…" >&2
 d1=$(load --url "$mock" --connections 1 --tool echo)
 p1=$(load --url "$pass" --connections 1 --tool echo)
 a1=$(load --url "$gw" --connections 1 --tool fast__echo)
 
-dr=$(field "$d16" rps); pr=$(field "$p16" rps); ar=$(field "$a16" rps)
+dr=$(field "$d16" rps)
 row "tools/call, 16 conns: direct to backend" "$(printf '%.0f req/s' "$dr")" "errors $(field "$d16" errors)"
-row "tools/call, 16 conns: pass-through route" "$(printf '%.0f req/s' "$pr")" "errors $(field "$p16" errors)"
-row "tools/call, 16 conns: aggregated /mcp" "$(printf '%.0f req/s' "$ar")" "$(python3 -c "print(f'{$ar/$pr:.2f}× pass-through (target ≥ 0.8×), errors $(field "$a16" errors)')")"
+echo "aggregated against pass-through…" >&2
+pair "pass-through" "$pass" "$gw_pid" echo "aggregated" "$gw" "$gw_pid" fast__echo
+pr=${rps_a[$mid]}; ar=${rps_b[$mid]}
+row "tools/call, 16 conns: pass-through route" "$(printf '%.0f req/s' "$pr")" "median round of $rounds"
+row "tools/call, 16 conns: aggregated /mcp" "$(printf '%.0f req/s' "$ar")" "$(python3 -c "print(f'{$ar/$pr:.2f}× pass-through (target ≥ 0.8×, median of $rounds rounds of ${pair_secs}s, order swapping: $(round_ratios "${rps_a[@]}" "${rps_b[@]}")), errors $errs')")"
 dp=$(field "$d1" p50_ms); pp=$(field "$p1" p50_ms); ap=$(field "$a1" p50_ms)
 row "tools/call p50, 1 conn: direct" "$(printf '%.3f ms' "$dp")" ""
 row "tools/call p50, 1 conn: pass-through" "$(printf '%.3f ms' "$pp")" ""
@@ -131,7 +133,7 @@ EOT
 gwa=$(start "$bin/mcp-gateway" --config "$work/gwauth.toml" -c ops/pingora.yaml)
 gwa_pid=$(tail -1 "$work/pids")
 token=$(python3 ops/scripts/mint-test-token.py gateway/tests/keys/test-es256-1.pem k1 "$iss" "$gwa")
-pair "auth none" "$gw" "$gw_pid" "oauth" "$gwa" "$gwa_pid" --header "authorization: Bearer $token"
+pair "auth none" "$gw" "$gw_pid" fast__echo "oauth" "$gwa" "$gwa_pid" fast__echo --header "authorization: Bearer $token"
 nr=${rps_a[$mid]}; orr=${rps_b[$mid]}
 row "tools/call, 16 conns: aggregated, auth none" "$(printf '%.0f req/s' "$nr")" "median round of $rounds"
 row "tools/call, 16 conns: aggregated, auth oauth" "$(printf '%.0f req/s' "$orr")" "$(python3 -c "print(f'{$orr/$nr:.2f}× auth none (target ≥ 0.95×, median of $rounds rounds of ${pair_secs}s, order swapping: $(round_ratios "${rps_a[@]}" "${rps_b[@]}")), errors $errs')")"
@@ -152,7 +154,7 @@ EOT
 gwq=$(start "$bin/mcp-gateway" --config "$work/gwaudit.toml" -c ops/pingora.yaml)
 gwq_pid=$(tail -1 "$work/pids")
 # PostgreSQL shares the two cores with the gateway, the backend and the load.
-pair "audit off" "$gw" "$gw_pid" "audit on" "$gwq" "$gwq_pid"
+pair "audit off" "$gw" "$gw_pid" fast__echo "audit on" "$gwq" "$gwq_pid" fast__echo
 fr=${rps_a[$mid]}; qr=${rps_b[$mid]}
 nrows=$(psql -At "postgres://postgres@127.0.0.1:5432/test" -c "SELECT count(*) FROM $schema.audit_events" 2>/dev/null || echo "?")
 psql -q "postgres://postgres@127.0.0.1:5432/test" -c "DROP SCHEMA IF EXISTS $schema CASCADE" >/dev/null 2>&1 || true

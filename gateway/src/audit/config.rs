@@ -107,9 +107,9 @@ impl Default for AuditConfig {
             schema: "public".into(),
             file: PathBuf::from("mcp-gateway-audit.jsonl"),
             spool_dir: PathBuf::from("mcp-gateway-audit-spool"),
-            queue_capacity: 10_000,
-            batch_size: 5_000,
-            flush_interval_ms: 250,
+            queue_capacity: 40_000,
+            batch_size: 20_000,
+            flush_interval_ms: 1_000,
             log_arguments: false,
             redact_keys: DEFAULT_REDACT_KEYS.iter().map(|s| s.to_string()).collect(),
             max_args_bytes: 64 * 1024,
@@ -343,7 +343,7 @@ mod tests {
         let c: AuditConfig = toml::from_str("batch_size = 10\nfsync = \"always\"").unwrap();
         assert_eq!(c.batch_size, 10);
         assert_eq!(c.fsync, FsyncPolicy::Always);
-        assert_eq!(c.queue_capacity, 10_000);
+        assert_eq!(c.queue_capacity, 40_000);
         assert!(toml::from_str::<AuditConfig>("bogus = 1").is_err());
     }
 }

@@ -36,8 +36,11 @@ pub(crate) struct Queue {
     state: Mutex<State>,
     encoding: Encoding,
     capacity: usize,
-    /// How many queued records wake the writer (see [`Queue::wake_at`]).
+    /// How many queued records wake the writer (see [`Queue::wake_each`]).
     wake_at: AtomicUsize,
+    /// `wake_at` while the writer writes whole batches: `batch_size`, or half the
+    /// capacity when that is smaller (so the queue never fills waiting for a batch).
+    batch_wake: usize,
     ready: Notify,
     /// The most bytes the queue has held: the room a new buffer is given.
     high_water: AtomicUsize,
@@ -59,7 +62,8 @@ impl Queue {
             }),
             encoding,
             capacity,
-            wake_at: AtomicUsize::new(batch_size.max(1)),
+            wake_at: AtomicUsize::new(batch_size.min(capacity / 2).max(1)),
+            batch_wake: batch_size.min(capacity / 2).max(1),
             ready: Notify::new(),
             high_water: AtomicUsize::new(0),
         }
@@ -110,11 +114,12 @@ impl Queue {
         self.capacity
     }
 
-    /// Sets how many queued records make [`Queue::ready`] resolve: a whole batch while
-    /// the writer writes to PostgreSQL, one while it spools (so that the queue never
-    /// fills and `record` never has to append to the spool itself).
-    pub(crate) fn wake_at(&self, n: usize) {
-        self.wake_at.store(n.max(1), Ordering::Relaxed);
+    /// Sets how many queued records make [`Queue::ready`] resolve: one while the writer
+    /// spools (`each`: so that the queue never fills and `record` never has to append to
+    /// the spool itself), a whole batch while it writes to PostgreSQL.
+    pub(crate) fn wake_each(&self, each: bool) {
+        let n = if each { 1 } else { self.batch_wake };
+        self.wake_at.store(n, Ordering::Relaxed);
     }
 
     /// Resolves when `wake_at` records are waiting (at once if that happened since the
@@ -177,10 +182,20 @@ mod tests {
         q.push(&AuditEvent::request());
         assert!(q.ready().now_or_never().is_some(), "a whole batch");
         q.take(BytesMut::new());
-        q.wake_at(1);
+        q.wake_each(true);
         assert!(q.ready().now_or_never().is_none());
         q.push(&AuditEvent::request());
         assert!(q.ready().now_or_never().is_some(), "spooling: every event");
+    }
+
+    #[test]
+    fn a_batch_larger_than_the_queue_wakes_the_writer_at_half_of_it() {
+        use futures::FutureExt;
+        let q = Queue::new(Encoding::JsonLine, 4, 100);
+        q.push(&AuditEvent::request());
+        assert!(q.ready().now_or_never().is_none());
+        q.push(&AuditEvent::request());
+        assert!(q.ready().now_or_never().is_some(), "2 of 4 queued");
     }
 
     #[test]

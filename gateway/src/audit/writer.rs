@@ -349,7 +349,7 @@ impl PgWriter {
     fn set_spooling(&mut self, on: bool) {
         self.spooling = on;
         if let Some(q) = self.shared.queue.as_ref() {
-            q.wake_at(if on { 1 } else { self.shared.cfg.batch_size });
+            q.wake_each(on);
         }
     }
 
