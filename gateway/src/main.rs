@@ -132,6 +132,39 @@ fn init_tracing(format: LogFormat) {
 
 /// Flushes the audit queue when the server stops (what cannot be written stays in the
 /// spool and is replayed at the next start).
+/// Prints each line once its address accepts a TCP connection, in order.
+struct Announce {
+    lines: Vec<(std::net::SocketAddr, String)>,
+}
+
+#[async_trait::async_trait]
+impl pingora::services::background::BackgroundService for Announce {
+    async fn start(&self, mut shutdown: pingora::server::ShutdownWatch) {
+        const GIVE_UP: std::time::Duration = std::time::Duration::from_secs(60);
+        let started = std::time::Instant::now();
+        for (addr, line) in &self.lines {
+            loop {
+                let probe = tokio::time::timeout(
+                    std::time::Duration::from_secs(1),
+                    tokio::net::TcpStream::connect(addr),
+                );
+                if let Ok(Ok(_)) = probe.await {
+                    break;
+                }
+                if started.elapsed() > GIVE_UP {
+                    tracing::error!(%addr, "the listener never took a connection");
+                    return;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(std::time::Duration::from_millis(5)) => {}
+                    _ = shutdown.changed() => return,
+                }
+            }
+            println!("{line}");
+        }
+    }
+}
+
 struct AuditFlush {
     auditor: Arc<Auditor>,
 }
@@ -309,7 +342,6 @@ fn run(config: &mut Config, opt: Opt, secrets: Option<LoadedSecrets>) -> anyhow:
         let mut admin = pingora_prometheus::prometheus_http_service();
         admin.add_tcp(&addr.to_string());
         server.add_service(admin);
-        println!("metrics on http://{addr}/metrics");
     }
     server.add_service(background_service(
         "health probes",
@@ -318,7 +350,15 @@ fn run(config: &mut Config, opt: Opt, secrets: Option<LoadedSecrets>) -> anyhow:
             auth: Some(auth),
         },
     ));
-    println!("listening on http://{}/mcp", config.server.listen);
+    // Announced once each listener takes connections (Pingora binds them as it starts
+    // its services, after this): whoever reads "listening on" can connect at once.
+    let mut lines = Vec::new();
+    if let Some(addr) = config.metrics_listen {
+        lines.push((addr, format!("metrics on http://{addr}/metrics")));
+    }
+    let listen = config.server.listen;
+    lines.push((listen, format!("listening on http://{listen}/mcp")));
+    server.add_service(background_service("announce", Announce { lines }));
     tracing::info!(
         listen = %config.server.listen,
         backends = config.backends.len(),
