@@ -2,12 +2,23 @@
 # Benchmarks of the gateway on this machine, all rows in the same run. Prints a
 # Markdown table (the README keeps the last one). Loopback only; every load is bounded.
 #
-#   ops/scripts/bench.sh [--seconds N]
+#   ops/scripts/bench.sh [--seconds N] [--rounds R]
+#
+# --seconds: length of each single run (default 10; the ratio rows run N/2, at least 3).
+# --rounds: rounds of each ratio row (default 10; more narrows the median on a noisy VM).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$root"
 secs=10
-[ "${1:-}" = "--seconds" ] && secs="$2"
+rounds=10
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --seconds) secs="${2:?--seconds needs a number}"; shift 2 ;;
+    --rounds) rounds="${2:?--rounds needs a number}"; shift 2 ;;
+    *) echo "unknown option $1 (--seconds N, --rounds R)" >&2; exit 2 ;;
+  esac
+done
+[[ "$secs" =~ ^[1-9][0-9]*$ && "$rounds" =~ ^[1-9][0-9]*$ ]] || { echo "--seconds and --rounds take positive whole numbers" >&2; exit 2; }
 cargo build --release -q -p mcp-gateway -p mcp-backends -p mcp-loadgen
 bin="$root/target/release"
 work=$(mktemp -d)
@@ -32,7 +43,6 @@ load() { "$bin/mcp-load" --json --duration "$secs" --warmup 1 "$@"; }
 # swapping every round (A then B, B then A: a machine that speeds up or slows down during a
 # round favours neither side; on a shared 2-core VM the same run swings by ±10-20% over
 # tens of seconds), and report the round whose ratio is the median.
-rounds=10
 pair_secs=$(( secs / 2 > 3 ? secs / 2 : 3 ))
 # Each round's ratio b/a, two decimals, comma-separated (the spread behind the median).
 round_ratios() { python3 -c "import sys; n=len(sys.argv)//2; print(', '.join(f'{float(b)/float(a):.2f}' for a,b in zip(sys.argv[1:n+1], sys.argv[n+1:])))" "$@"; }
@@ -189,7 +199,7 @@ row "10,000 idle sessions: gateway RSS" "$((rss_after / 1024)) MB" "before: $((r
 
 echo
 echo "Machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr); $(date -u +%Y-%m-%d)"
-echo "Command: ops/scripts/bench.sh --seconds $secs"
+echo "Command: ops/scripts/bench.sh --seconds $secs --rounds $rounds"
 echo
 echo "| measurement | result | note |"
 echo "|---|---|---|"
