@@ -130,8 +130,6 @@ fn init_tracing(format: LogFormat) {
     }
 }
 
-/// Flushes the audit queue when the server stops (what cannot be written stays in the
-/// spool and is replayed at the next start).
 /// Prints each line once its address accepts a TCP connection, in order.
 struct Announce {
     lines: Vec<(std::net::SocketAddr, String)>,
@@ -165,6 +163,8 @@ impl pingora::services::background::BackgroundService for Announce {
     }
 }
 
+/// Flushes the audit queue when the server stops (what cannot be written stays in the
+/// spool and is replayed at the next start).
 struct AuditFlush {
     auditor: Arc<Auditor>,
 }

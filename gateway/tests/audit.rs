@@ -185,6 +185,17 @@ fn pg_config_in(url: &str, schema: &str, spool: &Path) -> AuditConfig {
     }
 }
 
+/// An auditor writing to a schema of its own (dropped with it), spooling under a
+/// temporary directory.
+async fn pg_auditor() -> (Schema, TempDir, Arc<Auditor>) {
+    let schema = Schema::new();
+    let spool = TempDir::new();
+    let auditor = Auditor::start(pg_config(PG, &schema, spool.path()))
+        .await
+        .unwrap();
+    (schema, spool, auditor)
+}
+
 fn sample(i: usize) -> AuditEvent {
     let mut e = AuditEvent::request();
     e.sub = Some(format!("user-{}", i % 7));
@@ -220,11 +231,7 @@ fn spool_dirs(spool: &Path) -> Vec<PathBuf> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn n_events_make_exactly_n_rows_with_every_field() {
-    let schema = Schema::new();
-    let spool = TempDir::new();
-    let auditor = Auditor::start(pg_config(PG, &schema, spool.path()))
-        .await
-        .unwrap();
+    let (schema, spool, auditor) = pg_auditor().await;
     let mut full = sample(1);
     full.args_digest = Some("ab".repeat(32));
     full.args = Some(json!({"text": "hi", "n": [1, 2]}));
@@ -475,11 +482,7 @@ async fn a_table_made_by_the_first_migration_is_moved_to_the_current_layout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replaying_the_same_events_never_duplicates() {
-    let schema = Schema::new();
-    let spool = TempDir::new();
-    let auditor = Auditor::start(pg_config(PG, &schema, spool.path()))
-        .await
-        .unwrap();
+    let (schema, _spool, auditor) = pg_auditor().await;
     // One in ten anonymous (no email, no sub): those must not be written twice either.
     let events: Vec<AuditEvent> = (0..1000)
         .map(|i| {
@@ -900,11 +903,7 @@ async fn arguments_are_redacted_recursively_and_only_logged_on_request() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_drops_old_partitions() {
-    let schema = Schema::new();
-    let spool = TempDir::new();
-    let auditor = Auditor::start(pg_config(PG, &schema, spool.path()))
-        .await
-        .unwrap();
+    let (schema, spool, auditor) = pg_auditor().await;
     let mut old = sample(1);
     old.ts = Utc::now() - chrono::Duration::days(400);
     let old_part = format!("audit_events_y{}", old.ts.format("%Ym%m"));
@@ -976,11 +975,7 @@ fn run_cli(schema: &str, command: AuditCommand) -> anyhow::Result<String> {
 /// windows and partitions, and `--user` finds people by email or by sub.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_tail_finds_the_newest_events_however_old() {
-    let schema = Schema::new();
-    let spool = TempDir::new();
-    let auditor = Auditor::start(pg_config(PG, &schema, spool.path()))
-        .await
-        .unwrap();
+    let (schema, _spool, auditor) = pg_auditor().await;
     let now = Utc::now();
     // Newest first: 5 now, 3 two hours ago, 2 three days ago, 1 forty days ago.
     let ages = [
@@ -1060,11 +1055,7 @@ async fn cli_tail_finds_the_newest_events_however_old() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_tail_and_stats_read_postgres_and_the_file() {
-    let schema = Schema::new();
-    let spool = TempDir::new();
-    let auditor = Auditor::start(pg_config(PG, &schema, spool.path()))
-        .await
-        .unwrap();
+    let (schema, _spool, auditor) = pg_auditor().await;
     let mut refused = sample(3);
     refused.http_status = 200;
     refused.rpc_error = Some(-32003);

@@ -116,19 +116,25 @@ fn dns_rebinding_is_refused() {
     assert_eq!(a.status, 200, "{}", a.body);
 }
 
+/// `GET /mcp` for the session of `cl`: the open (200) server-to-client stream.
+fn open_stream(url: &str, cl: &Client) -> reqwest::blocking::Response {
+    let r = blocking()
+        .get(url)
+        .header("accept", "text/event-stream")
+        .header("mcp-session-id", cl.session.clone().unwrap())
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    r
+}
+
 #[test]
 fn delete_ends_the_session() {
     let (_a, gw) = one();
     let mut cl = Client::new(&gw.url);
     cl.initialize();
     // A GET stream of the session, read to its end on a thread.
-    let mut stream = blocking()
-        .get(&gw.url)
-        .header("accept", "text/event-stream")
-        .header("mcp-session-id", cl.session.clone().unwrap())
-        .send()
-        .unwrap();
-    assert_eq!(stream.status().as_u16(), 200);
+    let mut stream = open_stream(&gw.url, &cl);
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let mut chunk = [0u8; 4096];
@@ -233,13 +239,7 @@ fn server_stream_relays_backend_notifications() {
     let (_a, gw) = one();
     let mut cl = Client::new(&gw.url);
     cl.initialize();
-    let mut resp = blocking()
-        .get(&gw.url)
-        .header("accept", "text/event-stream")
-        .header("mcp-session-id", cl.session.clone().unwrap())
-        .send()
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 200);
+    let mut resp = open_stream(&gw.url, &cl);
     // Ask the backend to announce a list change until it shows on the stream (the GET
     // stream to the backend opens asynchronously).
     let (tx, rx) = std::sync::mpsc::channel();

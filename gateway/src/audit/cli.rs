@@ -366,35 +366,40 @@ async fn pg_events(
 ) -> anyhow::Result<Vec<AuditEvent>> {
     let limit = limit.min(1_000_000);
     let now = Utc::now();
-    let windows = LOOK_BACK_SECS
+    let mut cuts = LOOK_BACK_SECS
         .iter()
-        .map(|s| Some(now - chrono::Duration::seconds(*s)))
-        .chain([None]);
-    for cut in windows {
+        .map(|s| now - chrono::Duration::seconds(*s));
+    loop {
         let mut g = f.clone();
-        // The window's start, never before `--since`; the last window is `--since`.
-        g.since = match (cut, f.since) {
-            (Some(c), Some(s)) => Some(c.max(s)),
-            (c, s) => c.or(s),
+        // The window's start, never before `--since`; after the last cut, `--since`.
+        g.since = match cuts.next() {
+            Some(c) => Some(f.since.map_or(c, |s| c.max(s))),
+            None => f.since,
         };
-        let last = g.since == f.since;
         let (w, params) = g.sql();
         let q = format!(
             "SELECT {COLUMNS} FROM \"{schema}\".audit_events {w} \
              ORDER BY ts DESC, id DESC LIMIT {limit}"
         );
-        let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
-            params.iter().map(|p| p.as_ref() as _).collect();
-        let rows = client
-            .query(&q, &refs)
-            .await
-            .map_err(|e| anyhow!("{}", describe_pg_error(&e)))?;
-        if rows.len() >= limit || last {
+        let rows = pg_query(client, &q, &params).await?;
+        if rows.len() >= limit || g.since == f.since {
             return Ok(rows.iter().map(event_of).collect());
         }
     }
-    // Not reached: the last window is `f.since` itself.
-    Ok(Vec::new())
+}
+
+/// Runs `q` with `params`; a PostgreSQL error is put in words for people.
+async fn pg_query(
+    client: &tokio_postgres::Client,
+    q: &str,
+    params: &[Box<dyn tokio_postgres::types::ToSql + Sync + Send>],
+) -> anyhow::Result<Vec<tokio_postgres::Row>> {
+    let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+        params.iter().map(|p| p.as_ref() as _).collect();
+    client
+        .query(q, &refs)
+        .await
+        .map_err(|e| anyhow!("{}", describe_pg_error(&e)))
 }
 
 fn describe_pg_error(e: &tokio_postgres::Error) -> String {
@@ -723,12 +728,7 @@ async fn pg_stats(
                FROM \"{schema}\".audit_events {w}) x \
          {group_by} ORDER BY 2 DESC, 1 LIMIT {limit}"
     );
-    let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
-        params.iter().map(|p| p.as_ref() as _).collect();
-    let rows = client
-        .query(&q, &refs)
-        .await
-        .map_err(|e| anyhow!("{}", describe_pg_error(&e)))?;
+    let rows = pg_query(client, &q, &params).await?;
     Ok(rows
         .iter()
         .map(|r| {

@@ -54,6 +54,7 @@ pub(crate) struct Taken {
 
 impl Queue {
     pub(crate) fn new(encoding: Encoding, capacity: usize, batch_size: usize) -> Queue {
+        let batch_wake = batch_size.min(capacity / 2).max(1);
         Queue {
             state: Mutex::new(State {
                 buf: BytesMut::with_capacity(64 * 1024),
@@ -62,8 +63,8 @@ impl Queue {
             }),
             encoding,
             capacity,
-            wake_at: AtomicUsize::new(batch_size.min(capacity / 2).max(1)),
-            batch_wake: batch_size.min(capacity / 2).max(1),
+            wake_at: AtomicUsize::new(batch_wake),
+            batch_wake,
             ready: Notify::new(),
             high_water: AtomicUsize::new(0),
         }
