@@ -36,6 +36,10 @@ pub enum ConfigError {
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 const DEFAULT_MAX_BODY: usize = 4 * 1024 * 1024;
+/// A 4 MiB body at a slow 200 KiB/s still makes it.
+const DEFAULT_BODY_TIMEOUT_S: u64 = 30;
+/// Well below a container's usual 65,536 open files, well above what a replica serves.
+const DEFAULT_MAX_CONNECTIONS: usize = 16_384;
 const DEFAULT_TIMEOUT_MS: u64 = 30_000;
 const DEFAULT_STREAM_IDLE_MS: u64 = 300_000;
 const DEFAULT_SESSION_TTL_S: u64 = 24 * 3600;
@@ -61,6 +65,8 @@ struct FileServer {
     listen: Option<toml::Spanned<String>>,
     public_url: Option<toml::Spanned<String>>,
     max_body_bytes: Option<usize>,
+    body_timeout_s: Option<u64>,
+    max_connections: Option<usize>,
     request_timeout_ms: Option<u64>,
     stream_idle_timeout_ms: Option<u64>,
     session_key: Option<toml::Spanned<String>>,
@@ -94,6 +100,7 @@ struct FileAuth {
     jwks_refresh_min_s: Option<u64>,
     jwks_url: Option<toml::Spanned<String>>,
     tokeninfo_url: Option<toml::Spanned<String>>,
+    userinfo_url: Option<toml::Spanned<String>>,
     google_client_id: Option<toml::Spanned<String>>,
     allowed_domains: Option<Vec<String>>,
     resource_name: Option<String>,
@@ -177,6 +184,9 @@ pub struct AuthConfig {
     /// sidecar's `/jwks` inside the same task).
     pub jwks_url: Option<Url>,
     pub tokeninfo_url: Url,
+    /// Google's OIDC userinfo endpoint: the Workspace domain (`hd`) of an access token,
+    /// which tokeninfo does not carry.
+    pub userinfo_url: Url,
     pub google_client_id: Option<String>,
     pub allowed_domains: Vec<String>,
     pub resource_name: String,
@@ -224,6 +234,11 @@ pub struct ServerConfig {
     /// Canonical public URL of the gateway (scheme://host[:port]), no trailing slash.
     pub public_url: Url,
     pub max_body_bytes: usize,
+    /// The whole request body must arrive within this (408 and the connection closed
+    /// otherwise): a client trickling its body cannot hold a request open.
+    pub body_timeout: Duration,
+    /// Downstream connections served at once; one more is closed at once.
+    pub max_connections: usize,
     pub request_timeout: Duration,
     pub stream_idle_timeout: Duration,
     /// 32-byte key sealing session ids; `None` means "generate at start".
@@ -561,12 +576,24 @@ impl Validator<'_> {
             None => Url::parse("https://oauth2.googleapis.com/tokeninfo")
                 .map_err(|e| self.err(0..0, "auth.tokeninfo_url", e.to_string()))?,
         };
+        let userinfo_url = match &a.userinfo_url {
+            Some(v) => self.http_url(v, "auth.userinfo_url")?,
+            None => Url::parse("https://openidconnect.googleapis.com/v1/userinfo")
+                .map_err(|e| self.err(0..0, "auth.userinfo_url", e.to_string()))?,
+        };
         let jwks_url = match &a.jwks_url {
             None => None,
             Some(v) => Some(self.http_url(v, "auth.jwks_url")?),
         };
         let google_client_id = match &a.google_client_id {
             Some(v) => Some(self.expand(v, "auth.google_client_id")?),
+            // Without it any Google access token would do, including one that another
+            // app obtained from an employee (a confused deputy).
+            None if mode == AuthMode::GoogleDirect => return Err(self.err(
+                mode_span,
+                "auth.google_client_id",
+                "auth.mode = \"google-direct\" needs google_client_id = the OAuth client id whose tokens the gateway accepts (the sidecar's google.client_id)",
+            )),
             None => None,
         };
         let allowed_domains: Vec<String> = a
@@ -590,13 +617,20 @@ impl Validator<'_> {
             cache_ttl: Duration::from_secs(a.cache_ttl_s.unwrap_or(300).clamp(1, 300)),
             cache_max_entries: a.cache_max_entries.unwrap_or(100_000).max(1),
             clock_skew: Duration::from_secs(a.clock_skew_s.unwrap_or(60).min(300)),
-            required_scopes: a.required_scopes.unwrap_or_default(),
+            // The sidecar grants `mcp` for MCP access; a token minted for anything else
+            // (a refresh with scope=offline_access) must not open /mcp. Google's tokens
+            // carry Google's scopes only.
+            required_scopes: a.required_scopes.unwrap_or_else(|| match mode {
+                AuthMode::OAuth => vec!["mcp".to_string()],
+                AuthMode::GoogleDirect | AuthMode::None => Vec::new(),
+            }),
             scopes_supported: a
                 .scopes_supported
                 .unwrap_or_else(|| vec!["mcp".to_string()]),
             jwks_refresh_min: Duration::from_secs(a.jwks_refresh_min_s.unwrap_or(30)),
             jwks_url,
             tokeninfo_url,
+            userinfo_url,
             google_client_id,
             allowed_domains,
             resource_name: a.resource_name.unwrap_or_else(|| "MCP Gateway".to_string()),
@@ -697,10 +731,24 @@ impl Validator<'_> {
         if max_body_bytes < 1024 {
             return Err(self.err(0..0, "server.max_body_bytes", "must be at least 1024"));
         }
+        let body_timeout_s = s.body_timeout_s.unwrap_or(DEFAULT_BODY_TIMEOUT_S);
+        if body_timeout_s == 0 {
+            return Err(self.err(
+                0..0,
+                "server.body_timeout_s",
+                "must be at least 1 (seconds)",
+            ));
+        }
+        let max_connections = s.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS);
+        if max_connections == 0 {
+            return Err(self.err(0..0, "server.max_connections", "must be at least 1"));
+        }
         Ok(ServerConfig {
             listen,
             public_url,
             max_body_bytes,
+            body_timeout: Duration::from_secs(body_timeout_s),
+            max_connections,
             request_timeout: Duration::from_millis(
                 s.request_timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS).max(1),
             ),

@@ -42,6 +42,18 @@ pub fn readiness(gw: &Gateway, auth: Option<&crate::auth::bearer::Authenticator>
     (status, doc)
 }
 
+/// The public `/readyz`: the status alone. Backend names and their last errors tell a
+/// stranger what runs behind the gateway and how it fails; they are served on the
+/// metrics/admin listener ([`crate::admin`]).
+pub fn public_readiness(gw: &Gateway) -> (u16, Value) {
+    let all_down =
+        !gw.backends.is_empty() && gw.backends.iter().all(|b| b.health() == Health::Down);
+    (
+        if all_down { 503 } else { 200 },
+        json!({"ready": !all_down}),
+    )
+}
+
 /// Pings every backend every `server.health_interval`, in parallel.
 pub struct Probes {
     pub gateway: Arc<Gateway>,

@@ -1,8 +1,10 @@
 //! `mcp-gateway`: one MCP endpoint in front of many MCP servers, on Pingora.
 
+pub mod admin;
 pub mod audit;
 pub mod auth;
 pub mod config;
+pub mod connections;
 pub mod health;
 pub mod mcp;
 pub mod metrics;

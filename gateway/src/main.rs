@@ -14,6 +14,7 @@ use clap::Parser;
 use mcp_gateway::audit::Auditor;
 use mcp_gateway::auth::bearer::Authenticator;
 use mcp_gateway::config::{expand_refs, Config, LogFormat};
+use mcp_gateway::connections::ConnectionCap;
 use mcp_gateway::health::Probes;
 use mcp_gateway::mcp::handler::Gateway;
 use mcp_gateway::mcp::session::Sealer;
@@ -262,6 +263,10 @@ fn run(config: &mut Config, opt: Opt, secrets: Option<LoadedSecrets>) -> anyhow:
         return Ok(());
     }
     // Port 0: pick a free port now so it can be announced (tests read it back).
+    if let Some(addr) = config.metrics_listen.filter(|a| a.port() == 0) {
+        let probe = std::net::TcpListener::bind(addr)?;
+        config.metrics_listen = Some(probe.local_addr()?);
+    }
     if config.server.listen.port() == 0 {
         let probe = std::net::TcpListener::bind(config.server.listen)?;
         config.server.listen = probe.local_addr()?;
@@ -308,13 +313,17 @@ fn run(config: &mut Config, opt: Opt, secrets: Option<LoadedSecrets>) -> anyhow:
         None
     };
     let auth = Arc::new(Authenticator::new(&config.auth, client));
-    let mut proxy = pingora::proxy::http_proxy_service(
+    let proxy = pingora::proxy::http_proxy(
         &server.configuration,
         GatewayProxy {
             gateway: gateway.clone(),
             auth: auth.clone(),
             audit: auditor.clone(),
         },
+    );
+    let mut proxy = pingora::services::listening::Service::new(
+        "MCP gateway".to_string(),
+        ConnectionCap::new(proxy, config.server.max_connections),
     );
     proxy.add_tcp(&config.server.listen.to_string());
     server.add_service(proxy);
@@ -339,9 +348,11 @@ fn run(config: &mut Config, opt: Opt, secrets: Option<LoadedSecrets>) -> anyhow:
     if let Some(addr) = config.metrics_listen {
         metrics::requests();
         metrics::StateCollector::register(gateway.clone(), Some(auth.clone()), auditor.clone());
-        let mut admin = pingora_prometheus::prometheus_http_service();
-        admin.add_tcp(&addr.to_string());
-        server.add_service(admin);
+        server.add_service(mcp_gateway::admin::service(
+            gateway.clone(),
+            auth.clone(),
+            addr,
+        ));
     }
     server.add_service(background_service(
         "health probes",

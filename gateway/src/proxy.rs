@@ -11,9 +11,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
-use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::http::ResponseHeader;
 use pingora::prelude::*;
 use pingora::proxy::{ProxyHttp, Session};
 use rand::RngCore;
@@ -41,7 +41,7 @@ pub struct Ctx {
     request_id: String,
     started: Instant,
     info: Info,
-    passthrough: Option<Arc<Backend>>,
+    route: Route,
     caller: Option<Arc<Identity>>,
 }
 
@@ -138,7 +138,7 @@ impl GatewayProxy {
             Err(e) => {
                 let cfg = &self.gateway.config;
                 let (status, challenge) = metadata::challenge(&cfg.server, &cfg.auth, &e);
-                ctx.info.auth_error = Some(e.to_string());
+                ctx.info.auth_error = Some(e.detail());
                 let message = match status {
                     401 => format!("Unauthorized: {e}"),
                     403 => format!("Forbidden: {e}"),
@@ -153,28 +153,9 @@ impl GatewayProxy {
     }
 
     async fn serve_mcp(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
-        let max = self.gateway.config.server.max_body_bytes;
-        let declared = session
-            .req_header()
-            .headers
-            .get("content-length")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<usize>().ok());
-        if declared.is_some_and(|n| n > max) {
-            return self.too_large(session, ctx, max).await;
-        }
-        let mut body = BytesMut::new();
-        loop {
-            let chunk = tokio::time::timeout(Duration::from_secs(60), session.read_request_body())
-                .await
-                .map_err(|_| Error::explain(ReadTimedout, "reading the request body"))??;
-            let Some(chunk) = chunk else { break };
-            if body.len() + chunk.len() > max {
-                return self.too_large(session, ctx, max).await;
-            }
-            body.extend_from_slice(&chunk);
-        }
-        ctx.info.request_id = ctx.request_id.clone();
+        let Some(body) = self.read_body(session, ctx).await? else {
+            return Ok(());
+        };
         ctx.info.traceparent = session
             .req_header()
             .headers
@@ -182,11 +163,10 @@ impl GatewayProxy {
             .and_then(|v| v.to_str().ok())
             .filter(|v| v.len() <= 128 && v.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-'))
             .map(str::to_string);
-        ctx.info.bytes_in = body.len() as u64;
         let req = Request {
             method: session.req_header().method.clone(),
             headers: session.req_header().headers.clone(),
-            body: body.freeze(),
+            body,
         };
         let caller = ctx
             .caller
@@ -197,18 +177,137 @@ impl GatewayProxy {
         Ok(())
     }
 
-    async fn too_large(&self, session: &mut Session, ctx: &mut Ctx, max: usize) -> Result<()> {
+    /// `/backends/{name}/mcp`: the same guards as `/mcp` (Host/Origin, identity, backend
+    /// and tool policy, body limits), then relayed to the one backend.
+    async fn serve_passthrough(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        backend: &Arc<Backend>,
+    ) -> Result<()> {
+        if let Err(r) = self
+            .gateway
+            .check_host_origin(&session.req_header().headers)
+        {
+            write_response(session, r, &ctx.request_id).await?;
+            return Ok(());
+        }
+        if !self.authenticate(session, ctx).await? {
+            return Ok(());
+        }
+        let caller = ctx
+            .caller
+            .clone()
+            .unwrap_or_else(|| Arc::new(Caller::anonymous()));
+        ctx.info.backend = Some(backend.name().to_string());
+        if !policy::may_use_backend(self.gateway.config.auth.mode, &backend.config, &caller) {
+            ctx.info.rpc_error = Some(jsonrpc::FORBIDDEN);
+            let r = Response::refuse(
+                403,
+                jsonrpc::FORBIDDEN,
+                format!("Forbidden: you may not use backend {:?}", backend.name()),
+            );
+            write_response(session, r, &ctx.request_id).await?;
+            return Ok(());
+        }
+        let Some(body) = self.read_body(session, ctx).await? else {
+            return Ok(());
+        };
+        let (method, headers) = {
+            let h = session.req_header();
+            (h.method.clone(), h.headers.clone())
+        };
+        let resp = crate::mcp::passthrough::serve(
+            &self.gateway,
+            backend,
+            &caller,
+            &method,
+            &headers,
+            body,
+            &mut ctx.info,
+        )
+        .await;
+        ctx.info.bytes_out = write_response(session, resp, &ctx.request_id).await?;
+        Ok(())
+    }
+
+    /// Reads the whole request body, bounded by `server.max_body_bytes` (413) and by
+    /// `server.body_timeout_s` for all of it (408). `None`: refused, the answer written.
+    async fn read_body(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Option<Bytes>> {
+        let server = &self.gateway.config.server;
+        let max = server.max_body_bytes;
+        let declared = session
+            .req_header()
+            .headers
+            .get("content-length")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        if declared.is_some_and(|n| n > max) {
+            self.refuse_body(session, ctx, BodyRefusal::TooLarge(max))
+                .await?;
+            return Ok(None);
+        }
+        let read = async {
+            let mut body = BytesMut::new();
+            while let Some(chunk) = session.read_request_body().await? {
+                if body.len() + chunk.len() > max {
+                    return Ok(Err(BodyRefusal::TooLarge(max)));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok::<_, Box<pingora::Error>>(Ok(body.freeze()))
+        };
+        let outcome = match tokio::time::timeout(server.body_timeout, read).await {
+            Ok(read) => read?,
+            Err(_) => Err(BodyRefusal::TooSlow(server.body_timeout)),
+        };
+        match outcome {
+            Ok(body) => {
+                ctx.info.request_id = ctx.request_id.clone();
+                ctx.info.bytes_in = body.len() as u64;
+                Ok(Some(body))
+            }
+            Err(refusal) => {
+                self.refuse_body(session, ctx, refusal).await?;
+                Ok(None)
+            }
+        }
+    }
+
+    async fn refuse_body(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        refusal: BodyRefusal,
+    ) -> Result<()> {
         // The rest of the body is not read, so the connection cannot be reused.
         session.set_keepalive(None);
         ctx.info.rpc_error = Some(jsonrpc::INVALID_REQUEST);
-        let resp = Response::refuse(
-            413,
-            jsonrpc::INVALID_REQUEST,
-            format!("Payload Too Large: the body exceeds server.max_body_bytes ({max} bytes)"),
-        );
+        let resp = match refusal {
+            BodyRefusal::TooLarge(max) => Response::refuse(
+                413,
+                jsonrpc::INVALID_REQUEST,
+                format!("Payload Too Large: the body exceeds server.max_body_bytes ({max} bytes)"),
+            ),
+            BodyRefusal::TooSlow(limit) => Response::refuse(
+                408,
+                jsonrpc::INVALID_REQUEST,
+                format!(
+                    "Request Timeout: the body did not arrive within server.body_timeout_s ({} s)",
+                    limit.as_secs()
+                ),
+            ),
+        };
+        ctx.info.detail = Some("request body refused".into());
         write_response(session, resp, &ctx.request_id).await?;
         Ok(())
     }
+}
+
+/// Why a request body was not taken.
+enum BodyRefusal {
+    TooLarge(usize),
+    TooSlow(Duration),
 }
 
 /// Writes a handler response: a full body, or an SSE stream event by event.
@@ -304,6 +403,54 @@ fn json_response(status: u16, v: &Value) -> Response {
     Response::json(status, v)
 }
 
+/// What a request is for, decided once in `request_filter` from its path.
+pub enum Route {
+    /// `/mcp`: the aggregated endpoint.
+    Mcp,
+    /// `/backends/{name}/mcp` of an HTTP backend.
+    Passthrough(Arc<Backend>),
+    /// RFC 9728 protected-resource metadata (authentication on).
+    ResourceMetadata,
+    Health,
+    Ready,
+    NotFound,
+}
+
+impl Route {
+    pub fn of(path: &str, gateway: &Gateway) -> Route {
+        match path {
+            "/mcp" => Route::Mcp,
+            metadata::PATH_MCP | metadata::PATH_ROOT
+                if gateway.config.auth.mode != AuthMode::None =>
+            {
+                Route::ResourceMetadata
+            }
+            "/healthz" => Route::Health,
+            "/readyz" => Route::Ready,
+            p => p
+                .strip_prefix("/backends/")
+                .and_then(|rest| rest.strip_suffix("/mcp"))
+                .and_then(|name| gateway.backend(name))
+                .filter(|b| b.http_url().is_some())
+                .map_or(Route::NotFound, |b| Route::Passthrough(b.clone())),
+        }
+    }
+
+    /// The metric label.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Route::Mcp => "mcp",
+            Route::Passthrough(_) => "passthrough",
+            _ => "other",
+        }
+    }
+
+    /// Whether the request goes to the audit log (every request that can reach a backend).
+    pub fn audited(&self) -> bool {
+        matches!(self, Route::Mcp | Route::Passthrough(_))
+    }
+}
+
 #[async_trait]
 impl ProxyHttp for GatewayProxy {
     type CTX = Ctx;
@@ -313,11 +460,13 @@ impl ProxyHttp for GatewayProxy {
             request_id: String::new(),
             started: Instant::now(),
             info: Info::default(),
-            passthrough: None,
+            route: Route::NotFound,
             caller: None,
         }
     }
 
+    /// Every route is served here, to the end: the body of an MCP request must be read
+    /// to be routed or checked, which Pingora's proxy path cannot replay past 64 KiB.
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         ctx.request_id = request_id(session);
         ctx.info.source_addr = client_address(
@@ -330,142 +479,54 @@ impl ProxyHttp for GatewayProxy {
             .get("user-agent")
             .and_then(|v| v.to_str().ok())
             .map(|v| v.chars().take(256).collect());
-        let path = session.req_header().uri.path().to_string();
-        match path.as_str() {
-            "/mcp" => {
+        ctx.route = Route::of(session.req_header().uri.path(), &self.gateway);
+        match &ctx.route {
+            Route::Mcp => {
                 if self.authenticate(session, ctx).await? {
                     self.serve_mcp(session, ctx).await?;
                 }
-                Ok(true)
             }
-            metadata::PATH_MCP | metadata::PATH_ROOT
-                if self.gateway.config.auth.mode != AuthMode::None =>
-            {
+            Route::Passthrough(backend) => {
+                let backend = backend.clone();
+                self.serve_passthrough(session, ctx, &backend).await?;
+            }
+            Route::ResourceMetadata => {
                 let cfg = &self.gateway.config;
                 let doc = metadata::document(&cfg.server, &cfg.auth);
                 let r = json_response(200, &doc)
                     .with_header("access-control-allow-origin", "*".into())
                     .with_header("cache-control", "max-age=300".into());
                 write_response(session, r, &ctx.request_id).await?;
-                Ok(true)
             }
-            "/healthz" => {
+            Route::Health => {
                 let r = json_response(200, &serde_json::json!({"status": "ok"}));
                 write_response(session, r, &ctx.request_id).await?;
-                Ok(true)
             }
-            "/readyz" => {
-                let (status, doc) = health::readiness(&self.gateway, Some(&self.auth));
+            Route::Ready => {
+                let (status, doc) = health::public_readiness(&self.gateway);
                 write_response(session, json_response(status, &doc), &ctx.request_id).await?;
-                Ok(true)
             }
-            p => {
-                let backend = p
-                    .strip_prefix("/backends/")
-                    .and_then(|rest| rest.strip_suffix("/mcp"))
-                    .and_then(|name| self.gateway.backend(name));
-                let Some(backend) = backend.filter(|b| b.http_url().is_some()) else {
-                    let r = Response::refuse(
-                        404,
-                        jsonrpc::INVALID_REQUEST,
-                        format!("Not Found: {p}; the MCP endpoint is /mcp"),
-                    );
-                    write_response(session, r, &ctx.request_id).await?;
-                    return Ok(true);
-                };
-                if let Err(r) = self
-                    .gateway
-                    .check_host_origin(&session.req_header().headers)
-                {
-                    write_response(session, r, &ctx.request_id).await?;
-                    return Ok(true);
-                }
-                if !self.authenticate(session, ctx).await? {
-                    return Ok(true);
-                }
-                let allowed = ctx.caller.as_ref().is_some_and(|who| {
-                    policy::may_use_backend(self.gateway.config.auth.mode, &backend.config, who)
-                });
-                if !allowed {
-                    ctx.info.rpc_error = Some(jsonrpc::FORBIDDEN);
-                    let r = Response::refuse(
-                        403,
-                        jsonrpc::FORBIDDEN,
-                        format!("Forbidden: you may not use backend {:?}", backend.name()),
-                    );
-                    write_response(session, r, &ctx.request_id).await?;
-                    return Ok(true);
-                }
-                ctx.info.backend = Some(backend.name().to_string());
-                ctx.passthrough = Some(backend.clone());
-                Ok(false)
+            Route::NotFound => {
+                let r = Response::refuse(
+                    404,
+                    jsonrpc::INVALID_REQUEST,
+                    format!(
+                        "Not Found: {}; the MCP endpoint is /mcp",
+                        session.req_header().uri.path()
+                    ),
+                );
+                write_response(session, r, &ctx.request_id).await?;
             }
         }
+        Ok(true)
     }
 
-    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
-        let url = ctx
-            .passthrough
-            .as_ref()
-            .and_then(|b| b.http_url())
-            .ok_or_else(|| Error::explain(InternalError, "no pass-through backend"))?;
-        let host = url.host_str().unwrap_or_default().to_string();
-        let port = url.port_or_known_default().unwrap_or(80);
-        let addr = tokio::net::lookup_host((host.as_str(), port))
-            .await
-            .ok()
-            .and_then(|mut a| a.next())
-            .ok_or_else(|| Error::explain(ConnectNoRoute, format!("cannot resolve {host}")))?;
-        let tls = url.scheme() == "https";
-        let sni = host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string();
-        let mut peer = HttpPeer::new(addr, tls, sni);
-        peer.options.connection_timeout = Some(Duration::from_secs(5));
-        Ok(Box::new(peer))
-    }
-
-    async fn upstream_request_filter(
-        &self,
-        _session: &mut Session,
-        upstream: &mut RequestHeader,
-        ctx: &mut Ctx,
-    ) -> Result<()> {
-        let Some(backend) = ctx.passthrough.as_ref() else {
-            return Ok(());
-        };
-        let Some(url) = backend.http_url() else {
-            return Ok(());
-        };
-        let mut target = url.path().to_string();
-        if let Some(q) = url.query() {
-            target.push('?');
-            target.push_str(q);
-        }
-        let uri = target
-            .parse::<http::Uri>()
-            .map_err(|e| Error::explain(InternalError, e.to_string()))?;
-        upstream.set_uri(uri);
-        let host = match url.port() {
-            Some(p) => format!("{}:{p}", url.host_str().unwrap_or_default()),
-            None => url.host_str().unwrap_or_default().to_string(),
-        };
-        upstream.insert_header("host", host)?;
-        // Never pass the client's credentials or browser context upstream.
-        upstream.remove_header("authorization");
-        upstream.remove_header("cookie");
-        upstream.remove_header("origin");
-        for (k, v) in backend.current_headers() {
-            upstream.insert_header(k, v)?;
-        }
-        if let Some(who) = &ctx.caller {
-            for (k, v) in Gateway::identity_headers(backend, who) {
-                upstream.insert_header(k, v)?;
-            }
-        }
-        upstream.insert_header("x-request-id", ctx.request_id.as_str())?;
-        Ok(())
+    /// Never reached: `request_filter` answers every request itself.
+    async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        Err(Error::explain(
+            InternalError,
+            "every route is served in request_filter",
+        ))
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&pingora::Error>, ctx: &mut Ctx) {
@@ -477,14 +538,7 @@ impl ProxyHttp for GatewayProxy {
         let elapsed = ctx.started.elapsed();
         let req = session.req_header();
         if let Some(m) = metrics::requests() {
-            let path = req.uri.path();
-            let route = if path == "/mcp" {
-                "mcp"
-            } else if ctx.passthrough.is_some() {
-                "passthrough"
-            } else {
-                "other"
-            };
+            let route = ctx.route.label();
             let method = ctx
                 .info
                 .rpc_method
@@ -501,7 +555,7 @@ impl ProxyHttp for GatewayProxy {
                 .with_label_values(&[route, method])
                 .observe(elapsed.as_secs_f64());
         }
-        let audited = req.uri.path() == "/mcp" || ctx.passthrough.is_some();
+        let audited = ctx.route.audited();
         tracing::info!(
             request_id = %ctx.request_id,
             http_method = %req.method,

@@ -138,8 +138,7 @@ fn a_dead_backend_is_left_out_of_lists_and_named_in_call_errors() {
     );
     // Readiness shows it.
     wait_until(std::time::Duration::from_secs(10), || {
-        let (_, body) = http_get(&gw.url.replace("/mcp", "/readyz")).unwrap();
-        let v: Value = serde_json::from_str(&body).unwrap();
+        let v = readyz_detail(&gw);
         v["backends"]
             .as_array()
             .unwrap()
@@ -267,6 +266,7 @@ fn an_https_backend_is_verified_against_the_trusted_roots() {
     let _fwd = Proc {
         child: fwd,
         url: https.clone(),
+        admin: None,
     };
     assert!(https.starts_with("https://localhost:"), "{https}");
 

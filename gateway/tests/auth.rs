@@ -34,8 +34,7 @@ impl Env {
         }
     }
     fn upstream_requests(&self) -> u64 {
-        let (_, body) = http_get(&self.gw.url.replace("/mcp", "/readyz")).unwrap();
-        let v: Value = serde_json::from_str(&body).unwrap();
+        let v = readyz_detail(&self.gw);
         v["backends"]
             .as_array()
             .unwrap()
@@ -334,8 +333,7 @@ fn validation_is_cached_and_survives_a_brief_issuer_outage() {
     for _ in 0..5 {
         ana.request("ping", json!({}));
     }
-    let (_, body) = http_get(&e.gw.url.replace("/mcp", "/readyz")).unwrap();
-    let v: Value = serde_json::from_str(&body).unwrap();
+    let v = readyz_detail(&e.gw);
     assert!(v["auth"]["cache_hits"].as_u64().unwrap() >= 5, "{v}");
     let fetches = e.issuer.jwks_fetches.load(Ordering::SeqCst);
     // Issuer down: a new token signed with the known key is still accepted.

@@ -283,7 +283,6 @@ fn health_endpoints() {
     assert_eq!(s, 200);
     assert!(body.contains("ok"));
     wait_until(std::time::Duration::from_secs(10), || {
-        let (s, body) = http_get(&gw.url.replace("/mcp", "/readyz")).unwrap();
-        s == 200 && body.contains("\"state\":\"up\"")
+        readyz_detail(&gw).to_string().contains("\"state\":\"up\"")
     });
 }

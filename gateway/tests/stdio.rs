@@ -24,8 +24,7 @@ fn config(backends: &str) -> String {
 }
 
 fn readyz(gw: &Proc) -> Value {
-    let (_, body) = http_get(&gw.url.replace("/mcp", "/readyz")).expect("readyz");
-    serde_json::from_str(&body).expect("readyz JSON")
+    readyz_detail(gw)
 }
 
 #[test]

@@ -43,7 +43,7 @@ def main():
     email = sys.argv[5] if len(sys.argv) > 5 else "bench@example.com"
     groups = sys.argv[6].split(",") if len(sys.argv) > 6 else []
     now = int(time.time())
-    header = b64(json.dumps({"alg": "ES256", "typ": "JWT", "kid": kid}).encode())
+    header = b64(json.dumps({"alg": "ES256", "typ": "at+jwt", "kid": kid}).encode())
     claims = b64(json.dumps({"iss": iss, "aud": aud, "sub": email, "email": email,
                              "groups": groups, "iat": now, "exp": now + 3600,
                              "client_id": "bench", "scope": "mcp"}).encode())

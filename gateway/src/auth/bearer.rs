@@ -97,14 +97,17 @@ impl Authenticator {
             )),
             _ => None,
         };
-        let google = (cfg.mode == AuthMode::GoogleDirect).then(|| {
-            TokenInfo::new(
+        // Config validation makes google_client_id required in google-direct mode.
+        let google = match (cfg.mode, &cfg.google_client_id) {
+            (AuthMode::GoogleDirect, Some(id)) => Some(TokenInfo::new(
                 client,
                 cfg.tokeninfo_url.clone(),
-                cfg.google_client_id.clone(),
+                cfg.userinfo_url.clone(),
+                id.clone(),
                 cfg.allowed_domains.clone(),
-            )
-        });
+            )),
+            _ => None,
+        };
         Authenticator {
             cfg: cfg.clone(),
             jwks,
@@ -197,6 +200,15 @@ impl Authenticator {
                 "algorithm {:?} is not accepted",
                 header.alg
             )));
+        }
+        // RFC 9068 §4: an access token says so in its header; an ID token or any other
+        // JWT signed by the same issuer is not one.
+        if !header.typ.as_deref().is_some_and(|t| {
+            t.eq_ignore_ascii_case("at+jwt") || t.eq_ignore_ascii_case("application/at+jwt")
+        }) {
+            return Err(AuthError::InvalidToken(
+                "the token is not an access token (header typ must be \"at+jwt\")".into(),
+            ));
         }
         let kid = header
             .kid

@@ -1,5 +1,7 @@
 //! `google-direct` mode: opaque Google access tokens, checked at Google's tokeninfo
-//! endpoint (configurable, so tests use the fake Google).
+//! endpoint (audience, email, expiry) and, for the Workspace domain (`hd`), which an
+//! access token's tokeninfo does not carry, at the userinfo endpoint. Both URLs are
+//! configurable, so tests use the fake Google.
 
 use std::time::Duration;
 
@@ -11,7 +13,8 @@ use super::{AuthError, Identity};
 pub struct TokenInfo {
     client: reqwest::Client,
     url: Url,
-    client_id: Option<String>,
+    userinfo: Url,
+    client_id: String,
     allowed_domains: Vec<String>,
 }
 
@@ -37,12 +40,14 @@ impl TokenInfo {
     pub fn new(
         client: reqwest::Client,
         url: Url,
-        client_id: Option<String>,
+        userinfo: Url,
+        client_id: String,
         allowed_domains: Vec<String>,
     ) -> TokenInfo {
         TokenInfo {
             client,
             url,
+            userinfo,
             client_id,
             allowed_domains,
         }
@@ -70,13 +75,14 @@ impl TokenInfo {
                 "Google does not accept this token".into(),
             ));
         }
-        if let Some(want) = &self.client_id {
-            let ok = [field(&body, "aud"), field(&body, "azp")].contains(&Some(want.as_str()));
-            if !ok {
-                return Err(AuthError::InvalidToken(
-                    "the token was issued to another client".into(),
-                ));
-            }
+        // The token must have been issued to our client (aud) or obtained by it (azp):
+        // one that another app got from an employee is not ours to accept.
+        let ok =
+            [field(&body, "aud"), field(&body, "azp")].contains(&Some(self.client_id.as_str()));
+        if !ok {
+            return Err(AuthError::InvalidToken(
+                "the token was issued to another client".into(),
+            ));
         }
         let verified = matches!(body.get("email_verified"), Some(Value::Bool(true)))
             || field(&body, "email_verified") == Some("true");
@@ -88,10 +94,17 @@ impl TokenInfo {
                 "the email address is not verified".into(),
             ));
         }
-        let domain = field(&body, "hd")
-            .map(str::to_ascii_lowercase)
-            .or_else(|| email.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase()))
-            .unwrap_or_default();
+        // Workspace accounts carry `hd`; a consumer account whose address happens to be
+        // in our domain does not, and the email's domain proves nothing.
+        let hd = match field(&body, "hd") {
+            Some(hd) => Some(hd.to_string()),
+            None => self.workspace_domain(token).await?,
+        };
+        let Some(domain) = hd.map(|d| d.to_ascii_lowercase()) else {
+            return Err(AuthError::InvalidToken(
+                "the account is not a Google Workspace account (no hd claim)".into(),
+            ));
+        };
         if !self.allowed_domains.contains(&domain) {
             return Err(AuthError::InvalidToken(format!(
                 "the domain {domain:?} is not allowed"
@@ -113,5 +126,31 @@ impl TokenInfo {
             },
             expires_in,
         })
+    }
+
+    /// The account's Workspace domain from userinfo (`None`: a consumer account).
+    async fn workspace_domain(&self, token: &str) -> Result<Option<String>, AuthError> {
+        let resp = self
+            .client
+            .get(self.userinfo.clone())
+            .bearer_auth(token)
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+            .map_err(|e| AuthError::Unavailable(format!("userinfo: {e}")))?;
+        let status = resp.status();
+        if status.is_server_error() {
+            return Err(AuthError::Unavailable(format!("userinfo: HTTP {status}")));
+        }
+        if !status.is_success() {
+            return Err(AuthError::InvalidToken(
+                "Google does not accept this token".into(),
+            ));
+        }
+        let body: Value = resp
+            .json()
+            .await
+            .map_err(|e| AuthError::Unavailable(format!("userinfo: {e}")))?;
+        Ok(field(&body, "hd").map(str::to_string))
     }
 }

@@ -78,12 +78,22 @@ impl Jwks {
                 .state
                 .lock()
                 .map_err(|_| AuthError::Unavailable("lock".into()))?;
-            if st.last_ok.is_some_and(|t| t.elapsed() < self.min_interval)
-                || st
-                    .last_failure
-                    .is_some_and(|t| t.elapsed() < RETRY_AFTER_FAILURE)
-            {
+            if st.last_ok.is_some_and(|t| t.elapsed() < self.min_interval) {
                 return Ok(());
+            }
+            if st
+                .last_failure
+                .is_some_and(|t| t.elapsed() < RETRY_AFTER_FAILURE)
+            {
+                // Not again so soon; with no key known, the token cannot be checked
+                // (it is not therefore invalid: the client must not sign in again).
+                return if self.known_keys() > 0 {
+                    Ok(())
+                } else {
+                    Err(AuthError::Unavailable(
+                        "the issuer's keys could not be fetched moments ago".into(),
+                    ))
+                };
             }
         }
         match self.fetch().await {

@@ -68,11 +68,11 @@ pub fn challenge(server: &ServerConfig, auth: &AuthConfig, err: &AuthError) -> (
                 quote(&format!("the token lacks scope {s}"))
             ),
         ),
-        AuthError::Unavailable(d) => (
+        AuthError::Unavailable(_) => (
             503,
             format!(
                 "{v}, error=\"temporarily_unavailable\", error_description=\"{}\"",
-                quote(d)
+                quote(&err.to_string())
             ),
         ),
     }

@@ -54,7 +54,19 @@ pub enum AuthError {
     InvalidToken(String),
     #[error("the token lacks scope {0:?}")]
     InsufficientScope(String),
-    /// The token could not be checked now (issuer unreachable and no cached keys).
-    #[error("cannot validate tokens right now: {0}")]
+    /// The token could not be checked now (issuer unreachable and no cached keys). The
+    /// cause (which URL, which error) is for the log and the audit record only: it names
+    /// internal addresses, so the client is told no more than to try again.
+    #[error("cannot validate tokens right now; try again shortly")]
     Unavailable(String),
+}
+
+impl AuthError {
+    /// What went wrong, in full, for the log and the audit record (never for the client).
+    pub fn detail(&self) -> String {
+        match self {
+            AuthError::Unavailable(cause) => format!("{self}: {cause}"),
+            other => other.to_string(),
+        }
+    }
 }

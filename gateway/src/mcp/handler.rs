@@ -256,6 +256,11 @@ impl Gateway {
         }
     }
 
+    /// Seals and opens session ids (the `/mcp` ones and the pass-through route's).
+    pub fn sealer(&self) -> &Sealer {
+        &self.sealer
+    }
+
     pub fn backend(&self, name: &str) -> Option<&Arc<Backend>> {
         self.backends.iter().find(|b| b.name() == name)
     }

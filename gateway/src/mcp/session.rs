@@ -20,6 +20,7 @@ use serde_json::Value;
 
 const PREFIX: &str = "g1.";
 const AAD: &[u8] = b"mcp-gateway session v1";
+const AAD_PASSTHROUGH: &[u8] = b"mcp-gateway pass-through session v1";
 
 /// Capability bits of a backend, as learnt from its `initialize` result.
 pub mod caps {
@@ -182,18 +183,31 @@ impl Sealer {
     }
 
     pub fn seal(&self, claims: &SessionClaims) -> String {
-        let plain = serde_json::to_vec(claims).unwrap_or_default();
+        self.seal_bytes(AAD, &serde_json::to_vec(claims).unwrap_or_default())
+    }
+
+    /// Opens a token; `None` for anything not sealed by this key.
+    pub fn open(&self, token: &str) -> Option<SessionClaims> {
+        serde_json::from_slice(&self.open_bytes(AAD, token)?).ok()
+    }
+
+    /// Seals a pass-through route's session: the backend's own id, bound to the person
+    /// and the backend (another AAD: a `/mcp` session id does not open as one, nor the
+    /// other way round).
+    pub fn seal_passthrough(&self, s: &PassthroughSession) -> String {
+        self.seal_bytes(AAD_PASSTHROUGH, &serde_json::to_vec(s).unwrap_or_default())
+    }
+
+    pub fn open_passthrough(&self, token: &str) -> Option<PassthroughSession> {
+        serde_json::from_slice(&self.open_bytes(AAD_PASSTHROUGH, token)?).ok()
+    }
+
+    fn seal_bytes(&self, aad: &[u8], plain: &[u8]) -> String {
         let mut nonce = [0u8; 24];
         rand::thread_rng().fill_bytes(&mut nonce);
         let sealed = self
             .cipher
-            .encrypt(
-                XNonce::from_slice(&nonce),
-                Payload {
-                    msg: &plain,
-                    aad: AAD,
-                },
-            )
+            .encrypt(XNonce::from_slice(&nonce), Payload { msg: plain, aad })
             .unwrap_or_default();
         let mut out = Vec::with_capacity(24 + sealed.len());
         out.extend_from_slice(&nonce);
@@ -201,8 +215,7 @@ impl Sealer {
         format!("{PREFIX}{}", URL_SAFE_NO_PAD.encode(out))
     }
 
-    /// Opens a token; `None` for anything not sealed by this key.
-    pub fn open(&self, token: &str) -> Option<SessionClaims> {
+    fn open_bytes(&self, aad: &[u8], token: &str) -> Option<Vec<u8>> {
         let body = token.strip_prefix(PREFIX)?;
         if body.len() > 16 * 1024 {
             return None;
@@ -212,18 +225,22 @@ impl Sealer {
             return None;
         }
         let (nonce, sealed) = raw.split_at(24);
-        let plain = self
-            .cipher
-            .decrypt(
-                XNonce::from_slice(nonce),
-                Payload {
-                    msg: sealed,
-                    aad: AAD,
-                },
-            )
-            .ok()?;
-        serde_json::from_slice(&plain).ok()
+        self.cipher
+            .decrypt(XNonce::from_slice(nonce), Payload { msg: sealed, aad })
+            .ok()
     }
+}
+
+/// What a pass-through route's `Mcp-Session-Id` carries: the backend's session, and
+/// whose it is.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PassthroughSession {
+    /// The person (`sub`) it was opened for.
+    pub sub: String,
+    /// The backend's name.
+    pub backend: String,
+    /// The backend's own `Mcp-Session-Id`.
+    pub id: String,
 }
 
 #[cfg(test)]

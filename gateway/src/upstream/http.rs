@@ -540,6 +540,82 @@ impl HttpUpstream {
     }
 }
 
+/// A backend's answer relayed as it came: the pass-through route's view of a backend.
+pub struct Relayed {
+    pub status: u16,
+    pub content_type: Option<String>,
+    /// The backend's own `Mcp-Session-Id` (the caller seals it before a client sees it).
+    pub session_id: Option<String>,
+    /// The body, chunk by chunk; each wait for a chunk is bounded by the stream idle
+    /// limit (or none for a GET stream), and the connection goes back to the pool at
+    /// the end.
+    pub body: futures::stream::BoxStream<'static, Result<Bytes, UpstreamError>>,
+}
+
+/// A request for [`HttpUpstream::relay`]: the client's method, session and headers.
+pub struct RelayRequest<'a> {
+    pub method: &'a str,
+    pub session: Option<&'a str>,
+    pub version: &'a str,
+    pub accept: &'a str,
+    pub body: Option<&'a Bytes>,
+    pub extra: &'a [(http::HeaderName, String)],
+}
+
+impl HttpUpstream {
+    /// Sends a client's request to the backend as it is and hands back the answer as
+    /// it comes, without reading its messages (the pass-through route). The guards
+    /// (policy, body size, session binding) ran before; the reply is the backend's.
+    pub async fn relay(&self, r: RelayRequest<'_>) -> Result<Relayed, UpstreamError> {
+        let x = self
+            .exchange(Call {
+                method: r.method,
+                session: r.session,
+                version: r.version,
+                accept: r.accept,
+                body: r.body,
+                extra: r.extra,
+            })
+            .await?;
+        let idle = if r.method == "GET" {
+            Duration::from_secs(24 * 3600)
+        } else {
+            self.stream_idle
+        };
+        Ok(Relayed {
+            status: x.status,
+            content_type: x.content_type.clone(),
+            session_id: x.session_id.clone(),
+            body: self.chunk_stream(x, idle),
+        })
+    }
+
+    /// The body of an answered request, chunk by chunk, each wait bounded by `idle`.
+    fn chunk_stream(
+        &self,
+        x: Exchange,
+        idle: Duration,
+    ) -> futures::stream::BoxStream<'static, Result<Bytes, UpstreamError>> {
+        let conn = self.conn.clone();
+        Box::pin(futures::stream::unfold(Some(x), move |st| {
+            let conn = conn.clone();
+            async move {
+                let mut x = st?;
+                match tokio::time::timeout(idle, x.session.read_body_bytes()).await {
+                    Err(_) => Some((Err(UpstreamError::Timeout(idle)), None)),
+                    Ok(Err(e)) => Some((Err(UpstreamError::Protocol(describe(&e))), None)),
+                    Ok(Ok(Some(chunk))) => Some((Ok(chunk), Some(x))),
+                    Ok(Ok(None)) => {
+                        conn.release_http_session(x.session, &*x.peer, Some(IDLE))
+                            .await;
+                        None
+                    }
+                }
+            }
+        }))
+    }
+}
+
 fn is_event_stream(x: &Exchange) -> bool {
     x.content_type
         .as_deref()

@@ -541,8 +541,14 @@ impl Backend {
 
     /// The pass-through route's target, for HTTP backends.
     pub fn http_url(&self) -> Option<&url::Url> {
+        self.http().map(|h| h.url())
+    }
+
+    /// The Streamable HTTP client of an HTTP backend (the pass-through route relays
+    /// through it, on its pooled connections and cached addresses).
+    pub fn http(&self) -> Option<&http::HttpUpstream> {
         match &self.link {
-            Link::Http(h) => Some(h.url()),
+            Link::Http(h) => Some(&**h),
             _ => None,
         }
     }

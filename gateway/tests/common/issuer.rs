@@ -77,9 +77,20 @@ pub fn now() -> u64 {
         .as_secs()
 }
 
+/// An RFC 9068 access token (`typ: at+jwt`), as the sidecar mints them.
 pub fn mint_with(claims: Value, key_pem: &str, kid: &str) -> String {
+    mint_typed(claims, key_pem, kid, Some("at+jwt"))
+}
+
+/// A JWT without the access-token type: an ID token or any other signed document.
+pub fn mint_untyped(claims: Value, key_pem: &str, kid: &str) -> String {
+    mint_typed(claims, key_pem, kid, None)
+}
+
+fn mint_typed(claims: Value, key_pem: &str, kid: &str, typ: Option<&str>) -> String {
     let mut h = Header::new(Algorithm::ES256);
     h.kid = Some(kid.to_string());
+    h.typ = typ.map(str::to_string);
     encode(
         &h,
         &claims,

@@ -35,6 +35,9 @@ pub fn mock_bin() -> PathBuf {
 pub struct Proc {
     pub child: Child,
     pub url: String,
+    /// A gateway's metrics/admin listener (`/metrics`, detailed `/readyz`), when it
+    /// announced one.
+    pub admin: Option<String>,
 }
 
 impl Drop for Proc {
@@ -62,18 +65,29 @@ impl Proc {
 
 /// Reads stdout lines until one starts with "listening on ", with a deadline.
 pub fn read_listen_line(child: &mut Child, what: &str) -> String {
+    read_listen_lines(child, what).0
+}
+
+/// The announced MCP URL, and the metrics/admin base URL when the process announced
+/// one first ("metrics on http://ADDR/metrics").
+pub fn read_listen_lines(child: &mut Child, what: &str) -> (String, Option<String>) {
     let stdout = child.stdout.take().expect("piped stdout");
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let mut reader = BufReader::new(stdout);
         let mut line = String::new();
+        let mut admin = None;
         loop {
             line.clear();
             match reader.read_line(&mut line) {
                 Ok(0) | Err(_) => return,
                 Ok(_) => {
-                    if let Some(url) = line.trim().strip_prefix("listening on ") {
-                        let _ = tx.send(url.to_string());
+                    let line = line.trim();
+                    if let Some(url) = line.strip_prefix("metrics on ") {
+                        admin = url.strip_suffix("/metrics").map(str::to_string);
+                    }
+                    if let Some(url) = line.strip_prefix("listening on ") {
+                        let _ = tx.send((url.to_string(), admin.take()));
                     }
                 }
             }
@@ -99,7 +113,11 @@ pub fn spawn_mock_at(addr: &str, name: &str, extra: &[&str]) -> Proc {
         .spawn()
         .expect("spawn mcp-mock");
     let url = read_listen_line(&mut child, "mcp-mock");
-    Proc { child, url }
+    Proc {
+        child,
+        url,
+        admin: None,
+    }
 }
 
 /// Starts the gateway on the given config text (listen port 0 is filled in).
@@ -121,6 +139,12 @@ pub fn spawn_gateway_with(
 ) -> Proc {
     let dir = tempdir();
     let path = dir.join("gateway.toml");
+    // Every gateway gets an admin listener, for the detailed /readyz.
+    let config = if config.contains("[metrics]") {
+        config.to_string()
+    } else {
+        format!("{config}\n[metrics]\nlisten = \"127.0.0.1:0\"\n")
+    };
     std::fs::write(&path, config).expect("write config");
     let stderr = match stderr_to {
         Some(p) => Stdio::from(std::fs::File::create(p).expect("log file")),
@@ -138,8 +162,8 @@ pub fn spawn_gateway_with(
         .stderr(stderr)
         .spawn()
         .expect("spawn mcp-gateway");
-    let url = read_listen_line(&mut child, "mcp-gateway");
-    let p = Proc { child, url };
+    let (url, admin) = read_listen_lines(&mut child, "mcp-gateway");
+    let p = Proc { child, url, admin };
     wait_until(Duration::from_secs(20), || {
         http_get(&p.url.replace("/mcp", "/healthz")).is_some()
     });
@@ -172,6 +196,15 @@ fn getrandom(buf: &mut [u8]) {
     }
 }
 
+/// A port nothing listens on right now (for listeners whose address is announced
+/// nowhere, such as the metrics listener).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
 /// Polls `cond` until it holds, panicking at the deadline.
 pub fn wait_until(deadline: Duration, mut cond: impl FnMut() -> bool) {
     let start = Instant::now();
@@ -182,6 +215,17 @@ pub fn wait_until(deadline: Duration, mut cond: impl FnMut() -> bool) {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// The gateway's detailed readiness document (backends, states, last errors), from its
+/// metrics/admin listener.
+pub fn readyz_detail(gw: &Proc) -> Value {
+    let admin = gw
+        .admin
+        .as_deref()
+        .expect("the gateway announced no admin listener");
+    let (_, body) = http_get(&format!("{admin}/readyz")).expect("admin /readyz");
+    serde_json::from_str(&body).expect("readyz JSON")
 }
 
 pub fn http_get(url: &str) -> Option<(u16, String)> {

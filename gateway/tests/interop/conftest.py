@@ -50,6 +50,11 @@ MOCK_BIN = Path(os.environ.get("MCP_MOCK_BIN", REPO / "target/debug/mcp-mock"))
 
 STARTUP_DEADLINE_S = 30.0
 LISTEN_RE = re.compile(r"^listening on (http://\S+)$", re.MULTILINE)
+# A gateway's metrics/admin listener ("metrics on http://ADDR/metrics"), announced
+# before its MCP URL; the detailed /readyz lives there.
+ADMIN_RE = re.compile(r"metrics on (http://\S+)/metrics")
+ADMIN_URLS: dict[str, str] = {}
+ADMIN_LISTENER = ["[metrics]", 'listen = "127.0.0.1:0"']
 
 
 @dataclass
@@ -112,9 +117,13 @@ def start(
     proc = Proc(name, popen, stdout_path, stderr_path, stop_signal=stop_signal, _files=[out, err])
     deadline = time.monotonic() + STARTUP_DEADLINE_S
     while True:
-        m = LISTEN_RE.search(stdout_path.read_text(errors="replace"))
+        announced = stdout_path.read_text(errors="replace")
+        m = LISTEN_RE.search(announced)
         if m:
             proc.url = m.group(1)
+            admin = ADMIN_RE.search(announced)
+            if admin:
+                ADMIN_URLS[proc.url] = admin.group(1)
             return proc
         if popen.poll() is not None:
             tail = proc.log_tail()
@@ -137,7 +146,7 @@ def start_mock(name: str, workdir: Path, *extra: str) -> Proc:
 
 def start_gateway(backends: list[tuple[str, str, bool]], workdir: Path) -> Proc:
     """backends: (name, url, prefix) in config order."""
-    lines = ["[server]", 'listen = "127.0.0.1:0"', ""]
+    lines = ["[server]", 'listen = "127.0.0.1:0"', "", *ADMIN_LISTENER, ""]
     for name, url, prefix in backends:
         lines += [
             "[[backend]]",
@@ -227,6 +236,7 @@ def gateway_toml(backends: list[dict], server: dict | None = None) -> str:
     """Gateway configuration text: one [[backend]] table per dict, in order."""
     lines = ["[server]", 'listen = "127.0.0.1:0"']
     lines += [f"{k} = {toml_value(v)}" for k, v in (server or {}).items()]
+    lines += ["", *ADMIN_LISTENER]
     for b in backends:
         lines += ["", "[[backend]]"] + [f"{k} = {toml_value(v)}" for k, v in b.items()]
     return "\n".join(lines) + "\n"
@@ -245,8 +255,9 @@ def start_gateway_config(
 
 
 def readyz(gateway_url: str) -> dict:
-    """The gateway's /readyz JSON (any status), as a dict."""
-    url = gateway_url.removesuffix("/mcp") + "/readyz"
+    """The gateway's detailed /readyz JSON (any status), as a dict: from its
+    metrics/admin listener (the public /readyz answers the status alone)."""
+    url = ADMIN_URLS[gateway_url] + "/readyz"
     try:
         with urllib.request.urlopen(url, timeout=5) as r:
             return json.load(r)
