@@ -283,3 +283,6 @@ mod tests {
         assert!(back.get("logging").is_some());
     }
 }
+
+#[cfg(test)]
+mod proptests;
