@@ -92,7 +92,7 @@ fn arb_message_like() -> impl Strategy<Value = Value> {
         field(Just(json!("2.0")).boxed()),
         field(arb_id().boxed()),
         field(any::<String>().prop_map(Value::String).boxed()),
-        field(arb_json().prop_filter("object", Value::is_object).boxed()),
+        field(arb_params().prop_map(|p| p.unwrap_or(Value::Null)).boxed()),
         field(arb_json().boxed()),
         field(arb_json().boxed()),
     )
