@@ -11,3 +11,6 @@ pub mod metrics;
 pub mod proxy;
 pub mod secrets;
 pub mod upstream;
+
+#[cfg(test)]
+pub(crate) mod proptest_support;

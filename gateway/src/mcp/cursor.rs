@@ -34,3 +34,6 @@ mod tests {
         assert_eq!(decode("bm90IGpzb24"), None);
     }
 }
+
+#[cfg(test)]
+mod proptests;

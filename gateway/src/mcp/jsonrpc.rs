@@ -173,3 +173,6 @@ mod tests {
         assert_eq!(Message::from_value(v.clone()).unwrap().into_value(), v);
     }
 }
+
+#[cfg(test)]
+mod proptests;

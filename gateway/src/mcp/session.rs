@@ -300,3 +300,6 @@ mod tests {
         assert!(back.get("logging").is_some());
     }
 }
+
+#[cfg(test)]
+mod proptests;
