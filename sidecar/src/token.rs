@@ -131,6 +131,9 @@ pub async fn token(app: &App, req: &Req) -> Resp {
             &format!("parameter {d} given more than once"),
         );
     }
+    if crate::google_direct::applies(app, req, &f) {
+        return crate::google_direct::token(app, req, &f).await;
+    }
     let client = match authenticate(app, req, &f).await {
         Ok(c) => c,
         Err(r) => return r,

@@ -70,7 +70,10 @@ fn spawn_raw(config: &std::path::Path) -> (Child, Logs) {
 
 /// Stops `sidecar`, edits its configuration with `edit`, and starts the binary again
 /// on it (new port, issuer `http://ADDR` unless the edit sets one), logs collected.
-async fn respawn(mut sidecar: Sidecar, edit: impl Fn(String) -> String) -> (Sidecar, Logs, TempDir) {
+async fn respawn(
+    mut sidecar: Sidecar,
+    edit: impl Fn(String) -> String,
+) -> (Sidecar, Logs, TempDir) {
     sidecar.child.kill().await.expect("kill");
     let _ = sidecar.child.wait().await;
     let text = std::fs::read_to_string(&sidecar.config_path).expect("config");
@@ -90,7 +93,11 @@ async fn respawn(mut sidecar: Sidecar, edit: impl Fn(String) -> String) -> (Side
         .strip_prefix("listening on ")
         .unwrap_or_else(|| panic!("unexpected first line {line:?}; logs: {}", logs.text()))
         .to_string();
-    (Sidecar::attach(child, url, sidecar.schema.clone()), logs, dir)
+    (
+        Sidecar::attach(child, url, sidecar.schema.clone()),
+        logs,
+        dir,
+    )
 }
 
 /// Adds `keys` to the `[server]` table of a harness configuration.
@@ -163,8 +170,10 @@ async fn google_direct_never_discloses_the_google_client_secret() {
     let r = http()
         .post(format!("{i}/register"))
         .header("user-agent", "ChatGPT-User/1.0")
-        .json(&json!({"client_name": "ChatGPT", "redirect_uris": [CLAUDE_CALLBACK],
-                      "token_endpoint_auth_method": "client_secret_post"}))
+        .json(
+            &json!({"client_name": "ChatGPT", "redirect_uris": [CLAUDE_CALLBACK],
+                      "token_endpoint_auth_method": "client_secret_post"}),
+        )
         .send()
         .await
         .expect("register");
@@ -225,7 +234,10 @@ async fn google_direct_never_discloses_the_google_client_secret() {
     .await;
     assert_eq!(s, 200, "Google's token response through the sidecar: {v}");
     assert_eq!(headers["cache-control"], "no-store");
-    let access = v["access_token"].as_str().expect("access_token").to_string();
+    let access = v["access_token"]
+        .as_str()
+        .expect("access_token")
+        .to_string();
     assert!(access.starts_with("ya29.fake-user-"), "Google's token: {v}");
     assert!(v["id_token"].is_string(), "{v}");
 
@@ -240,7 +252,11 @@ async fn google_direct_never_discloses_the_google_client_secret() {
         ],
     )
     .await;
-    assert_eq!((s, v["error"].as_str()), (400, Some("unsupported_grant_type")), "{v}");
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (400, Some("unsupported_grant_type")),
+        "{v}"
+    );
     let (s, v, _) = token(
         &sidecar,
         &[
@@ -252,7 +268,11 @@ async fn google_direct_never_discloses_the_google_client_secret() {
         ],
     )
     .await;
-    assert_eq!((s, v["error"].as_str()), (401, Some("invalid_client")), "{v}");
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (401, Some("invalid_client")),
+        "{v}"
+    );
     let padding = "a".repeat(10_000);
     let (s, v, _) = token(
         &sidecar,
@@ -266,7 +286,11 @@ async fn google_direct_never_discloses_the_google_client_secret() {
         ],
     )
     .await;
-    assert_eq!((s, v["error"].as_str()), (400, Some("invalid_request")), "{v}");
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (400, Some("invalid_request")),
+        "{v}"
+    );
     // A code meant for the sidecar's own callback is never redeemed for someone else.
     let (s, v, _) = token(
         &sidecar,
@@ -279,7 +303,11 @@ async fn google_direct_never_discloses_the_google_client_secret() {
         ],
     )
     .await;
-    assert_eq!((s, v["error"].as_str()), (400, Some("invalid_grant")), "{v}");
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "{v}"
+    );
     let after = google.stats().await;
     for k in ["token.jwt_bearer", "token.authorization_code"] {
         assert_eq!(before[k], after[k], "{k} forwarded to Google: {after}");
@@ -322,7 +350,10 @@ async fn signed_in(sidecar: &Sidecar, client: &Registered, email: &str) -> Strin
     let (p, code) = sign_in_new(&b, sidecar, client, email).await;
     let (s, v) = exchange(sidecar, client, &code, &p).await;
     assert_eq!(s, 200, "{v}");
-    v["refresh_token"].as_str().expect("refresh_token").to_string()
+    v["refresh_token"]
+        .as_str()
+        .expect("refresh_token")
+        .to_string()
 }
 
 #[tokio::test]
@@ -349,10 +380,15 @@ async fn refresh_sees_suspended_archived_and_deleted_users() {
         "a suspended user's refresh: {v}"
     );
     assert!(
-        v["error_description"].as_str().unwrap_or("").contains("suspended"),
+        v["error_description"]
+            .as_str()
+            .unwrap_or("")
+            .contains("suspended"),
         "{v}"
     );
-    let gets = google.stats().await["directory.users.get"].as_u64().unwrap_or(0);
+    let gets = google.stats().await["directory.users.get"]
+        .as_u64()
+        .unwrap_or(0);
     assert!(gets >= 2, "users.get asked at each refresh");
     set_status(&google, "carol@example.com", json!({"suspended": false})).await;
     let (s, v) = refresh(&sidecar, &client, &newest).await;
@@ -366,18 +402,30 @@ async fn refresh_sees_suspended_archived_and_deleted_users() {
     let rt = signed_in(&sidecar, &client, "dave@example.com").await;
     set_status(&google, "dave@example.com", json!({"archived": true})).await;
     let (s, v) = refresh(&sidecar, &client, &rt).await;
-    assert_eq!((s, v["error"].as_str()), (400, Some("invalid_grant")), "{v}");
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "{v}"
+    );
 
     // Deleted (users.get answers 404): refused, family revoked.
     let rt = signed_in(&sidecar, &client, "erin@example.com").await;
     delete_user(&google, "erin@example.com").await;
     let (s, v) = refresh(&sidecar, &client, &rt).await;
-    assert_eq!((s, v["error"].as_str()), (400, Some("invalid_grant")), "{v}");
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "{v}"
+    );
     google
         .add_user(json!({"email": "erin@example.com", "groups": ["eng@example.com"]}))
         .await;
     let (s, v) = refresh(&sidecar, &client, &rt).await;
-    assert_eq!((s, v["error"].as_str()), (400, Some("invalid_grant")), "{v}");
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "{v}"
+    );
 
     // Someone active still refreshes.
     let rt = signed_in(&sidecar, &client, "alice@example.com").await;
@@ -418,7 +466,10 @@ async fn authorize_answer(b: &reqwest::Client, sidecar: &Sidecar, req: &AuthRequ
     let r = b.get(req.url(sidecar)).send().await.expect("authorize");
     let s = r.status().as_u16();
     if s == 302 {
-        assert!(!location(&r).starts_with(&req.redirect_uri), "no error to the client");
+        assert!(
+            !location(&r).starts_with(&req.redirect_uri),
+            "no error to the client"
+        );
     }
     s
 }
@@ -530,8 +581,10 @@ async fn cookies_are_host_prefixed_behind_an_https_issuer() {
     let google = FakeGoogle::start().await;
     let opts = SidecarOptions::new("hostcookie");
     let first = Sidecar::start(&google, &opts).await;
-    let (sidecar, _logs, _dir) =
-        respawn(first, |t| server_keys(t, "issuer = \"https://auth.example.test\"")).await;
+    let (sidecar, _logs, _dir) = respawn(first, |t| {
+        server_keys(t, "issuer = \"https://auth.example.test\"")
+    })
+    .await;
     let client = register_public(&sidecar).await;
     let p = pkce();
     let r = http()
@@ -550,9 +603,14 @@ async fn cookies_are_host_prefixed_behind_an_https_issuer() {
         "{browser_cookie}"
     );
     let attrs: Vec<&str> = browser_cookie.split(';').map(str::trim).collect();
-    assert!(attrs.contains(&"Secure") && attrs.contains(&"Path=/"), "{browser_cookie}");
     assert!(
-        !attrs.iter().any(|a| a.to_ascii_lowercase().starts_with("domain")),
+        attrs.contains(&"Secure") && attrs.contains(&"Path=/"),
+        "{browser_cookie}"
+    );
+    assert!(
+        !attrs
+            .iter()
+            .any(|a| a.to_ascii_lowercase().starts_with("domain")),
         "{browser_cookie}"
     );
     // The prefixed cookie is the one read back: the approval goes on to Google.
@@ -581,7 +639,9 @@ async fn cookies_are_host_prefixed_behind_an_https_issuer() {
         .expect("authorize");
     let again = set_cookie_headers(&r);
     assert!(
-        again.iter().any(|c| c.starts_with("__Host-mcp_oauth_browser=")),
+        again
+            .iter()
+            .any(|c| c.starts_with("__Host-mcp_oauth_browser=")),
         "a plain-named cookie is not taken for the browser cookie: {again:?}"
     );
     sidecar.drop_schema().await;
@@ -596,7 +656,9 @@ async fn cookies_are_host_prefixed_behind_an_https_issuer() {
         .expect("authorize");
     let cookies = set_cookie_headers(&r);
     assert!(
-        cookies.iter().any(|c| c.starts_with("mcp_oauth_browser=") && !c.contains("Secure")),
+        cookies
+            .iter()
+            .any(|c| c.starts_with("mcp_oauth_browser=") && !c.contains("Secure")),
         "{cookies:?}"
     );
     local.drop_schema().await;
@@ -610,9 +672,10 @@ async fn cookies_are_host_prefixed_behind_an_https_issuer() {
 async fn a_discovery_document_naming_another_issuer_is_refused_at_start_up() {
     let google = FakeGoogle::start().await;
     let impostor_issuer = "https://accounts.impostor.example";
-    let impostor =
-        FakeGoogle::start_with(&format!("issuer = \"{impostor_issuer}\"\n{FAKE_GOOGLE_CONFIG}"))
-            .await;
+    let impostor = FakeGoogle::start_with(&format!(
+        "issuer = \"{impostor_issuer}\"\n{FAKE_GOOGLE_CONFIG}"
+    ))
+    .await;
     let opts = SidecarOptions::new("discoiss");
     let mut first = Sidecar::start(&google, &opts).await;
     first.child.kill().await.expect("kill");

@@ -4,6 +4,7 @@
 
 pub mod aws;
 pub mod credentials;
+pub mod token_proxy;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
