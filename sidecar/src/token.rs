@@ -13,6 +13,7 @@ use crate::app::App;
 use crate::audit::{AuthEvent, AuthEventKind};
 use crate::clients::register::{now_s, random_string};
 use crate::clients::{find_client, ClientError};
+use crate::google::directory_user::UserStatus;
 use crate::google::GoogleError;
 use crate::http::{json, oauth_error, Params, Req, Resp};
 use crate::policy::{check_groups, check_identity};
@@ -367,6 +368,9 @@ async fn refresh(app: &App, req: &Req, f: &Params, client: &ClientRecord) -> Res
         let _ = app.store.revoke_family(&family.family_id, r.code).await;
         return fail("invalid_grant", &r.message);
     }
+    if let Err(r) = still_in_directory(app, &user.email, &family.family_id, &fail).await {
+        return r;
+    }
     let groups = match app.google.groups(&user.email).await {
         Ok(g) => g,
         Err(GoogleError::UserNotFound) => {
@@ -433,6 +437,40 @@ async fn refresh(app: &App, req: &Req, f: &Params, client: &ClientRecord) -> Res
             .from(req.client_ip, req.user_agent()),
     );
     resp
+}
+
+/// Offboarding: with Directory credentials, a suspended, archived or deleted person
+/// (`users.get`) gets `invalid_grant` and the whole family is revoked.
+async fn still_in_directory(
+    app: &App,
+    email: &str,
+    family_id: &str,
+    fail: &impl Fn(&str, &str) -> Resp,
+) -> Result<(), Resp> {
+    let (code, message) = match app.google.user_status(email).await {
+        Ok(None | Some(UserStatus::Active)) => return Ok(()),
+        Ok(Some(s)) => (
+            s.code(),
+            format!(
+                "{email} is {} in the company directory; every token of this sign-in has been revoked",
+                if s == UserStatus::Suspended { "suspended" } else { "archived" }
+            ),
+        ),
+        Err(GoogleError::UserNotFound) => (
+            "not_in_directory",
+            format!("{email} is no longer in the company directory"),
+        ),
+        Err(e) => {
+            tracing::error!(error = %e, "reading the user at refresh failed");
+            return Err(oauth_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "temporarily_unavailable",
+                "the company directory is unavailable; retry later",
+            ));
+        }
+    };
+    let _ = app.store.revoke_family(family_id, code).await;
+    Err(fail("invalid_grant", &message))
 }
 
 /// A rotated refresh token came back: revoke the whole family.

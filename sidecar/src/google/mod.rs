@@ -4,6 +4,7 @@
 
 pub mod aws;
 pub mod credentials;
+pub mod directory_user;
 pub mod token_proxy;
 
 use std::collections::HashMap;
