@@ -1,6 +1,6 @@
 //! `GET /authorize` and `POST /consent`: validate the client's request, show the
-//! consent page the first time a person meets a client, then send the browser to
-//! Google with our own state, nonce and PKCE.
+//! consent page the first time a person meets a client for a resource and scopes, then
+//! send the browser to Google with our own state, nonce and PKCE.
 //!
 //! Until the client and its redirect URI are known good, errors are shown as a page
 //! (never redirected: RFC 6749 §4.1.2.1); after that they go back to the client with
@@ -298,7 +298,7 @@ pub async fn authorize(app: &App, req: &Req) -> Resp {
         Some(s) if !pending.force_consent => match app.store.session_user(&digest(&s)).await {
             Ok(Some(sub)) => app
                 .store
-                .has_consent(&sub, &client.client_id)
+                .has_consent(&sub, &client.client_id, &pending.resource, &pending.scope)
                 .await
                 .unwrap_or(false),
             _ => false,
@@ -429,7 +429,11 @@ pub async fn consent(app: &App, req: &Req) -> Resp {
                 groups: p.user_groups.clone().unwrap_or_default(),
             };
             let days = app.cfg.authorization.consent_ttl_days as i32;
-            if let Err(e) = app.store.grant_consent(sub, &p.client_id, days).await {
+            if let Err(e) = app
+                .store
+                .grant_consent(sub, &p.client_id, &p.resource, &p.scope, days)
+                .await
+            {
                 tracing::warn!(error = %e, "recording consent failed");
             }
             finish(app, &p, &user).await
