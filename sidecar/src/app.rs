@@ -29,7 +29,7 @@ pub struct App {
     pub cimd_http: reqwest::Client,
     pub audit: Arc<dyn AuditSink>,
     pub reg_limiter: RateLimiter,
-    /// Cookies get `Secure` when the issuer is https.
+    /// Cookies get `Secure` and the `__Host-` prefix when the issuer is https.
     pub secure_cookies: bool,
 }
 
@@ -51,6 +51,17 @@ impl App {
             cimd_http,
             audit,
         })
+    }
+
+    /// The name of cookie `base`: `__Host-{base}` when the issuer is https (the
+    /// browser then insists on Secure, Path=/ and no Domain, so no sibling host can set
+    /// or shadow it), plain on http (local runs, where `__Host-` cookies are refused).
+    pub fn cookie_name(&self, base: &str) -> String {
+        if self.secure_cookies {
+            format!("__Host-{base}")
+        } else {
+            base.to_string()
+        }
     }
 
     /// An absolute URL under the issuer.

@@ -48,7 +48,7 @@ pub async fn callback(app: &App, req: &Req) -> Resp {
             );
         }
     };
-    if !same_browser(req, &p) {
+    if !same_browser(app, req, &p) {
         return error_page(
             StatusCode::FORBIDDEN,
             "Sign-in refused",
@@ -209,7 +209,7 @@ pub async fn callback(app: &App, req: &Req) -> Resp {
     };
     set_cookie(
         &mut resp,
-        SESSION_COOKIE,
+        &app.cookie_name(SESSION_COOKIE),
         &session,
         SESSION_TTL_S,
         app.secure_cookies,
