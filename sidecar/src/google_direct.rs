@@ -36,25 +36,28 @@ fn bad(error: &str, description: &str) -> Resp {
     oauth_error(StatusCode::BAD_REQUEST, error, description)
 }
 
-/// The fields sent to Google for this grant, or the error answered instead.
-fn forwarded_form<'a>(app: &App, f: &'a Params) -> Result<Vec<(&'static str, &'a str)>, Resp> {
+/// The fields sent to Google for this grant, or the `(error, description)` answered
+/// instead.
+fn forwarded_form<'a>(
+    app: &App,
+    f: &'a Params,
+) -> Result<Vec<(&'static str, &'a str)>, (&'static str, String)> {
     let need = |k: &'static str| {
         f.get(k)
             .map(|v| (k, v))
-            .ok_or_else(|| bad("invalid_request", &format!("{k} is required")))
+            .ok_or_else(|| ("invalid_request", format!("{k} is required")))
     };
     match f.get("grant_type") {
         Some("authorization_code") => {
             let redirect = need("redirect_uri")?;
             if redirect.1 == app.url("/callback") {
-                return Err(bad(
+                return Err((
                     "invalid_grant",
-                    "codes issued to the authorization server's own callback cannot be redeemed here",
+                    "codes issued to the authorization server's own callback cannot be redeemed here".into(),
                 ));
             }
-            if let Err(e) = check_redirect_uri(redirect.1, &app.cfg.clients.allowed_redirect_uris) {
-                return Err(bad("invalid_grant", &e));
-            }
+            check_redirect_uri(redirect.1, &app.cfg.clients.allowed_redirect_uris)
+                .map_err(|e| ("invalid_grant", e))?;
             Ok(vec![
                 ("grant_type", "authorization_code"),
                 need("code")?,
@@ -69,11 +72,11 @@ fn forwarded_form<'a>(app: &App, f: &'a Params) -> Result<Vec<(&'static str, &'a
             }
             Ok(form)
         }
-        Some(other) => Err(bad(
+        Some(other) => Err((
             "unsupported_grant_type",
-            &format!("grant_type {other:?} is not supported (authorization_code, refresh_token)"),
+            format!("grant_type {other:?} is not supported (authorization_code, refresh_token)"),
         )),
-        None => Err(bad("invalid_request", "grant_type is required")),
+        None => Err(("invalid_request", "grant_type is required".into())),
     }
 }
 
@@ -99,9 +102,12 @@ pub async fn token(app: &App, req: &Req, f: &Params) -> Resp {
     }
     let form = match forwarded_form(app, f) {
         Ok(form) => form,
-        Err(r) => {
-            event(AuthEventKind::TokenRefused, "google-direct: refused".into());
-            return r;
+        Err((error, description)) => {
+            event(
+                AuthEventKind::TokenRefused,
+                format!("google-direct: {error}: {description}"),
+            );
+            return bad(error, &description);
         }
     };
     let (status, answer) = match app.google.forward_token(&form).await {

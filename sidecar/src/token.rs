@@ -368,8 +368,8 @@ async fn refresh(app: &App, req: &Req, f: &Params, client: &ClientRecord) -> Res
         let _ = app.store.revoke_family(&family.family_id, r.code).await;
         return fail("invalid_grant", &r.message);
     }
-    if let Err(r) = still_in_directory(app, &user.email, &family.family_id, &fail).await {
-        return r;
+    if let Some(refused) = offboarded(app, &user.email, &family.family_id, &fail).await {
+        return refused;
     }
     let groups = match app.google.groups(&user.email).await {
         Ok(g) => g,
@@ -440,15 +440,16 @@ async fn refresh(app: &App, req: &Req, f: &Params, client: &ClientRecord) -> Res
 }
 
 /// Offboarding: with Directory credentials, a suspended, archived or deleted person
-/// (`users.get`) gets `invalid_grant` and the whole family is revoked.
-async fn still_in_directory(
+/// (`users.get`) gets `invalid_grant` and the whole family is revoked. `None`: the
+/// refresh goes on.
+async fn offboarded(
     app: &App,
     email: &str,
     family_id: &str,
     fail: &impl Fn(&str, &str) -> Resp,
-) -> Result<(), Resp> {
+) -> Option<Resp> {
     let (code, message) = match app.google.user_status(email).await {
-        Ok(None | Some(UserStatus::Active)) => return Ok(()),
+        Ok(None | Some(UserStatus::Active)) => return None,
         Ok(Some(s)) => (
             s.code(),
             format!(
@@ -462,7 +463,7 @@ async fn still_in_directory(
         ),
         Err(e) => {
             tracing::error!(error = %e, "reading the user at refresh failed");
-            return Err(oauth_error(
+            return Some(oauth_error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "temporarily_unavailable",
                 "the company directory is unavailable; retry later",
@@ -470,7 +471,7 @@ async fn still_in_directory(
         }
     };
     let _ = app.store.revoke_family(family_id, code).await;
-    Err(fail("invalid_grant", &message))
+    Some(fail("invalid_grant", &message))
 }
 
 /// A rotated refresh token came back: revoke the whole family.

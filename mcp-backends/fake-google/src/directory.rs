@@ -12,26 +12,31 @@ use crate::http::{api_error, json, Req, Resp};
 use crate::state::{Grant, State};
 
 /// The caller's service-account token must carry `needed` (or cloud-platform).
-fn authorised(st: &State, req: &Req, needed: &str) -> Result<(), Resp> {
+fn authorised(st: &State, req: &Req, needed: &str) -> Result<(), Box<Resp>> {
     let grant = req.bearer().and_then(|t| st.token(t)).map(|t| t.grant);
     let scope = match grant {
         Some(Grant::ServiceAccount { scope, .. }) => scope,
         Some(_) => {
-            return Err(api_error(
+            return Err(Box::new(api_error(
                 StatusCode::FORBIDDEN,
                 "Not Authorized to access this resource/api",
-            ))
+            )))
         }
-        None => return Err(api_error(StatusCode::UNAUTHORIZED, "Login Required.")),
+        None => {
+            return Err(Box::new(api_error(
+                StatusCode::UNAUTHORIZED,
+                "Login Required.",
+            )))
+        }
     };
     if !scope
         .split_whitespace()
         .any(|s| s.contains(needed) || s.ends_with("/cloud-platform"))
     {
-        return Err(api_error(
+        return Err(Box::new(api_error(
             StatusCode::FORBIDDEN,
             "Request had insufficient authentication scopes.",
-        ));
+        )));
     }
     Ok(())
 }
@@ -40,7 +45,7 @@ fn authorised(st: &State, req: &Req, needed: &str) -> Result<(), Resp> {
 pub fn user_get(st: &State, req: &Req, user_key: &str) -> Resp {
     st.count("directory.users.get");
     if let Err(r) = authorised(st, req, "admin.directory.user") {
-        return r;
+        return *r;
     }
     let found = st
         .user(user_key)
@@ -66,7 +71,7 @@ pub fn user_get(st: &State, req: &Req, user_key: &str) -> Resp {
 pub fn groups(st: &State, req: &Req) -> Resp {
     st.count("directory.groups");
     if let Err(r) = authorised(st, req, "admin.directory.group") {
-        return r;
+        return *r;
     }
     let Some(user_key) = req.query.get("userKey") else {
         return api_error(StatusCode::BAD_REQUEST, "Bad Request");
