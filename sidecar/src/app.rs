@@ -1,6 +1,7 @@
 //! Everything a request handler needs, built once at start.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::audit::AuditSink;
 use crate::config::Config;
@@ -29,7 +30,7 @@ pub struct App {
     pub cimd_http: reqwest::Client,
     pub audit: Arc<dyn AuditSink>,
     pub reg_limiter: RateLimiter,
-    /// Cookies get `Secure` when the issuer is https.
+    /// Cookies get `Secure` and the `__Host-` prefix when the issuer is https.
     pub secure_cookies: bool,
 }
 
@@ -39,6 +40,7 @@ impl App {
         let grace = (cfg.tokens.access_token_ttl_s + 300) as f64;
         let keys = KeyRing::load(store.clone(), cfg.tokens.signing_key.clone(), grace).await?;
         let google = Google::new(cfg.google.clone(), format!("{}/callback", cfg.issuer))?;
+        check_google_discovery(&google).await?;
         let cimd_http = crate::clients::cimd::http_client(&cfg.clients)
             .map_err(|e| AppError::Http(e.to_string()))?;
         Ok(App {
@@ -53,8 +55,39 @@ impl App {
         })
     }
 
+    /// The name of cookie `base`: `__Host-{base}` when the issuer is https (the
+    /// browser then insists on Secure, Path=/ and no Domain, so no sibling host can set
+    /// or shadow it), plain on http (local runs, where `__Host-` cookies are refused).
+    pub fn cookie_name(&self, base: &str) -> String {
+        if self.secure_cookies {
+            format!("__Host-{base}")
+        } else {
+            base.to_string()
+        }
+    }
+
     /// An absolute URL under the issuer.
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.cfg.issuer, path)
+    }
+}
+
+/// Fetches Google's discovery document at start-up: one naming another issuer than
+/// `google.issuer` stops the start; an unreachable one is only a warning (it is fetched
+/// again, and checked again, at first use).
+async fn check_google_discovery(google: &Google) -> Result<(), GoogleError> {
+    match tokio::time::timeout(Duration::from_secs(3), google.endpoints()).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e @ GoogleError::IssuerMismatch { .. })) => Err(e),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "Google discovery unavailable at start-up; tried again at first use");
+            Ok(())
+        }
+        Err(_) => {
+            tracing::warn!(
+                "Google discovery did not answer within 3 s at start-up; tried again at first use"
+            );
+            Ok(())
+        }
     }
 }

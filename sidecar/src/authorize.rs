@@ -1,6 +1,6 @@
 //! `GET /authorize` and `POST /consent`: validate the client's request, show the
-//! consent page the first time a person meets a client, then send the browser to
-//! Google with our own state, nonce and PKCE.
+//! consent page the first time a person meets a client for a resource and scopes, then
+//! send the browser to Google with our own state, nonce and PKCE.
 //!
 //! Until the client and its redirect URI are known good, errors are shown as a page
 //! (never redirected: RFC 6749 §4.1.2.1); after that they go back to the client with
@@ -16,11 +16,14 @@ use url::Url;
 use crate::app::App;
 use crate::audit::{AuthEvent, AuthEventKind};
 use crate::clients::register::random_string;
-use crate::clients::{find_client, is_loopback_client, redirect_matches, ClientError};
+use crate::clients::{
+    check_redirect_uri, find_client, is_loopback_client, redirect_matches, ClientError,
+};
 use crate::http::{html, redirect, set_cookie, Req, Resp};
 use crate::pages;
 use crate::store::{digest, ClientRecord, CodeRecord, PendingAuthorization, UserRecord};
 
+/// Cookie base names; see [`App::cookie_name`] for the names actually used.
 pub const BROWSER_COOKIE: &str = "mcp_oauth_browser";
 pub const SESSION_COOKIE: &str = "mcp_oauth_session";
 
@@ -83,8 +86,8 @@ pub fn grant_scope(app: &App, requested: Option<&str>) -> String {
     granted.join(" ")
 }
 
-fn browser_id(req: &Req) -> (String, bool) {
-    match req.cookie(BROWSER_COOKIE) {
+fn browser_id(app: &App, req: &Req) -> (String, bool) {
+    match req.cookie(&app.cookie_name(BROWSER_COOKIE)) {
         Some(v) if v.len() >= 32 && v.len() <= 64 => (v, false),
         _ => (random_string(24), true),
     }
@@ -205,6 +208,19 @@ pub async fn authorize(app: &App, req: &Req) -> Resp {
             ),
         );
     }
+    // The allowlist may have shrunk since the client registered: check again, with the
+    // error registration would give.
+    if let Err(e) = check_redirect_uri(redirect_uri, &app.cfg.clients.allowed_redirect_uris) {
+        refused(
+            format!("redirect_uri {redirect_uri} no longer allowed"),
+            Some(client_id),
+        );
+        return error_page(
+            StatusCode::BAD_REQUEST,
+            "Redirect URI no longer allowed",
+            &format!("invalid_redirect_uri: {e}"),
+        );
+    }
     // From here on, errors go back to the client.
     let state = q.get("state");
     let to_client = |error: &str, description: &str| {
@@ -262,7 +278,7 @@ pub async fn authorize(app: &App, req: &Req) -> Resp {
             "signing in requires interaction with Google",
         );
     }
-    let (browser, new_browser) = browser_id(req);
+    let (browser, new_browser) = browser_id(app, req);
     let pending = PendingAuthorization {
         id: random_string(24),
         browser_hash: digest(&browser),
@@ -294,11 +310,11 @@ pub async fn authorize(app: &App, req: &Req) -> Resp {
     }
     // A person who approved this client before (known from this browser's session)
     // goes straight to Google; the approval is checked again for whoever signs in.
-    let remembered = match req.cookie(SESSION_COOKIE) {
+    let remembered = match req.cookie(&app.cookie_name(SESSION_COOKIE)) {
         Some(s) if !pending.force_consent => match app.store.session_user(&digest(&s)).await {
             Ok(Some(sub)) => app
                 .store
-                .has_consent(&sub, &client.client_id)
+                .has_consent(&sub, &client.client_id, &pending.resource, &pending.scope)
                 .await
                 .unwrap_or(false),
             _ => false,
@@ -313,7 +329,7 @@ pub async fn authorize(app: &App, req: &Req) -> Resp {
     if new_browser {
         set_cookie(
             &mut resp,
-            BROWSER_COOKIE,
+            &app.cookie_name(BROWSER_COOKIE),
             &browser,
             400 * 24 * 3600,
             app.secure_cookies,
@@ -358,8 +374,8 @@ pub async fn to_google(app: &App, p: &PendingAuthorization, consented: bool) -> 
 }
 
 /// Whether the request comes from the browser that started `p`.
-pub fn same_browser(req: &Req, p: &PendingAuthorization) -> bool {
-    req.cookie(BROWSER_COOKIE)
+pub fn same_browser(app: &App, req: &Req, p: &PendingAuthorization) -> bool {
+    req.cookie(&app.cookie_name(BROWSER_COOKIE))
         .is_some_and(|b| bool::from(digest(&b).ct_eq(&p.browser_hash)))
 }
 
@@ -391,7 +407,7 @@ pub async fn consent(app: &App, req: &Req) -> Resp {
             );
         }
     };
-    if !same_browser(req, &p) || !bool::from(csrf.as_bytes().ct_eq(p.csrf.as_bytes())) {
+    if !same_browser(app, req, &p) || !bool::from(csrf.as_bytes().ct_eq(p.csrf.as_bytes())) {
         return error_page(
             StatusCode::FORBIDDEN,
             "Approval refused",
@@ -429,7 +445,11 @@ pub async fn consent(app: &App, req: &Req) -> Resp {
                 groups: p.user_groups.clone().unwrap_or_default(),
             };
             let days = app.cfg.authorization.consent_ttl_days as i32;
-            if let Err(e) = app.store.grant_consent(sub, &p.client_id, days).await {
+            if let Err(e) = app
+                .store
+                .grant_consent(sub, &p.client_id, &p.resource, &p.scope, days)
+                .await
+            {
                 tracing::warn!(error = %e, "recording consent failed");
             }
             finish(app, &p, &user).await

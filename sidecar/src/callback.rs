@@ -48,7 +48,7 @@ pub async fn callback(app: &App, req: &Req) -> Resp {
             );
         }
     };
-    if !same_browser(req, &p) {
+    if !same_browser(app, req, &p) {
         return error_page(
             StatusCode::FORBIDDEN,
             "Sign-in refused",
@@ -171,7 +171,11 @@ pub async fn callback(app: &App, req: &Req) -> Resp {
         .await;
     let consented = if p.consented {
         let days = app.cfg.authorization.consent_ttl_days as i32;
-        if let Err(e) = app.store.grant_consent(&user.sub, &p.client_id, days).await {
+        if let Err(e) = app
+            .store
+            .grant_consent(&user.sub, &p.client_id, &p.resource, &p.scope, days)
+            .await
+        {
             tracing::warn!(error = %e, "recording consent failed");
         }
         true
@@ -179,7 +183,7 @@ pub async fn callback(app: &App, req: &Req) -> Resp {
         !p.force_consent
             && app
                 .store
-                .has_consent(&user.sub, &p.client_id)
+                .has_consent(&user.sub, &p.client_id, &p.resource, &p.scope)
                 .await
                 .unwrap_or(false)
     };
@@ -205,7 +209,7 @@ pub async fn callback(app: &App, req: &Req) -> Resp {
     };
     set_cookie(
         &mut resp,
-        SESSION_COOKIE,
+        &app.cookie_name(SESSION_COOKIE),
         &session,
         SESSION_TTL_S,
         app.secure_cookies,

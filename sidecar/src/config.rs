@@ -122,7 +122,8 @@ pub struct AuthorizationConfig {
     /// Granted when a client asks for none of the supported scopes.
     #[serde(default = "default_scope")]
     pub default_scope: String,
-    /// How long an approval is remembered per user and client.
+    /// How long an approval is remembered per user, client and resource (for the
+    /// scopes approved).
     #[serde(default = "default_consent_days")]
     pub consent_ttl_days: u32,
     /// Lifetime of an unfinished sign-in (authorize → Google → callback).

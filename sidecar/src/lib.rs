@@ -11,6 +11,7 @@ pub mod callback;
 pub mod clients;
 pub mod config;
 pub mod google;
+pub mod google_direct;
 pub mod http;
 pub mod keys;
 pub mod metadata;

@@ -138,6 +138,12 @@ async fn run(cli: Cli, cfg: Config) -> anyhow::Result<()> {
         writeln!(out, "listening on http://{addr}")?;
         out.flush()?;
     }
+    if !app.google.tokens.enabled() {
+        tracing::warn!(
+            access_token_ttl_s = app.cfg.tokens.access_token_ttl_s,
+            "no Directory credentials ([google.credentials] source = \"none\"): a refresh cannot see offboarding (a suspended, archived or deleted person keeps refreshing until the family's tokens.refresh_token_ttl_s ends), and access tokens live tokens.access_token_ttl_s; configure [google.credentials] for Directory users.get and groups"
+        );
+    }
     tracing::info!(%addr, issuer = %app.cfg.issuer, mode = ?app.cfg.server.mode,
         audit = if audit_log.is_some() { "audit log" } else { "log" }, "authorization server ready");
     tokio::select! {

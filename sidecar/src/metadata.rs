@@ -2,7 +2,8 @@
 //!
 //! In `mode = "google-direct"`, a standard client (one whose User-Agent is not a
 //! known loopback client such as Claude Code, mcp-remote or an SDK) is given Google's
-//! authorization and token endpoints; loopback clients always get the sidecar's.
+//! authorization endpoint and the sidecar's token endpoint (which adds the Google
+//! client secret and forwards to Google); loopback clients always get the sidecar's.
 
 use serde_json::{json, Value};
 
@@ -60,10 +61,7 @@ pub async fn document(app: &App, req: &Req, oidc: bool) -> Resp {
         vary = true;
         if !is_loopback_user_agent(req.user_agent()) {
             match app.google.endpoints().await {
-                Ok(e) => {
-                    doc["authorization_endpoint"] = Value::String(e.authorization);
-                    doc["token_endpoint"] = Value::String(e.token);
-                }
+                Ok(e) => doc["authorization_endpoint"] = Value::String(e.authorization),
                 Err(e) => {
                     tracing::warn!(error = %e, "google-direct: Google endpoints unavailable; serving the sidecar's")
                 }

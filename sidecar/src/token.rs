@@ -13,6 +13,7 @@ use crate::app::App;
 use crate::audit::{AuthEvent, AuthEventKind};
 use crate::clients::register::{now_s, random_string};
 use crate::clients::{find_client, ClientError};
+use crate::google::directory_user::UserStatus;
 use crate::google::GoogleError;
 use crate::http::{json, oauth_error, Params, Req, Resp};
 use crate::policy::{check_groups, check_identity};
@@ -130,6 +131,9 @@ pub async fn token(app: &App, req: &Req) -> Resp {
             "invalid_request",
             &format!("parameter {d} given more than once"),
         );
+    }
+    if crate::google_direct::applies(app, req, &f) {
+        return crate::google_direct::token(app, req, &f).await;
     }
     let client = match authenticate(app, req, &f).await {
         Ok(c) => c,
@@ -364,6 +368,9 @@ async fn refresh(app: &App, req: &Req, f: &Params, client: &ClientRecord) -> Res
         let _ = app.store.revoke_family(&family.family_id, r.code).await;
         return fail("invalid_grant", &r.message);
     }
+    if let Some(refused) = offboarded(app, &user.email, &family.family_id, &fail).await {
+        return refused;
+    }
     let groups = match app.google.groups(&user.email).await {
         Ok(g) => g,
         Err(GoogleError::UserNotFound) => {
@@ -430,6 +437,41 @@ async fn refresh(app: &App, req: &Req, f: &Params, client: &ClientRecord) -> Res
             .from(req.client_ip, req.user_agent()),
     );
     resp
+}
+
+/// Offboarding: with Directory credentials, a suspended, archived or deleted person
+/// (`users.get`) gets `invalid_grant` and the whole family is revoked. `None`: the
+/// refresh goes on.
+async fn offboarded(
+    app: &App,
+    email: &str,
+    family_id: &str,
+    fail: &impl Fn(&str, &str) -> Resp,
+) -> Option<Resp> {
+    let (code, message) = match app.google.user_status(email).await {
+        Ok(None | Some(UserStatus::Active)) => return None,
+        Ok(Some(s)) => (
+            s.code(),
+            format!(
+                "{email} is {} in the company directory; every token of this sign-in has been revoked",
+                if s == UserStatus::Suspended { "suspended" } else { "archived" }
+            ),
+        ),
+        Err(GoogleError::UserNotFound) => (
+            "not_in_directory",
+            format!("{email} is no longer in the company directory"),
+        ),
+        Err(e) => {
+            tracing::error!(error = %e, "reading the user at refresh failed");
+            return Some(oauth_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "temporarily_unavailable",
+                "the company directory is unavailable; retry later",
+            ));
+        }
+    };
+    let _ = app.store.revoke_family(family_id, code).await;
+    Some(fail("invalid_grant", &message))
 }
 
 /// A rotated refresh token came back: revoke the whole family.

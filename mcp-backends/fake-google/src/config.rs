@@ -42,6 +42,12 @@ pub struct UserConfig {
     /// Stable subject; default: 21 digits derived from the email.
     #[serde(default)]
     pub sub: Option<String>,
+    /// Directory `users.get` answers `"suspended": true` (offboarding tests).
+    #[serde(default)]
+    pub suspended: bool,
+    /// Directory `users.get` answers `"archived": true`.
+    #[serde(default)]
+    pub archived: bool,
 }
 
 fn yes() -> bool {
@@ -120,6 +126,8 @@ pub struct User {
     pub email_verified: bool,
     pub groups: Vec<String>,
     pub sub: String,
+    pub suspended: bool,
+    pub archived: bool,
 }
 
 impl User {
@@ -148,6 +156,8 @@ impl User {
             email_verified: c.email_verified,
             groups: c.groups.iter().map(|g| g.to_ascii_lowercase()).collect(),
             sub: c.sub.clone().unwrap_or_else(|| subject_for(&email)),
+            suspended: c.suspended,
+            archived: c.archived,
             email,
         })
     }
@@ -171,6 +181,8 @@ impl User {
             email_verified: true,
             groups,
             sub: None,
+            suspended: false,
+            archived: false,
         })
     }
 }
@@ -221,6 +233,8 @@ mod tests {
             email_verified: true,
             groups: vec![],
             sub: None,
+            suspended: false,
+            archived: false,
         })
         .unwrap();
         assert_eq!(u.hd, None);

@@ -82,6 +82,10 @@ fn route(st: &State, req: &Req) -> Resp {
         }
         (&Method::POST, "/revoke") => oidc::revoke(st),
         (&Method::GET, "/admin/directory/v1/groups") => directory::groups(st, req),
+        (&Method::GET, p) if p.starts_with("/admin/directory/v1/users/") => {
+            let key = decode(&p["/admin/directory/v1/users/".len()..]);
+            directory::user_get(st, req, &key)
+        }
         (&Method::POST, "/v1/token") => workload::sts_token(st, req),
         (&Method::POST, p) if p.starts_with("/v1/projects/") => match workload::parse_iam_path(p) {
             Some((sa, verb)) => workload::iam(st, req, &sa, &verb),
@@ -97,6 +101,8 @@ fn route(st: &State, req: &Req) -> Resp {
 /// - `GET /admin/users`: every user.
 /// - `POST /admin/users` (JSON, the `[[user]]` shape): add or replace a user.
 /// - `POST /admin/users/{email}/groups` (JSON `{"groups": [...]}`): set a user's groups.
+/// - `POST /admin/users/{email}/status` (JSON `{"suspended": bool, "archived": bool}`,
+///   either optional): what Directory `users.get` answers for the user.
 /// - `DELETE /admin/users/{email}`: delete a user.
 /// - `GET /admin/stats`: request counters per endpoint.
 fn admin(st: &State, req: &Req) -> Resp {
@@ -129,10 +135,7 @@ fn admin(st: &State, req: &Req) -> Resp {
                 Some((e, w)) => (e, w),
                 None => (tail, ""),
             };
-            let email: String = url::form_urlencoded::parse(format!("x={email}").as_bytes())
-                .next()
-                .map(|(_, v)| v.to_ascii_lowercase())
-                .unwrap_or_default();
+            let email = decode(email).to_ascii_lowercase();
             let Ok(mut users) = st.users.lock() else {
                 return text(StatusCode::INTERNAL_SERVER_ERROR, "lock poisoned");
             };
@@ -151,6 +154,18 @@ fn admin(st: &State, req: &Req) -> Resp {
                         .collect();
                     json(StatusCode::OK, &json!(u))
                 }
+                (&Method::POST, "status") => {
+                    let Some(u) = users.get_mut(&email) else {
+                        return text(StatusCode::NOT_FOUND, "no such user");
+                    };
+                    if let Some(s) = body["suspended"].as_bool() {
+                        u.suspended = s;
+                    }
+                    if let Some(a) = body["archived"].as_bool() {
+                        u.archived = a;
+                    }
+                    json(StatusCode::OK, &json!(u))
+                }
                 (&Method::DELETE, "") => match users.remove(&email) {
                     Some(u) => json(StatusCode::OK, &json!(u)),
                     None => text(StatusCode::NOT_FOUND, "no such user"),
@@ -160,4 +175,12 @@ fn admin(st: &State, req: &Req) -> Resp {
         }
         _ => text(StatusCode::NOT_FOUND, "not found"),
     }
+}
+
+/// A percent-encoded path segment, decoded.
+fn decode(segment: &str) -> String {
+    url::form_urlencoded::parse(format!("x={segment}").as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default()
 }

@@ -226,7 +226,9 @@ pub async fn register(app: &App, req: &Req) -> Resp {
     let detected = detect_client(ua, reg.client_name.as_deref(), software_id);
 
     if app.cfg.server.mode == Mode::GoogleDirect && !reg.all_loopback {
-        // Standard (web) clients talk to Google directly: hand them Google's client.
+        // Standard (web) clients authorize at Google as the company's Google client:
+        // they get its id, never its secret; their token requests go through the
+        // sidecar's /token, which adds the secret (see `google_direct`).
         app.audit.record(
             &AuthEvent::new(AuthEventKind::ClientRegistered)
                 .client_id(app.cfg.google.client_id.clone())
@@ -234,21 +236,14 @@ pub async fn register(app: &App, req: &Req) -> Resp {
                 .reason("google-direct")
                 .from(req.client_ip, ua),
         );
-        let mut out = json!({
+        let out = json!({
             "client_id": app.cfg.google.client_id,
             "client_id_issued_at": now_s(),
             "redirect_uris": reg.redirect_uris,
             "application_type": reg.application_type,
             "client_name": reg.client_name,
+            "token_endpoint_auth_method": "none",
         });
-        match &app.cfg.google.client_secret {
-            Some(secret) => {
-                out["client_secret"] = json!(secret);
-                out["client_secret_expires_at"] = json!(0);
-                out["token_endpoint_auth_method"] = json!("client_secret_post");
-            }
-            None => out["token_endpoint_auth_method"] = json!("none"),
-        }
         return json(StatusCode::CREATED, &out);
     }
 

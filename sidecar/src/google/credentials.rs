@@ -20,7 +20,17 @@ use super::aws;
 use super::GoogleError;
 use crate::config::{CredentialSource, GoogleConfig};
 
-pub const DIRECTORY_SCOPE: &str = "https://www.googleapis.com/auth/admin.directory.group.readonly";
+/// Groups (`groups.list`) and users (`users.get`, offboarding seen at refresh): both
+/// must be granted to the service account's domain-wide delegation.
+pub const DIRECTORY_SCOPES: &[&str] = &[
+    "https://www.googleapis.com/auth/admin.directory.group.readonly",
+    "https://www.googleapis.com/auth/admin.directory.user.readonly",
+];
+
+/// [`DIRECTORY_SCOPES`] as one space-separated `scope` claim.
+fn directory_scope() -> String {
+    DIRECTORY_SCOPES.join(" ")
+}
 pub const GOOGLE_TOKEN_URI: &str = "https://oauth2.googleapis.com/token";
 const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 
@@ -189,7 +199,7 @@ impl TokenSource {
                     Some(sub) => {
                         let now = now_s();
                         let payload = json!({"iss": service_account, "sub": sub,
-                            "scope": DIRECTORY_SCOPE, "aud": token_uri, "iat": now, "exp": now + 3600});
+                            "scope": directory_scope(), "aud": token_uri, "iat": now, "exp": now + 3600});
                         let v = self
                             .post_json(
                                 &format!("{sa_path}:signJwt"),
@@ -207,7 +217,7 @@ impl TokenSource {
                             .post_json(
                                 &format!("{sa_path}:generateAccessToken"),
                                 &federated,
-                                &json!({"scope": [DIRECTORY_SCOPE], "lifetime": "3600s"}),
+                                &json!({"scope": DIRECTORY_SCOPES, "lifetime": "3600s"}),
                             )
                             .await?;
                         let token = v["accessToken"]
@@ -350,7 +360,7 @@ fn sign_assertion(
         header["kid"] = json!(k);
     }
     let now = now_s();
-    let claims = json!({"iss": email, "sub": subject, "scope": DIRECTORY_SCOPE,
+    let claims = json!({"iss": email, "sub": subject, "scope": directory_scope(),
         "aud": token_uri, "iat": now, "exp": now + 3600});
     let input = format!(
         "{}.{}",

@@ -4,6 +4,8 @@
 
 pub mod aws;
 pub mod credentials;
+pub mod directory_user;
+pub mod token_proxy;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -34,6 +36,16 @@ pub enum GoogleError {
     UserNotFound,
     #[error("Google credentials: {0}")]
     Credentials(String),
+    #[error(
+        "Google discovery at {url} names issuer {discovered:?}, but google.issuer is \
+         {configured:?}: refusing to use it; set google.issuer to the issuer that \
+         discovery document belongs to, or point google.issuer at the right provider"
+    )]
+    IssuerMismatch {
+        url: String,
+        configured: String,
+        discovered: String,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -106,7 +118,9 @@ impl Google {
         })
     }
 
-    /// Endpoints from config, completed by discovery (fetched once, then cached).
+    /// Endpoints from config, completed by discovery (fetched once, then cached). A
+    /// discovery document whose `issuer` is not `google.issuer` is refused
+    /// ([`GoogleError::IssuerMismatch`]) and not cached.
     pub async fn endpoints(&self) -> Result<Endpoints, GoogleError> {
         if let Some(e) = self.endpoints.read().await.as_ref() {
             return Ok(e.clone());
@@ -137,8 +151,16 @@ impl Google {
                         .map(str::to_string)
                         .ok_or_else(|| GoogleError::Discovery(format!("no {k} in {url}")))
                 };
+                let discovered = field("issuer")?;
+                if discovered.trim_end_matches('/') != c.issuer {
+                    return Err(GoogleError::IssuerMismatch {
+                        url,
+                        configured: c.issuer.clone(),
+                        discovered,
+                    });
+                }
                 Endpoints {
-                    issuer: field("issuer")?,
+                    issuer: c.issuer.clone(),
                     authorization: match &c.authorization_endpoint {
                         Some(a) => a.clone(),
                         None => field("authorization_endpoint")?,

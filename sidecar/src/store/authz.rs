@@ -223,29 +223,46 @@ impl Store {
         }))
     }
 
-    pub async fn has_consent(&self, sub: &str, client_id: &str) -> Result<bool, StoreError> {
+    /// Whether `sub` approved `client_id` for `resource` with at least every scope of
+    /// `scope` (space-separated), and the approval has not expired.
+    pub async fn has_consent(
+        &self,
+        sub: &str,
+        client_id: &str,
+        resource: &str,
+        scope: &str,
+    ) -> Result<bool, StoreError> {
+        let scopes: Vec<&str> = scope.split_whitespace().collect();
         let c = self.conn().await?;
         Ok(c.query_opt(
-            "SELECT 1 FROM consents WHERE user_sub = $1 AND client_id = $2 AND expires_at > now()",
-            &[&sub, &client_id],
+            "SELECT 1 FROM consents WHERE user_sub = $1 AND client_id = $2 AND resource = $3
+                 AND $4::text[] <@ scopes AND expires_at > now()",
+            &[&sub, &client_id, &resource, &scopes],
         )
         .await?
         .is_some())
     }
 
+    /// Remembers an approval of `scope` for (`sub`, `client_id`, `resource`), added to
+    /// the scopes approved before.
     pub async fn grant_consent(
         &self,
         sub: &str,
         client_id: &str,
+        resource: &str,
+        scope: &str,
         ttl_days: i32,
     ) -> Result<(), StoreError> {
+        let scopes: Vec<&str> = scope.split_whitespace().collect();
         let c = self.conn().await?;
         c.execute(
-            "INSERT INTO consents (user_sub, client_id, expires_at)
-             VALUES ($1, $2, now() + make_interval(days => $3))
-             ON CONFLICT (user_sub, client_id) DO UPDATE
-                 SET granted_at = now(), expires_at = EXCLUDED.expires_at",
-            &[&sub, &client_id, &ttl_days],
+            "INSERT INTO consents (user_sub, client_id, resource, scopes, expires_at)
+             VALUES ($1, $2, $3, $4, now() + make_interval(days => $5))
+             ON CONFLICT (user_sub, client_id, resource) DO UPDATE
+                 SET scopes = ARRAY(SELECT DISTINCT unnest(consents.scopes || EXCLUDED.scopes)
+                                    ORDER BY 1),
+                     granted_at = now(), expires_at = EXCLUDED.expires_at",
+            &[&sub, &client_id, &resource, &scopes, &ttl_days],
         )
         .await?;
         Ok(())

@@ -39,7 +39,10 @@ impl From<deadpool_postgres::PoolError> for StoreError {
 }
 
 /// Migrations in order; each runs once per schema.
-const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("migrations/0001_init.sql"))];
+const MIGRATIONS: &[(i32, &str)] = &[
+    (1, include_str!("migrations/0001_init.sql")),
+    (2, include_str!("migrations/0002_consent_scope.sql")),
+];
 
 #[derive(Clone)]
 pub struct Store {
