@@ -13,6 +13,7 @@ pub mod config;
 pub mod google;
 pub mod http;
 pub mod keys;
+pub mod lookups;
 pub mod metadata;
 pub mod pages;
 pub mod policy;

@@ -17,7 +17,7 @@ use tokio::net::TcpListener;
 
 use crate::app::App;
 use crate::http::{client_ip, json, json_cacheable, text, Req, Resp};
-use crate::{authorize, callback, clients, metadata, token};
+use crate::{authorize, callback, clients, lookups, metadata, token};
 
 /// Serves until the listener fails; also runs key refresh and cleanup.
 pub async fn serve(listener: TcpListener, app: Arc<App>) {
@@ -130,6 +130,9 @@ async fn route(app: &App, mut req: Req) -> Resp {
     };
     let local = if local.is_empty() { "/" } else { local }.to_string();
     req.path = local.clone();
+    if let Some(refused) = lookups::check(app, &req).await {
+        return refused;
+    }
     match (&req.method, local.as_str()) {
         (&Method::GET, "/authorize") => authorize::authorize(app, &req).await,
         (&Method::POST, "/consent") => authorize::consent(app, &req).await,

@@ -114,6 +114,15 @@ async fn authorize_and_metadata_lookups_are_rate_limited_per_address() {
     let google = FakeGoogle::start().await;
     let opts = SidecarOptions::new("lookuprl");
     let mut sidecar = Sidecar::start(&google, &opts).await;
+    // The harness lifts the limit; this test runs with the defaults, behind a proxy
+    // that names the client in X-Forwarded-For (requests without it: the TCP peer).
+    reconfigure(&mut sidecar, &opts, |t| {
+        t.replace("lookups_burst = 100000", "").replace(
+            "listen = \"127.0.0.1:0\"",
+            "listen = \"127.0.0.1:0\"\nclient_ip_header = \"x-forwarded-for\"",
+        )
+    })
+    .await;
     let docs = doc_server(Doc::Good).await;
 
     // 120 sign-ins with fresh metadata-document clients from one address.
@@ -171,14 +180,7 @@ async fn authorize_and_metadata_lookups_are_rate_limited_per_address() {
         r.text().await.unwrap_or_default()
     );
 
-    // Behind a proxy, the configured client-address header is the address limited.
-    reconfigure(&mut sidecar, &opts, |t| {
-        t.replace(
-            "listen = \"127.0.0.1:0\"",
-            "listen = \"127.0.0.1:0\"\nclient_ip_header = \"x-forwarded-for\"",
-        )
-    })
-    .await;
+    // The forwarded client address is the one limited.
     let mut refused = false;
     for i in 0..60 {
         let id = format!("{docs}/x/{i}-{}.json", random(4));
