@@ -61,7 +61,8 @@ fn spawn_maintenance(app: Arc<App>) {
         }
     });
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(600));
+        let every = Duration::from_secs(app.cfg.store.cleanup_interval_s);
+        let mut tick = tokio::time::interval(every);
         loop {
             tick.tick().await;
             match app.store.cleanup().await {
