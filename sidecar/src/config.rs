@@ -1117,6 +1117,44 @@ flush_interval_ms = 50
     }
 
     #[test]
+    fn abuse_limits_have_defaults_and_are_validated() {
+        let c = Config::parse(MINIMAL, &env).unwrap();
+        assert_eq!(c.rate_limit.lookups_burst, 20);
+        assert_eq!(c.server.body_timeout_s, 10);
+        assert_eq!(c.server.max_connections, 4096);
+        assert_eq!(c.clients.unused_registration_ttl_s, 86_400);
+        assert_eq!(c.store.cleanup_interval_s, 300);
+        for (table, key, bad) in [
+            (
+                "[rate_limit]",
+                "rate_limit.lookups_per_second",
+                "lookups_per_second = 0.0",
+            ),
+            (
+                "[rate_limit]",
+                "rate_limit.lookups_burst",
+                "lookups_burst = 0",
+            ),
+        ] {
+            let text = format!("{MINIMAL}\n{table}\n{bad}\n");
+            let err = Config::parse(&text, &env).unwrap_err().to_string();
+            assert!(err.contains(key), "{err}");
+        }
+        for (key, bad) in [
+            ("server.body_timeout_s", "body_timeout_s = 0"),
+            ("server.max_connections", "max_connections = 0"),
+            ("server.header_timeout_s", "header_timeout_s = 301"),
+        ] {
+            let text = format!("[server]\n{bad}\n{MINIMAL}");
+            let err = Config::parse(&text, &env).unwrap_err().to_string();
+            assert!(err.contains(key), "{err}");
+        }
+        let text = MINIMAL.replace("[[resource]]", "cleanup_interval_s = 0\n[[resource]]");
+        let err = Config::parse(&text, &env).unwrap_err().to_string();
+        assert!(err.contains("store.cleanup_interval_s"), "{err}");
+    }
+
+    #[test]
     fn schema_names_are_checked() {
         assert!(valid_schema_name("mcp_oauth_t1"));
         assert!(!valid_schema_name("Bad"));
