@@ -30,6 +30,8 @@ pub struct App {
     pub cimd_http: reqwest::Client,
     pub audit: Arc<dyn AuditSink>,
     pub reg_limiter: RateLimiter,
+    /// Unauthenticated lookups per address ([`crate::lookups`]).
+    pub lookup_limiter: RateLimiter,
     /// Cookies get `Secure` and the `__Host-` prefix when the issuer is https.
     pub secure_cookies: bool,
 }
@@ -45,6 +47,10 @@ impl App {
             .map_err(|e| AppError::Http(e.to_string()))?;
         Ok(App {
             reg_limiter: RateLimiter::new(cfg.clients.registration_per_minute),
+            lookup_limiter: RateLimiter::with_burst(
+                cfg.rate_limit.lookups_burst,
+                cfg.rate_limit.lookups_per_second,
+            ),
             secure_cookies: cfg.issuer.starts_with("https://"),
             cfg,
             store,

@@ -17,6 +17,8 @@ pub enum AuthEventKind {
     ClientRegistered,
     ClientRegistrationRefused,
     ClientMetadataFetched,
+    /// A Client ID Metadata Document was not fetched or not usable (the reason says why).
+    ClientMetadataRefused,
     AuthorizationRefused,
     ConsentGranted,
     ConsentDenied,
@@ -37,6 +39,7 @@ impl AuthEventKind {
             AuthEventKind::ClientRegistered => "client_registered",
             AuthEventKind::ClientRegistrationRefused => "client_registration_refused",
             AuthEventKind::ClientMetadataFetched => "client_metadata_fetched",
+            AuthEventKind::ClientMetadataRefused => "client_metadata_refused",
             AuthEventKind::AuthorizationRefused => "authorization_refused",
             AuthEventKind::ConsentGranted => "consent_granted",
             AuthEventKind::ConsentDenied => "consent_denied",

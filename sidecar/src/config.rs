@@ -71,6 +71,27 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     #[serde(default)]
     pub log_format: LogFormat,
+    /// Slow clients: a request body not complete this long after its head is answered
+    /// 408 and its connection closed.
+    #[serde(default = "default_body_timeout")]
+    pub body_timeout_s: u64,
+    /// A request head (on a new or an idle kept-alive connection) not complete this
+    /// long after the connection was ready for it: the connection is closed.
+    #[serde(default = "default_header_timeout")]
+    pub header_timeout_s: u64,
+    /// Connections served at once; more wait in the listen backlog until one ends.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+}
+
+fn default_body_timeout() -> u64 {
+    10
+}
+fn default_header_timeout() -> u64 {
+    20
+}
+fn default_max_connections() -> usize {
+    4096
 }
 
 fn default_listen() -> String {
@@ -90,6 +111,13 @@ pub struct StoreConfig {
     pub schema: String,
     #[serde(default = "default_pool")]
     pub pool_size: usize,
+    /// How often expired rows (sign-ins, codes, sessions, clients, …) are deleted.
+    #[serde(default = "default_cleanup_interval")]
+    pub cleanup_interval_s: u64,
+}
+
+fn default_cleanup_interval() -> u64 {
+    300
 }
 
 fn default_schema() -> String {
@@ -220,6 +248,21 @@ pub struct ClientsConfig {
     /// usable `Cache-Control: max-age` (bounded to 1 min … 1 day either way).
     #[serde(default = "default_cimd_cache")]
     pub cimd_cache_s: u64,
+    /// Longest a fetched metadata document is trusted, whatever its `Cache-Control`;
+    /// past it the cached client is forgotten and fetched again when next used.
+    #[serde(default = "default_cimd_max_cache")]
+    pub cimd_max_cache_s: u64,
+    /// A dynamic registration never used to obtain a token is deleted this long after
+    /// it was made (a used one is kept).
+    #[serde(default = "default_unused_registration_ttl")]
+    pub unused_registration_ttl_s: u64,
+}
+
+fn default_cimd_max_cache() -> u64 {
+    86_400
+}
+fn default_unused_registration_ttl() -> u64 {
+    86_400
 }
 
 impl Default for ClientsConfig {
@@ -232,6 +275,8 @@ impl Default for ClientsConfig {
             cimd_max_bytes: default_cimd_bytes(),
             cimd_timeout_ms: default_cimd_timeout(),
             cimd_cache_s: default_cimd_cache(),
+            cimd_max_cache_s: default_cimd_max_cache(),
+            unused_registration_ttl_s: default_unused_registration_ttl(),
         }
     }
 }
@@ -247,6 +292,91 @@ fn default_cimd_timeout() -> u64 {
 }
 fn default_cimd_cache() -> u64 {
     3600
+}
+
+/// `[rate_limit]`: the per-address budget of unauthenticated lookups (`/authorize`,
+/// and `/token` with a metadata-document client not in the cache).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// Lookups an address may make at once.
+    #[serde(default = "default_lookups_burst")]
+    pub lookups_burst: u32,
+    /// Lookups per second an address may keep up.
+    #[serde(default = "default_lookups_per_second")]
+    pub lookups_per_second: f64,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        RateLimitConfig {
+            lookups_burst: default_lookups_burst(),
+            lookups_per_second: default_lookups_per_second(),
+        }
+    }
+}
+
+fn default_lookups_burst() -> u32 {
+    20
+}
+fn default_lookups_per_second() -> f64 {
+    1.0
+}
+
+/// Checks the abuse limits of `[server]`, `[store]`, `[clients]` and `[rate_limit]`.
+fn validate_limits(raw: &RawConfig) -> Result<(), ConfigError> {
+    let in_range = |key: &str, v: u64, lo: u64, hi: u64| {
+        if v < lo || v > hi {
+            return Err(invalid(key, format!("must be {lo} … {hi}")));
+        }
+        Ok(())
+    };
+    in_range(
+        "store.cleanup_interval_s",
+        raw.store.cleanup_interval_s,
+        1,
+        86_400,
+    )?;
+    let c = &raw.clients;
+    in_range(
+        "clients.cimd_max_cache_s",
+        c.cimd_max_cache_s,
+        1,
+        7 * 86_400,
+    )?;
+    in_range(
+        "clients.unused_registration_ttl_s",
+        c.unused_registration_ttl_s,
+        1,
+        365 * 86_400,
+    )?;
+    in_range(
+        "rate_limit.lookups_burst",
+        raw.rate_limit.lookups_burst.into(),
+        1,
+        100_000,
+    )?;
+    let rate = raw.rate_limit.lookups_per_second;
+    if !(rate.is_finite() && (0.001..=10_000.0).contains(&rate)) {
+        return Err(invalid(
+            "rate_limit.lookups_per_second",
+            "must be 0.001 … 10000",
+        ));
+    }
+    Ok(())
+}
+
+fn validate_server_limits(s: &ServerConfig) -> Result<(), ConfigError> {
+    if s.body_timeout_s == 0 || s.body_timeout_s > 300 {
+        return Err(invalid("server.body_timeout_s", "must be 1 … 300"));
+    }
+    if s.header_timeout_s == 0 || s.header_timeout_s > 300 {
+        return Err(invalid("server.header_timeout_s", "must be 1 … 300"));
+    }
+    if s.max_connections == 0 || s.max_connections > 1_000_000 {
+        return Err(invalid("server.max_connections", "must be 1 … 1000000"));
+    }
+    Ok(())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -356,6 +486,8 @@ pub struct RawConfig {
     pub tokens: TokensConfig,
     #[serde(default)]
     pub clients: ClientsConfig,
+    #[serde(default)]
+    pub rate_limit: RateLimitConfig,
     pub google: GoogleConfig,
     /// The audit log shared with the gateway (its `[audit]` table, same keys).
     #[serde(default)]
@@ -380,6 +512,7 @@ pub struct Config {
     pub authorization: AuthorizationConfig,
     pub tokens: TokensConfig,
     pub clients: ClientsConfig,
+    pub rate_limit: RateLimitConfig,
     pub google: GoogleConfig,
     /// `[audit]`: auth events go to the gateway's audit log. `None`: to the log
     /// (target `audit`).
@@ -472,6 +605,7 @@ impl Config {
     }
 
     fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
+        validate_limits(&raw)?;
         let server = raw.server.unwrap_or(ServerConfig {
             listen: default_listen(),
             issuer: None,
@@ -479,7 +613,11 @@ impl Config {
             client_ip_header: None,
             max_body_bytes: default_max_body(),
             log_format: LogFormat::default(),
+            body_timeout_s: default_body_timeout(),
+            header_timeout_s: default_header_timeout(),
+            max_connections: default_max_connections(),
         });
+        validate_server_limits(&server)?;
         let issuer = server
             .issuer
             .clone()
@@ -627,6 +765,7 @@ impl Config {
             authorization: auth,
             tokens: raw.tokens,
             clients: raw.clients,
+            rate_limit: raw.rate_limit,
             google,
             audit: raw.audit,
         })
@@ -976,6 +1115,44 @@ flush_interval_ms = 50
             default_path(Some("")),
             PathBuf::from("ops/config/sidecar.development.toml")
         );
+    }
+
+    #[test]
+    fn abuse_limits_have_defaults_and_are_validated() {
+        let c = Config::parse(MINIMAL, &env).unwrap();
+        assert_eq!(c.rate_limit.lookups_burst, 20);
+        assert_eq!(c.server.body_timeout_s, 10);
+        assert_eq!(c.server.max_connections, 4096);
+        assert_eq!(c.clients.unused_registration_ttl_s, 86_400);
+        assert_eq!(c.store.cleanup_interval_s, 300);
+        for (table, key, bad) in [
+            (
+                "[rate_limit]",
+                "rate_limit.lookups_per_second",
+                "lookups_per_second = 0.0",
+            ),
+            (
+                "[rate_limit]",
+                "rate_limit.lookups_burst",
+                "lookups_burst = 0",
+            ),
+        ] {
+            let text = format!("{MINIMAL}\n{table}\n{bad}\n");
+            let err = Config::parse(&text, &env).unwrap_err().to_string();
+            assert!(err.contains(key), "{err}");
+        }
+        for (key, bad) in [
+            ("server.body_timeout_s", "body_timeout_s = 0"),
+            ("server.max_connections", "max_connections = 0"),
+            ("server.header_timeout_s", "header_timeout_s = 301"),
+        ] {
+            let text = format!("[server]\n{bad}\n{MINIMAL}");
+            let err = Config::parse(&text, &env).unwrap_err().to_string();
+            assert!(err.contains(key), "{err}");
+        }
+        let text = MINIMAL.replace("[[resource]]", "cleanup_interval_s = 0\n[[resource]]");
+        let err = Config::parse(&text, &env).unwrap_err().to_string();
+        assert!(err.contains("store.cleanup_interval_s"), "{err}");
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod google;
 pub mod google_direct;
 pub mod http;
 pub mod keys;
+pub mod lookups;
 pub mod metadata;
 pub mod pages;
 pub mod policy;

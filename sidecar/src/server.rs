@@ -1,6 +1,13 @@
 //! The hyper server and the router. Requests below the issuer's base path are routed
 //! by method and path; the well-known documents are also served with the issuer's
 //! path inserted or appended (RFC 8414 §3.1, OIDC Discovery §4).
+//!
+//! Slow clients are bounded: at most `[server] max_connections` connections are
+//! served at once (more wait in the kernel's listen backlog, and are served as soon
+//! as one ends, rather than being refused); a request head must arrive within
+//! `header_timeout_s` of the connection being ready for it (new or idle kept-alive);
+//! a request body must be complete within `body_timeout_s` of its head, else 408 and
+//! the connection is closed.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,15 +21,22 @@ use hyper::Request;
 use hyper_util::rt::TokioIo;
 use serde_json::json;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 
 use crate::app::App;
 use crate::http::{client_ip, json, json_cacheable, text, Req, Resp};
-use crate::{authorize, callback, clients, metadata, token};
+use crate::{authorize, callback, clients, lookups, metadata, token};
 
 /// Serves until the listener fails; also runs key refresh and cleanup.
 pub async fn serve(listener: TcpListener, app: Arc<App>) {
     spawn_maintenance(app.clone());
+    let slots = Arc::new(Semaphore::new(app.cfg.server.max_connections));
+    let header_timeout = Duration::from_secs(app.cfg.server.header_timeout_s);
     loop {
+        // At the cap, stop accepting: new connections wait in the backlog.
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
         let (stream, peer) = match listener.accept().await {
             Ok(x) => x,
             Err(e) => {
@@ -33,13 +47,14 @@ pub async fn serve(listener: TcpListener, app: Arc<App>) {
         };
         let app = app.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let svc = service_fn(move |req| {
                 let app = app.clone();
                 async move { Ok::<_, std::convert::Infallible>(handle(&app, req, peer).await) }
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(20))
+                .header_read_timeout(header_timeout)
                 .serve_connection(TokioIo::new(stream), svc);
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "connection ended with an error");
@@ -61,7 +76,8 @@ fn spawn_maintenance(app: Arc<App>) {
         }
     });
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(600));
+        let every = Duration::from_secs(app.cfg.store.cleanup_interval_s);
+        let mut tick = tokio::time::interval(every);
         loop {
             tick.tick().await;
             match app.store.cleanup().await {
@@ -78,12 +94,23 @@ async fn handle(app: &App, req: Request<Incoming>, peer: SocketAddr) -> Resp {
     let (parts, body) = req.into_parts();
     let method = parts.method.clone();
     let full_path = parts.uri.path().to_string();
-    let body = match Limited::new(body, app.cfg.server.max_body_bytes)
-        .collect()
-        .await
-    {
-        Ok(b) => b.to_bytes(),
-        Err(_) => return text(StatusCode::PAYLOAD_TOO_LARGE, "request body too large"),
+    let body_timeout = Duration::from_secs(app.cfg.server.body_timeout_s);
+    let limited = Limited::new(body, app.cfg.server.max_body_bytes).collect();
+    let body = match tokio::time::timeout(body_timeout, limited).await {
+        Ok(Ok(b)) => b.to_bytes(),
+        Ok(Err(_)) => return text(StatusCode::PAYLOAD_TOO_LARGE, "request body too large"),
+        Err(_) => {
+            tracing::debug!(path = %full_path, "request body too slow: 408");
+            let mut r = text(
+                StatusCode::REQUEST_TIMEOUT,
+                "the request body did not arrive in time; send it again",
+            );
+            r.headers_mut().insert(
+                http::header::CONNECTION,
+                http::HeaderValue::from_static("close"),
+            );
+            return r;
+        }
     };
     let ip = client_ip(
         &parts.headers,
@@ -130,6 +157,9 @@ async fn route(app: &App, mut req: Req) -> Resp {
     };
     let local = if local.is_empty() { "/" } else { local }.to_string();
     req.path = local.clone();
+    if let Some(refused) = lookups::check(app, &req).await {
+        return refused;
+    }
     match (&req.method, local.as_str()) {
         (&Method::GET, "/authorize") => authorize::authorize(app, &req).await,
         (&Method::POST, "/consent") => authorize::consent(app, &req).await,

@@ -2,9 +2,12 @@
 //! fetched (no redirects, size- and time-bounded, never to a private, loopback or
 //! link-local address unless `[clients] allow_private_cimd`), validated (its
 //! `client_id` must equal the URL) and cached in Postgres for the document's
-//! `Cache-Control: max-age` (bounded to 1 minute … 1 day).
+//! `Cache-Control: max-age` (bounded to 1 minute … `[clients] cimd_max_cache_s`,
+//! default 1 day; expired rows are deleted by the store's sweep). Every fetch
+//! failure gets one answer ([`fetch_failed_message`]), so the fetch cannot be used to
+//! probe ports; the cause is audited.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -35,21 +38,40 @@ pub fn looks_like_cimd(client_id: &str, allow_http: bool) -> bool {
 pub fn is_public(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => is_public_v4(v4),
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return is_public_v4(v4);
-            }
-            let s = v6.segments();
-            !(v6.is_loopback()
-                || v6.is_unspecified()
-                || v6.is_multicast()
-                || (s[0] & 0xfe00) == 0xfc00 // unique local
-                || (s[0] & 0xffc0) == 0xfe80 // link-local
-                || (s[0] == 0x2001 && s[1] == 0x0db8) // documentation
-                || (s[0] == 0x64 && s[1] == 0xff9b) // NAT64
-                || s[..6] == [0, 0, 0, 0, 0, 0]) // IPv4-compatible
-        }
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => is_public_v4(v4),
+            None => refused_v6_range(v6).is_none(),
+        },
     }
+}
+
+/// IPv6 ranges never fetched from: (name, prefix, prefix length).
+const REFUSED_V6: &[(&str, u128, u32)] = &[
+    ("unspecified", 0, 128),
+    ("loopback", 1, 128),
+    ("IPv4-compatible", 0, 96),
+    ("multicast", 0xff00 << 112, 8),
+    ("unique local", 0xfc00 << 112, 7),
+    ("link-local", 0xfe80 << 112, 10),
+    // Deprecated (RFC 3879) but still routed inside some networks.
+    ("site-local", 0xfec0 << 112, 10),
+    ("documentation", 0x2001_0db8 << 96, 32),
+    ("NAT64", 0x0064_ff9b << 96, 32),
+    // Transition tunnels embed an IPv4 address that may be a private one.
+    ("6to4", 0x2002 << 112, 16),
+    ("Teredo", 0x2001_0000 << 96, 32),
+];
+
+/// The name of the refused range holding `ip`, if any.
+pub fn refused_v6_range(ip: Ipv6Addr) -> Option<&'static str> {
+    let bits = u128::from(ip);
+    REFUSED_V6
+        .iter()
+        .find(|(_, prefix, len)| {
+            let mask = u128::MAX.checked_shl(128 - len).unwrap_or(0);
+            bits & mask == *prefix
+        })
+        .map(|(name, _, _)| *name)
 }
 
 fn is_public_v4(ip: Ipv4Addr) -> bool {
@@ -104,7 +126,9 @@ pub fn http_client(cfg: &ClientsConfig) -> Result<reqwest::Client, reqwest::Erro
         .build()
 }
 
-fn max_age(headers: &reqwest::header::HeaderMap, default_s: u64) -> u64 {
+/// Seconds to trust a document: its `max-age` (`no-store`/`no-cache`: 0), else
+/// `default_s`, bounded to `min(60, max_s)` … `max_s`.
+fn max_age(headers: &reqwest::header::HeaderMap, default_s: u64, max_s: u64) -> u64 {
     let from_header = headers
         .get(reqwest::header::CACHE_CONTROL)
         .and_then(|v| v.to_str().ok())
@@ -116,14 +140,35 @@ fn max_age(headers: &reqwest::header::HeaderMap, default_s: u64) -> u64 {
             v.split(',')
                 .find_map(|d| d.trim().strip_prefix("max-age=")?.parse::<u64>().ok())
         });
-    from_header.unwrap_or(default_s).clamp(60, 86_400)
+    from_header.unwrap_or(default_s).clamp(max_s.min(60), max_s)
+}
+
+fn is_fresh(c: &ClientRecord) -> bool {
+    c.kind == "cimd" && c.expires_at.is_some_and(|e| e > SystemTime::now())
+}
+
+/// Whether `client_id`'s document is in the cache and still fresh (no fetch needed).
+pub async fn cached(app: &App, client_id: &str) -> bool {
+    matches!(app.store.client(client_id).await, Ok(Some(c)) if is_fresh(&c))
+}
+
+/// The one answer to every document that could not be fetched (refused address,
+/// DNS, connection, TLS, timeout, redirect, non-200 status, too large, cut short):
+/// a caller must not learn from it whether a port is open or a host answers. The
+/// precise cause goes to the audit log (`client_metadata_refused`) for operators.
+pub fn fetch_failed_message(cfg: &ClientsConfig) -> String {
+    format!(
+        "the client metadata document could not be fetched: it must be served from a \
+         public address, answer HTTP 200 without redirecting within {} ms, and be at most \
+         {} bytes",
+        cfg.cimd_timeout_ms, cfg.cimd_max_bytes
+    )
 }
 
 /// Fetches (or takes from the cache) and validates the document at `client_id`.
 pub async fn resolve(app: &App, client_id: &str) -> Result<ClientRecord, ClientError> {
     if let Some(c) = app.store.client(client_id).await? {
-        let fresh = c.kind == "cimd" && c.expires_at.is_some_and(|e| e > SystemTime::now());
-        if fresh {
+        if is_fresh(&c) {
             return Ok(c);
         }
     }
@@ -134,65 +179,81 @@ pub async fn resolve(app: &App, client_id: &str) -> Result<ClientRecord, ClientE
             "client_id URL must not contain a fragment or credentials".into(),
         ));
     }
-    if let Some(host) = url.host() {
-        let literal: Option<IpAddr> = match host {
-            url::Host::Ipv4(v4) => Some(IpAddr::V4(v4)),
-            url::Host::Ipv6(v6) => Some(IpAddr::V6(v6)),
-            url::Host::Domain(_) => None,
-        };
-        if let Some(ip) = literal {
-            if !cfg.allow_private_cimd && !is_public(ip) {
-                return Err(ClientError::Metadata(format!(
-                    "client metadata document at a non-public address ({ip}) is not fetched"
-                )));
-            }
+    let (body, ttl) = match fetch(app, &url).await {
+        Ok(x) => x,
+        Err(cause) => {
+            app.audit.record(
+                &AuthEvent::new(AuthEventKind::ClientMetadataRefused)
+                    .client_id(client_id)
+                    .reason(cause),
+            );
+            return Err(ClientError::Metadata(fetch_failed_message(cfg)));
+        }
+    };
+    let record = validate_document(cfg, client_id, &body, ttl)?;
+    app.store.put_client(&record).await?;
+    app.audit.record(
+        &AuthEvent::new(AuthEventKind::ClientMetadataFetched)
+            .client_id(client_id)
+            .client(record.detected_client.clone()),
+    );
+    Ok(record)
+}
+
+/// The document's bytes and how long to trust it; `Err` is the precise cause (for the
+/// audit log only, never for the caller).
+async fn fetch(app: &App, url: &Url) -> Result<(Vec<u8>, u64), String> {
+    let cfg = &app.cfg.clients;
+    let literal: Option<IpAddr> = match url.host() {
+        Some(url::Host::Ipv4(v4)) => Some(IpAddr::V4(v4)),
+        Some(url::Host::Ipv6(v6)) => Some(IpAddr::V6(v6)),
+        _ => None,
+    };
+    if let Some(ip) = literal {
+        if !cfg.allow_private_cimd && !is_public(ip) {
+            return Err(format!("not fetched: non-public address {ip}"));
         }
     }
-    let resp = app
+    let mut resp = app
         .cimd_http
         .get(url.clone())
         .header(reqwest::header::ACCEPT, "application/json")
         .send()
         .await
-        .map_err(|e| {
-            ClientError::Metadata(format!(
-                "fetching the client metadata document failed: {}",
-                without_url(&e)
-            ))
-        })?;
+        .map_err(|e| format!("fetch failed: {}", without_url(&e)))?;
     if resp.status() != reqwest::StatusCode::OK {
-        return Err(ClientError::Metadata(format!(
-            "fetching the client metadata document returned HTTP {}",
-            resp.status().as_u16()
-        )));
+        return Err(format!("fetch returned HTTP {}", resp.status().as_u16()));
     }
+    let too_large = || format!("document larger than {} bytes", cfg.cimd_max_bytes);
     if resp
         .content_length()
         .is_some_and(|n| n > cfg.cimd_max_bytes as u64)
     {
-        return Err(ClientError::Metadata(format!(
-            "client metadata document is larger than {} bytes",
-            cfg.cimd_max_bytes
-        )));
+        return Err(too_large());
     }
-    let ttl = max_age(resp.headers(), cfg.cimd_cache_s);
+    let ttl = max_age(resp.headers(), cfg.cimd_cache_s, cfg.cimd_max_cache_s);
     let mut body = Vec::new();
-    let mut resp = resp;
-    while let Some(chunk) = resp.chunk().await.map_err(|e| {
-        ClientError::Metadata(format!(
-            "reading the client metadata document failed: {}",
-            without_url(&e)
-        ))
-    })? {
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .map_err(|e| format!("reading failed: {}", without_url(&e)))?
+    {
         body.extend_from_slice(&chunk);
         if body.len() > cfg.cimd_max_bytes {
-            return Err(ClientError::Metadata(format!(
-                "client metadata document is larger than {} bytes",
-                cfg.cimd_max_bytes
-            )));
+            return Err(too_large());
         }
     }
-    let doc: Value = serde_json::from_slice(&body)
+    Ok((body, ttl))
+}
+
+/// Checks a document fetched with HTTP 200; these errors may say what is wrong with it.
+fn validate_document(
+    cfg: &ClientsConfig,
+    client_id: &str,
+    body: &[u8],
+    ttl: u64,
+) -> Result<ClientRecord, ClientError> {
+    let doc: Value = serde_json::from_slice(body)
         .map_err(|_| ClientError::Metadata("client metadata document is not JSON".into()))?;
     if doc.get("client_id").and_then(Value::as_str) != Some(client_id) {
         return Err(ClientError::Metadata(
@@ -222,7 +283,7 @@ pub async fn resolve(app: &App, client_id: &str) -> Result<ClientRecord, ClientE
         reg.client_name.as_deref(),
         reg.metadata.get("software_id").and_then(Value::as_str),
     );
-    let record = ClientRecord {
+    Ok(ClientRecord {
         client_id: client_id.to_string(),
         kind: "cimd".into(),
         secret_hash: None,
@@ -231,19 +292,12 @@ pub async fn resolve(app: &App, client_id: &str) -> Result<ClientRecord, ClientE
         application_type: reg.application_type,
         token_endpoint_auth_method: "none".into(),
         metadata: Value::Object(reg.metadata),
-        detected_client: detected.clone(),
+        detected_client: detected,
         user_agent: None,
         source_ip: None,
         created_at: SystemTime::now(),
         expires_at: Some(SystemTime::now() + Duration::from_secs(ttl)),
-    };
-    app.store.put_client(&record).await?;
-    app.audit.record(
-        &AuthEvent::new(AuthEventKind::ClientMetadataFetched)
-            .client_id(client_id)
-            .client(detected),
-    );
-    Ok(record)
+    })
 }
 
 /// A reqwest error's text without the URL (already known to the caller).
@@ -303,6 +357,39 @@ mod tests {
     }
 
     #[test]
+    fn transition_and_site_local_ranges_are_refused_at_their_edges() {
+        let range = |a: &str| refused_v6_range(a.parse().unwrap());
+        for (inside, name) in [
+            ("2002::", "6to4"),
+            ("2002:7f00:1::1", "6to4"),
+            ("2002:ffff:ffff:ffff:ffff:ffff:ffff:ffff", "6to4"),
+            ("2001::", "Teredo"),
+            ("2001:0:4136:e378:8000:63bf:3fff:fdd2", "Teredo"),
+            ("2001:0:ffff:ffff:ffff:ffff:ffff:ffff", "Teredo"),
+            ("fec0::", "site-local"),
+            ("fec0::1", "site-local"),
+            ("feff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", "site-local"),
+        ] {
+            assert_eq!(range(inside), Some(name), "{inside}");
+            assert!(!is_public(inside.parse().unwrap()), "{inside}");
+        }
+        // Just outside each: public, or refused as the neighbouring range.
+        for outside in [
+            "2001:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+            "2003::",
+            "2001:1::",
+        ] {
+            assert_eq!(range(outside), None, "{outside}");
+            assert!(is_public(outside.parse().unwrap()), "{outside}");
+        }
+        assert_eq!(
+            range("febf:ffff:ffff:ffff:ffff:ffff:ffff:ffff"),
+            Some("link-local")
+        );
+        assert_eq!(range("ff00::"), Some("multicast"));
+    }
+
+    #[test]
     fn cimd_urls_need_https_and_a_path() {
         assert!(looks_like_cimd(
             "https://app.example.com/client.json",
@@ -320,17 +407,23 @@ mod tests {
     #[test]
     fn max_age_is_bounded() {
         let mut h = reqwest::header::HeaderMap::new();
-        assert_eq!(max_age(&h, 3600), 3600);
+        assert_eq!(max_age(&h, 3600, 86_400), 3600);
+        assert_eq!(
+            max_age(&h, 3600, 1),
+            1,
+            "cimd_max_cache_s bounds the default"
+        );
         h.insert(
             reqwest::header::CACHE_CONTROL,
             "public, max-age=5".parse().unwrap(),
         );
-        assert_eq!(max_age(&h, 3600), 60);
+        assert_eq!(max_age(&h, 3600, 86_400), 60);
         h.insert(
             reqwest::header::CACHE_CONTROL,
             "max-age=999999".parse().unwrap(),
         );
-        assert_eq!(max_age(&h, 3600), 86_400);
+        assert_eq!(max_age(&h, 3600, 86_400), 86_400);
+        assert_eq!(max_age(&h, 3600, 600), 600);
     }
 
     #[tokio::test]

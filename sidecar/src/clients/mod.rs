@@ -132,7 +132,14 @@ pub async fn find_client(app: &App, client_id: &str) -> Result<ClientRecord, Cli
         return cimd::resolve(app, client_id).await;
     }
     match app.store.client(client_id).await? {
-        Some(c) if c.kind == "dcr" => Ok(c),
+        // An unused registration past its time is gone, even before the sweep.
+        Some(c)
+            if c.kind == "dcr"
+                && c.expires_at
+                    .is_none_or(|e| e > std::time::SystemTime::now()) =>
+        {
+            Ok(c)
+        }
         _ => Err(ClientError::Unknown),
     }
 }

@@ -262,7 +262,11 @@ pub async fn register(app: &App, req: &Req) -> Resp {
         user_agent: (!ua.is_empty()).then(|| ua.chars().take(512).collect()),
         source_ip: Some(req.client_ip.to_string()),
         created_at: SystemTime::now(),
-        expires_at: None,
+        // Cleared when the registration first obtains a token (Store::create_family).
+        expires_at: Some(
+            SystemTime::now()
+                + std::time::Duration::from_secs(app.cfg.clients.unused_registration_ttl_s),
+        ),
     };
     if let Err(e) = app.store.put_client(&record).await {
         tracing::error!(error = %e, "storing a client failed");

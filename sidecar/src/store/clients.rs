@@ -22,6 +22,8 @@ pub struct ClientRecord {
     pub user_agent: Option<String>,
     pub source_ip: Option<String>,
     pub created_at: SystemTime,
+    /// `cimd`: the cached document is trusted until then. `dcr`: a registration never
+    /// used to obtain a token is deleted then (`None` once it has been used).
     pub expires_at: Option<SystemTime>,
 }
 

@@ -42,6 +42,7 @@ impl From<deadpool_postgres::PoolError> for StoreError {
 const MIGRATIONS: &[(i32, &str)] = &[
     (1, include_str!("migrations/0001_init.sql")),
     (2, include_str!("migrations/0002_consent_scope.sql")),
+    (3, include_str!("migrations/0003_client_expiry.sql")),
 ];
 
 #[derive(Clone)]
@@ -131,7 +132,9 @@ impl Store {
         Ok(self.pool.get().await?)
     }
 
-    /// Deletes what has expired (a day after expiry, to keep reuse detection useful).
+    /// Deletes what has expired (codes and token families a day after expiry, to keep
+    /// reuse detection useful): unfinished sign-ins, sessions, consents, cached
+    /// metadata-document clients and registrations never used to obtain a token.
     pub async fn cleanup(&self) -> Result<u64, StoreError> {
         let c = self.conn().await?;
         let mut n = 0;
@@ -152,6 +155,9 @@ impl Store {
             .await?;
         n += c
             .execute("DELETE FROM consents WHERE expires_at < now()", &[])
+            .await?;
+        n += c
+            .execute("DELETE FROM clients WHERE expires_at < now()", &[])
             .await?;
         n += c
             .execute(

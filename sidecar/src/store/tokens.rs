@@ -72,6 +72,13 @@ impl Store {
             &[&first_token_hash, &family_id],
         )
         .await?;
+        // A registration that has obtained a token no longer expires as unused.
+        tx.execute(
+            "UPDATE clients SET expires_at = NULL
+              WHERE client_id = $1 AND kind = 'dcr' AND expires_at IS NOT NULL",
+            &[&client_id],
+        )
+        .await?;
         tx.commit().await?;
         Ok(())
     }

@@ -277,6 +277,10 @@ admin_subject = "alice@example.com"
 
 {credentials}
 token_uri = "{g}/token"
+
+# Many sign-ins from 127.0.0.1 (tests/security_limits.rs tests the default).
+[rate_limit]
+lookups_burst = 100000
 "#,
             schema = opts.schema,
             extra = opts.extra,
