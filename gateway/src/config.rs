@@ -587,13 +587,6 @@ impl Validator<'_> {
         };
         let google_client_id = match &a.google_client_id {
             Some(v) => Some(self.expand(v, "auth.google_client_id")?),
-            // Without it any Google access token would do, including one that another
-            // app obtained from an employee (a confused deputy).
-            None if mode == AuthMode::GoogleDirect => return Err(self.err(
-                mode_span,
-                "auth.google_client_id",
-                "auth.mode = \"google-direct\" needs google_client_id = the OAuth client id whose tokens the gateway accepts (the sidecar's google.client_id)",
-            )),
             None => None,
         };
         let allowed_domains: Vec<String> = a
@@ -607,6 +600,15 @@ impl Validator<'_> {
                 mode_span,
                 "auth.allowed_domains",
                 "auth.mode = \"google-direct\" needs allowed_domains (the Google Workspace domains whose people may sign in)",
+            ));
+        }
+        if mode == AuthMode::GoogleDirect && google_client_id.is_none() {
+            // Without it any Google access token would do, including one that another
+            // app obtained from an employee (a confused deputy).
+            return Err(self.err(
+                mode_span,
+                "auth.google_client_id",
+                "auth.mode = \"google-direct\" needs google_client_id = the OAuth client id whose tokens the gateway accepts (the sidecar's google.client_id)",
             ));
         }
         Ok(AuthConfig {
