@@ -220,7 +220,7 @@ async def test_errors_are_reported(stack):
 
 
 async def test_pass_through_route(stack):
-    # /backends/{name}/mcp: one backend, unparsed, names as the backend wrote them.
+    # /backends/{name}/mcp: one backend, relayed as it answers, names as it wrote them.
     url = stack.url.removesuffix("/mcp") + "/backends/beta/mcp"
 
     async def on_sample(context, params: CreateMessageRequestParams) -> CreateMessageResult:
