@@ -1,11 +1,19 @@
 //! The MCP protocol side of the gateway.
 
+pub mod answers;
 pub mod cursor;
+pub mod exchange;
+pub mod fanout;
+pub mod forward;
+pub mod guards;
 pub mod handler;
 pub mod index;
 pub mod jsonrpc;
+pub mod lifecycle;
 pub mod names;
 pub mod passthrough;
 pub mod relay;
+pub mod routing;
 pub mod session;
+pub mod stream;
 pub mod version;

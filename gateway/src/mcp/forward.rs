@@ -1,0 +1,202 @@
+//! Calls routed to one backend (`tools/call`, `prompts/get`, `resources/read`, …): the
+//! request forwarded, its answer (JSON or a relayed SSE stream) returned.
+//!
+//! Why ids are rewritten: backends pick colliding ids ([`super::relay`]). Not here: which
+//! backend (that is [`super::routing`]).
+
+use super::exchange::{Caller, Info, Response};
+use super::handler::Gateway;
+use super::jsonrpc::{self};
+use super::relay;
+use super::session::SessionClaims;
+use crate::auth::policy;
+use crate::upstream::sse::format_event;
+use crate::upstream::{to_bytes, Reply, UpstreamError};
+use dashmap::DashMap;
+use futures::StreamExt;
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+impl Gateway {
+    /// Forwards a request to one backend and relays its answer (JSON or a stream).
+    pub(super) async fn forward(
+        self: &Arc<Self>,
+        claims: &SessionClaims,
+        caller: &Caller,
+        b: usize,
+        call: Routed,
+        info: &mut Info,
+    ) -> Response {
+        let Routed { id, method, params } = call;
+        let backend = self.backends[b].clone();
+        info.backend = Some(backend.name().to_string());
+        if !self.may_use(&backend, caller)
+            || (method == "tools/call"
+                && !policy::may_use_tool(
+                    self.config.auth.mode,
+                    &backend.config,
+                    params
+                        .get("name")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default(),
+                    caller,
+                ))
+        {
+            info.rpc_error = Some(jsonrpc::FORBIDDEN);
+            let who = caller.email.as_deref().unwrap_or(&caller.sub);
+            let what = match (method.as_str(), params.get("name").and_then(Value::as_str)) {
+                ("tools/call", Some(t)) => format!("tool {t:?} of backend {:?}", backend.name()),
+                _ => format!("backend {:?}", backend.name()),
+            };
+            tracing::info!(backend = backend.name(), user = who, "refused by policy");
+            let message = format!("Forbidden: {who} may not use {what}");
+            info.detail = Some(format!("refused by policy: {message}"));
+            return Response::json(
+                200,
+                &jsonrpc::error_with_data(
+                    &id,
+                    jsonrpc::FORBIDDEN,
+                    message,
+                    json!({"backend": backend.name()}),
+                ),
+            );
+        }
+        let mut extra = Self::identity_headers(&backend, caller);
+        if !info.request_id.is_empty() {
+            extra.push((
+                http::HeaderName::from_static("x-request-id"),
+                info.request_id.clone(),
+            ));
+        }
+        let mut params = params;
+        if let Some(tp) = &info.traceparent {
+            extra.push((http::HeaderName::from_static("traceparent"), tp.clone()));
+            // Trace context travels in _meta too (2026-07-28 convention), unless the
+            // client put its own there.
+            if let Value::Object(p) = &mut params {
+                let meta = p.entry("_meta").or_insert_with(|| json!({}));
+                if let Value::Object(m) = meta {
+                    m.entry("traceparent").or_insert_with(|| json!(tp));
+                }
+            }
+        }
+        let body =
+            to_bytes(&json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}));
+        let key = (claims.sid.clone(), id.to_string());
+        self.inflight.insert(key.clone(), b);
+        let guard = InflightGuard {
+            map: self.inflight.clone(),
+            key,
+        };
+        let r = self
+            .in_session(claims, b, |s| {
+                let (backend, body) = (&backend, body.clone());
+                let extra = &extra;
+                async move { backend.send(&claims.sid, &s, body, extra).await }
+            })
+            .await;
+        match r {
+            Ok(Reply::Json(bytes)) => Response::json_bytes(200, bytes),
+            Ok(Reply::Accepted) => backend_error(
+                &id,
+                backend.name(),
+                &UpstreamError::Protocol("it answered a request with no body".into()),
+            ),
+            Ok(Reply::Stream(stream)) => {
+                let name = backend.name().to_string();
+                let backend_for_err = backend.clone();
+                let events =
+                    futures::stream::unfold((stream, false, guard), move |(mut s, done, guard)| {
+                        let (id, name, backend) =
+                            (id.clone(), name.clone(), backend_for_err.clone());
+                        async move {
+                            if done {
+                                return None;
+                            }
+                            match s.next().await {
+                                Some(Ok(mut msg)) => {
+                                    relay::rewrite_server_request(&name, &mut msg);
+                                    let is_answer =
+                                        msg.get("id") == Some(&id) && msg.get("method").is_none();
+                                    Some((format_event(&to_bytes(&msg)), (s, is_answer, guard)))
+                                }
+                                Some(Err(e)) => {
+                                    backend.record::<()>(&Err(e.clone()));
+                                    let err = backend_error_value(&id, &name, &e);
+                                    Some((format_event(&to_bytes(&err)), (s, true, guard)))
+                                }
+                                None => {
+                                    let err =
+                                        backend_error_value(&id, &name, &UpstreamError::Closed);
+                                    Some((format_event(&to_bytes(&err)), (s, true, guard)))
+                                }
+                            }
+                        }
+                    });
+                Response::Sse {
+                    headers: Vec::new(),
+                    stream: events.boxed(),
+                }
+            }
+            Err(e) => {
+                info.rpc_error = Some(e.code());
+                info.detail = Some(format!("backend {:?}: {e}", backend.name()));
+                tracing::warn!(backend = backend.name(), error = %e, "routed request failed");
+                backend_error(&id, backend.name(), &e)
+            }
+        }
+    }
+}
+
+/// A request routed to one backend, with its names already translated.
+pub(super) struct Routed {
+    pub(super) id: Value,
+    pub(super) method: String,
+    pub(super) params: Value,
+}
+
+pub(super) struct InflightGuard {
+    pub(super) map: Arc<DashMap<(String, String), usize>>,
+    pub(super) key: (String, String),
+}
+
+impl Drop for InflightGuard {
+    fn drop(&mut self) {
+        self.map.remove(&self.key);
+    }
+}
+
+pub(super) fn backend_error_value(id: &Value, backend: &str, e: &UpstreamError) -> Value {
+    jsonrpc::error_with_data(
+        id,
+        e.code(),
+        format!("backend {backend:?} failed: {e}"),
+        json!({"backend": backend}),
+    )
+}
+
+pub(super) fn backend_error(id: &Value, backend: &str, e: &UpstreamError) -> Response {
+    Response::json(200, &backend_error_value(id, backend, e))
+}
+
+/// Reduces a reply to the JSON-RPC answer with `id` (for batches).
+pub(super) async fn collect_answer(resp: Response, id: &Value) -> Value {
+    match resp {
+        Response::Full { body, .. } => serde_json::from_slice(&body)
+            .unwrap_or_else(|_| jsonrpc::error(id, jsonrpc::INTERNAL_ERROR, "no answer")),
+        Response::Sse { mut stream, .. } => {
+            let mut parser = crate::upstream::sse::Parser::new(crate::upstream::http::MAX_MESSAGE);
+            while let Some(chunk) = stream.next().await {
+                parser.push(&chunk);
+                while let Ok(Some(ev)) = parser.next_event() {
+                    if let Ok(v) = serde_json::from_str::<Value>(&ev.data) {
+                        if v.get("id") == Some(id) && v.get("method").is_none() {
+                            return v;
+                        }
+                    }
+                }
+            }
+            jsonrpc::error(id, jsonrpc::INTERNAL_ERROR, "no answer")
+        }
+    }
+}

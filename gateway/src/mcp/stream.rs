@@ -1,0 +1,146 @@
+//! `GET /mcp`: the session's server-to-client stream, merging every backend's stream
+//! with keep-alives, ending when the session is deleted or the process shuts down.
+//!
+//! Not here: the streams of single calls ([`super::forward`]).
+
+use super::exchange::{Caller, Info, Request, Response};
+use super::handler::Gateway;
+use super::jsonrpc::{self};
+use super::relay;
+use super::session::SessionClaims;
+use crate::upstream::sse::format_event;
+use crate::upstream::{to_bytes, UpstreamError};
+use bytes::Bytes;
+use futures::StreamExt;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How often an idle stream gets a comment line, so that proxies keep it open.
+const KEEPALIVE: Duration = Duration::from_secs(15);
+use crate::mcp::guards::accepts;
+
+impl Gateway {
+    /// GET: one downstream stream fed by each backend's server stream, re-opened with
+    /// backoff while the client stays connected.
+    pub(super) async fn get(
+        self: &Arc<Self>,
+        req: Request,
+        caller: &Caller,
+        info: &mut Info,
+    ) -> Response {
+        if !accepts(&req.headers, "text/event-stream") {
+            return Response::refuse(
+                406,
+                jsonrpc::INVALID_REQUEST,
+                "Not Acceptable: Accept must include text/event-stream",
+            );
+        }
+        // Listening before the session is checked: a DELETE in between is not missed.
+        let ended = self.session_ended.subscribe();
+        let claims = match self.open_session(&req.headers, caller) {
+            Ok(c) => c,
+            Err(r) => return r,
+        };
+        info.session = Some(claims.sid.clone());
+        let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(256);
+        for b in self
+            .backends
+            .iter()
+            .filter(|b| self.may_use(b, caller))
+            .map(|b| b.index)
+        {
+            let (gw, claims, tx) = (self.clone(), claims.clone(), tx.clone());
+            tokio::spawn(async move { gw.pump_server_stream(claims, b, tx).await });
+        }
+        drop(tx);
+        let keepalive =
+            tokio_stream_interval(KEEPALIVE).map(|_| Bytes::from_static(b": keepalive\n\n"));
+        let events = futures::stream::select(tokio_stream_receiver(rx), keepalive);
+        // Send a comment first so the client sees the stream open at once.
+        // The stream ends with the session (DELETE); the pumps stop when it is dropped.
+        let stream = futures::stream::once(async { Bytes::from_static(b": stream open\n\n") })
+            .chain(events)
+            .take_until(self.clone().session_end(claims.sid.clone(), ended));
+        Response::Sse {
+            headers: Vec::new(),
+            stream: stream.boxed(),
+        }
+    }
+
+    pub(super) async fn pump_server_stream(
+        self: Arc<Self>,
+        claims: Arc<SessionClaims>,
+        b: usize,
+        tx: tokio::sync::mpsc::Sender<Bytes>,
+    ) {
+        let backend = self.backends[b].clone();
+        let mut backoff = Duration::from_millis(500);
+        loop {
+            // An ended session's stream stops; and it never re-creates an upstream
+            // session (that would start a per-session process nobody will use).
+            if self.ended.contains_key(&claims.sid) {
+                return;
+            }
+            let open = async {
+                let s = self.upstream(&claims, b).await?;
+                backend.open_stream(&claims.sid, &s).await
+            };
+            let opened = tokio::select! {
+                r = open => r,
+                _ = tx.closed() => return,
+            };
+            match opened {
+                Ok(Some(mut stream)) => {
+                    backoff = Duration::from_millis(500);
+                    loop {
+                        let item = tokio::select! {
+                            i = stream.next() => i,
+                            _ = tx.closed() => return,
+                        };
+                        match item {
+                            Some(Ok(mut msg)) => {
+                                relay::rewrite_server_request(backend.name(), &mut msg);
+                                if tx.send(format_event(&to_bytes(&msg))).await.is_err() {
+                                    return;
+                                }
+                            }
+                            Some(Err(e)) => {
+                                tracing::debug!(backend = backend.name(), error = %e, "server stream broke");
+                                break;
+                            }
+                            None => break,
+                        }
+                    }
+                }
+                Ok(None) => return, // the backend has no server stream
+                // Retried with backoff: a later request may re-create the upstream
+                // session (then overrides have it).
+                Err(UpstreamError::SessionExpired) => {}
+                Err(e) => {
+                    tracing::debug!(backend = backend.name(), error = %e, "cannot open server stream")
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = tx.closed() => return,
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(30));
+        }
+    }
+}
+
+pub(super) fn tokio_stream_interval(every: Duration) -> impl futures::Stream<Item = ()> {
+    futures::stream::unfold(
+        tokio::time::interval_at(tokio::time::Instant::now() + every, every),
+        |mut iv| async move {
+            iv.tick().await;
+            Some(((), iv))
+        },
+    )
+}
+
+pub(super) fn tokio_stream_receiver(
+    rx: tokio::sync::mpsc::Receiver<Bytes>,
+) -> impl futures::Stream<Item = Bytes> {
+    futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) })
+}
