@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Benchmarks of the gateway on this machine, all rows in the same run. Prints a
-# Markdown table (the README keeps the last one). Loopback only; every load is bounded.
+# Markdown table (docs/benchmarks.md keeps the last one). Loopback only; every load is bounded.
 #
 #   ops/scripts/bench.sh [--seconds N] [--rounds R]
 #

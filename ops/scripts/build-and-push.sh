@@ -29,7 +29,7 @@
 #
 # The ECR repositories are created by ops/terraform (outputs gateway_repository_url and
 # sidecar_repository_url); their names must match --gateway-repo / --sidecar-repo.
-# After a push, deploy with: terraform apply -var image_tag=TAG (see README).
+# After a push, deploy with: terraform apply -var image_tag=TAG (see docs/deploy-aws.md).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$root"

@@ -16,7 +16,7 @@ locals {
   # reference them): keep one environment per AWS account or region.
   secret_prefix = "mcp-gateway"
   # Created by the operator before `terraform apply` (values never pass through
-  # Terraform); see README "Deploying to AWS".
+  # Terraform); see docs/deploy-aws.md.
   operator_secrets = {
     session_key              = "${local.secret_prefix}/session-key"
     signing_key              = "${local.secret_prefix}/signing-key"

@@ -20,7 +20,7 @@ use fake_google::state::State;
     about = "A fake Google (OIDC, JWKS, Directory API, STS, IAM) for tests"
 )]
 struct Cli {
-    /// TOML file with users, clients, service accounts (see the README).
+    /// TOML file with users, clients, service accounts (see docs/sidecar.md).
     #[arg(long, env = "FAKE_GOOGLE_CONFIG")]
     config: Option<PathBuf>,
     /// Address to listen on; port 0 picks a free port.
