@@ -83,7 +83,7 @@ fn audit_event(
     let info = &mut ctx.info;
     ev.session = info.session.take();
     ev.request_id = Some(std::mem::take(&mut ctx.request_id));
-    ev.rpc_method = info.rpc_method.take();
+    ev.rpc_method = info.rpc_method.take().map(|m| m.as_str().to_string());
     ev.backend = info.backend.take();
     ev.target = info.target.take();
     ev.args_digest = info.args_digest.take();
@@ -374,31 +374,6 @@ pub async fn write_response(
     }
 }
 
-/// Methods counted by name; anything else (client-chosen strings) is "other", so the
-/// label's cardinality stays bounded.
-fn known_method(m: &str) -> &str {
-    const KNOWN: &[&str] = &[
-        "initialize",
-        "ping",
-        "tools/list",
-        "tools/call",
-        "prompts/list",
-        "prompts/get",
-        "resources/list",
-        "resources/templates/list",
-        "resources/read",
-        "resources/subscribe",
-        "resources/unsubscribe",
-        "completion/complete",
-        "logging/setLevel",
-        "notifications/initialized",
-        "notifications/cancelled",
-        "notifications/roots/list_changed",
-        "server/discover",
-    ];
-    KNOWN.iter().find(|k| **k == m).copied().unwrap_or("other")
-}
-
 fn json_response(status: u16, v: &Value) -> Response {
     Response::json(status, v)
 }
@@ -542,8 +517,8 @@ impl ProxyHttp for GatewayProxy {
             let method = ctx
                 .info
                 .rpc_method
-                .as_deref()
-                .map(known_method)
+                .as_ref()
+                .map(jsonrpc::Method::label)
                 .unwrap_or_else(|| req.method.as_str());
             let outcome =
                 metrics::outcome(status, ctx.info.rpc_error, ctx.info.auth_error.is_some());
@@ -562,7 +537,7 @@ impl ProxyHttp for GatewayProxy {
             path = req.uri.path(),
             status,
             ms = elapsed.as_secs_f64() * 1000.0,
-            rpc_method = ctx.info.rpc_method.as_deref(),
+            rpc_method = ctx.info.rpc_method.as_ref().map(jsonrpc::Method::as_str),
             backend = ctx.info.backend.as_deref(),
             target = ctx.info.target.as_deref(),
             rpc_error = ctx.info.rpc_error,

@@ -5,6 +5,7 @@
 
 use super::exchange::{Caller, Info, Response};
 use super::handler::Gateway;
+use super::jsonrpc::Method;
 use super::jsonrpc::{self};
 use super::relay;
 use super::session::SessionClaims;
@@ -17,12 +18,12 @@ impl Gateway {
         self: &Arc<Self>,
         claims: &SessionClaims,
         caller: &Caller,
-        method: &str,
+        method: &Method,
         params: Option<Value>,
     ) {
         let targets: Vec<usize> = match method {
-            "notifications/initialized" => return,
-            "notifications/cancelled" => {
+            Method::NotificationsInitialized => return,
+            Method::NotificationsCancelled => {
                 let rid = params
                     .as_ref()
                     .and_then(|p| p.get("requestId"))
@@ -41,7 +42,7 @@ impl Gateway {
                         .collect(),
                 }
             }
-            "notifications/roots/list_changed" => self
+            Method::NotificationsRootsListChanged => self
                 .backends
                 .iter()
                 .filter(|b| self.may_use(b, caller))
@@ -49,7 +50,7 @@ impl Gateway {
                 .collect(),
             _ => return,
         };
-        let mut note = json!({"jsonrpc": "2.0", "method": method});
+        let mut note = json!({"jsonrpc": "2.0", "method": method.as_str()});
         if let Some(p) = params {
             note["params"] = p;
         }

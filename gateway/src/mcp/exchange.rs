@@ -22,7 +22,7 @@ pub type Caller = crate::auth::Identity;
 /// What the handler learnt about a request, for logs (and later, the audit record).
 #[derive(Debug, Default, Clone)]
 pub struct Info {
-    pub rpc_method: Option<String>,
+    pub rpc_method: Option<super::jsonrpc::Method>,
     pub backend: Option<String>,
     pub target: Option<String>,
     pub rpc_error: Option<i64>,

@@ -5,8 +5,10 @@
 
 use super::cursor::{self, Cursors};
 use super::exchange::{Caller, Response};
+use super::forward::Routed;
 use super::handler::Gateway;
 use super::index::{self};
+use super::jsonrpc::Method;
 use super::jsonrpc::{self};
 use super::names;
 use super::session::{caps, SessionClaims};
@@ -25,12 +27,12 @@ pub(super) enum ListKind {
 }
 
 impl ListKind {
-    pub(super) fn of(method: &str) -> Option<ListKind> {
+    pub(super) fn of(method: &Method) -> Option<ListKind> {
         Some(match method {
-            "tools/list" => ListKind::Tools,
-            "prompts/list" => ListKind::Prompts,
-            "resources/list" => ListKind::Resources,
-            "resources/templates/list" => ListKind::Templates,
+            Method::ToolsList => ListKind::Tools,
+            Method::PromptsList => ListKind::Prompts,
+            Method::ResourcesList => ListKind::Resources,
+            Method::ResourcesTemplatesList => ListKind::Templates,
             _ => return None,
         })
     }
@@ -52,6 +54,56 @@ impl ListKind {
 }
 
 impl Gateway {
+    /// `logging/setLevel`: sent to every backend of the session that logs.
+    pub(super) async fn set_level(
+        self: &Arc<Self>,
+        claims: &SessionClaims,
+        caller: &Caller,
+        call: Routed,
+    ) -> Response {
+        let Some(level) = call.params.get("level").and_then(Value::as_str) else {
+            return call.refuse(
+                jsonrpc::INVALID_PARAMS,
+                "logging/setLevel needs params.level".into(),
+            );
+        };
+        const LEVELS: [&str; 8] = [
+            "debug",
+            "info",
+            "notice",
+            "warning",
+            "error",
+            "critical",
+            "alert",
+            "emergency",
+        ];
+        if !LEVELS.contains(&level) {
+            return call.refuse(
+                jsonrpc::INVALID_PARAMS,
+                format!("unknown log level {level:?}"),
+            );
+        }
+        let targets = self.session_backends(claims, caller, caps::LOGGING);
+        let p = json!({"level": level});
+        futures::future::join_all(targets.into_iter().map(|b| {
+            let p = p.clone();
+            async move {
+                let _ = self
+                    .in_session(claims, b, |s| {
+                        let p = p.clone();
+                        async move {
+                            self.backends[b]
+                                .request(&claims.sid, &s, "logging/setLevel", p)
+                                .await
+                        }
+                    })
+                    .await;
+            }
+        }))
+        .await;
+        Response::json(200, &jsonrpc::result(&call.id, json!({})))
+    }
+
     /// Fans a list request out to every backend of the session in parallel and merges
     /// the pages in config order. A failing backend is left out, never fails the list.
     pub(super) async fn list(
@@ -59,7 +111,7 @@ impl Gateway {
         claims: &SessionClaims,
         caller: &Caller,
         id: &Value,
-        method: &str,
+        method: &Method,
         kind: ListKind,
         params: Option<Value>,
     ) -> Response {
@@ -95,7 +147,7 @@ impl Gateway {
             async move {
                 let fut = self.in_session(claims, *b, |s| {
                     let p = p.clone();
-                    async move { backend.request(&claims.sid, &s, method, p).await }
+                    async move { backend.request(&claims.sid, &s, method.as_str(), p).await }
                 });
                 tokio::time::timeout(backend.config.timeout, fut)
                     .await
@@ -114,7 +166,7 @@ impl Gateway {
                     backend
                         .omitted
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    tracing::warn!(backend = backend.name(), method, error = %e, "backend left out of merged list");
+                    tracing::warn!(backend = backend.name(), method = method.as_str(), error = %e, "backend left out of merged list");
                     continue;
                 }
             };

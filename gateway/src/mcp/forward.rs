@@ -10,6 +10,7 @@ use super::jsonrpc::{self};
 use super::relay;
 use super::session::SessionClaims;
 use crate::auth::policy;
+use crate::mcp::jsonrpc::Method;
 use crate::upstream::sse::format_event;
 use crate::upstream::{to_bytes, Reply, UpstreamError};
 use dashmap::DashMap;
@@ -18,6 +19,113 @@ use serde_json::{json, Value};
 use std::sync::Arc;
 
 impl Gateway {
+    /// `tools/call`, `prompts/get`: the public name resolved to a backend and its own
+    /// name; the arguments digested for the audit log.
+    pub(super) async fn call_by_name(
+        self: &Arc<Self>,
+        claims: &SessionClaims,
+        caller: &Caller,
+        mut call: Routed,
+        info: &mut Info,
+    ) -> Response {
+        let Some(name) = call
+            .params
+            .get("name")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+        else {
+            let message = format!("{} needs params.name", call.method);
+            return call.refuse(jsonrpc::INVALID_PARAMS, message);
+        };
+        info.target = Some(name.clone());
+        if let (Some(args), Some(audit)) = (call.params.get("arguments"), self.audit.get()) {
+            // Digest of the redacted arguments; the arguments themselves only when the
+            // audit log keeps them.
+            let (digest, kept) = audit.arguments(args);
+            info.args_digest = Some(digest);
+            info.args = kept;
+        }
+        let what = if call.method == Method::ToolsCall {
+            "tool"
+        } else {
+            "prompt"
+        };
+        let Some((b, original)) = self.resolve_name(&name) else {
+            return call.refuse(jsonrpc::INVALID_PARAMS, format!("unknown {what} {name:?}"));
+        };
+        call.params["name"] = Value::String(original);
+        self.forward(claims, caller, b, call, info).await
+    }
+
+    /// `resources/read`, `resources/subscribe`, `resources/unsubscribe`: routed by URI.
+    pub(super) async fn call_by_uri(
+        self: &Arc<Self>,
+        claims: &SessionClaims,
+        caller: &Caller,
+        mut call: Routed,
+        info: &mut Info,
+    ) -> Response {
+        let Some(uri) = call
+            .params
+            .get("uri")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+        else {
+            let message = format!("{} needs params.uri", call.method);
+            return call.refuse(jsonrpc::INVALID_PARAMS, message);
+        };
+        info.target = Some(uri.clone());
+        let Some((b, original)) = self.resolve_uri(claims, caller, &uri) else {
+            return Response::json(
+                200,
+                &jsonrpc::error_with_data(
+                    &call.id,
+                    jsonrpc::INVALID_PARAMS,
+                    format!("unknown resource {uri:?}"),
+                    json!({"uri": uri}),
+                ),
+            );
+        };
+        call.params["uri"] = Value::String(original);
+        self.forward(claims, caller, b, call, info).await
+    }
+
+    /// `completion/complete`: routed by the prompt or resource it completes.
+    pub(super) async fn complete(
+        self: &Arc<Self>,
+        claims: &SessionClaims,
+        caller: &Caller,
+        mut call: Routed,
+        info: &mut Info,
+    ) -> Response {
+        let r = call.params.get("ref").cloned().unwrap_or(Value::Null);
+        let target = match r.get("type").and_then(Value::as_str) {
+            Some("ref/prompt") => r
+                .get("name")
+                .and_then(Value::as_str)
+                .and_then(|n| self.resolve_name(n).map(|(b, o)| (b, "name", o))),
+            Some("ref/resource") => r.get("uri").and_then(Value::as_str).and_then(|u| {
+                self.resolve_uri(claims, caller, u)
+                    .map(|(b, o)| (b, "uri", o))
+            }),
+            _ => {
+                return call.refuse(
+                    jsonrpc::INVALID_PARAMS,
+                    "completion/complete needs params.ref of type ref/prompt or ref/resource"
+                        .into(),
+                )
+            }
+        };
+        let Some((b, field, original)) = target else {
+            return call.refuse(
+                jsonrpc::INVALID_PARAMS,
+                format!("unknown completion reference {r}"),
+            );
+        };
+        call.params["ref"][field] = Value::String(original);
+        self.forward(claims, caller, b, call, info).await
+    }
+
     /// Forwards a request to one backend and relays its answer (JSON or a stream).
     pub(super) async fn forward(
         self: &Arc<Self>,
@@ -31,7 +139,7 @@ impl Gateway {
         let backend = self.backends[b].clone();
         info.backend = Some(backend.name().to_string());
         if !self.may_use(&backend, caller)
-            || (method == "tools/call"
+            || (method == Method::ToolsCall
                 && !policy::may_use_tool(
                     self.config.auth.mode,
                     &backend.config,
@@ -80,8 +188,9 @@ impl Gateway {
                 }
             }
         }
-        let body =
-            to_bytes(&json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}));
+        let body = to_bytes(
+            &json!({"jsonrpc": "2.0", "id": id, "method": method.as_str(), "params": params}),
+        );
         let key = (claims.sid.clone(), id.to_string());
         self.inflight.insert(key.clone(), b);
         let guard = InflightGuard {
@@ -149,10 +258,18 @@ impl Gateway {
 }
 
 /// A request routed to one backend, with its names already translated.
+/// A request on its way to one backend: its id, method and (rewritten) params.
 pub(super) struct Routed {
     pub(super) id: Value,
-    pub(super) method: String,
+    pub(super) method: Method,
     pub(super) params: Value,
+}
+
+impl Routed {
+    /// A JSON-RPC error answering this request (HTTP 200).
+    pub(super) fn refuse(&self, code: i64, message: String) -> Response {
+        Response::json(200, &jsonrpc::error(&self.id, code, message))
+    }
 }
 
 pub(super) struct InflightGuard {

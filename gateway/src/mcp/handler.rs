@@ -18,13 +18,13 @@
 use std::sync::Arc;
 
 use dashmap::DashMap;
-use http::{HeaderMap, Method};
+use http::HeaderMap;
 use serde_json::{json, Value};
 
 pub use super::exchange::{Caller, Info, Request, Response};
 use super::index::Index;
-use super::jsonrpc::{self, Message};
-use super::session::{caps, Sealer, SessionClaims, UpstreamSession};
+use super::jsonrpc::{self, Message, Method};
+use super::session::{Sealer, SessionClaims, UpstreamSession};
 use super::version;
 use crate::config::Config;
 use crate::mcp::fanout::ListKind;
@@ -114,9 +114,9 @@ impl Gateway {
             return r;
         }
         match req.method {
-            Method::POST => self.post(req, caller, info).await,
-            Method::GET => self.get(req, caller, info).await,
-            Method::DELETE => self.delete(req, caller, info).await,
+            http::Method::POST => self.post(req, caller, info).await,
+            http::Method::GET => self.get(req, caller, info).await,
+            http::Method::DELETE => self.delete(req, caller, info).await,
             _ => Response::refuse(
                 405,
                 jsonrpc::INVALID_REQUEST,
@@ -169,10 +169,10 @@ impl Gateway {
         };
         if let Message::Request { method, id, params } = &msg {
             info.rpc_method = Some(method.clone());
-            if method == "initialize" {
+            if *method == Method::Initialize {
                 return self.initialize(id, params.as_ref(), caller, info).await;
             }
-            if method == "server/discover" && req.headers.get("mcp-session-id").is_none() {
+            if *method == Method::ServerDiscover && req.headers.get("mcp-session-id").is_none() {
                 // A 2026-07-28 client probing; a plain 400 makes it fall back to initialize.
                 return Response::json(
                     400,
@@ -307,160 +307,44 @@ impl Gateway {
         claims: &SessionClaims,
         caller: &Caller,
         id: Value,
-        method: String,
+        method: Method,
         params: Option<Value>,
         info: &mut Info,
     ) -> Response {
         if let Some(kind) = ListKind::of(&method) {
             return self.list(claims, caller, &id, &method, kind, params).await;
         }
-        let rpc_err =
-            |code: i64, message: String| Response::json(200, &jsonrpc::error(&id, code, message));
-        match method.as_str() {
-            "ping" => Response::json(200, &jsonrpc::result(&id, json!({}))),
-            "initialize" => rpc_err(
+        let call = Routed {
+            id,
+            method,
+            params: params.unwrap_or_else(|| json!({})),
+        };
+        match call.method {
+            Method::Ping => Response::json(200, &jsonrpc::result(&call.id, json!({}))),
+            Method::Initialize => call.refuse(
                 jsonrpc::INVALID_REQUEST,
                 "session is already initialized".into(),
             ),
-            "logging/setLevel" => {
-                let Some(level) = params
-                    .as_ref()
-                    .and_then(|p| p.get("level"))
-                    .and_then(Value::as_str)
-                else {
-                    return rpc_err(
-                        jsonrpc::INVALID_PARAMS,
-                        "logging/setLevel needs params.level".into(),
-                    );
-                };
-                const LEVELS: [&str; 8] = [
-                    "debug",
-                    "info",
-                    "notice",
-                    "warning",
-                    "error",
-                    "critical",
-                    "alert",
-                    "emergency",
-                ];
-                if !LEVELS.contains(&level) {
-                    return rpc_err(
-                        jsonrpc::INVALID_PARAMS,
-                        format!("unknown log level {level:?}"),
-                    );
-                }
-                let targets = self.session_backends(claims, caller, caps::LOGGING);
-                let p = json!({"level": level});
-                futures::future::join_all(targets.into_iter().map(|b| {
-                    let p = p.clone();
-                    async move {
-                        let _ = self
-                            .in_session(claims, b, |s| {
-                                let p = p.clone();
-                                async move {
-                                    self.backends[b]
-                                        .request(&claims.sid, &s, "logging/setLevel", p)
-                                        .await
-                                }
-                            })
-                            .await;
-                    }
-                }))
-                .await;
-                Response::json(200, &jsonrpc::result(&id, json!({})))
+            Method::LoggingSetLevel => self.set_level(claims, caller, call).await,
+            Method::ToolsCall | Method::PromptsGet => {
+                self.call_by_name(claims, caller, call, info).await
             }
-            "tools/call" | "prompts/get" => {
-                let mut params = params.unwrap_or_else(|| json!({}));
-                let Some(name) = params
-                    .get("name")
-                    .and_then(Value::as_str)
-                    .map(str::to_string)
-                else {
-                    return rpc_err(
-                        jsonrpc::INVALID_PARAMS,
-                        format!("{method} needs params.name"),
-                    );
-                };
-                info.target = Some(name.clone());
-                if let (Some(args), Some(audit)) = (params.get("arguments"), self.audit.get()) {
-                    // Digest of the redacted arguments; the arguments themselves only
-                    // when the audit log keeps them.
-                    let (digest, kept) = audit.arguments(args);
-                    info.args_digest = Some(digest);
-                    info.args = kept;
-                }
-                let what = if method == "tools/call" {
-                    "tool"
-                } else {
-                    "prompt"
-                };
-                let Some((b, original)) = self.resolve_name(&name) else {
-                    return rpc_err(jsonrpc::INVALID_PARAMS, format!("unknown {what} {name:?}"));
-                };
-                params["name"] = Value::String(original);
-                self.forward(claims, caller, b, Routed { id, method, params }, info)
-                    .await
+            Method::ResourcesRead | Method::ResourcesSubscribe | Method::ResourcesUnsubscribe => {
+                self.call_by_uri(claims, caller, call, info).await
             }
-            "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
-                let mut params = params.unwrap_or_else(|| json!({}));
-                let Some(uri) = params
-                    .get("uri")
-                    .and_then(Value::as_str)
-                    .map(str::to_string)
-                else {
-                    return rpc_err(
-                        jsonrpc::INVALID_PARAMS,
-                        format!("{method} needs params.uri"),
-                    );
-                };
-                info.target = Some(uri.clone());
-                let Some((b, original)) = self.resolve_uri(claims, caller, &uri) else {
-                    return Response::json(
-                        200,
-                        &jsonrpc::error_with_data(
-                            &id,
-                            jsonrpc::INVALID_PARAMS,
-                            format!("unknown resource {uri:?}"),
-                            json!({"uri": uri}),
-                        ),
-                    );
-                };
-                params["uri"] = Value::String(original);
-                self.forward(claims, caller, b, Routed { id, method, params }, info)
-                    .await
+            Method::CompletionComplete => self.complete(claims, caller, call, info).await,
+            Method::ToolsList
+            | Method::PromptsList
+            | Method::ResourcesList
+            | Method::ResourcesTemplatesList
+            | Method::ServerDiscover
+            | Method::NotificationsInitialized
+            | Method::NotificationsCancelled
+            | Method::NotificationsRootsListChanged
+            | Method::Other(_) => {
+                let message = format!("Method not found: {}", call.method);
+                call.refuse(jsonrpc::METHOD_NOT_FOUND, message)
             }
-            "completion/complete" => {
-                let mut params = params.unwrap_or_else(|| json!({}));
-                let r = params.get("ref").cloned().unwrap_or(Value::Null);
-                let target = match r.get("type").and_then(Value::as_str) {
-                    Some("ref/prompt") => r
-                        .get("name")
-                        .and_then(Value::as_str)
-                        .and_then(|n| self.resolve_name(n).map(|(b, o)| (b, "name", o))),
-                    Some("ref/resource") => r.get("uri").and_then(Value::as_str).and_then(|u| {
-                        self.resolve_uri(claims, caller, u)
-                            .map(|(b, o)| (b, "uri", o))
-                    }),
-                    _ => return rpc_err(
-                        jsonrpc::INVALID_PARAMS,
-                        "completion/complete needs params.ref of type ref/prompt or ref/resource"
-                            .into(),
-                    ),
-                };
-                let Some((b, field, original)) = target else {
-                    return rpc_err(
-                        jsonrpc::INVALID_PARAMS,
-                        format!("unknown completion reference {r}"),
-                    );
-                };
-                params["ref"][field] = Value::String(original);
-                self.forward(claims, caller, b, Routed { id, method, params }, info)
-                    .await
-            }
-            _ => rpc_err(
-                jsonrpc::METHOD_NOT_FOUND,
-                format!("Method not found: {method}"),
-            ),
         }
     }
 }

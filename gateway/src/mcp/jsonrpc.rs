@@ -14,16 +14,106 @@ pub const BACKEND_TIMEOUT: i64 = -32002;
 /// Gateway-defined: the caller may not use this backend or tool (policy).
 pub const FORBIDDEN: i64 = -32003;
 
+/// An MCP method, parsed once from the wire. Every method the gateway handles has its
+/// own variant, so a new one does not compile until each `match` handles it; anything
+/// else a client sends is kept as [`Method::Other`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Method {
+    Initialize,
+    Ping,
+    ToolsList,
+    ToolsCall,
+    PromptsList,
+    PromptsGet,
+    ResourcesList,
+    ResourcesTemplatesList,
+    ResourcesRead,
+    ResourcesSubscribe,
+    ResourcesUnsubscribe,
+    CompletionComplete,
+    LoggingSetLevel,
+    ServerDiscover,
+    NotificationsInitialized,
+    NotificationsCancelled,
+    NotificationsRootsListChanged,
+    Other(String),
+}
+
+impl Method {
+    /// The known methods and their wire names, in one place.
+    const NAMES: [(Method, &'static str); 17] = [
+        (Method::Initialize, "initialize"),
+        (Method::Ping, "ping"),
+        (Method::ToolsList, "tools/list"),
+        (Method::ToolsCall, "tools/call"),
+        (Method::PromptsList, "prompts/list"),
+        (Method::PromptsGet, "prompts/get"),
+        (Method::ResourcesList, "resources/list"),
+        (Method::ResourcesTemplatesList, "resources/templates/list"),
+        (Method::ResourcesRead, "resources/read"),
+        (Method::ResourcesSubscribe, "resources/subscribe"),
+        (Method::ResourcesUnsubscribe, "resources/unsubscribe"),
+        (Method::CompletionComplete, "completion/complete"),
+        (Method::LoggingSetLevel, "logging/setLevel"),
+        (Method::ServerDiscover, "server/discover"),
+        (
+            Method::NotificationsInitialized,
+            "notifications/initialized",
+        ),
+        (Method::NotificationsCancelled, "notifications/cancelled"),
+        (
+            Method::NotificationsRootsListChanged,
+            "notifications/roots/list_changed",
+        ),
+    ];
+
+    pub fn parse(name: &str) -> Method {
+        Method::NAMES
+            .iter()
+            .find(|(_, n)| *n == name)
+            .map(|(m, _)| m.clone())
+            .unwrap_or_else(|| Method::Other(name.to_string()))
+    }
+
+    /// The wire name.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Method::Other(name) => name,
+            known => Method::NAMES
+                .iter()
+                .find(|(m, _)| m == known)
+                .map_or("", |(_, n)| n),
+        }
+    }
+
+    /// A label of bounded cardinality (metrics): a client-chosen name is `"other"`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Method::Other(_) => "other",
+            known => Method::NAMES
+                .iter()
+                .find(|(m, _)| m == known)
+                .map_or("other", |(_, n)| n),
+        }
+    }
+}
+
+impl std::fmt::Display for Method {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One JSON-RPC message as received from a client or a backend.
 #[derive(Debug, Clone)]
 pub enum Message {
     Request {
         id: Value,
-        method: String,
+        method: Method,
         params: Option<Value>,
     },
     Notification {
-        method: String,
+        method: Method,
         params: Option<Value>,
     },
     /// A result or an error answering an earlier request.
@@ -63,7 +153,8 @@ impl Message {
             });
         }
         match obj.remove("method") {
-            Some(Value::String(method)) => {
+            Some(Value::String(name)) => {
+                let method = Method::parse(&name);
                 let params = obj.remove("params");
                 if let Some(p) = &params {
                     if !p.is_object() && !p.is_array() {
@@ -108,14 +199,14 @@ impl Message {
     pub fn into_value(self) -> Value {
         match self {
             Message::Request { id, method, params } => {
-                let mut v = json!({"jsonrpc": "2.0", "id": id, "method": method});
+                let mut v = json!({"jsonrpc": "2.0", "id": id, "method": method.as_str()});
                 if let Some(p) = params {
                     v["params"] = p;
                 }
                 v
             }
             Message::Notification { method, params } => {
-                let mut v = json!({"jsonrpc": "2.0", "method": method});
+                let mut v = json!({"jsonrpc": "2.0", "method": method.as_str()});
                 if let Some(p) = params {
                     v["params"] = p;
                 }
@@ -149,7 +240,7 @@ mod tests {
     #[test]
     fn classifies_each_kind() {
         let m = Message::from_value(json!({"jsonrpc":"2.0","id":1,"method":"ping"})).unwrap();
-        assert!(matches!(m, Message::Request { ref method, .. } if method == "ping"));
+        assert!(matches!(m, Message::Request { ref method, .. } if method.as_str() == "ping"));
         let m = Message::from_value(json!({"jsonrpc":"2.0","method":"notifications/initialized"}))
             .unwrap();
         assert!(matches!(m, Message::Notification { .. }));

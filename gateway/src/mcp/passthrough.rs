@@ -213,7 +213,7 @@ fn inspect(
             _ => None,
         };
         if info.rpc_method.is_none() {
-            info.rpc_method = Some(method.to_string());
+            info.rpc_method = Some(jsonrpc::Method::parse(method));
             info.target = target.map(str::to_string);
             if let (Some(args), Some(audit)) =
                 (params.and_then(|p| p.get("arguments")), gw.audit.get())
