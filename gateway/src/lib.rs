@@ -9,6 +9,7 @@ pub mod health;
 pub mod mcp;
 pub mod metrics;
 pub mod proxy;
+pub mod record;
 pub mod secrets;
 pub mod upstream;
 

@@ -8,7 +8,7 @@
 //! - `/healthz`, `/readyz`: health.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
@@ -21,12 +21,13 @@ use serde_json::Value;
 
 use crate::audit::{AuditEvent, Auditor};
 use crate::auth::bearer::Authenticator;
-use crate::auth::{metadata, policy, Identity};
+use crate::auth::{metadata, policy};
 use crate::config::AuthMode;
 use crate::health;
-use crate::mcp::handler::{Caller, Gateway, Info, Request, Response};
+use crate::mcp::handler::{Caller, Gateway, Request, Response};
 use crate::mcp::jsonrpc;
 use crate::metrics;
+use crate::record::RequestRecord;
 use crate::upstream::Backend;
 
 pub struct GatewayProxy {
@@ -38,11 +39,9 @@ pub struct GatewayProxy {
 
 /// Per-request state.
 pub struct Ctx {
-    request_id: String,
-    started: Instant,
-    info: Info,
     route: Route,
-    caller: Option<Arc<Identity>>,
+    /// The request's one record: HTTP facts, caller, MCP facts.
+    record: RequestRecord,
 }
 
 fn request_id(session: &Session) -> String {
@@ -60,47 +59,6 @@ fn request_id(session: &Session) -> String {
     let mut raw = [0u8; 8];
     rand::thread_rng().fill_bytes(&mut raw);
     raw.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// The audit record of a finished request. Moves the request's strings out of `ctx`
-/// (the access log line is written before), so building it copies none.
-fn audit_event(
-    ctx: &mut Ctx,
-    elapsed: std::time::Duration,
-    status: u16,
-    e: Option<&pingora::Error>,
-) -> AuditEvent {
-    let mut ev = AuditEvent::request_at(
-        chrono::Utc::now()
-            - chrono::Duration::from_std(elapsed).unwrap_or_else(|_| chrono::Duration::zero()),
-    );
-    if let Some(who) = &ctx.caller {
-        ev.sub = Some(who.sub.clone());
-        ev.email = who.email.clone();
-        ev.groups = who.groups.clone();
-        ev.client_id = who.client_id.clone();
-    }
-    let info = &mut ctx.info;
-    ev.session = info.session.take();
-    ev.request_id = Some(std::mem::take(&mut ctx.request_id));
-    ev.rpc_method = info.rpc_method.take().map(|m| m.as_str().to_string());
-    ev.backend = info.backend.take();
-    ev.target = info.target.take();
-    ev.args_digest = info.args_digest.take();
-    ev.args = info.args.take();
-    ev.http_status = status;
-    ev.rpc_error = info.rpc_error;
-    ev.latency_ms = elapsed.as_secs_f64() * 1000.0;
-    ev.bytes_in = info.bytes_in;
-    ev.bytes_out = info.bytes_out;
-    ev.source_addr = info.source_addr.take();
-    ev.user_agent = info.user_agent.take();
-    ev.detail = info
-        .auth_error
-        .take()
-        .or_else(|| info.detail.take())
-        .or_else(|| e.map(|e| e.to_string()));
-    ev
 }
 
 /// The client's address: the last entry of `header` when configured (the one the load
@@ -131,14 +89,13 @@ impl GatewayProxy {
     async fn authenticate(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         match self.auth.authenticate(&session.req_header().headers).await {
             Ok(who) => {
-                ctx.info.user = Some(who.email.clone().unwrap_or_else(|| who.sub.clone()));
-                ctx.caller = Some(who);
+                ctx.record.caller = Some(who);
                 Ok(true)
             }
             Err(e) => {
                 let cfg = &self.gateway.config;
                 let (status, challenge) = metadata::challenge(&cfg.server, &cfg.auth, &e);
-                ctx.info.auth_error = Some(e.detail());
+                ctx.record.http.auth_error = Some(e.detail());
                 let message = match status {
                     401 => format!("Unauthorized: {e}"),
                     403 => format!("Forbidden: {e}"),
@@ -146,7 +103,7 @@ impl GatewayProxy {
                 };
                 let r = Response::refuse(status, jsonrpc::INVALID_REQUEST, message)
                     .with_header("www-authenticate", challenge);
-                write_response(session, r, &ctx.request_id).await?;
+                write_response(session, r, &ctx.record.mcp.request_id).await?;
                 Ok(false)
             }
         }
@@ -156,7 +113,7 @@ impl GatewayProxy {
         let Some(body) = self.read_body(session, ctx).await? else {
             return Ok(());
         };
-        ctx.info.traceparent = session
+        ctx.record.mcp.traceparent = session
             .req_header()
             .headers
             .get("traceparent")
@@ -169,11 +126,13 @@ impl GatewayProxy {
             body,
         };
         let caller = ctx
+            .record
             .caller
             .clone()
             .unwrap_or_else(|| Arc::new(Caller::anonymous()));
-        let resp = self.gateway.handle(req, &caller, &mut ctx.info).await;
-        ctx.info.bytes_out = write_response(session, resp, &ctx.request_id).await?;
+        let resp = self.gateway.handle(req, &caller, &mut ctx.record.mcp).await;
+        ctx.record.http.bytes_out =
+            write_response(session, resp, &ctx.record.mcp.request_id).await?;
         Ok(())
     }
 
@@ -189,25 +148,26 @@ impl GatewayProxy {
             .gateway
             .check_host_origin(&session.req_header().headers)
         {
-            write_response(session, r, &ctx.request_id).await?;
+            write_response(session, r, &ctx.record.mcp.request_id).await?;
             return Ok(());
         }
         if !self.authenticate(session, ctx).await? {
             return Ok(());
         }
         let caller = ctx
+            .record
             .caller
             .clone()
             .unwrap_or_else(|| Arc::new(Caller::anonymous()));
-        ctx.info.backend = Some(backend.name().to_string());
+        ctx.record.mcp.backend = Some(backend.name().to_string());
         if !policy::may_use_backend(self.gateway.config.auth.mode, &backend.config, &caller) {
-            ctx.info.rpc_error = Some(jsonrpc::FORBIDDEN);
+            ctx.record.mcp.rpc_error = Some(jsonrpc::FORBIDDEN);
             let r = Response::refuse(
                 403,
                 jsonrpc::FORBIDDEN,
                 format!("Forbidden: you may not use backend {:?}", backend.name()),
             );
-            write_response(session, r, &ctx.request_id).await?;
+            write_response(session, r, &ctx.record.mcp.request_id).await?;
             return Ok(());
         }
         let Some(body) = self.read_body(session, ctx).await? else {
@@ -224,10 +184,11 @@ impl GatewayProxy {
             &method,
             &headers,
             body,
-            &mut ctx.info,
+            &mut ctx.record.mcp,
         )
         .await;
-        ctx.info.bytes_out = write_response(session, resp, &ctx.request_id).await?;
+        ctx.record.http.bytes_out =
+            write_response(session, resp, &ctx.record.mcp.request_id).await?;
         Ok(())
     }
 
@@ -263,8 +224,7 @@ impl GatewayProxy {
         };
         match outcome {
             Ok(body) => {
-                ctx.info.request_id = ctx.request_id.clone();
-                ctx.info.bytes_in = body.len() as u64;
+                ctx.record.http.bytes_in = body.len() as u64;
                 Ok(Some(body))
             }
             Err(refusal) => {
@@ -282,7 +242,7 @@ impl GatewayProxy {
     ) -> Result<()> {
         // The rest of the body is not read, so the connection cannot be reused.
         session.set_keepalive(None);
-        ctx.info.rpc_error = Some(jsonrpc::INVALID_REQUEST);
+        ctx.record.mcp.rpc_error = Some(jsonrpc::INVALID_REQUEST);
         let resp = match refusal {
             BodyRefusal::TooLarge(max) => Response::refuse(
                 413,
@@ -298,8 +258,8 @@ impl GatewayProxy {
                 ),
             ),
         };
-        ctx.info.detail = Some("request body refused".into());
-        write_response(session, resp, &ctx.request_id).await?;
+        ctx.record.mcp.detail = Some("request body refused".into());
+        write_response(session, resp, &ctx.record.mcp.request_id).await?;
         Ok(())
     }
 }
@@ -432,29 +392,30 @@ impl ProxyHttp for GatewayProxy {
 
     fn new_ctx(&self) -> Ctx {
         Ctx {
-            request_id: String::new(),
-            started: Instant::now(),
-            info: Info::default(),
             route: Route::NotFound,
-            caller: None,
+            record: RequestRecord::default(),
         }
     }
 
     /// Every route is served here, to the end: the body of an MCP request must be read
     /// to be routed or checked, which Pingora's proxy path cannot replay past 64 KiB.
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
-        ctx.request_id = request_id(session);
-        ctx.info.source_addr = client_address(
+        ctx.record.mcp.request_id = request_id(session);
+        ctx.record.http.source_addr = client_address(
             session,
             self.gateway.config.server.client_ip_header.as_ref(),
         );
-        ctx.info.user_agent = session
+        ctx.record.http.user_agent = session
             .req_header()
             .headers
             .get("user-agent")
             .and_then(|v| v.to_str().ok())
             .map(|v| v.chars().take(256).collect());
         ctx.route = Route::of(session.req_header().uri.path(), &self.gateway);
+        let http = &mut ctx.record.http;
+        http.http_method = session.req_header().method.clone();
+        http.path = session.req_header().uri.path().to_string();
+        http.route = ctx.route.label();
         match &ctx.route {
             Route::Mcp => {
                 if self.authenticate(session, ctx).await? {
@@ -471,15 +432,20 @@ impl ProxyHttp for GatewayProxy {
                 let r = json_response(200, &doc)
                     .with_header("access-control-allow-origin", "*".into())
                     .with_header("cache-control", "max-age=300".into());
-                write_response(session, r, &ctx.request_id).await?;
+                write_response(session, r, &ctx.record.mcp.request_id).await?;
             }
             Route::Health => {
                 let r = json_response(200, &serde_json::json!({"status": "ok"}));
-                write_response(session, r, &ctx.request_id).await?;
+                write_response(session, r, &ctx.record.mcp.request_id).await?;
             }
             Route::Ready => {
                 let (status, doc) = health::public_readiness(&self.gateway);
-                write_response(session, json_response(status, &doc), &ctx.request_id).await?;
+                write_response(
+                    session,
+                    json_response(status, &doc),
+                    &ctx.record.mcp.request_id,
+                )
+                .await?;
             }
             Route::NotFound => {
                 let r = Response::refuse(
@@ -490,7 +456,7 @@ impl ProxyHttp for GatewayProxy {
                         session.req_header().uri.path()
                     ),
                 );
-                write_response(session, r, &ctx.request_id).await?;
+                write_response(session, r, &ctx.record.mcp.request_id).await?;
             }
         }
         Ok(true)
@@ -504,51 +470,30 @@ impl ProxyHttp for GatewayProxy {
         ))
     }
 
+    /// The one phase every request reaches: the record is finished and becomes the
+    /// metric, the access log line and (for routes that reach a backend) the audit event.
     async fn logging(&self, session: &mut Session, e: Option<&pingora::Error>, ctx: &mut Ctx) {
         let status = session
             .response_written()
             .map(|r| r.status.as_u16())
             .unwrap_or(0);
-        // One reading for the metric, the log line and the audit record.
-        let elapsed = ctx.started.elapsed();
-        let req = session.req_header();
+        let record = &mut ctx.record;
+        record.finish(status, e.map(|e| e.to_string()));
         if let Some(m) = metrics::requests() {
-            let route = ctx.route.label();
-            let method = ctx
-                .info
-                .rpc_method
-                .as_ref()
-                .map(jsonrpc::Method::label)
-                .unwrap_or_else(|| req.method.as_str());
-            let outcome =
-                metrics::outcome(status, ctx.info.rpc_error, ctx.info.auth_error.is_some());
-            let backend = ctx.info.backend.as_deref().unwrap_or("");
+            let (http, mcp) = (&record.http, &record.mcp);
+            let outcome = metrics::outcome(status, mcp.rpc_error, http.auth_error.is_some());
+            let backend = mcp.backend.as_deref().unwrap_or("");
+            let method = record.method_label();
             m.requests
-                .with_label_values(&[route, method, backend, outcome])
+                .with_label_values(&[http.route, method, backend, outcome])
                 .inc();
             m.latency
-                .with_label_values(&[route, method])
-                .observe(elapsed.as_secs_f64());
+                .with_label_values(&[http.route, method])
+                .observe(http.elapsed.as_secs_f64());
         }
-        let audited = ctx.route.audited();
-        tracing::info!(
-            request_id = %ctx.request_id,
-            http_method = %req.method,
-            path = req.uri.path(),
-            status,
-            ms = elapsed.as_secs_f64() * 1000.0,
-            rpc_method = ctx.info.rpc_method.as_ref().map(jsonrpc::Method::as_str),
-            backend = ctx.info.backend.as_deref(),
-            target = ctx.info.target.as_deref(),
-            rpc_error = ctx.info.rpc_error,
-            session = ctx.info.session.as_deref(),
-            user = ctx.info.user.as_deref(),
-            auth_error = ctx.info.auth_error.as_deref(),
-            error = e.map(|e| e.to_string()),
-            "request"
-        );
-        if let (Some(audit), true) = (&self.audit, audited) {
-            audit.record(audit_event(ctx, elapsed, status, e));
+        record.log();
+        if let (Some(audit), true) = (&self.audit, ctx.route.audited()) {
+            audit.record(AuditEvent::from(std::mem::take(record)));
         }
     }
 }

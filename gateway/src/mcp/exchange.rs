@@ -19,7 +19,8 @@ pub struct Request {
 /// Who is calling (anonymous without authentication).
 pub type Caller = crate::auth::Identity;
 
-/// What the handler learnt about a request, for logs (and later, the audit record).
+/// The MCP facts of a request, filled by the handler: the MCP part of the request's one
+/// record ([`crate::record::RequestRecord`]).
 #[derive(Debug, Default, Clone)]
 pub struct Info {
     pub rpc_method: Option<super::jsonrpc::Method>,
@@ -27,21 +28,10 @@ pub struct Info {
     pub target: Option<String>,
     pub rpc_error: Option<i64>,
     pub session: Option<String>,
-    /// Email (or subject) of the authenticated caller.
-    pub user: Option<String>,
-    /// Why authentication failed, when it did.
-    pub auth_error: Option<String>,
     /// Request id, sent upstream as `x-request-id`.
     pub request_id: String,
     /// The client's W3C `traceparent` header, if any.
     pub traceparent: Option<String>,
-    /// The client's address (from `server.client_ip_header` behind a load balancer).
-    pub source_addr: Option<String>,
-    pub user_agent: Option<String>,
-    /// Request body bytes read.
-    pub bytes_in: u64,
-    /// Response body bytes written.
-    pub bytes_out: u64,
     /// SHA-256 (hex) of the call's `arguments`, for the audit record.
     pub args_digest: Option<String>,
     /// The call's `arguments` themselves (kept only when the audit log asks for them).

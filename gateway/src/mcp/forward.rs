@@ -12,8 +12,11 @@ use super::session::SessionClaims;
 use crate::auth::policy;
 use crate::mcp::jsonrpc::Method;
 use crate::upstream::sse::format_event;
+use crate::upstream::Backend;
 use crate::upstream::{to_bytes, Reply, UpstreamError};
+use bytes::Bytes;
 use dashmap::DashMap;
+use futures::stream::BoxStream;
 use futures::StreamExt;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -138,36 +141,9 @@ impl Gateway {
         let Routed { id, method, params } = call;
         let backend = self.backends[b].clone();
         info.backend = Some(backend.name().to_string());
-        if !self.may_use(&backend, caller)
-            || (method == Method::ToolsCall
-                && !policy::may_use_tool(
-                    self.config.auth.mode,
-                    &backend.config,
-                    params
-                        .get("name")
-                        .and_then(Value::as_str)
-                        .unwrap_or_default(),
-                    caller,
-                ))
+        if let Some(refused) = self.refuse_by_policy(&backend, caller, &id, &method, &params, info)
         {
-            info.rpc_error = Some(jsonrpc::FORBIDDEN);
-            let who = caller.email.as_deref().unwrap_or(&caller.sub);
-            let what = match (method.as_str(), params.get("name").and_then(Value::as_str)) {
-                ("tools/call", Some(t)) => format!("tool {t:?} of backend {:?}", backend.name()),
-                _ => format!("backend {:?}", backend.name()),
-            };
-            tracing::info!(backend = backend.name(), user = who, "refused by policy");
-            let message = format!("Forbidden: {who} may not use {what}");
-            info.detail = Some(format!("refused by policy: {message}"));
-            return Response::json(
-                200,
-                &jsonrpc::error_with_data(
-                    &id,
-                    jsonrpc::FORBIDDEN,
-                    message,
-                    json!({"backend": backend.name()}),
-                ),
-            );
+            return refused;
         }
         let mut extra = Self::identity_headers(&backend, caller);
         if !info.request_id.is_empty() {
@@ -211,42 +187,10 @@ impl Gateway {
                 backend.name(),
                 &UpstreamError::Protocol("it answered a request with no body".into()),
             ),
-            Ok(Reply::Stream(stream)) => {
-                let name = backend.name().to_string();
-                let backend_for_err = backend.clone();
-                let events =
-                    futures::stream::unfold((stream, false, guard), move |(mut s, done, guard)| {
-                        let (id, name, backend) =
-                            (id.clone(), name.clone(), backend_for_err.clone());
-                        async move {
-                            if done {
-                                return None;
-                            }
-                            match s.next().await {
-                                Some(Ok(mut msg)) => {
-                                    relay::rewrite_server_request(&name, &mut msg);
-                                    let is_answer =
-                                        msg.get("id") == Some(&id) && msg.get("method").is_none();
-                                    Some((format_event(&to_bytes(&msg)), (s, is_answer, guard)))
-                                }
-                                Some(Err(e)) => {
-                                    backend.record::<()>(&Err(e.clone()));
-                                    let err = backend_error_value(&id, &name, &e);
-                                    Some((format_event(&to_bytes(&err)), (s, true, guard)))
-                                }
-                                None => {
-                                    let err =
-                                        backend_error_value(&id, &name, &UpstreamError::Closed);
-                                    Some((format_event(&to_bytes(&err)), (s, true, guard)))
-                                }
-                            }
-                        }
-                    });
-                Response::Sse {
-                    headers: Vec::new(),
-                    stream: events.boxed(),
-                }
-            }
+            Ok(Reply::Stream(stream)) => Response::Sse {
+                headers: Vec::new(),
+                stream: relayed_events(stream, id, backend, guard),
+            },
             Err(e) => {
                 info.rpc_error = Some(e.code());
                 info.detail = Some(format!("backend {:?}: {e}", backend.name()));
@@ -255,10 +199,89 @@ impl Gateway {
             }
         }
     }
+
+    /// The policy refusal of a routed call, or `None` when the caller may make it.
+    fn refuse_by_policy(
+        &self,
+        backend: &Backend,
+        caller: &Caller,
+        id: &Value,
+        method: &Method,
+        params: &Value,
+        info: &mut Info,
+    ) -> Option<Response> {
+        let tool = params.get("name").and_then(Value::as_str);
+        let allowed = self.may_use(backend, caller)
+            && (*method != Method::ToolsCall
+                || policy::may_use_tool(
+                    self.config.auth.mode,
+                    &backend.config,
+                    tool.unwrap_or_default(),
+                    caller,
+                ));
+        if allowed {
+            return None;
+        }
+        info.rpc_error = Some(jsonrpc::FORBIDDEN);
+        let who = caller.email.as_deref().unwrap_or(&caller.sub);
+        let what = match (method, tool) {
+            (Method::ToolsCall, Some(t)) => format!("tool {t:?} of backend {:?}", backend.name()),
+            _ => format!("backend {:?}", backend.name()),
+        };
+        tracing::info!(backend = backend.name(), user = who, "refused by policy");
+        let message = format!("Forbidden: {who} may not use {what}");
+        info.detail = Some(format!("refused by policy: {message}"));
+        Some(Response::json(
+            200,
+            &jsonrpc::error_with_data(
+                id,
+                jsonrpc::FORBIDDEN,
+                message,
+                json!({"backend": backend.name()}),
+            ),
+        ))
+    }
 }
 
-/// A request routed to one backend, with its names already translated.
-/// A request on its way to one backend: its id, method and (rewritten) params.
+/// A backend's SSE answer to a routed call, relayed event by event: its server-to-client
+/// requests get ids the gateway can route back ([`relay`]); the stream ends after the
+/// answer, or with an error answer if the backend fails or closes first.
+fn relayed_events(
+    stream: crate::upstream::http::MessageStream,
+    id: Value,
+    backend: Arc<Backend>,
+    guard: InflightGuard,
+) -> BoxStream<'static, Bytes> {
+    let name = backend.name().to_string();
+    futures::stream::unfold((stream, false, guard), move |(mut s, done, guard)| {
+        let (id, name, backend) = (id.clone(), name.clone(), backend.clone());
+        async move {
+            if done {
+                return None;
+            }
+            match s.next().await {
+                Some(Ok(mut msg)) => {
+                    relay::rewrite_server_request(&name, &mut msg);
+                    let is_answer = msg.get("id") == Some(&id) && msg.get("method").is_none();
+                    Some((format_event(&to_bytes(&msg)), (s, is_answer, guard)))
+                }
+                Some(Err(e)) => {
+                    backend.record::<()>(&Err(e.clone()));
+                    let err = backend_error_value(&id, &name, &e);
+                    Some((format_event(&to_bytes(&err)), (s, true, guard)))
+                }
+                None => {
+                    let err = backend_error_value(&id, &name, &UpstreamError::Closed);
+                    Some((format_event(&to_bytes(&err)), (s, true, guard)))
+                }
+            }
+        }
+    })
+    .boxed()
+}
+
+/// A request routed to one backend, with its names already translated: its id, method
+/// and (rewritten) params.
 pub(super) struct Routed {
     pub(super) id: Value,
     pub(super) method: Method,

@@ -25,7 +25,7 @@ use super::handler::{Caller, Gateway, Info, Response};
 use super::jsonrpc;
 use super::session::PassthroughSession;
 use crate::auth::policy;
-use crate::upstream::http::{RelayRequest, MAX_MESSAGE};
+use crate::upstream::http::{RelayRequest, Relayed, MAX_MESSAGE};
 use crate::upstream::{Backend, UpstreamError};
 
 /// The revision a client that names none is assumed to speak (Streamable HTTP rule).
@@ -51,28 +51,84 @@ pub async fn serve(
             return refused;
         }
     }
-    let session = match header(headers, "mcp-session-id") {
-        None => None,
-        Some(sealed) => match gw.sealer().open_passthrough(sealed) {
-            Some(s) if s.sub == caller.sub && s.backend == backend.name() => Some(s.id),
-            _ => {
-                info.detail = Some("unknown, foreign or altered pass-through session id".into());
-                return Response::refuse(
-                    404,
-                    jsonrpc::INVALID_REQUEST,
-                    "Not Found: unknown session; send initialize again without Mcp-Session-Id",
-                );
-            }
-        },
+    let session = match unseal(gw, backend, caller, headers) {
+        Ok(s) => s,
+        Err(refused) => {
+            info.detail = Some("unknown, foreign or altered pass-through session id".into());
+            return refused;
+        }
     };
-    let version = header(headers, "mcp-protocol-version")
-        .filter(|v| v.len() <= 32 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
-        .unwrap_or(DEFAULT_VERSION);
-    let accept = if *method == Method::GET {
-        "text/event-stream"
-    } else {
-        "application/json, text/event-stream"
+    let extra = upstream_headers(backend, caller, headers, info);
+    let sent = http
+        .relay(RelayRequest {
+            method: method.as_str(),
+            session: session.as_deref(),
+            version: header(headers, "mcp-protocol-version")
+                .filter(|v| {
+                    v.len() <= 32 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                })
+                .unwrap_or(DEFAULT_VERSION),
+            accept: if *method == Method::GET {
+                "text/event-stream"
+            } else {
+                "application/json, text/event-stream"
+            },
+            body: (*method == Method::POST).then_some(&body),
+            extra: &extra,
+        })
+        .await;
+    backend
+        .requests
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    match sent {
+        Ok(relayed) => answer(gw, backend, caller, relayed, info).await,
+        Err(e) => {
+            backend.record::<()>(&Err(e.clone()));
+            info.rpc_error = Some(e.code());
+            info.detail = Some(e.to_string());
+            let status = if matches!(e, UpstreamError::Timeout(_)) {
+                504
+            } else {
+                502
+            };
+            Response::refuse(
+                status,
+                e.code(),
+                format!("backend {:?} is unavailable", backend.name()),
+            )
+        }
+    }
+}
+
+/// The backend's own session id from the client's sealed one: `Ok(None)` without one,
+/// 404 for an id sealed for someone else, another backend, or altered.
+fn unseal(
+    gw: &Gateway,
+    backend: &Backend,
+    caller: &Caller,
+    headers: &HeaderMap,
+) -> Result<Option<String>, Response> {
+    let Some(sealed) = header(headers, "mcp-session-id") else {
+        return Ok(None);
     };
+    match gw.sealer().open_passthrough(sealed) {
+        Some(s) if s.sub == caller.sub && s.backend == backend.name() => Ok(Some(s.id)),
+        _ => Err(Response::refuse(
+            404,
+            jsonrpc::INVALID_REQUEST,
+            "Not Found: unknown session; send initialize again without Mcp-Session-Id",
+        )),
+    }
+}
+
+/// What goes to the backend besides the MCP headers: the configured identity headers,
+/// resumption and trace context, the request id.
+fn upstream_headers(
+    backend: &Backend,
+    caller: &Caller,
+    headers: &HeaderMap,
+    info: &Info,
+) -> Vec<(http::HeaderName, String)> {
     let mut extra = Gateway::identity_headers(backend, caller);
     for name in ["last-event-id", "traceparent"] {
         if let Some(v) = header(headers, name).filter(|v| v.len() <= 256) {
@@ -85,37 +141,18 @@ pub async fn serve(
             info.request_id.clone(),
         ));
     }
-    let sent = http
-        .relay(RelayRequest {
-            method: method.as_str(),
-            session: session.as_deref(),
-            version,
-            accept,
-            body: (*method == Method::POST).then_some(&body),
-            extra: &extra,
-        })
-        .await;
-    backend
-        .requests
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let relayed = match sent {
-        Ok(r) => r,
-        Err(e) => {
-            backend.record::<()>(&Err(e.clone()));
-            info.rpc_error = Some(e.code());
-            info.detail = Some(e.to_string());
-            let status = if matches!(e, UpstreamError::Timeout(_)) {
-                504
-            } else {
-                502
-            };
-            return Response::refuse(
-                status,
-                e.code(),
-                format!("backend {:?} is unavailable", backend.name()),
-            );
-        }
-    };
+    extra
+}
+
+/// The backend's answer for the client: an event stream relayed as it comes, anything
+/// else read whole; its session id sealed to the caller.
+async fn answer(
+    gw: &Gateway,
+    backend: &Backend,
+    caller: &Caller,
+    relayed: Relayed,
+    info: &mut Info,
+) -> Response {
     let sealed = relayed.session_id.map(|id| {
         gw.sealer().seal_passthrough(&PassthroughSession {
             sub: caller.sub.clone(),
@@ -127,7 +164,7 @@ pub async fn serve(
         .content_type
         .as_deref()
         .is_some_and(|c| c.starts_with("text/event-stream"));
-    let mut resp = if is_stream && relayed.status == 200 {
+    let resp = if is_stream && relayed.status == 200 {
         // Relayed event by event as the backend writes them; a failure ends the stream.
         let chunks = relayed
             .body
@@ -156,10 +193,10 @@ pub async fn serve(
             body,
         }
     };
-    if let Some(s) = sealed {
-        resp = resp.with_header("mcp-session-id", s);
+    match sealed {
+        Some(s) => resp.with_header("mcp-session-id", s),
+        None => resp,
     }
-    resp
 }
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
