@@ -12,6 +12,7 @@ pub mod proxy;
 pub mod record;
 pub mod secrets;
 pub mod upstream;
+pub mod wire;
 
 #[cfg(test)]
 pub(crate) mod proptest_support;

@@ -8,7 +8,6 @@ pub mod forward;
 pub mod guards;
 pub mod handler;
 pub mod index;
-pub mod jsonrpc;
 pub mod lifecycle;
 pub mod names;
 pub mod passthrough;
@@ -16,4 +15,5 @@ pub mod relay;
 pub mod routing;
 pub mod session;
 pub mod stream;
-pub mod version;
+
+pub use crate::wire::{jsonrpc, version};

@@ -19,8 +19,8 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::http::MessageStream;
 use super::{to_bytes, UpstreamError};
-use crate::mcp::session::{caps, UpstreamSession};
-use crate::mcp::version;
+use crate::wire::version;
+use crate::wire::{caps, UpstreamSession};
 
 /// A live connection as the transports hand it over.
 pub struct LinkHandle {

@@ -18,9 +18,9 @@ use serde_json::{json, Value};
 use thiserror::Error;
 
 use crate::config::{BackendConfig, Sharing, Transport};
-use crate::mcp::jsonrpc;
-use crate::mcp::session::{caps, UpstreamSession};
-use crate::mcp::version;
+use crate::wire::jsonrpc;
+use crate::wire::version;
+use crate::wire::{caps, UpstreamSession};
 
 pub use self::http::{MessageStream, Opened, Reply};
 

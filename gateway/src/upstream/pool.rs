@@ -17,7 +17,7 @@ use url::Url;
 use super::channel::{Channel, LinkHandle};
 use super::{legacy_sse, stdio, UpstreamError};
 use crate::config::StdioConfig;
-use crate::mcp::session::UpstreamSession;
+use crate::wire::UpstreamSession;
 
 /// How to open one connection.
 #[derive(Clone)]
