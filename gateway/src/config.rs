@@ -327,6 +327,38 @@ pub struct Config {
 }
 
 impl Config {
+    /// Listeners configured on port 0 get a free port now, so that it can be announced
+    /// ("listening on …", which tests read back); a `public_url` on port 0 follows the
+    /// listener, and with it the default audience.
+    pub fn take_ephemeral_ports(&mut self) -> std::io::Result<()> {
+        if let Some(addr) = self.metrics_listen.filter(|a| a.port() == 0) {
+            let probe = std::net::TcpListener::bind(addr)?;
+            self.metrics_listen = Some(probe.local_addr()?);
+        }
+        if self.server.listen.port() == 0 {
+            let probe = std::net::TcpListener::bind(self.server.listen)?;
+            self.server.listen = probe.local_addr()?;
+            drop(probe);
+            if self.server.public_url.port() == Some(0) {
+                let old_audience = format!(
+                    "{}/mcp",
+                    self.server.public_url.as_str().trim_end_matches('/')
+                );
+                let _ = self
+                    .server
+                    .public_url
+                    .set_port(Some(self.server.listen.port()));
+                if self.auth.audience == old_audience {
+                    self.auth.audience = format!(
+                        "{}/mcp",
+                        self.server.public_url.as_str().trim_end_matches('/')
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Reads the file's text (to find its `${secret:..}` references before loading).
     pub fn read(path: &Path) -> Result<String, ConfigError> {
         std::fs::read_to_string(path).map_err(|source| ConfigError::Read {

@@ -1,11 +1,8 @@
-//! `/healthz`, `/readyz` and the background probes that keep backend states fresh.
+//! `/readyz`: the public status and the detailed document of the admin listener. The
+//! probes that keep backend states fresh are [`crate::services::probes`].
 
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 
-use async_trait::async_trait;
-use pingora::server::ShutdownWatch;
-use pingora::services::background::BackgroundService;
 use serde_json::{json, Value};
 
 use crate::mcp::handler::Gateway;
@@ -52,48 +49,4 @@ pub fn public_readiness(gw: &Gateway) -> (u16, Value) {
         if all_down { 503 } else { 200 },
         json!({"ready": !all_down}),
     )
-}
-
-/// Pings every backend every `server.health_interval`, in parallel.
-pub struct Probes {
-    pub gateway: Arc<Gateway>,
-    /// Its signing keys are fetched ahead of the first request.
-    pub auth: Option<Arc<crate::auth::bearer::Authenticator>>,
-}
-
-#[async_trait]
-impl BackgroundService for Probes {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
-        let every = self.gateway.config.server.health_interval;
-        // Shared STDIO and legacy-SSE connections start now, supervised on this runtime.
-        for b in &self.gateway.backends {
-            b.start();
-        }
-        if let Some(a) = &self.auth {
-            a.warm().await;
-        }
-        loop {
-            futures::future::join_all(self.gateway.backends.iter().map(|b| async move {
-                // probe() records its own outcome; only a hang is recorded here.
-                if tokio::time::timeout(b.config.timeout, b.probe())
-                    .await
-                    .is_err()
-                {
-                    b.record::<()>(&Err(crate::upstream::UpstreamError::Timeout(
-                        b.config.timeout,
-                    )));
-                }
-            }))
-            .await;
-            tokio::select! {
-                _ = tokio::time::sleep(every) => {}
-                _ = shutdown.changed() => {
-                    for b in &self.gateway.backends {
-                        b.stop();
-                    }
-                    return;
-                }
-            }
-        }
-    }
 }

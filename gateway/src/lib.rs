@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod proxy;
 pub mod record;
 pub mod secrets;
+pub mod services;
 pub mod upstream;
 pub mod wire;
 

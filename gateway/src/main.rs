@@ -15,12 +15,12 @@ use mcp_gateway::audit::Auditor;
 use mcp_gateway::auth::bearer::Authenticator;
 use mcp_gateway::config::{expand_refs, Config, LogFormat};
 use mcp_gateway::connections::ConnectionCap;
-use mcp_gateway::health::Probes;
 use mcp_gateway::mcp::handler::Gateway;
 use mcp_gateway::mcp::session::Sealer;
 use mcp_gateway::metrics;
 use mcp_gateway::proxy::GatewayProxy;
 use mcp_gateway::secrets::{self, SecretStore};
+use mcp_gateway::services::{Announce, AuditFlush, Probes, SecretRefresh};
 use mcp_gateway::upstream::http::build_client;
 use mcp_gateway::upstream::stdio;
 use pingora::server::configuration::Opt;
@@ -131,53 +131,6 @@ fn init_tracing(format: LogFormat) {
     }
 }
 
-/// Prints each line once its address accepts a TCP connection, in order.
-struct Announce {
-    lines: Vec<(std::net::SocketAddr, String)>,
-}
-
-#[async_trait::async_trait]
-impl pingora::services::background::BackgroundService for Announce {
-    async fn start(&self, mut shutdown: pingora::server::ShutdownWatch) {
-        const GIVE_UP: std::time::Duration = std::time::Duration::from_secs(60);
-        let started = std::time::Instant::now();
-        for (addr, line) in &self.lines {
-            loop {
-                let probe = tokio::time::timeout(
-                    std::time::Duration::from_secs(1),
-                    tokio::net::TcpStream::connect(addr),
-                );
-                if let Ok(Ok(_)) = probe.await {
-                    break;
-                }
-                if started.elapsed() > GIVE_UP {
-                    tracing::error!(%addr, "the listener never took a connection");
-                    return;
-                }
-                tokio::select! {
-                    _ = tokio::time::sleep(std::time::Duration::from_millis(5)) => {}
-                    _ = shutdown.changed() => return,
-                }
-            }
-            println!("{line}");
-        }
-    }
-}
-
-/// Flushes the audit queue when the server stops (what cannot be written stays in the
-/// spool and is replayed at the next start).
-struct AuditFlush {
-    auditor: Arc<Auditor>,
-}
-
-#[async_trait::async_trait]
-impl pingora::services::background::BackgroundService for AuditFlush {
-    async fn start(&self, mut shutdown: pingora::server::ShutdownWatch) {
-        let _ = shutdown.changed().await;
-        self.auditor.shutdown().await;
-    }
-}
-
 /// The secrets a config refers to, loaded before the config is validated.
 struct LoadedSecrets {
     store: Arc<SecretStore>,
@@ -207,40 +160,33 @@ fn load_secrets(path: &std::path::Path) -> anyhow::Result<Option<LoadedSecrets>>
     }))
 }
 
-/// Fetches the referenced secrets again every `server.secrets_refresh_s` and gives
-/// backends their new credentials.
-struct SecretRefresh {
-    store: Arc<SecretStore>,
-    names: std::collections::BTreeSet<String>,
-    gateway: Arc<Gateway>,
-    every: std::time::Duration,
-}
-
-#[async_trait::async_trait]
-impl pingora::services::background::BackgroundService for SecretRefresh {
-    async fn start(&self, mut shutdown: pingora::server::ShutdownWatch) {
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep(self.every) => {}
-                _ = shutdown.changed() => return,
-            }
-            match self.store.load(&self.names).await {
-                Ok(changed) if !changed.is_empty() => {
-                    tracing::info!(secrets = ?changed, "secrets rotated");
-                    let env = |n: &str| std::env::var(n).ok();
-                    let secret = |r: &str| self.store.resolve(r).map_err(|e| e.to_string());
-                    let resolve = |t: &str| expand_refs(t, &env, &secret);
-                    for b in &self.gateway.backends {
-                        b.refresh_headers(&resolve);
-                    }
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot refresh secrets; keeping the values known")
-                }
-            }
+/// The key sealing session ids: the configured one, or a random one (with a warning:
+/// sessions then end with the process and other replicas cannot serve them).
+fn session_key(config: &Config) -> [u8; 32] {
+    match config.server.session_key {
+        Some(k) => k,
+        None => {
+            tracing::warn!(
+                "server.session_key is not set: using a random key, so sessions end when this \
+                 process stops and other replicas cannot serve them"
+            );
+            Sealer::random_key()
         }
     }
+}
+
+/// Starts the audit log when enabled; the writer runs on a thread of its own, this
+/// runtime only starts it.
+fn start_auditor(config: &Config, gateway: &Gateway) -> anyhow::Result<Option<Arc<Auditor>>> {
+    if !config.audit.enabled {
+        return Ok(None);
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let a = rt.block_on(Auditor::start(config.audit.clone()))?;
+    let _ = gateway.audit.set(a.clone());
+    Ok(Some(a))
 }
 
 fn run(config: &mut Config, opt: Opt, secrets: Option<LoadedSecrets>) -> anyhow::Result<()> {
@@ -262,56 +208,13 @@ fn run(config: &mut Config, opt: Opt, secrets: Option<LoadedSecrets>) -> anyhow:
     if validate_only {
         return Ok(());
     }
-    // Port 0: pick a free port now so it can be announced (tests read it back).
-    if let Some(addr) = config.metrics_listen.filter(|a| a.port() == 0) {
-        let probe = std::net::TcpListener::bind(addr)?;
-        config.metrics_listen = Some(probe.local_addr()?);
-    }
-    if config.server.listen.port() == 0 {
-        let probe = std::net::TcpListener::bind(config.server.listen)?;
-        config.server.listen = probe.local_addr()?;
-        drop(probe);
-        if config.server.public_url.port() == Some(0) {
-            let old_audience = format!(
-                "{}/mcp",
-                config.server.public_url.as_str().trim_end_matches('/')
-            );
-            let _ = config
-                .server
-                .public_url
-                .set_port(Some(config.server.listen.port()));
-            if config.auth.audience == old_audience {
-                config.auth.audience = format!(
-                    "{}/mcp",
-                    config.server.public_url.as_str().trim_end_matches('/')
-                );
-            }
-        }
-    }
-    let key = match config.server.session_key {
-        Some(k) => k,
-        None => {
-            tracing::warn!(
-                "server.session_key is not set: using a random key, so sessions end when this \
-                 process stops and other replicas cannot serve them"
-            );
-            Sealer::random_key()
-        }
-    };
+    // Port 0: a free port picked now, so that it can be announced.
+    config.take_ephemeral_ports()?;
+    let key = session_key(config);
     let config = Arc::new(config.clone());
     let client = build_client()?;
     let gateway = Arc::new(Gateway::new(config.clone(), client.clone(), key));
-    let auditor = if config.audit.enabled {
-        // The writer runs on a thread of its own; this runtime only starts it.
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        let a = rt.block_on(Auditor::start(config.audit.clone()))?;
-        let _ = gateway.audit.set(a.clone());
-        Some(a)
-    } else {
-        None
-    };
+    let auditor = start_auditor(&config, &gateway)?;
     let auth = Arc::new(Authenticator::new(&config.auth, client));
     let proxy = pingora::proxy::http_proxy(
         &server.configuration,
