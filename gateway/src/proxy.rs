@@ -85,28 +85,35 @@ fn client_address(session: &Session, header: Option<&http::HeaderName>) -> Optio
 }
 
 impl GatewayProxy {
-    /// Authenticates the request; on failure writes the 401/403 and returns `false`.
-    async fn authenticate(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+    /// Who sent the request (into the record), or why they are not let in.
+    async fn authenticate(&self, session: &Session, ctx: &mut Ctx) -> Result<(), Refusal> {
         match self.auth.authenticate(&session.req_header().headers).await {
             Ok(who) => {
                 ctx.record.caller = Some(who);
-                Ok(true)
+                Ok(())
             }
             Err(e) => {
                 let cfg = &self.gateway.config;
                 let (status, challenge) = metadata::challenge(&cfg.server, &cfg.auth, &e);
                 ctx.record.http.auth_error = Some(e.detail());
-                let message = match status {
-                    401 => format!("Unauthorized: {e}"),
-                    403 => format!("Forbidden: {e}"),
-                    _ => format!("Service Unavailable: {e}"),
-                };
-                let r = Response::refuse(status, jsonrpc::INVALID_REQUEST, message)
-                    .with_header("www-authenticate", challenge);
-                write_response(session, r, &ctx.record.mcp.request_id).await?;
-                Ok(false)
+                Err(Refusal::Unauthenticated {
+                    status,
+                    reason: e.to_string(),
+                    challenge,
+                })
             }
         }
+    }
+
+    /// Writes a refusal's answer, noting its JSON-RPC code in the record.
+    async fn refuse(&self, session: &mut Session, ctx: &mut Ctx, r: Refusal) -> Result<()> {
+        ctx.record.mcp.rpc_error = Some(r.code());
+        if r.closes_connection() {
+            // The rest of the body is not read, so the connection cannot be reused.
+            session.set_keepalive(None);
+        }
+        write_response(session, r.into_response(), &ctx.record.mcp.request_id).await?;
+        Ok(())
     }
 
     async fn serve_mcp(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
@@ -151,8 +158,8 @@ impl GatewayProxy {
             write_response(session, r, &ctx.record.mcp.request_id).await?;
             return Ok(());
         }
-        if !self.authenticate(session, ctx).await? {
-            return Ok(());
+        if let Err(r) = self.authenticate(session, ctx).await {
+            return self.refuse(session, ctx, r).await;
         }
         let caller = ctx
             .record
@@ -161,14 +168,8 @@ impl GatewayProxy {
             .unwrap_or_else(|| Arc::new(Caller::anonymous()));
         ctx.record.mcp.backend = Some(backend.name().to_string());
         if !policy::may_use_backend(self.gateway.config.auth.mode, &backend.config, &caller) {
-            ctx.record.mcp.rpc_error = Some(jsonrpc::FORBIDDEN);
-            let r = Response::refuse(
-                403,
-                jsonrpc::FORBIDDEN,
-                format!("Forbidden: you may not use backend {:?}", backend.name()),
-            );
-            write_response(session, r, &ctx.record.mcp.request_id).await?;
-            return Ok(());
+            let r = Refusal::BackendForbidden(backend.name().to_string());
+            return self.refuse(session, ctx, r).await;
         }
         let Some(body) = self.read_body(session, ctx).await? else {
             return Ok(());
@@ -204,7 +205,7 @@ impl GatewayProxy {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<usize>().ok());
         if declared.is_some_and(|n| n > max) {
-            self.refuse_body(session, ctx, BodyRefusal::TooLarge(max))
+            self.refuse(session, ctx, Refusal::BodyTooLarge(max))
                 .await?;
             return Ok(None);
         }
@@ -212,7 +213,7 @@ impl GatewayProxy {
             let mut body = BytesMut::new();
             while let Some(chunk) = session.read_request_body().await? {
                 if body.len() + chunk.len() > max {
-                    return Ok(Err(BodyRefusal::TooLarge(max)));
+                    return Ok(Err(Refusal::BodyTooLarge(max)));
                 }
                 body.extend_from_slice(&chunk);
             }
@@ -220,7 +221,7 @@ impl GatewayProxy {
         };
         let outcome = match tokio::time::timeout(server.body_timeout, read).await {
             Ok(read) => read?,
-            Err(_) => Err(BodyRefusal::TooSlow(server.body_timeout)),
+            Err(_) => Err(Refusal::BodyTooSlow(server.body_timeout)),
         };
         match outcome {
             Ok(body) => {
@@ -228,46 +229,83 @@ impl GatewayProxy {
                 Ok(Some(body))
             }
             Err(refusal) => {
-                self.refuse_body(session, ctx, refusal).await?;
+                ctx.record.mcp.detail = Some("request body refused".into());
+                self.refuse(session, ctx, refusal).await?;
                 Ok(None)
             }
         }
     }
+}
 
-    async fn refuse_body(
-        &self,
-        session: &mut Session,
-        ctx: &mut Ctx,
-        refusal: BodyRefusal,
-    ) -> Result<()> {
-        // The rest of the body is not read, so the connection cannot be reused.
-        session.set_keepalive(None);
-        ctx.record.mcp.rpc_error = Some(jsonrpc::INVALID_REQUEST);
-        let resp = match refusal {
-            BodyRefusal::TooLarge(max) => Response::refuse(
+/// Why a request is not served, as a value: each is turned into its HTTP status,
+/// JSON-RPC code and words in one place ([`Refusal::into_response`]).
+enum Refusal {
+    /// No, a bad or an insufficient token, or tokens cannot be checked now.
+    Unauthenticated {
+        status: u16,
+        reason: String,
+        challenge: String,
+    },
+    BackendForbidden(String),
+    BodyTooLarge(usize),
+    BodyTooSlow(Duration),
+    NotFound(String),
+}
+
+impl Refusal {
+    fn code(&self) -> i64 {
+        match self {
+            Refusal::BackendForbidden(_) => jsonrpc::FORBIDDEN,
+            _ => jsonrpc::INVALID_REQUEST,
+        }
+    }
+
+    /// Whether the connection must close (a body left unread).
+    fn closes_connection(&self) -> bool {
+        matches!(self, Refusal::BodyTooLarge(_) | Refusal::BodyTooSlow(_))
+    }
+
+    fn into_response(self) -> Response {
+        let code = self.code();
+        match self {
+            Refusal::Unauthenticated {
+                status,
+                reason,
+                challenge,
+            } => {
+                let what = match status {
+                    401 => "Unauthorized",
+                    403 => "Forbidden",
+                    _ => "Service Unavailable",
+                };
+                Response::refuse(status, code, format!("{what}: {reason}"))
+                    .with_header("www-authenticate", challenge)
+            }
+            Refusal::BackendForbidden(name) => Response::refuse(
+                403,
+                code,
+                format!("Forbidden: you may not use backend {name:?}"),
+            ),
+            Refusal::BodyTooLarge(max) => Response::refuse(
                 413,
-                jsonrpc::INVALID_REQUEST,
+                code,
                 format!("Payload Too Large: the body exceeds server.max_body_bytes ({max} bytes)"),
             ),
-            BodyRefusal::TooSlow(limit) => Response::refuse(
+            Refusal::BodyTooSlow(limit) => Response::refuse(
                 408,
-                jsonrpc::INVALID_REQUEST,
+                code,
                 format!(
                     "Request Timeout: the body did not arrive within server.body_timeout_s ({} s)",
                     limit.as_secs()
                 ),
             ),
-        };
-        ctx.record.mcp.detail = Some("request body refused".into());
-        write_response(session, resp, &ctx.record.mcp.request_id).await?;
-        Ok(())
+            Refusal::NotFound(path) => Response::refuse(
+                404,
+                code,
+                format!("Not Found: {path}; the MCP endpoint is /mcp"),
+            ),
+        }
     }
-}
-
-/// Why a request body was not taken.
-enum BodyRefusal {
-    TooLarge(usize),
-    TooSlow(Duration),
 }
 
 /// Writes a handler response: a full body, or an SSE stream event by event.
@@ -417,11 +455,10 @@ impl ProxyHttp for GatewayProxy {
         http.path = session.req_header().uri.path().to_string();
         http.route = ctx.route.label();
         match &ctx.route {
-            Route::Mcp => {
-                if self.authenticate(session, ctx).await? {
-                    self.serve_mcp(session, ctx).await?;
-                }
-            }
+            Route::Mcp => match self.authenticate(session, ctx).await {
+                Ok(()) => self.serve_mcp(session, ctx).await?,
+                Err(r) => self.refuse(session, ctx, r).await?,
+            },
             Route::Passthrough(backend) => {
                 let backend = backend.clone();
                 self.serve_passthrough(session, ctx, &backend).await?;
@@ -448,15 +485,8 @@ impl ProxyHttp for GatewayProxy {
                 .await?;
             }
             Route::NotFound => {
-                let r = Response::refuse(
-                    404,
-                    jsonrpc::INVALID_REQUEST,
-                    format!(
-                        "Not Found: {}; the MCP endpoint is /mcp",
-                        session.req_header().uri.path()
-                    ),
-                );
-                write_response(session, r, &ctx.record.mcp.request_id).await?;
+                let path = session.req_header().uri.path().to_string();
+                self.refuse(session, ctx, Refusal::NotFound(path)).await?;
             }
         }
         Ok(true)
