@@ -1,7 +1,6 @@
 //! `mcp-gateway`: one MCP endpoint in front of many MCP servers, on Pingora.
 
 pub mod admin;
-pub mod audit;
 pub mod auth;
 pub mod config;
 pub mod connections;
@@ -9,8 +8,12 @@ pub mod health;
 pub mod mcp;
 pub mod metrics;
 pub mod proxy;
-pub mod secrets;
 pub mod upstream;
+
+// The audit log and configuration references are leaf crates of the workspace (the
+// sidecar uses them too); these paths keep `crate::audit` and `crate::secrets` working.
+pub use config_refs::secrets;
+pub use mcp_audit as audit;
 
 #[cfg(test)]
 pub(crate) mod proptest_support;
