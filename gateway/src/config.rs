@@ -1092,50 +1092,16 @@ pub fn valid_backend_name(name: &str) -> bool {
         && !name.ends_with('_')
 }
 
-/// Expands `${env:NAME}`, `${secret:NAME}` and `${secret:NAME#json_key}` references.
-/// Unknown reference kinds, unset variables and unknown secrets are errors (the message
+/// Expands `${env:NAME}`, `${file:PATH}`, `${secret:NAME}` and `${secret:NAME#json_key}`
+/// references (the workspace's one expander, [`config_refs::expand`]). Unknown reference
+/// kinds, unset variables, unreadable files and unknown secrets are errors (the message
 /// never contains a resolved value).
 pub fn expand_refs(
     value: &str,
     env: &dyn Fn(&str) -> Option<String>,
     secret: &dyn Fn(&str) -> Result<String, String>,
 ) -> Result<String, String> {
-    let mut out = String::with_capacity(value.len());
-    let mut rest = value;
-    while let Some(start) = rest.find("${") {
-        out.push_str(&rest[..start]);
-        let after = &rest[start + 2..];
-        let Some(end) = after.find('}') else {
-            return Err("unterminated \"${\" reference".to_string());
-        };
-        let reference = &after[..end];
-        match reference.split_once(':') {
-            Some(("env", spec)) if !spec.is_empty() => {
-                // ${env:NAME:-default} falls back when NAME is unset or empty.
-                let (name, default) = match spec.split_once(":-") {
-                    Some((n, d)) => (n, Some(d)),
-                    None => (spec, None),
-                };
-                match (
-                    env(name).filter(|v| !v.is_empty() || default.is_none()),
-                    default,
-                ) {
-                    (Some(v), _) => out.push_str(&v),
-                    (None, Some(d)) => out.push_str(d),
-                    (None, None) => return Err(format!("environment variable {name} is not set")),
-                }
-            }
-            Some(("secret", name)) if !name.is_empty() => out.push_str(&secret(name)?),
-            _ => {
-                return Err(format!(
-                "unsupported reference \"${{{reference}}}\"; use ${{env:NAME}} or ${{secret:NAME}}"
-            ))
-            }
-        }
-        rest = &after[end + 1..];
-    }
-    out.push_str(rest);
-    Ok(out)
+    config_refs::expand(value, &config_refs::Sources { env, secret }).map_err(|e| e.to_string())
 }
 
 fn decode_key(raw: &str) -> Result<[u8; 32], String> {

@@ -43,7 +43,7 @@ if [ -z "${CHECK_IMAGE_BIN_DIR:-}" ] && { [ $build = 1 ] || [ ! -x "$rel/mcp-gat
   cargo build --release -q -p mcp-gateway -p mcp-backends
 fi
 [ -x "$rel/mcp-gateway" ] && [ -x "$rel/mcp-mock" ] || fail "no mcp-gateway and mcp-mock in $rel"
-newer=$(find gateway/src gateway/Cargo.toml Cargo.lock -newer "$rel/mcp-gateway" -print -quit 2>/dev/null || true)
+newer=$(find gateway/src crates gateway/Cargo.toml Cargo.lock -newer "$rel/mcp-gateway" -print -quit 2>/dev/null || true)
 [ -z "$newer" ] || log "warning: $newer is newer than $rel/mcp-gateway (run with --build to check a fresh binary)"
 
 tmp=$(mktemp -d /tmp/mcpgw-image.XXXXXX)

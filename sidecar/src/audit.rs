@@ -1,13 +1,13 @@
 //! Auth events. Every event is handed to an [`AuditSink`]: [`TracingAuditSink`]
 //! writes it to the log (target `audit`); with an `[audit]` table in the config,
-//! [`AuditLogSink`] records it in the gateway's audit log (PostgreSQL, or its JSON
-//! Lines file), one row per event. A sink must never block: `record` is called on the
+//! [`AuditLogSink`] records it in the audit log shared with the gateway (crate
+//! `mcp-audit`: PostgreSQL, or its JSON Lines file), one row per event. A sink must never block: `record` is called on the
 //! request path.
 
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use mcp_gateway::audit::{AuditEvent, Auditor};
+use mcp_audit::{AuditEvent, Auditor};
 
 use serde::Serialize;
 

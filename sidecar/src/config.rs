@@ -1,16 +1,15 @@
 //! Typed, validated TOML configuration. String values may use `${env:NAME}`
 //! (`${env:NAME:-default}` falls back when unset or empty), `${file:PATH}`,
-//! `${secret:NAME}` and `${secret:NAME#json_key}` (AWS Secrets Manager, through the
-//! gateway's [`SecretStore`]); an unset variable, unreadable file or missing secret is
+//! `${secret:NAME}` and `${secret:NAME#json_key}` (AWS Secrets Manager, through
+//! [`SecretStore`]; the expander is the workspace's one, [`config_refs::expand`]); an unset variable, unreadable file or missing secret is
 //! an error naming the key. Errors never show a value read from a secret or a file.
 //! Unknown keys are errors.
 
-use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use mcp_gateway::audit::AuditConfig;
-use mcp_gateway::secrets::SecretStore;
+use config_refs::{SecretStore, Sources, NO_SECRET_STORE};
+use mcp_audit::AuditConfig;
 
 use serde::Deserialize;
 use url::Url;
@@ -534,7 +533,7 @@ pub fn default_path(config_env: Option<&str>) -> PathBuf {
 pub fn secret_names(text: &str) -> Result<BTreeSet<String>, ConfigError> {
     fn walk(v: &toml::Value, out: &mut BTreeSet<String>) {
         match v {
-            toml::Value::String(s) => out.extend(mcp_gateway::secrets::referenced_names(s)),
+            toml::Value::String(s) => out.extend(config_refs::referenced_names(s)),
             toml::Value::Array(items) => items.iter().for_each(|i| walk(i, out)),
             toml::Value::Table(t) => t.values().for_each(|i| walk(i, out)),
             _ => {}
@@ -586,22 +585,19 @@ impl Config {
         env: &dyn Fn(&str) -> Option<String>,
         secret: &dyn Fn(&str) -> Result<String, String>,
     ) -> Result<Config, ConfigError> {
-        let hidden = RefCell::new(Vec::new());
+        // Values read from files and secrets: scrubbed from any error below.
+        let mut hidden = Vec::new();
         let result = (|| {
             let mut value: toml::Value =
                 toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
-            let refs = Refs {
-                env,
-                secret,
-                hidden: &hidden,
-            };
-            expand_tree(&mut value, "", &refs)?;
+            let sources = Sources { env, secret };
+            expand_tree(&mut value, "", &sources, &mut hidden)?;
             let raw: RawConfig = value
                 .try_into()
                 .map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?;
             Config::validate(raw)
         })();
-        result.map_err(|e| e.scrubbed(&hidden.borrow()))
+        result.map_err(|e| e.scrubbed(&hidden))
     }
 
     fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
@@ -750,7 +746,7 @@ impl Config {
         }
         if let Some(audit) = &raw.audit {
             audit.validate().map_err(|e| match e {
-                mcp_gateway::audit::AuditError::Config { key, message } => ConfigError::Invalid {
+                mcp_audit::AuditError::Config { key, message } => ConfigError::Invalid {
                     key: key.trim_matches('`').to_string(),
                     message,
                 },
@@ -808,15 +804,6 @@ fn valid_schema_name(s: &str) -> bool {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
 }
 
-const NO_SECRET_STORE: &str = "no secret store (AWS Secrets Manager) is configured";
-
-/// How references are resolved, and the values that must never appear in an error.
-struct Refs<'a> {
-    env: &'a dyn Fn(&str) -> Option<String>,
-    secret: &'a dyn Fn(&str) -> Result<String, String>,
-    hidden: &'a RefCell<Vec<String>>,
-}
-
 impl ConfigError {
     /// The same error with every value of `hidden` replaced by `***`.
     fn scrubbed(self, hidden: &[String]) -> ConfigError {
@@ -848,14 +835,22 @@ impl ConfigError {
     }
 }
 
-fn expand_tree(v: &mut toml::Value, key: &str, refs: &Refs) -> Result<(), ConfigError> {
+/// Expands the references of every string in `v`; `key` names the value in errors and
+/// `hidden` collects the values read from files and secrets.
+fn expand_tree(
+    v: &mut toml::Value,
+    key: &str,
+    sources: &Sources,
+    hidden: &mut Vec<String>,
+) -> Result<(), ConfigError> {
     match v {
         toml::Value::String(s) => {
-            *s = expand_with(s, refs).map_err(|m| invalid(key, m))?;
+            *s = config_refs::expand_noting(s, sources, hidden)
+                .map_err(|e| invalid(key, e.to_string()))?;
         }
         toml::Value::Array(items) => {
             for (i, item) in items.iter_mut().enumerate() {
-                expand_tree(item, &format!("{key}[{i}]"), refs)?;
+                expand_tree(item, &format!("{key}[{i}]"), sources, hidden)?;
             }
         }
         toml::Value::Table(t) => {
@@ -865,80 +860,12 @@ fn expand_tree(v: &mut toml::Value, key: &str, refs: &Refs) -> Result<(), Config
                 } else {
                     format!("{key}.{k}")
                 };
-                expand_tree(item, &child, refs)?;
+                expand_tree(item, &child, sources, hidden)?;
             }
         }
         _ => {}
     }
     Ok(())
-}
-
-/// Expands `${env:NAME}`, `${env:NAME:-default}` and `${file:PATH}` references
-/// (`${secret:…}` is an error: no secret store).
-pub fn expand_refs(value: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
-    let hidden = RefCell::new(Vec::new());
-    expand_with(
-        value,
-        &Refs {
-            env,
-            secret: &|_| Err(NO_SECRET_STORE.into()),
-            hidden: &hidden,
-        },
-    )
-}
-
-/// Expands every reference of `value`. Error messages name the variable, file or
-/// secret, never a resolved value; secret and file values are remembered in
-/// `refs.hidden` so that later errors can be scrubbed of them.
-fn expand_with(value: &str, refs: &Refs) -> Result<String, String> {
-    let mut out = String::new();
-    let mut rest = value;
-    while let Some(start) = rest.find("${") {
-        out.push_str(&rest[..start]);
-        let after = &rest[start + 2..];
-        let Some(end) = after.find('}') else {
-            return Err("unterminated \"${\"".into());
-        };
-        let reference = &after[..end];
-        match reference.split_once(':') {
-            Some(("env", spec)) if !spec.is_empty() => {
-                // ${env:NAME:-default} falls back when NAME is unset or empty.
-                let (name, default) = match spec.split_once(":-") {
-                    Some((n, d)) => (n, Some(d)),
-                    None => (spec, None),
-                };
-                match (
-                    (refs.env)(name).filter(|v| !v.is_empty() || default.is_none()),
-                    default,
-                ) {
-                    (Some(v), _) => out.push_str(&v),
-                    (None, Some(d)) => out.push_str(d),
-                    (None, None) => return Err(format!("environment variable {name} is not set")),
-                }
-            }
-            Some(("file", path)) if !path.is_empty() => match std::fs::read_to_string(path) {
-                Ok(v) => {
-                    let v = v.trim_end_matches('\n').to_string();
-                    out.push_str(&v);
-                    refs.hidden.borrow_mut().push(v);
-                }
-                Err(e) => return Err(format!("cannot read {path}: {e}")),
-            },
-            Some(("secret", name)) if !name.is_empty() => {
-                let v = (refs.secret)(name)?;
-                out.push_str(&v);
-                refs.hidden.borrow_mut().push(v);
-            }
-            _ => {
-                return Err(format!(
-                    "unsupported reference \"${{{reference}}}\"; use ${{env:NAME}}, ${{env:NAME:-default}}, ${{file:PATH}} or ${{secret:NAME}}"
-                ))
-            }
-        }
-        rest = &after[end + 1..];
-    }
-    out.push_str(rest);
-    Ok(out)
 }
 
 #[cfg(test)]

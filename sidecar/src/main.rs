@@ -13,8 +13,8 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Parser;
 
-use mcp_gateway::audit::Auditor;
-use mcp_gateway::secrets::SecretStore;
+use config_refs::SecretStore;
+use mcp_audit::Auditor;
 use mcp_oauth_sidecar::app::App;
 use mcp_oauth_sidecar::audit::{AuditLogSink, AuditSink, TracingAuditSink};
 use mcp_oauth_sidecar::config::{self, Config, LogFormat};
