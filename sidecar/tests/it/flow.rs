@@ -1,9 +1,7 @@
 //! The whole sign-in against the real binaries: metadata, registration, consent,
 //! Google, callback, tokens, refresh, consent remembered, groups re-read, revocation.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 #[tokio::test]
@@ -240,7 +238,6 @@ async fn confidential_clients_authenticate_with_their_secret() {
     assert_eq!(body["client_secret_expires_at"], 0);
     let client = Registered {
         client_id: body["client_id"].as_str().unwrap().into(),
-        client_secret: Some(secret.clone()),
         redirect_uri: "https://claude.ai/api/mcp/auth_callback".into(),
         body,
     };

@@ -1,5 +1,4 @@
 //! Test harness: starts the real binaries on ephemeral ports and talks MCP to them.
-#![allow(dead_code)]
 
 pub mod issuer;
 pub mod pg;

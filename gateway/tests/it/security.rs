@@ -1,15 +1,13 @@
 //! The outside security review's findings on the gateway, each tried from outside as an
 //! attacker would: real gateway, real mock backends, real fake Google, over HTTP.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::issuer::*;
-use common::*;
+use crate::common::issuer::*;
+use crate::common::*;
 use serde_json::{json, Value};
 
 const INIT: &str = r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#;

@@ -1,8 +1,6 @@
 //! Streamable HTTP rules, sessions and bad input at /mcp.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::json;
 
 fn one() -> (Proc, Proc) {

@@ -1,10 +1,8 @@
 //! STDIO backends: shared and per-session child processes, supervision, clean-up.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 
 fn stdio_backend(name: &str, marker: &str, extra: &str) -> String {

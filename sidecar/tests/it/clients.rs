@@ -1,11 +1,9 @@
 //! Client registration: rate limit per address, Client ID Metadata Documents (fetched
 //! SSRF-safely), and Workload Identity Federation credentials for the Directory API.
 
-mod common;
-
 use std::net::SocketAddr;
 
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -80,7 +78,6 @@ async fn client_id_metadata_documents_are_fetched_and_validated() {
     .await;
     let client = Registered {
         client_id: good.clone(),
-        client_secret: None,
         redirect_uri: "http://127.0.0.1:7777/callback".into(),
         body: Value::Null,
     };
@@ -134,7 +131,6 @@ async fn private_addresses_are_not_fetched_by_default() {
     let p = pkce();
     let client = Registered {
         client_id: doc.clone(),
-        client_secret: None,
         redirect_uri: "http://127.0.0.1:7777/callback".into(),
         body: Value::Null,
     };
@@ -154,7 +150,6 @@ async fn private_addresses_are_not_fetched_by_default() {
     let by_name = doc.replace("127.0.0.1", "localhost");
     let client = Registered {
         client_id: by_name,
-        client_secret: None,
         redirect_uri: "http://127.0.0.1:7777/callback".into(),
         body: Value::Null,
     };

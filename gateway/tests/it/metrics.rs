@@ -1,8 +1,6 @@
 //! The Prometheus admin listener.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::json;
 
 fn sample(text: &str, prefix: &str) -> f64 {

@@ -2,9 +2,7 @@
 //! the sidecar issues its own refresh tokens, so Google's 100-refresh-tokens-per-client
 //! limit does not apply.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::json;
 
 const USERS: usize = 150;

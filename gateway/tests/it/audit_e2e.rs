@@ -2,16 +2,14 @@
 //! record surviving a PostgreSQL outage and a `kill -9` of the gateway, and the
 //! `audit tail` reader.
 
-mod common;
-
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::issuer::*;
-use common::pg::OwnPostgres;
-use common::*;
+use crate::common::issuer::*;
+use crate::common::pg::OwnPostgres;
+use crate::common::*;
 use serde_json::{json, Value};
 
 const PG: &str = "postgres://postgres@127.0.0.1:5432/test";

@@ -1,8 +1,6 @@
 //! The aggregated /mcp endpoint against real mock MCP servers.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 

@@ -15,18 +15,16 @@
 //! `[[backend]]` appended and its data directory (`/var/lib/mcp-gateway`, a volume in
 //! the ECS task) moved to a temporary directory.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::common::*;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use bytes::Bytes;
-use common::*;
 use http_body_util::{combinators::BoxBody, BodyExt, Full};
 use p256::pkcs8::{EncodePrivateKey, LineEnding};
 use serde_json::{json, Value};

@@ -1,8 +1,6 @@
 //! A restart loses no registered client, refresh token or signing key.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 #[tokio::test]

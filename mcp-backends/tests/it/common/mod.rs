@@ -1,8 +1,6 @@
 //! Helpers for the mcp-mock integration tests: start the built binary, speak
 //! HTTP/1.1 with hyper's low-level client, read SSE streams. Every wait has a deadline.
 
-#![allow(dead_code)]
-
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -59,10 +57,6 @@ impl Mock {
             .unwrap_or_else(|| panic!("unexpected url {url:?}"))
             .to_string();
         Mock { child, addr }
-    }
-
-    pub fn pid(&self) -> Option<u32> {
-        self.child.id()
     }
 
     pub async fn wait_exit(&mut self) -> std::process::ExitStatus {

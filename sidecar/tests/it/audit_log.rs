@@ -3,11 +3,9 @@
 //! row with the reason, in a fresh PostgreSQL schema; the queue is written out when
 //! the sidecar is stopped with SIGTERM.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 /// `[audit]` writing to `schema` of the test database.
 fn audit_table(schema: &str, dir: &TempDir, extra: &str) -> String {

@@ -37,8 +37,7 @@
 //! the systemd unit's reload script (`ops/systemd/mcp-gateway-reload.sh`) against a
 //! daemonized gateway (`-d`, pid file), as `systemctl reload mcp-gateway` runs it.
 
-mod common;
-
+use crate::common;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -670,7 +669,7 @@ fn systemd_reload_script_hands_over() {
 /// Control: the same load across a plain restart (SIGTERM, then a new process without
 /// -u) does fail requests, so the zero above is the upgrade's doing, not a blind
 /// harness. Not run by default (it is about the harness, and slow to fail):
-/// `cargo test -p mcp-gateway --test upgrade -- --ignored`.
+/// `cargo test -p mcp-gateway --test it -- --ignored upgrade::`.
 #[test]
 #[ignore]
 fn control_plain_restart_fails_requests() {

@@ -1,13 +1,11 @@
 //! `${secret:..}` references resolved from AWS Secrets Manager — a real local moto
 //! server (PyPI `moto[server]`, installed by ops/scripts/install-tools.sh --test).
 
-mod common;
-
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 
 struct Moto {

@@ -1,8 +1,6 @@
 //! Every refusal of the acceptance list, each with the exact error it must produce.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 
 async fn setup(tag: &str) -> (FakeGoogle, Sidecar, Registered) {
@@ -232,7 +230,6 @@ async fn wrong_verifier_reused_code_and_foreign_code_are_refused() {
     let (p, code) = sign_in_new(&b, &sidecar, &client, "alice@example.com").await;
     let stolen = Registered {
         client_id: other.client_id.clone(),
-        client_secret: None,
         redirect_uri: client.redirect_uri.clone(),
         body: Value::Null,
     };

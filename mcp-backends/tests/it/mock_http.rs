@@ -1,8 +1,6 @@
 //! mcp-mock over Streamable HTTP, driven as a client would.
 
-mod common;
-
-use common::{body_bytes, json_body, tool_text, within, Mock, Sse};
+use crate::common::{body_bytes, json_body, tool_text, within, Mock, Sse};
 use hyper::StatusCode;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};

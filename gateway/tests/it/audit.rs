@@ -18,8 +18,7 @@ use mcp_gateway::audit::{AuditConfig, AuditEvent, AuditMetrics, Auditor, FsyncPo
 use serde_json::{json, Value};
 use tokio::net::{TcpListener, TcpStream};
 
-mod common;
-use common::pg::OwnPostgres;
+use crate::common::pg::OwnPostgres;
 
 const PG: &str = "postgres://postgres@127.0.0.1:5432/test";
 
@@ -710,7 +709,8 @@ async fn crash_and_recover(write_ahead: bool) {
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
-            "crash_child_helper",
+            // The test's libtest name inside the one `it` binary.
+            "audit::crash_child_helper",
             "--nocapture",
             "--test-threads=1",
         ])

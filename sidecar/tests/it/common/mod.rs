@@ -3,8 +3,6 @@
 //! schema, and drives the sign-in over HTTP the way a browser would (cookies kept,
 //! redirects followed by hand so that every hop can be checked).
 
-#![allow(dead_code)]
-
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -115,7 +113,8 @@ audience = "//iam.googleapis.com/projects/1/locations/global/workloadIdentityPoo
 "#;
 
 pub struct FakeGoogle {
-    pub child: Child,
+    /// Held for `kill_on_drop`: the process lives as long as this value.
+    _child: Child,
     pub url: String,
     _dir: TempDir,
 }
@@ -135,7 +134,7 @@ impl FakeGoogle {
             .args(["--listen", "127.0.0.1:0"]);
         let (child, url) = spawn_listening(cmd, "fake-google").await;
         FakeGoogle {
-            child,
+            _child: child,
             url,
             _dir: dir,
         }
@@ -408,7 +407,6 @@ pub fn pkce() -> Pkce {
 
 pub struct Registered {
     pub client_id: String,
-    pub client_secret: Option<String>,
     pub redirect_uri: String,
     pub body: Value,
 }
@@ -437,7 +435,6 @@ pub async fn register_public(sidecar: &Sidecar) -> Registered {
     assert_eq!(status, 201, "{body}");
     Registered {
         client_id: body["client_id"].as_str().expect("client_id").to_string(),
-        client_secret: None,
         redirect_uri,
         body,
     }

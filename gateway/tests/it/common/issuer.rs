@@ -10,8 +10,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 
-pub const KEY1: &str = include_str!("../keys/test-es256-1.pem");
-pub const KEY2: &str = include_str!("../keys/test-es256-2.pem");
+pub const KEY1: &str = include_str!("../../keys/test-es256-1.pem");
+pub const KEY2: &str = include_str!("../../keys/test-es256-2.pem");
 pub const JWK1: (&str, &str) = (
     "1_gr1BpAsONwS1tEhGsza9OyYZ6qzOHKG4lMdpmqKgg",
     "0eHMA0YFiO4s2grW_O8GEWfEyiahaYjqKvcK7s5qnx8",

@@ -5,11 +5,9 @@
 //! slow request bodies are cut off while a normal sign-in goes on; IPv6 transition
 //! addresses are never fetched.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -73,7 +71,6 @@ async fn doc_server(mode: Doc) -> String {
 fn doc_client(url: &str) -> Registered {
     Registered {
         client_id: url.to_string(),
-        client_secret: None,
         redirect_uri: DOC_REDIRECT.into(),
         body: Value::Null,
     }

@@ -1,13 +1,11 @@
 //! The gateway as an OAuth resource server: bearer checks, attacks, policy, metadata.
 //! A small issuer (metadata + JWKS over real HTTP) runs in the test process.
 
-mod common;
-
 use std::sync::atomic::Ordering;
 
+use crate::common::issuer::*;
+use crate::common::*;
 use base64::Engine;
-use common::issuer::*;
-use common::*;
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 

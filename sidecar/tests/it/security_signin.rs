@@ -5,12 +5,10 @@
 //! current allowlist, `__Host-` cookies on https, and Google's discovery issuer must be
 //! the configured one.
 
-mod common;
-
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -534,7 +532,6 @@ async fn a_redirect_uri_removed_from_the_allowlist_is_refused_at_authorize() {
     assert_eq!(s, 201, "{body}");
     let client = Registered {
         client_id: body["client_id"].as_str().expect("client_id").to_string(),
-        client_secret: None,
         redirect_uri: CLAUDE_CALLBACK.into(),
         body,
     };

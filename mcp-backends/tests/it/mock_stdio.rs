@@ -1,10 +1,8 @@
 //! mcp-mock over stdio: newline-delimited JSON-RPC on stdin/stdout.
 
-mod common;
-
 use std::process::Stdio;
 
-use common::within;
+use crate::common::within;
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{ChildStdin, ChildStdout, Command};
