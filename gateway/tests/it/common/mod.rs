@@ -337,6 +337,16 @@ impl Client {
         body: impl Into<reqwest::blocking::Body>,
         extra: &[(&str, &str)],
     ) -> Answer {
+        self.try_post_raw(body, extra).expect("POST")
+    }
+
+    /// As `post_raw`, but a transport error (connection refused or reset) is returned,
+    /// for waits that poll until the gateway takes connections again.
+    pub fn try_post_raw(
+        &self,
+        body: impl Into<reqwest::blocking::Body>,
+        extra: &[(&str, &str)],
+    ) -> Result<Answer, reqwest::Error> {
         let mut rb = self
             .http
             .post(&self.url)
@@ -354,12 +364,12 @@ impl Client {
         for (k, v) in extra {
             rb = rb.header(*k, *v);
         }
-        let r = rb.body(body).send().expect("POST");
-        Answer {
+        let r = rb.body(body).send()?;
+        Ok(Answer {
             status: r.status().as_u16(),
             headers: r.headers().clone(),
             body: r.text().unwrap_or_default(),
-        }
+        })
     }
 
     pub fn post(&self, msg: &Value) -> Answer {
