@@ -2,6 +2,11 @@
 //! `common` (the process harness: real binaries on ephemeral ports, killed on drop)
 //! is compiled once. One module per topic; run one with
 //! `cargo test -p mcp-gateway --test it -- TOPIC::`.
+//!
+//! Tests that run the gateway and the sidecar together live elsewhere: the sign-in end
+//! to end with real MCP clients in `gateway/tests/interop/test_oauth_e2e.py` (Python,
+//! `ops/scripts/oauth-e2e.sh`), the production configurations in
+//! `sidecar/tests/it/production_config.rs`.
 
 mod common;
 

@@ -209,17 +209,9 @@ fn upstream_session_loss_is_repaired_transparently() {
     let mut cl = Client::new(&gw.url);
     cl.initialize();
     drop(a);
-    let mut child = std::process::Command::new(mock_bin())
-        .args(["--http", &listen, "--name", "alpha", "--no-dynamic"])
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_until(std::time::Duration::from_secs(10), || {
-        std::net::TcpStream::connect(&listen).is_ok()
-    });
+    let again = spawn_mock_at(&listen, "alpha", &["--no-dynamic"]);
     let r = cl.call_tool("alpha__echo", json!({"text": "again"}));
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(again);
     assert_eq!(text_of(&r), "again", "{r}");
 }
 

@@ -39,7 +39,7 @@
 
 use crate::common;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -91,18 +91,13 @@ impl Drop for Gw {
     }
 }
 
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    l.local_addr().unwrap().port()
-}
-
 fn start_gateway(
     config: &Path,
     yaml: &Path,
     upgrade: bool,
     name: &'static str,
     log: &Path,
-) -> (Gw, mpsc::Receiver<String>) {
+) -> (Gw, mpsc::Receiver<(String, Option<String>)>) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_mcp-gateway"));
     cmd.arg("--config").arg(config).arg("-c").arg(yaml);
     if upgrade {
@@ -115,15 +110,7 @@ fn start_gateway(
         .stderr(stderr)
         .spawn()
         .expect("spawn mcp-gateway");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(url) = line.trim().strip_prefix("listening on ") {
-                let _ = tx.send(url.to_string());
-            }
-        }
-    });
+    let rx = common::announcements(&mut child);
     (Gw { child, name }, rx)
 }
 
@@ -493,13 +480,15 @@ fn write_configs(
 fn graceful_upgrade_drops_no_request() {
     let mock = common::spawn_mock("alpha", &["--json", "--no-dynamic"]);
     let dir = common::tempdir();
-    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let addr: SocketAddr = format!("127.0.0.1:{}", common::free_port())
+        .parse()
+        .unwrap();
     let (config, yaml, sock, _) = write_configs(&dir, addr, &mock.url);
 
     // The old process.
     let old_log = dir.join("old.log");
     let (mut old, old_rx) = start_gateway(&config, &yaml, false, "old", &old_log);
-    let url = old_rx
+    let (url, _) = old_rx
         .recv_timeout(Duration::from_secs(30))
         .unwrap_or_else(|_| panic!("old gateway did not start: {}", tail(&old_log)));
     assert_eq!(url, format!("http://{addr}/mcp"));
@@ -523,7 +512,7 @@ fn graceful_upgrade_drops_no_request() {
     );
     let rc = unsafe { libc::kill(old.child.id() as libc::pid_t, libc::SIGQUIT) };
     assert_eq!(rc, 0, "SIGQUIT to the old process");
-    let new_url = new_rx
+    let (new_url, _) = new_rx
         .recv_timeout(Duration::from_secs(15))
         .unwrap_or_else(|_| {
             panic!(
@@ -587,7 +576,9 @@ fn alive(pid: u32) -> bool {
 fn systemd_reload_script_hands_over() {
     let mock = common::spawn_mock("alpha", &["--json", "--no-dynamic"]);
     let dir = common::tempdir();
-    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let addr: SocketAddr = format!("127.0.0.1:{}", common::free_port())
+        .parse()
+        .unwrap();
     let (config, yaml, _, pid_file) = write_configs(&dir, addr, &mock.url);
     let bin = env!("CARGO_BIN_EXE_mcp-gateway");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../ops/systemd/mcp-gateway-reload.sh");
@@ -675,7 +666,9 @@ fn systemd_reload_script_hands_over() {
 fn control_plain_restart_fails_requests() {
     let mock = common::spawn_mock("alpha", &["--json", "--no-dynamic"]);
     let dir = common::tempdir();
-    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let addr: SocketAddr = format!("127.0.0.1:{}", common::free_port())
+        .parse()
+        .unwrap();
     let (config, yaml, _, _) = write_configs(&dir, addr, &mock.url);
     let old_log = dir.join("old.log");
     let (mut old, old_rx) = start_gateway(&config, &yaml, false, "old", &old_log);

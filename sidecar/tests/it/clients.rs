@@ -141,7 +141,7 @@ async fn private_addresses_are_not_fetched_by_default() {
         .unwrap();
     assert_eq!(r.status(), 400);
     let page = r.text().await.unwrap();
-    // Every fetch failure reads the same (tests/security_limits.rs); the cause is audited.
+    // Every fetch failure reads the same (security_limits); the cause is audited.
     assert!(
         page.contains("client metadata document could not be fetched"),
         "{page}"

@@ -28,7 +28,6 @@ use bytes::Bytes;
 use http_body_util::{combinators::BoxBody, BodyExt, Full};
 use p256::pkcs8::{EncodePrivateKey, LineEnding};
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 const SERVICE_ACCOUNT: &str = "mcp-directory-reader@o1-project.iam.gserviceaccount.com";
@@ -390,19 +389,8 @@ async fn spawn_logged(mut cmd: Command, what: &str, log: &Path) -> (Child, Strin
         .kill_on_drop(true)
         .spawn()
         .unwrap_or_else(|e| panic!("spawn {what}: {e}"));
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
     // Other lines may come first (the gateway announces its metrics listener).
-    let announced = tokio::time::timeout(Duration::from_secs(60), async {
-        while let Ok(Some(line)) = lines.next_line().await {
-            if let Some(url) = line.trim().strip_prefix("listening on ") {
-                return Some(url.to_string());
-            }
-        }
-        None
-    })
-    .await
-    .ok()
-    .flatten();
+    let announced = listening_url(&mut child, Duration::from_secs(60)).await;
     let Some(url) = announced else {
         let status = child.try_wait().ok().flatten();
         panic!(
@@ -410,7 +398,6 @@ async fn spawn_logged(mut cmd: Command, what: &str, log: &Path) -> (Child, Strin
             std::fs::read_to_string(log).unwrap_or_default()
         );
     };
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     (child, url)
 }
 

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::common::*;
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::io::AsyncReadExt;
 use tokio::process::{Child, Command};
 
 /// What a sidecar wrote to stderr so far.
@@ -79,18 +79,9 @@ async fn respawn(
     let path = dir.path.join("sidecar.toml");
     std::fs::write(&path, edit(text)).expect("write config");
     let (mut child, logs) = spawn_raw(&path);
-    let stdout = child.stdout.take().expect("stdout");
-    let mut line = String::new();
-    within("the sidecar's listening line", async {
-        BufReader::new(stdout).read_line(&mut line).await
-    })
-    .await
-    .expect("read stdout");
-    let url = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}; logs: {}", logs.text()))
-        .to_string();
+    let url = listening_url(&mut child, DEADLINE)
+        .await
+        .unwrap_or_else(|| panic!("no listening line; logs: {}", logs.text()));
     (
         Sidecar::attach(child, url, sidecar.schema.clone()),
         logs,

@@ -70,6 +70,16 @@ pub fn read_listen_line(child: &mut Child, what: &str) -> String {
 /// The announced MCP URL, and the metrics/admin base URL when the process announced
 /// one first ("metrics on http://ADDR/metrics").
 pub fn read_listen_lines(child: &mut Child, what: &str) -> (String, Option<String>) {
+    announcements(child)
+        .recv_timeout(Duration::from_secs(30))
+        .unwrap_or_else(|_| panic!("{what} did not announce its address within 30 s"))
+}
+
+/// Every `listening on URL` line of `child`'s (piped) stdout as it comes, with the admin
+/// base URL announced before it, if any; stdout is drained until it closes, so the
+/// process never blocks on a full pipe (a process that takes a socket over announces
+/// again: the zero-downtime upgrade reads the second line).
+pub fn announcements(child: &mut Child) -> std::sync::mpsc::Receiver<(String, Option<String>)> {
     let stdout = child.stdout.take().expect("piped stdout");
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -92,8 +102,7 @@ pub fn read_listen_lines(child: &mut Child, what: &str) -> (String, Option<Strin
             }
         }
     });
-    rx.recv_timeout(Duration::from_secs(30))
-        .unwrap_or_else(|_| panic!("{what} did not announce its address within 30 s"))
+    rx
 }
 
 /// Starts `mcp-mock --http 127.0.0.1:0 --name NAME` plus extra args.

@@ -50,6 +50,27 @@ fn fake_google_bin() -> PathBuf {
     bin
 }
 
+/// Reads `child`'s piped stdout until its `listening on URL` line (other lines may come
+/// first: the gateway announces its metrics listener), within `limit`, then keeps
+/// draining stdout in the background. `None` when stdout closed first or time ran out.
+/// The one place the tests read a process's address; every spawn goes through it.
+pub async fn listening_url(child: &mut Child, limit: Duration) -> Option<String> {
+    let mut lines = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
+    let url = tokio::time::timeout(limit, async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if let Some(url) = line.trim().strip_prefix("listening on ") {
+                return Some(url.to_string());
+            }
+        }
+        None
+    })
+    .await
+    .ok()
+    .flatten();
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    url
+}
+
 /// Spawns `cmd`, reads its `listening on http://ADDR` line, returns (child, base URL).
 async fn spawn_listening(mut cmd: Command, what: &str) -> (Child, String) {
     let mut child = cmd
@@ -62,18 +83,9 @@ async fn spawn_listening(mut cmd: Command, what: &str) -> (Child, String) {
         .kill_on_drop(true)
         .spawn()
         .unwrap_or_else(|e| panic!("spawn {what}: {e}"));
-    let stdout = child.stdout.take().expect("stdout");
-    let mut line = String::new();
-    within(&format!("{what}'s listening line"), async {
-        BufReader::new(stdout).read_line(&mut line).await
-    })
-    .await
-    .expect("read stdout");
-    let url = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("{what}: unexpected first line {line:?}"))
-        .to_string();
+    let url = listening_url(&mut child, DEADLINE)
+        .await
+        .unwrap_or_else(|| panic!("{what} did not print its listening line within {DEADLINE:?}"));
     (child, url)
 }
 
@@ -277,7 +289,7 @@ admin_subject = "alice@example.com"
 {credentials}
 token_uri = "{g}/token"
 
-# Many sign-ins from 127.0.0.1 (tests/security_limits.rs tests the default).
+# Many sign-ins from 127.0.0.1 (security_limits tests the default).
 [rate_limit]
 lookups_burst = 100000
 "#,
