@@ -39,12 +39,10 @@ cargo build -q -p mcp-oauth-sidecar -p fake-google
 bin="$root/target/debug"
 
 work="$(mktemp -d)"
-pids=()
+. "$root/ops/scripts/lib.sh"
+proc_init "$work"
 cleanup() {
-  # start() runs inside $(…): its children are recorded in a file, not in the array.
-  [ -f "$work/pids" ] && while read -r p; do kill "$p" 2>/dev/null || true; done < "$work/pids"
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
+  proc_stop_all
   if [ -n "${schema:-}" ]; then
     psql -q -h 127.0.0.1 -U postgres -d test -c "DROP SCHEMA IF EXISTS $schema CASCADE" >/dev/null 2>&1 || true
   fi
@@ -52,20 +50,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
-
-# Starts "$@" with stdout to $1.out; waits for its `listening on URL` line; echoes URL.
+# Starts "$@" with stdout to $1.out; waits (10 s) for its `listening on URL`; echoes URL.
 start() {
   local name="$1"; shift
-  "$@" >"$work/$name.out" 2>"$work/$name.err" &
-  echo "$!" >> "$work/pids"
-  for _ in $(seq 1 200); do
-    if grep -q '^listening on ' "$work/$name.out" 2>/dev/null; then
-      sed -n 's/^listening on //p' "$work/$name.out" | head -1; return 0
-    fi
-    sleep 0.05
-  done
-  log "$name did not start:"; cat "$work/$name.err" >&2; return 1
+  proc_start "$name" TERM 10 "$@" || { log "$name did not start"; return 1; }
 }
 
 google_url=$(start fake-google "$bin/fake-google" --listen 127.0.0.1:0 \
@@ -143,7 +131,7 @@ out="$work/conformance"
 "$node" "$conformance" authorization --url "$issuer" --client-id "$client_id" \
   --resource "$resource" -p "$cb_port" -o "$out" >"$work/conformance.log" 2>&1 &
 conf_pid=$!
-pids+=("$conf_pid")
+proc_track "$conf_pid"
 auth_url=""
 for _ in $(seq 1 600); do
   auth_url=$(grep -m1 -o "$issuer/authorize?[^ ]*" "$work/conformance.log" || true)

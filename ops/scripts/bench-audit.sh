@@ -44,8 +44,8 @@ fi
 out="$(mktemp)"
 trap 'rm -f "$out"' EXIT
 env AUDIT_BENCH_EVENTS="$events" AUDIT_BENCH_RATE="$rate" "${wal[@]}" \
-  timeout 900 cargo test --release -q -p mcp-gateway --test audit -- \
-  --ignored --exact bench_insert_rate --nocapture >"$out" 2>&1 || {
+  timeout 900 cargo test --release -q -p mcp-gateway --test it -- \
+  --ignored --exact audit::bench_insert_rate --nocapture >"$out" 2>&1 || {
   cat "$out" >&2
   echo "the benchmark failed" >&2
   exit 1

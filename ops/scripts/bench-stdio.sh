@@ -96,24 +96,13 @@ install_peer() {
 }
 install_peer
 
-# ---- process bookkeeping: every PID goes to a file ($(…) subshells lose variables)
+# ---- process bookkeeping (lib.sh): every PID goes to a file ($(…) subshells lose
+# variables), each with its stop signal (INT for the gateway: Pingora's fast shutdown).
 work="$(mktemp -d "${TMPDIR:-/tmp}/bench-stdio.XXXXXX")"
-pidfile="$work/pids"
-: > "$pidfile"
+. "$root/ops/scripts/lib.sh"
+proc_init "$work"
 cleanup() {
-  local pid sig
-  # Newest first; "PID SIGNAL" per line (INT for the gateway: Pingora's fast shutdown).
-  if [ -s "$pidfile" ]; then
-    tac "$pidfile" | while read -r pid sig; do kill "-$sig" "$pid" 2>/dev/null || true; done
-    for _ in $(seq 1 50); do
-      local left=0
-      while read -r pid sig; do kill -0 "$pid" 2>/dev/null && left=1; done < "$pidfile"
-      [ $left = 0 ] && break
-      sleep 0.1
-    done
-    while read -r pid sig; do kill -KILL "$pid" 2>/dev/null || true; done < "$pidfile"
-  fi
-  wait 2>/dev/null || true
+  proc_stop_all 5
   if [ "${KEEP_WORKDIR:-0}" = 1 ]; then log "logs kept in $work"; else rm -rf "$work"; fi
 }
 trap cleanup EXIT
@@ -123,20 +112,13 @@ trap 'exit 130' INT TERM
 # go with it), logs to $work/NAME.{out,err}, records "PID SIGNAL".
 spawn() {
   local name=$1 sig=$2; shift 2
-  setsid "$@" >"$work/$name.out" 2>"$work/$name.err" </dev/null &
-  echo "$! $sig" >> "$pidfile"
-  echo $!
+  proc_spawn "$name" "$sig" setsid "$@"
+  echo "$PROC_PID"
 }
-# wait_for CONDITION-COMMAND… : polls up to 30 s.
-wait_for() {
-  for _ in $(seq 1 600); do "$@" && return 0; sleep 0.05; done
-  return 1
-}
-listening_url() { sed -n 's/^listening on \(http:[^ ]*\)$/\1/p' "$work/$1.out" | head -n1; }
+listening_url() { proc_url "$1"; }
 has_url() { [ -n "$(listening_url "$1")" ]; }
 exited() { ! kill -0 "$1" 2>/dev/null; }
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 fail_start() { log "FAIL: $1 did not start"; tail -n 20 "$work/$1.err" >&2 || true; exit 1; }
 
 # CPU seconds (user+system) of a process and all its descendants, from /proc.
@@ -197,7 +179,7 @@ args = ["--stdio", "--name", "fast", "--no-dynamic"]
 sharing = "shared"
 EOF
 gw_pid=$(spawn gateway INT "$bin/mcp-gateway" --config "$work/gateway.toml" -c "$root/ops/pingora.yaml")
-wait_for has_url gateway || fail_start gateway
+wait_for 30 has_url gateway || fail_start gateway
 gw_url=$(listening_url gateway)
 
 # ---- the peer, bridging the same stdio server to Streamable HTTP
@@ -211,7 +193,7 @@ case "$peer" in
                  --stdio "${stdio_server[*]}" --outputTransport streamableHttp --stateful \
                  --port "$port") ;;
 esac
-wait_for port_open "$port" || fail_start peer
+wait_for 30 port_open "$port" || fail_start peer
 peer_url="http://127.0.0.1:$port/mcp"
 
 # ---- loads, gateway and peer alternately, so that other work on the machine hits both

@@ -22,20 +22,15 @@ done
 cargo build --release -q -p mcp-gateway -p mcp-backends -p mcp-loadgen
 bin="$root/target/release"
 work=$(mktemp -d)
-# start() runs in a subshell ($(…)), so children are recorded in a file, not a variable.
-cleanup() { [ -f "$work/pids" ] && xargs -r kill < "$work/pids" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"; }
+# start() runs in a subshell ($(…)): lib.sh records every PID in a file, not a variable.
+. "$root/ops/scripts/lib.sh"
+proc_init "$work"
+cleanup() { proc_stop_all; rm -rf "$work"; }
 trap cleanup EXIT
 
-# Starts a process whose first stdout line is "listening on URL"; echoes URL.
+# Starts a process whose first stdout line is "listening on URL" (15 s); echoes URL.
 start() {
-  local log="$work/$RANDOM.out"
-  "$@" > "$log" 2>/dev/null &
-  echo $! >> "$work/pids"
-  for _ in $(seq 1 300); do
-    if grep -q '^listening on ' "$log" 2>/dev/null; then sed -n 's/^listening on //p' "$log" | head -1; return; fi
-    sleep 0.05
-  done
-  echo "could not start: $*" >&2; exit 1
+  PROC_STDERR=/dev/null proc_start "p$RANDOM" TERM 15 "$@" || { echo "could not start: $*" >&2; exit 1; }
 }
 
 load() { "$bin/mcp-load" --json --duration "$secs" --warmup 1 "$@"; }
@@ -94,7 +89,7 @@ name = "fast"
 url = "$mock"
 EOT
 gw=$(start "$bin/mcp-gateway" --config "$work/gw.toml" -c ops/pingora.yaml)
-gw_pid=$(tail -1 "$work/pids")
+gw_pid=$(proc_last_pid)
 pass="${gw%/mcp}/backends/fast/mcp"
 
 rows=()
@@ -127,7 +122,7 @@ iss="http://127.0.0.1:$iss_port"
 printf '{"issuer":"%s","jwks_uri":"%s/jwks"}' "$iss" "$iss" > "$iss_dir/.well-known/oauth-authorization-server"
 python3 ops/scripts/mint-test-token.py --jwk gateway/tests/keys/test-es256-1.pem k1 > "$iss_dir/jwks"
 (cd "$iss_dir" && exec python3 -m http.server "$iss_port" --bind 127.0.0.1 >/dev/null 2>&1) &
-echo $! >> "$work/pids"
+proc_track $!
 cat > "$work/gwauth.toml" <<EOT
 [server]
 listen = "127.0.0.1:0"
@@ -141,7 +136,7 @@ name = "fast"
 url = "$mock"
 EOT
 gwa=$(start "$bin/mcp-gateway" --config "$work/gwauth.toml" -c ops/pingora.yaml)
-gwa_pid=$(tail -1 "$work/pids")
+gwa_pid=$(proc_last_pid)
 token=$(python3 ops/scripts/mint-test-token.py gateway/tests/keys/test-es256-1.pem k1 "$iss" "$gwa")
 pair "auth none" "$gw" "$gw_pid" fast__echo "oauth" "$gwa" "$gwa_pid" fast__echo --header "authorization: Bearer $token"
 nr=${rps_a[$mid]}; orr=${rps_b[$mid]}
@@ -162,7 +157,7 @@ name = "fast"
 url = "$mock"
 EOT
 gwq=$(start "$bin/mcp-gateway" --config "$work/gwaudit.toml" -c ops/pingora.yaml)
-gwq_pid=$(tail -1 "$work/pids")
+gwq_pid=$(proc_last_pid)
 # PostgreSQL shares the two cores with the gateway, the backend and the load.
 pair "audit off" "$gw" "$gw_pid" fast__echo "audit on" "$gwq" "$gwq_pid" fast__echo
 fr=${rps_a[$mid]}; qr=${rps_b[$mid]}

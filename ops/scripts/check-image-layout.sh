@@ -47,10 +47,10 @@ newer=$(find gateway/src crates gateway/Cargo.toml Cargo.lock -newer "$rel/mcp-g
 [ -z "$newer" ] || log "warning: $newer is newer than $rel/mcp-gateway (run with --build to check a fresh binary)"
 
 tmp=$(mktemp -d /tmp/mcpgw-image.XXXXXX)
-pids=()
+. "$root/ops/scripts/lib.sh"
+proc_init "$tmp"
 cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
+  proc_stop_all
   rm -rf "$tmp"
 }
 trap cleanup EXIT INT TERM
@@ -194,7 +194,6 @@ make_layout() {  # $1 = Dockerfile, $2 = work dir; fills $2/root
   log "layout ok: $df ($n files: $(cd "$w/root" && find . -type f | sort | tr '\n' ' '))"
 }
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 for df in Dockerfile.gateway Dockerfile.sidecar; do
   [ -f "$df" ] || fail "$df is missing"
@@ -235,11 +234,8 @@ fi
 
 # --- 3. run the gateway from the layout --------------------------------------------------------
 [ "$(cat "$tmp/gw/user")" != root ] || fail "Dockerfile.gateway: the runtime stage runs as root"
-"$rel/mcp-mock" --http 127.0.0.1:0 --name demo > "$tmp/mock.out" 2> "$tmp/mock.err" &
-pids+=($!)
-for _ in $(seq 100); do grep -q '^listening on ' "$tmp/mock.out" 2>/dev/null && break; sleep 0.05; done
-mock_url=$(sed -n 's/^listening on //p' "$tmp/mock.out" | head -1)
-[ -n "$mock_url" ] || fail "mcp-mock did not start: $(cat "$tmp/mock.err")"
+mock_url=$(proc_start mock TERM 5 "$rel/mcp-mock" --http 127.0.0.1:0 --name demo) \
+  || fail "mcp-mock did not start: $(cat "$tmp/mock.err")"
 
 port=$(free_port)
 layout="$tmp/gw/root"
@@ -271,8 +267,8 @@ if [ "$(id -u)" = 0 ] && command -v setpriv >/dev/null; then
 fi
 (cd "$workdir" && exec env -i "${run_env[@]}" "${as_user[@]}" "${argv[@]}") \
   > "$tmp/gw.out" 2> "$tmp/gw.err" &
-pids+=($!)
 gw_pid=$!
+proc_track "$gw_pid"
 
 mapfile -d '' health < "$tmp/gw/healthcheck"
 [ ${#health[@]} -gt 0 ] || fail "Dockerfile.gateway has no HEALTHCHECK CMD"

@@ -90,21 +90,13 @@ serve_pid_file="$work/stack-serve.pid"  # `stack.py serve` of the mcp-remote par
 part_pid_file="$work/part.pid"          # the part running now (its `timeout`)
 status=0
 
-alive() { [ -n "$1" ] && kill -0 "$1" 2>/dev/null && ! grep -q '^State:.*Z' "/proc/$1/status" 2>/dev/null; }
+. "$root/ops/scripts/lib.sh"
 
 # Stops the process whose PID is in file $1: SIGTERM, polling until it is gone,
 # SIGKILL at the deadline; reaps it (they are children of this shell).
 stop_pid_file() {
   [ -f "$1" ] || return 0
-  local pid end
-  pid=$(cat "$1")
-  if alive "$pid"; then
-    kill -TERM "$pid" 2>/dev/null
-    end=$((SECONDS + stop_deadline))
-    while alive "$pid" && [ $SECONDS -lt $end ]; do sleep 0.1; done  # poll, bounded
-    alive "$pid" && kill -KILL "$pid" 2>/dev/null
-  fi
-  wait "$pid" 2>/dev/null
+  proc_stop "$(cat "$1")" TERM "$stop_deadline"
   rm -f "$1"
 }
 
@@ -161,7 +153,7 @@ start_remote_stack() {
   echo "$!" > "$serve_pid_file"
   end=$((SECONDS + stack_start_deadline))
   while [ ! -f "$dir/stack.json" ]; do
-    if ! alive "$(cat "$serve_pid_file")"; then
+    if ! proc_alive "$(cat "$serve_pid_file")"; then
       log "the stack did not start:"; cat "$work/stack-serve.log"; return 1
     fi
     if [ $SECONDS -ge $end ]; then

@@ -10,11 +10,14 @@ bash ops/scripts/install-tools.sh
 echo "[run-local] building (release)…" >&2
 cargo build --release -q -p mcp-gateway -p mcp-backends
 bin="$root/target/release"
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+work=$(mktemp -d)
+. "$root/ops/scripts/lib.sh"
+proc_init "$work"
+cleanup() { proc_stop_all; rm -rf "$work"; }
 trap cleanup EXIT INT TERM
-"$bin/mcp-mock" --http 127.0.0.1:9101 --name alpha >/dev/null & pids+=($!)
-"$bin/mcp-mock" --http 127.0.0.1:9102 --name beta >/dev/null & pids+=($!)
+proc_start alpha TERM 15 "$bin/mcp-mock" --http 127.0.0.1:9101 --name alpha >/dev/null
+proc_start beta TERM 15 "$bin/mcp-mock" --http 127.0.0.1:9102 --name beta >/dev/null
 echo "[run-local] demo backends alpha (:9101) and beta (:9102) started" >&2
-"$bin/mcp-gateway" --config ops/config/local.toml -c ops/pingora.yaml "$@" & pids+=($!)
-wait "${pids[-1]}"
+"$bin/mcp-gateway" --config ops/config/local.toml -c ops/pingora.yaml "$@" &
+proc_track $!
+wait $!

@@ -34,25 +34,13 @@ done
 [ -f "$CONFORMANCE" ] || { echo "conformance: $CONFORMANCE is missing (run ops/scripts/install-tools.sh --test)" >&2; exit 2; }
 
 work="$(mktemp -d "${TMPDIR:-/tmp}/mcp-conformance.XXXXXX")"
-pids=()
-sigs=() # the signal that stops each: INT for the gateway (Pingora's fast shutdown; TERM
-        # would start a graceful one with a long grace period), TERM for the mocks
-
-stop_pid() { # PID SIGNAL, then SIGKILL after 5 s
-  local pid=$1 sig=$2 i
-  kill -"$sig" "$pid" 2>/dev/null || return 0
-  for i in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
-  kill -KILL "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-}
-stop_all() {
-  local i
-  for i in "${!pids[@]}"; do stop_pid "${pids[$i]}" "${sigs[$i]}"; done
-  pids=()
-  sigs=()
-}
+# Each process's log is $work/NAME.{out,err}; its stop signal: INT for the gateway
+# (Pingora's fast shutdown; TERM would start a graceful one with a long grace period),
+# TERM for the mocks.
+. "$repo/ops/scripts/lib.sh"
+proc_init "$work"
 cleanup() {
-  stop_all
+  proc_stop_all
   if [ "${KEEP_WORKDIR:-0}" = 1 ]; then echo "conformance: logs and results kept in $work"; else rm -rf "$work"; fi
 }
 trap cleanup EXIT
@@ -62,26 +50,10 @@ trap 'exit 130' INT TERM
 # line, sets $url.
 start() {
   local name=$1 sig=$2; shift 2
-  # Create the files first: the background redirection may not have run yet when we read.
-  : >"$work/$name.stdout"; : >"$work/$name.stderr"
-  "$@" >"$work/$name.stdout" 2>"$work/$name.stderr" </dev/null &
-  local pid=$!
-  pids+=("$pid")
-  sigs+=("$sig")
-  local deadline=$((SECONDS + STARTUP_DEADLINE_S))
-  url=""
-  while :; do
-    url="$(sed -n 's#^listening on \(http://[^ ]*\)$#\1#p' "$work/$name.stdout" | head -n1)"
-    [ -n "$url" ] && return 0
-    if ! kill -0 "$pid" 2>/dev/null; then
-      echo "conformance: $name exited before listening" >&2; tail -n 30 "$work/$name.stderr" >&2; return 1
-    fi
-    if [ $SECONDS -ge $deadline ]; then
-      echo "conformance: $name did not print 'listening on URL' within ${STARTUP_DEADLINE_S}s" >&2
-      tail -n 30 "$work/$name.stderr" >&2; return 1
-    fi
-    sleep 0.05 # poll interval, bounded by the deadline above
-  done
+  proc_spawn "$name" "$sig" "$@"
+  url=$(proc_wait_url "$name" "$PROC_PID" "$STARTUP_DEADLINE_S") || {
+    echo "conformance: $name did not start" >&2; return 1
+  }
 }
 
 # run_suite LABEL URL : runs every active scenario against URL; output in $work/LABEL.out,
@@ -108,7 +80,7 @@ run_suite() {
 start mock-direct TERM "$MOCK_BIN" --http 127.0.0.1:0 --name conformance --no-dynamic
 direct_url=$url
 run_suite direct "$direct_url"
-stop_all
+proc_stop_all
 
 # ---- run 2: a fresh mock behind a fresh gateway
 start mock-behind TERM "$MOCK_BIN" --http 127.0.0.1:0 --name conformance --no-dynamic
@@ -126,8 +98,8 @@ start gateway INT "$GATEWAY_BIN" --config "$work/gateway.toml"
 gateway_url=$url
 run_suite gateway "$gateway_url"
 gateway_alive=1
-kill -0 "${pids[-1]}" 2>/dev/null || gateway_alive=0
-stop_all
+kill -0 "$(proc_last_pid)" 2>/dev/null || gateway_alive=0
+proc_stop_all
 
 # ---- compare
 total() { sed -n 's/^Total: \([0-9]*\) passed, \([0-9]*\) failed.*/\1 \2/p' "$work/$1.out" | tail -n1; }
@@ -183,7 +155,7 @@ echo "conformance: gateway $g_pass passed, $g_fail failed ($g_n scenarios)"
 status=0
 if [ "$d_n" -eq 0 ]; then echo "conformance: FAIL: the suite ran no scenario" >&2; status=1; fi
 if [ "$d_n" -ne "$g_n" ]; then echo "conformance: FAIL: the runs covered different scenarios" >&2; status=1; fi
-if [ "$gateway_alive" -ne 1 ]; then echo "conformance: FAIL: the gateway exited during the run" >&2; tail -n 30 "$work/gateway.stderr" >&2; status=1; fi
+if [ "$gateway_alive" -ne 1 ]; then echo "conformance: FAIL: the gateway exited during the run" >&2; tail -n 30 "$work/gateway.err" >&2; status=1; fi
 if [ "$d_pass" -ne "$g_pass" ]; then
   echo "conformance: FAIL: pass counts differ (direct $d_pass, gateway $g_pass)" >&2; status=1
 fi

@@ -1,8 +1,9 @@
 """Process fixtures for the interoperability tests.
 
 Starts the real binaries (mcp-mock backends and mcp-gateway) on ephemeral ports,
-reads their addresses back from the `listening on URL` line they print on stdout,
-and stops them when the fixture ends. Nothing is assumed about fixed ports.
+reads their addresses back from the `listening on URL` line they print on stdout
+(procs.py, the harness shared with oauth_e2e/stack.py), and stops them when the
+fixture ends. Nothing is assumed about fixed ports.
 
 Binaries default to <repo>/target/debug; override with MCP_GATEWAY_BIN / MCP_MOCK_BIN.
 Published peers for the STDIO tests: Node (MCP_INTEROP_NODE, default .tools' Node 22,
@@ -21,18 +22,17 @@ import contextlib
 import json
 import os
 from importlib import metadata
-import re
 import shutil
 import signal
-import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass, field
 from pathlib import Path
 
+import procs
 import pytest
+from procs import Proc
 
 try:
     _MCP_MAJOR = int(metadata.version("mcp").split(".")[0])
@@ -48,49 +48,9 @@ REPO = Path(__file__).resolve().parents[3]
 GATEWAY_BIN = Path(os.environ.get("MCP_GATEWAY_BIN", REPO / "target/debug/mcp-gateway"))
 MOCK_BIN = Path(os.environ.get("MCP_MOCK_BIN", REPO / "target/debug/mcp-mock"))
 
-STARTUP_DEADLINE_S = 30.0
-LISTEN_RE = re.compile(r"^listening on (http://\S+)$", re.MULTILINE)
-# A gateway's metrics/admin listener ("metrics on http://ADDR/metrics"), announced
-# before its MCP URL; the detailed /readyz lives there.
-ADMIN_RE = re.compile(r"metrics on (http://\S+)/metrics")
+# A gateway's metrics/admin URL by its MCP URL; the detailed /readyz lives there.
 ADMIN_URLS: dict[str, str] = {}
 ADMIN_LISTENER = ["[metrics]", 'listen = "127.0.0.1:0"']
-
-
-@dataclass
-class Proc:
-    """A started child process whose stdout and stderr go to files in a temp dir."""
-
-    name: str
-    popen: subprocess.Popen
-    stdout_path: Path
-    stderr_path: Path
-    url: str = ""
-    # The gateway stops at once on SIGINT (Pingora's fast shutdown; SIGTERM starts a
-    # graceful one with a long grace period); the mocks stop on SIGTERM.
-    stop_signal: int = signal.SIGTERM
-    _files: list = field(default_factory=list)
-
-    def log_tail(self, limit: int = 4000) -> str:
-        out = []
-        for p in (self.stdout_path, self.stderr_path):
-            try:
-                text = p.read_text(errors="replace")
-            except OSError:
-                text = ""
-            out.append(f"--- {self.name} {p.name} ({p}) ---\n{text[-limit:]}")
-        return "\n".join(out)
-
-    def stop(self) -> None:
-        if self.popen.poll() is None:
-            self.popen.send_signal(self.stop_signal)
-            try:
-                self.popen.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait(timeout=5)
-        for f in self._files:
-            f.close()
 
 
 def start(
@@ -100,40 +60,24 @@ def start(
     stop_signal: int = signal.SIGTERM,
     env: dict[str, str] | None = None,
 ) -> Proc:
-    """Starts argv and waits (polling, with a deadline) for its `listening on` line.
+    """Starts argv and waits (polling, with a deadline) for its `listening on` line
+    (procs.start); a process that cannot start fails the test.
 
     env: extra environment variables for the process (over this process's own)."""
-    if not Path(argv[0]).is_file():
-        pytest.fail(f"{argv[0]} is missing: build it first (ops/scripts/interop.sh does)")
-    stdout_path = workdir / f"{name}.stdout"
-    stderr_path = workdir / f"{name}.stderr"
-    out = open(stdout_path, "wb")
-    err = open(stderr_path, "wb")
-    full_env = dict(os.environ)
-    full_env.setdefault("RUST_LOG", "info")
-    full_env["NO_COLOR"] = "1"
-    full_env.update(env or {})
-    popen = subprocess.Popen(argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=full_env)
-    proc = Proc(name, popen, stdout_path, stderr_path, stop_signal=stop_signal, _files=[out, err])
-    deadline = time.monotonic() + STARTUP_DEADLINE_S
-    while True:
-        announced = stdout_path.read_text(errors="replace")
-        m = LISTEN_RE.search(announced)
-        if m:
-            proc.url = m.group(1)
-            admin = ADMIN_RE.search(announced)
-            if admin:
-                ADMIN_URLS[proc.url] = admin.group(1)
-            return proc
-        if popen.poll() is not None:
-            tail = proc.log_tail()
-            proc.stop()
-            pytest.fail(f"{name} exited with {popen.returncode} before listening\n{tail}")
-        if time.monotonic() > deadline:
-            tail = proc.log_tail()
-            proc.stop()
-            pytest.fail(f"{name} did not print 'listening on URL' within {STARTUP_DEADLINE_S}s\n{tail}")
-        time.sleep(0.05)  # poll interval, bounded by the deadline above
+    try:
+        proc = procs.start(
+            name,
+            argv,
+            workdir,
+            stop_signal=stop_signal,
+            env=env,
+            missing_hint="build it first (ops/scripts/interop.sh does)",
+        )
+    except procs.StartError as e:
+        pytest.fail(str(e))
+    if proc.admin_url:
+        ADMIN_URLS[proc.url] = proc.admin_url
+    return proc
 
 
 def start_mock(name: str, workdir: Path, *extra: str) -> Proc:
@@ -317,13 +261,7 @@ def cmdline(pid: int) -> list[str]:
     return [a.decode(errors="replace") for a in raw.split(b"\0") if a]
 
 
-def alive(pid: int) -> bool:
-    """True while pid exists and is not a zombie."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+alive = procs.pid_alive  # True while pid exists and is not a zombie
 
 
 STDIO_GUARD_ARG = "__stdio-guard"  # the gateway's own watchdog between it and each child

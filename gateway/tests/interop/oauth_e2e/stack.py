@@ -30,14 +30,17 @@ import os
 import re
 import secrets
 import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass, field
 from pathlib import Path
+
+# procs.py (the harness shared with conftest.py) sits one directory up, in
+# gateway/tests/interop: on the path whether this runs as a module or as a script.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import procs  # noqa: E402
+from procs import Proc, free_port, pid_alive, stop_pid  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[4]
 BIN_DIR = Path(os.environ.get("OAUTH_E2E_BIN_DIR", REPO / "target/debug"))
@@ -57,123 +60,34 @@ OUTSIDER = "someone@other.org"
 # must name the group exactly so.
 SRE_GROUP = "sre@example.com"
 
-STARTUP_DEADLINE_S = 30.0
-STOP_DEADLINE_S = 5.0
-LISTEN_RE = re.compile(r"^listening on (http://\S+)$", re.MULTILINE)
-
 
 class StackError(RuntimeError):
     pass
-
-
-def free_port() -> int:
-    """A port free right now on 127.0.0.1 (bound, then released)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def toml_str(s: str) -> str:
     return json.dumps(s)  # a JSON string is a valid TOML basic string
 
 
-def pid_alive(pid: int) -> bool:
-    """True while pid exists and is not a zombie."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
-def stop_pid(pid: int, sig: int = signal.SIGTERM, deadline_s: float = STOP_DEADLINE_S) -> None:
-    """Sends sig to pid, waits (polling, bounded) for it to go, then SIGKILL."""
-    try:
-        os.kill(pid, sig)
-    except ProcessLookupError:
-        return
-    end = time.monotonic() + deadline_s
-    while time.monotonic() < end:
-        if not pid_alive(pid):
-            return
-        time.sleep(0.05)  # poll interval, bounded by the deadline
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-
-
-@dataclass
-class Proc:
-    """One child process: stdout/stderr in files, PID in a file."""
-
-    name: str
-    popen: subprocess.Popen
-    stdout_path: Path
-    stderr_path: Path
-    pid_file: Path
-    stop_signal: int = signal.SIGTERM
-    url: str = ""
-    _files: list = field(default_factory=list)
-
-    def log_tail(self, limit: int = 6000) -> str:
-        out = []
-        for p in (self.stdout_path, self.stderr_path):
-            try:
-                text = p.read_text(errors="replace")
-            except OSError:
-                text = ""
-            out.append(f"--- {self.name} {p.name} ({p}) ---\n{text[-limit:]}")
-        return "\n".join(out)
-
-    def stop(self) -> None:
-        if self.popen.poll() is None:
-            self.popen.send_signal(self.stop_signal)
-            try:
-                self.popen.wait(timeout=STOP_DEADLINE_S)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait(timeout=STOP_DEADLINE_S)
-        for f in self._files:
-            f.close()
-        self.pid_file.unlink(missing_ok=True)
-
-
 def spawn(name: str, argv: list[str], workdir: Path, pid_dir: Path, stop_signal: int = signal.SIGTERM) -> Proc:
-    """Starts argv and waits (polling, with a deadline) for its `listening on URL` line."""
-    if not Path(argv[0]).is_file():
-        raise StackError(f"{argv[0]} is missing: build it (cargo build -p mcp-gateway -p mcp-oauth-sidecar -p fake-google -p mcp-backends)")
-    stdout_path = workdir / f"{name}.stdout"
-    stderr_path = workdir / f"{name}.stderr"
-    out = open(stdout_path, "wb")
-    err = open(stderr_path, "wb")
-    env = dict(os.environ)
-    env.setdefault("RUST_LOG", "info")
-    env["NO_COLOR"] = "1"
-    # Its own session: a Ctrl-C at the runner's terminal reaches the runner, which stops
-    # everything by PID, in order.
-    popen = subprocess.Popen(
-        argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env, start_new_session=True
-    )
-    pid_file = pid_dir / f"{name}.pid"
-    # "PID SIGNAL": the runner's cleanup stops it with the signal it stops on.
-    pid_file.write_text(f"{popen.pid} {int(stop_signal)}\n")
-    proc = Proc(name, popen, stdout_path, stderr_path, pid_file, stop_signal, _files=[out, err])
-    deadline = time.monotonic() + STARTUP_DEADLINE_S
-    while True:
-        m = LISTEN_RE.search(stdout_path.read_text(errors="replace"))
-        if m:
-            proc.url = m.group(1)
-            return proc
-        if popen.poll() is not None:
-            tail = proc.log_tail()
-            proc.stop()
-            raise StackError(f"{name} exited with {popen.returncode} before listening\n{tail}")
-        if time.monotonic() > deadline:
-            tail = proc.log_tail()
-            proc.stop()
-            raise StackError(f"{name} did not print 'listening on URL' within {STARTUP_DEADLINE_S}s\n{tail}")
-        time.sleep(0.05)  # poll interval, bounded by the deadline above
+    """Starts argv and waits (polling, with a deadline) for its `listening on URL` line
+    (procs.start). Its PID goes to `{pid_dir}/{name}.pid` as "PID SIGNAL" at once, so
+    that the runner's cleanup stops it with the signal it stops on; it runs in its own
+    session, so that a Ctrl-C at the runner's terminal reaches the runner, which stops
+    everything by PID, in order."""
+    try:
+        return procs.start(
+            name,
+            argv,
+            workdir,
+            stop_signal=stop_signal,
+            pid_dir=pid_dir,
+            new_session=True,
+            missing_hint="build it (cargo build -p mcp-gateway -p mcp-oauth-sidecar -p fake-google -p mcp-backends)",
+            log_limit=6000,
+        )
+    except procs.StartError as e:
+        raise StackError(str(e)) from None
 
 
 def psql(sql: str) -> None:
