@@ -177,16 +177,14 @@ fn session_key(config: &Config) -> [u8; 32] {
 
 /// Starts the audit log when enabled; the writer runs on a thread of its own, this
 /// runtime only starts it.
-fn start_auditor(config: &Config, gateway: &Gateway) -> anyhow::Result<Option<Arc<Auditor>>> {
+fn start_auditor(config: &Config) -> anyhow::Result<Option<Arc<Auditor>>> {
     if !config.audit.enabled {
         return Ok(None);
     }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let a = rt.block_on(Auditor::start(config.audit.clone()))?;
-    let _ = gateway.audit.set(a.clone());
-    Ok(Some(a))
+    Ok(Some(rt.block_on(Auditor::start(config.audit.clone()))?))
 }
 
 fn run(config: &mut Config, opt: Opt, secrets: Option<LoadedSecrets>) -> anyhow::Result<()> {
@@ -213,15 +211,17 @@ fn run(config: &mut Config, opt: Opt, secrets: Option<LoadedSecrets>) -> anyhow:
     let key = session_key(config);
     let config = Arc::new(config.clone());
     let client = build_client()?;
-    let gateway = Arc::new(Gateway::new(config.clone(), client.clone(), key));
-    let auditor = start_auditor(&config, &gateway)?;
+    let auditor = start_auditor(&config)?;
+    let sink = auditor
+        .clone()
+        .map(|a| a as Arc<dyn mcp_gateway::record::AuditSink>);
+    let gateway = Arc::new(Gateway::new(config.clone(), client.clone(), key, sink));
     let auth = Arc::new(Authenticator::new(&config.auth, client));
     let proxy = pingora::proxy::http_proxy(
         &server.configuration,
         GatewayProxy {
             gateway: gateway.clone(),
             auth: auth.clone(),
-            audit: auditor.clone(),
         },
     );
     let mut proxy = pingora::services::listening::Service::new(

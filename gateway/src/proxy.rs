@@ -19,7 +19,7 @@ use pingora::proxy::{ProxyHttp, Session};
 use rand::RngCore;
 use serde_json::Value;
 
-use crate::audit::{AuditEvent, Auditor};
+use crate::audit::AuditEvent;
 use crate::auth::bearer::Authenticator;
 use crate::auth::{metadata, policy};
 use crate::config::AuthMode;
@@ -33,8 +33,6 @@ use crate::upstream::Backend;
 pub struct GatewayProxy {
     pub gateway: Arc<Gateway>,
     pub auth: Arc<Authenticator>,
-    /// The audit log; every request to `/mcp` and to a pass-through route is recorded.
-    pub audit: Option<Arc<Auditor>>,
 }
 
 /// Per-request state.
@@ -522,7 +520,7 @@ impl ProxyHttp for GatewayProxy {
                 .observe(http.elapsed.as_secs_f64());
         }
         record.log();
-        if let (Some(audit), true) = (&self.audit, ctx.route.audited()) {
+        if let (Some(audit), true) = (&self.gateway.audit, ctx.route.audited()) {
             audit.record(AuditEvent::from(std::mem::take(record)));
         }
     }

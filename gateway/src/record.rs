@@ -15,6 +15,26 @@ use crate::auth::Identity;
 use crate::mcp::exchange::Info;
 use crate::mcp::jsonrpc::Method;
 
+/// Where finished requests go: the audit log, injected once into the [`Gateway`]
+/// (`crate::mcp::handler::Gateway`). The handler asks it how to keep a call's
+/// arguments; the proxy hands it each finished record.
+pub trait AuditSink: Send + Sync {
+    /// The digest of a call's redacted arguments, and the arguments themselves when the
+    /// audit log keeps them.
+    fn arguments(&self, args: &serde_json::Value) -> (String, Option<serde_json::Value>);
+    /// Takes one finished request's event; never blocks.
+    fn record(&self, event: AuditEvent);
+}
+
+impl AuditSink for crate::audit::Auditor {
+    fn arguments(&self, args: &serde_json::Value) -> (String, Option<serde_json::Value>) {
+        crate::audit::Auditor::arguments(self, args)
+    }
+    fn record(&self, event: AuditEvent) {
+        crate::audit::Auditor::record(self, event)
+    }
+}
+
 /// What the HTTP layer knows of a request.
 pub struct HttpFacts {
     pub started: Instant,

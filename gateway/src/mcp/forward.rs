@@ -41,7 +41,7 @@ impl Gateway {
             return call.refuse(jsonrpc::INVALID_PARAMS, message);
         };
         info.target = Some(name.clone());
-        if let (Some(args), Some(audit)) = (call.params.get("arguments"), self.audit.get()) {
+        if let (Some(args), Some(audit)) = (call.params.get("arguments"), self.audit.as_deref()) {
             // Digest of the redacted arguments; the arguments themselves only when the
             // audit log keeps them.
             let (digest, kept) = audit.arguments(args);

@@ -53,12 +53,17 @@ pub struct Gateway {
     /// Session ids opened before (bounded: emptied when full). Claims never change, and
     /// the checks that can (ended, expired, user) run on every request.
     pub(super) opened: DashMap<Box<str>, Arc<SessionClaims>>,
-    /// The audit log, once started.
-    pub audit: std::sync::OnceLock<Arc<crate::audit::Auditor>>,
+    /// The audit log, when enabled: asked how to keep arguments, handed every record.
+    pub audit: Option<Arc<dyn crate::record::AuditSink>>,
 }
 
 impl Gateway {
-    pub fn new(config: Arc<Config>, client: reqwest::Client, key: [u8; 32]) -> Gateway {
+    pub fn new(
+        config: Arc<Config>,
+        client: reqwest::Client,
+        key: [u8; 32],
+        audit: Option<Arc<dyn crate::record::AuditSink>>,
+    ) -> Gateway {
         // One keep-alive pool for every Streamable HTTP backend.
         let connector = crate::upstream::http::build_connector();
         let backends: Vec<Arc<Backend>> = config
@@ -89,7 +94,7 @@ impl Gateway {
             index: Index::default(),
             inflight: Arc::new(DashMap::new()),
             known_caps,
-            audit: std::sync::OnceLock::new(),
+            audit,
             opened: DashMap::new(),
         }
     }

@@ -253,7 +253,7 @@ fn inspect(
             info.rpc_method = Some(jsonrpc::Method::parse(method));
             info.target = target.map(str::to_string);
             if let (Some(args), Some(audit)) =
-                (params.and_then(|p| p.get("arguments")), gw.audit.get())
+                (params.and_then(|p| p.get("arguments")), gw.audit.as_deref())
             {
                 let (digest, kept) = audit.arguments(args);
                 info.args_digest = Some(digest);
