@@ -44,13 +44,13 @@ impl Validator<'_> {
         let mut forward_identity = Vec::new();
         for (claim, header) in &b.forward_identity {
             let key = format!("backend.forward_identity.{claim}");
-            if !matches!(claim.as_str(), "email" | "sub" | "groups" | "client_id") {
+            let Some(claim) = IdentityClaim::parse(claim) else {
                 return Err(self.err(
                     span.clone(),
                     &key,
                     "claim must be email, sub, groups or client_id",
                 ));
-            }
+            };
             let hn = http::HeaderName::from_bytes(header.as_bytes()).map_err(|_| {
                 self.err(
                     span.clone(),
@@ -61,7 +61,7 @@ impl Validator<'_> {
             if hn == http::header::AUTHORIZATION || hn == http::header::COOKIE {
                 return Err(self.err(span.clone(), &key, "must not be Authorization or Cookie"));
             }
-            forward_identity.push((claim.clone(), hn));
+            forward_identity.push((claim, hn));
         }
         Ok(BackendConfig {
             name,

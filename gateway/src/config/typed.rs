@@ -163,5 +163,36 @@ pub struct BackendConfig {
     pub tool_policies: BTreeMap<String, Policy>,
     /// Identity headers sent upstream: (claim, header name); claim is `email`, `sub`,
     /// `groups` or `client_id`.
-    pub forward_identity: Vec<(String, http::HeaderName)>,
+    pub forward_identity: Vec<(IdentityClaim, http::HeaderName)>,
+}
+
+/// A claim of the caller's identity a backend may be told, in a header of its choosing
+/// (`[[backend]] forward_identity`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdentityClaim {
+    Email,
+    Sub,
+    Groups,
+    ClientId,
+}
+
+impl IdentityClaim {
+    pub fn parse(name: &str) -> Option<IdentityClaim> {
+        Some(match name {
+            "email" => IdentityClaim::Email,
+            "sub" => IdentityClaim::Sub,
+            "groups" => IdentityClaim::Groups,
+            "client_id" => IdentityClaim::ClientId,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IdentityClaim::Email => "email",
+            IdentityClaim::Sub => "sub",
+            IdentityClaim::Groups => "groups",
+            IdentityClaim::ClientId => "client_id",
+        }
+    }
 }

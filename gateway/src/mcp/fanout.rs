@@ -14,6 +14,7 @@ use super::names;
 use super::session::{caps, SessionClaims};
 use crate::auth::policy;
 use crate::upstream::{Backend, UpstreamError};
+use crate::wire::LogLevel;
 use serde_json::{json, Map, Value};
 use std::sync::Arc;
 
@@ -67,22 +68,12 @@ impl Gateway {
                 "logging/setLevel needs params.level".into(),
             );
         };
-        const LEVELS: [&str; 8] = [
-            "debug",
-            "info",
-            "notice",
-            "warning",
-            "error",
-            "critical",
-            "alert",
-            "emergency",
-        ];
-        if !LEVELS.contains(&level) {
+        let Some(level) = LogLevel::parse(level) else {
             return call.refuse(
                 jsonrpc::INVALID_PARAMS,
                 format!("unknown log level {level:?}"),
             );
-        }
+        };
         let targets = self.session_backends(claims, caller, caps::LOGGING);
         let p = json!({"level": level});
         futures::future::join_all(targets.into_iter().map(|b| {

@@ -9,6 +9,7 @@ use super::index::{self};
 use super::names;
 use super::session::{caps, SessionClaims};
 use crate::auth::policy;
+use crate::config::IdentityClaim;
 use crate::upstream::Backend;
 
 impl Gateway {
@@ -23,12 +24,11 @@ impl Gateway {
             .forward_identity
             .iter()
             .filter_map(|(claim, header)| {
-                let v = match claim.as_str() {
-                    "email" => caller.email.clone()?,
-                    "sub" => caller.sub.clone(),
-                    "groups" => caller.groups.join(","),
-                    "client_id" => caller.client_id.clone()?,
-                    _ => return None,
+                let v = match claim {
+                    IdentityClaim::Email => caller.email.clone()?,
+                    IdentityClaim::Sub => caller.sub.clone(),
+                    IdentityClaim::Groups => caller.groups.join(","),
+                    IdentityClaim::ClientId => caller.client_id.clone()?,
                 };
                 Some((header.clone(), v))
             })

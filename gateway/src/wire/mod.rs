@@ -24,3 +24,23 @@ pub struct UpstreamSession {
     #[serde(rename = "c")]
     pub caps: u16,
 }
+
+/// A log level of `logging/setLevel` (RFC 5424's severities, as MCP names them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    Debug,
+    Info,
+    Notice,
+    Warning,
+    Error,
+    Critical,
+    Alert,
+    Emergency,
+}
+
+impl LogLevel {
+    pub fn parse(name: &str) -> Option<LogLevel> {
+        serde_json::from_value(serde_json::Value::String(name.to_string())).ok()
+    }
+}
