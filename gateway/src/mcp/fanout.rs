@@ -45,11 +45,11 @@ impl ListKind {
             ListKind::Templates => "resourceTemplates",
         }
     }
-    pub(super) fn cap(self) -> u16 {
+    pub(super) fn cap(self) -> caps::Caps {
         match self {
-            ListKind::Tools => caps::TOOLS,
-            ListKind::Prompts => caps::PROMPTS,
-            ListKind::Resources | ListKind::Templates => caps::RESOURCES,
+            ListKind::Tools => caps::Caps::TOOLS,
+            ListKind::Prompts => caps::Caps::PROMPTS,
+            ListKind::Resources | ListKind::Templates => caps::Caps::RESOURCES,
         }
     }
 }
@@ -74,7 +74,7 @@ impl Gateway {
                 format!("unknown log level {level:?}"),
             );
         };
-        let targets = self.session_backends(claims, caller, caps::LOGGING);
+        let targets = self.session_backends(claims, caller, caps::Caps::LOGGING);
         let p = json!({"level": level});
         futures::future::join_all(targets.into_iter().map(|b| {
             let p = p.clone();

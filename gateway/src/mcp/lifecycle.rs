@@ -10,6 +10,7 @@ use super::jsonrpc::{self};
 use super::session::{caps, now_secs, SessionClaims, UpstreamSession};
 use super::version;
 use crate::upstream::UpstreamError;
+use crate::wire::caps::Caps;
 use bytes::Bytes;
 use futures::Future;
 use http::HeaderMap;
@@ -110,17 +111,18 @@ impl Gateway {
             }
         }))
         .await;
-        let mut bits = 0u16;
+        let mut bits = Caps::default();
         for (b, r) in results {
             match r {
                 Ok(s) => {
                     bits |= s.caps;
-                    self.known_caps[b.index].store(s.caps, std::sync::atomic::Ordering::Relaxed);
+                    self.known_caps[b.index].store(s.caps.0, std::sync::atomic::Ordering::Relaxed);
                     claims.up.insert(b.name().to_string(), s);
                 }
                 Err(e) => {
                     b.omitted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    bits |= self.known_caps[b.index].load(std::sync::atomic::Ordering::Relaxed);
+                    bits |=
+                        Caps(self.known_caps[b.index].load(std::sync::atomic::Ordering::Relaxed));
                     tracing::warn!(backend = b.name(), error = %e, "backend left out of new session; will retry on use");
                 }
             }
@@ -149,7 +151,7 @@ impl Gateway {
         &self,
         claims: &SessionClaims,
         caller: &Caller,
-        cap: u16,
+        cap: Caps,
     ) -> Vec<usize> {
         self.backends
             .iter()
@@ -160,9 +162,9 @@ impl Gateway {
                     .map(|s| s.caps)
                     .or_else(|| claims.up.get(b.name()).map(|s| s.caps))
                     .unwrap_or_else(|| {
-                        self.known_caps[b.index].load(std::sync::atomic::Ordering::Relaxed)
+                        Caps(self.known_caps[b.index].load(std::sync::atomic::Ordering::Relaxed))
                     });
-                (bits == 0 || bits & cap != 0) && self.may_use(b, caller)
+                (bits.is_empty() || bits.contains(cap)) && self.may_use(b, caller)
             })
             .map(|b| b.index)
             .collect()
@@ -196,7 +198,7 @@ impl Gateway {
         )
         .await
         .unwrap_or(Err(UpstreamError::Timeout(backend.config.timeout)))?;
-        self.known_caps[b].store(s.caps, std::sync::atomic::Ordering::Relaxed);
+        self.known_caps[b].store(s.caps.0, std::sync::atomic::Ordering::Relaxed);
         if self.overrides.len() > 100_000 {
             self.overrides.clear();
         }

@@ -69,7 +69,7 @@ impl Gateway {
             return Some((b, uri.to_string()));
         }
         // Not listed yet on this replica: with one resource backend the answer is clear.
-        let candidates = self.session_backends(claims, caller, caps::RESOURCES);
+        let candidates = self.session_backends(claims, caller, caps::Caps::RESOURCES);
         match candidates.as_slice() {
             [only] => Some((*only, uri.to_string())),
             _ => None,

@@ -166,7 +166,7 @@ mod tests {
             UpstreamSession {
                 id: Some("abc".into()),
                 version: "2025-06-18".into(),
-                caps: caps::TOOLS,
+                caps: caps::Caps::TOOLS,
             },
         );
         c

@@ -22,7 +22,7 @@ pub struct UpstreamSession {
     pub version: String,
     /// Capability bits of the backend.
     #[serde(rename = "c")]
-    pub caps: u16,
+    pub caps: caps::Caps,
 }
 
 /// A log level of `logging/setLevel` (RFC 5424's severities, as MCP names them).

@@ -16,7 +16,11 @@ fn arb_claims() -> impl Strategy<Value = SessionClaims> {
         any::<String>(),
         any::<u16>(),
     )
-        .prop_map(|(id, version, caps)| UpstreamSession { id, version, caps });
+        .prop_map(|(id, version, caps)| UpstreamSession {
+            id,
+            version,
+            caps: crate::wire::caps::Caps(caps),
+        });
     (
         any::<String>(),
         any::<String>(),
