@@ -31,14 +31,9 @@ impl Gateway {
         mut call: Routed,
         info: &mut Info,
     ) -> Response {
-        let Some(name) = call
-            .params
-            .get("name")
-            .and_then(Value::as_str)
-            .map(str::to_string)
-        else {
-            let message = format!("{} needs params.name", call.method);
-            return call.refuse(jsonrpc::INVALID_PARAMS, message);
+        let name = match call.required("name") {
+            Ok(v) => v,
+            Err(refused) => return refused,
         };
         info.target = Some(name.clone());
         if let (Some(args), Some(audit)) = (call.params.get("arguments"), self.audit.as_deref()) {
@@ -68,14 +63,9 @@ impl Gateway {
         mut call: Routed,
         info: &mut Info,
     ) -> Response {
-        let Some(uri) = call
-            .params
-            .get("uri")
-            .and_then(Value::as_str)
-            .map(str::to_string)
-        else {
-            let message = format!("{} needs params.uri", call.method);
-            return call.refuse(jsonrpc::INVALID_PARAMS, message);
+        let uri = match call.required("uri") {
+            Ok(v) => v,
+            Err(refused) => return refused,
         };
         info.target = Some(uri.clone());
         let Some((b, original)) = self.resolve_uri(claims, caller, &uri) else {
@@ -289,6 +279,17 @@ pub(super) struct Routed {
 }
 
 impl Routed {
+    /// A string parameter the method needs, or the error saying so.
+    pub(super) fn required(&self, key: &str) -> Result<String, Response> {
+        match self.params.get(key).and_then(Value::as_str) {
+            Some(v) => Ok(v.to_string()),
+            None => Err(self.refuse(
+                jsonrpc::INVALID_PARAMS,
+                format!("{} needs params.{key}", self.method),
+            )),
+        }
+    }
+
     /// A JSON-RPC error answering this request (HTTP 200).
     pub(super) fn refuse(&self, code: i64, message: String) -> Response {
         Response::json(200, &jsonrpc::error(&self.id, code, message))

@@ -42,42 +42,13 @@ impl Google {
         u.path_segments_mut()
             .map_err(|_| GoogleError::Directory("directory_api_base cannot be a base".into()))?
             .push(email);
-        let mut retried = false;
-        loop {
-            let token = self.tokens.token().await?;
-            let resp = self
-                .http
-                .get(u.clone())
-                .bearer_auth(&token)
-                .send()
-                .await
-                .map_err(|e| GoogleError::Directory(e.to_string()))?;
-            let status = resp.status();
-            if status == reqwest::StatusCode::UNAUTHORIZED && !retried {
-                retried = true;
-                self.tokens.invalidate().await;
-                continue;
-            }
-            if status == reqwest::StatusCode::NOT_FOUND {
-                return Err(GoogleError::UserNotFound);
-            }
-            if !status.is_success() {
-                return Err(GoogleError::Directory(format!(
-                    "users.get: HTTP {}",
-                    status.as_u16()
-                )));
-            }
-            let v: Value = resp
-                .json()
-                .await
-                .map_err(|e| GoogleError::Directory(e.to_string()))?;
-            return Ok(Some(if v["suspended"] == Value::Bool(true) {
-                UserStatus::Suspended
-            } else if v["archived"] == Value::Bool(true) {
-                UserStatus::Archived
-            } else {
-                UserStatus::Active
-            }));
-        }
+        let v = self.directory_get(u, "users.get: ").await?;
+        Ok(Some(if v["suspended"] == Value::Bool(true) {
+            UserStatus::Suspended
+        } else if v["archived"] == Value::Bool(true) {
+            UserStatus::Archived
+        } else {
+            UserStatus::Active
+        }))
     }
 }

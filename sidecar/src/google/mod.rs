@@ -370,61 +370,71 @@ impl Google {
         if !self.tokens.enabled() {
             return Ok(Vec::new());
         }
-        let mut retried = false;
-        'outer: loop {
-            let token = self.tokens.token().await?;
-            let mut groups = Vec::new();
-            let mut page: Option<String> = None;
-            for _ in 0..50 {
-                let mut u = Url::parse(&format!(
-                    "{}/admin/directory/v1/groups",
-                    self.cfg.directory_api_base.trim_end_matches('/')
-                ))
-                .map_err(|e| GoogleError::Directory(e.to_string()))?;
-                u.query_pairs_mut()
-                    .append_pair("userKey", email)
-                    .append_pair("maxResults", "200");
-                if let Some(p) = &page {
-                    u.query_pairs_mut().append_pair("pageToken", p);
-                }
-                let resp = self
-                    .http
-                    .get(u)
-                    .bearer_auth(&token)
-                    .send()
-                    .await
-                    .map_err(|e| GoogleError::Directory(e.to_string()))?;
-                let status = resp.status();
-                if status == reqwest::StatusCode::UNAUTHORIZED && !retried {
-                    retried = true;
-                    self.tokens.invalidate().await;
-                    continue 'outer;
-                }
-                if status == reqwest::StatusCode::NOT_FOUND {
-                    return Err(GoogleError::UserNotFound);
-                }
-                if !status.is_success() {
-                    return Err(GoogleError::Directory(format!("HTTP {}", status.as_u16())));
-                }
-                let v: Value = resp
-                    .json()
-                    .await
-                    .map_err(|e| GoogleError::Directory(e.to_string()))?;
-                for g in v["groups"].as_array().into_iter().flatten() {
-                    if let Some(e) = g["email"].as_str() {
-                        groups.push(e.to_ascii_lowercase());
-                    }
-                }
-                match v["nextPageToken"].as_str() {
-                    Some(p) if !p.is_empty() => page = Some(p.to_string()),
-                    _ => {
-                        groups.sort();
-                        groups.dedup();
-                        return Ok(groups);
-                    }
+        let mut groups = Vec::new();
+        let mut page: Option<String> = None;
+        for _ in 0..50 {
+            let mut u = Url::parse(&format!(
+                "{}/admin/directory/v1/groups",
+                self.cfg.directory_api_base.trim_end_matches('/')
+            ))
+            .map_err(|e| GoogleError::Directory(e.to_string()))?;
+            u.query_pairs_mut()
+                .append_pair("userKey", email)
+                .append_pair("maxResults", "200");
+            if let Some(p) = &page {
+                u.query_pairs_mut().append_pair("pageToken", p);
+            }
+            let v = self.directory_get(u, "").await?;
+            for g in v["groups"].as_array().into_iter().flatten() {
+                if let Some(e) = g["email"].as_str() {
+                    groups.push(e.to_ascii_lowercase());
                 }
             }
-            return Err(GoogleError::Directory("too many pages of groups".into()));
+            match v["nextPageToken"].as_str() {
+                Some(p) if !p.is_empty() => page = Some(p.to_string()),
+                _ => {
+                    groups.sort();
+                    groups.dedup();
+                    return Ok(groups);
+                }
+            }
+        }
+        Err(GoogleError::Directory("too many pages of groups".into()))
+    }
+
+    /// One Directory API GET as the service account: a token refused (401) is dropped
+    /// and the call made once more with a fresh one; 404 is a user Google does not know
+    /// (deleted); other failures are `Directory` errors (`what` prefixes the status).
+    pub(crate) async fn directory_get(&self, url: Url, what: &str) -> Result<Value, GoogleError> {
+        let mut retried = false;
+        loop {
+            let token = self.tokens.token().await?;
+            let resp = self
+                .http
+                .get(url.clone())
+                .bearer_auth(&token)
+                .send()
+                .await
+                .map_err(|e| GoogleError::Directory(e.to_string()))?;
+            let status = resp.status();
+            if status == reqwest::StatusCode::UNAUTHORIZED && !retried {
+                retried = true;
+                self.tokens.invalidate().await;
+                continue;
+            }
+            if status == reqwest::StatusCode::NOT_FOUND {
+                return Err(GoogleError::UserNotFound);
+            }
+            if !status.is_success() {
+                return Err(GoogleError::Directory(format!(
+                    "{what}HTTP {}",
+                    status.as_u16()
+                )));
+            }
+            return resp
+                .json()
+                .await
+                .map_err(|e| GoogleError::Directory(e.to_string()));
         }
     }
 }
