@@ -220,3 +220,53 @@ fn schema_names_are_checked() {
     assert!(!valid_schema_name("x;drop"));
     assert!(!valid_schema_name(""));
 }
+
+#[test]
+fn a_bad_value_reports_file_and_line() {
+    // The bad value is on line 3 (after an empty line and `[tokens]`).
+    let text = format!("\n[tokens]\naccess_token_ttl_s = 5\n{MINIMAL}");
+    let err = Config::parse_named(&text, "sidecar.toml", &env, &|_| Err("none".into()))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("sidecar.toml:3: `tokens.access_token_ttl_s`: must be 30 … 86400"),
+        "{err}"
+    );
+    // An unset variable: the line of the value that names it.
+    let err = Config::parse_named(MINIMAL, "s.toml", &|_| None, &|_| Err("none".into()))
+        .unwrap_err()
+        .to_string();
+    assert!(err.starts_with("s.toml:8: `google.client_secret`"), "{err}");
+    // A syntax or unknown-key error: the line too.
+    let text = format!("{MINIMAL}bogus = 1\n");
+    let err = Config::parse_named(&text, "s.toml", &env, &|_| Err("none".into()))
+        .unwrap_err()
+        .to_string();
+    assert!(err.starts_with("s.toml:10: "), "{err}");
+    assert!(err.contains("bogus"), "{err}");
+    // `[audit]` errors point at the table.
+    let text = format!("{MINIMAL}\n[audit]\nbatch_size = 0\n");
+    let err = Config::parse_named(&text, "s.toml", &env, &|_| Err("none".into()))
+        .unwrap_err()
+        .to_string();
+    assert!(err.starts_with("s.toml:11: `audit.batch_size`"), "{err}");
+}
+
+#[test]
+fn a_secret_number_in_error_is_scrubbed_and_the_line_kept() {
+    let text = MINIMAL.replace(
+        "[[resource]]",
+        "pool_size = \"${secret:pool}\"\n[[resource]]",
+    );
+    let err = Config::parse_named(&text, "s.toml", &env, &secrets)
+        .unwrap_err()
+        .to_string();
+    assert!(err.starts_with("s.toml:4: `store.pool_size`"), "{err}");
+    assert!(!err.contains("not-a-number-s3cret"), "{err}");
+    // A number may come from the environment.
+    let text = MINIMAL.replace(
+        "[[resource]]",
+        "pool_size = \"${env:POOL:-7}\"\n[[resource]]",
+    );
+    assert_eq!(Config::parse(&text, &env).unwrap().store.pool_size, 7);
+}
