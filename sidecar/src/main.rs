@@ -56,8 +56,7 @@ fn init_logs(format: LogFormat) {
 /// Loads the configuration, first fetching the secrets it refers to.
 async fn load_config(path: &std::path::Path) -> anyhow::Result<Config> {
     let text = Config::read(path)?;
-    let names =
-        config::secret_names(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let names = config::secret_names_in(&text, &path.display().to_string())?;
     if names.is_empty() {
         return Ok(Config::load_with(path, None)?);
     }

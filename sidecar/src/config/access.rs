@@ -1,0 +1,164 @@
+//! What a client may ask for: `[[resource]]`, `[authorization]` (scopes), `[tokens]`
+//! (lifetimes) and `[clients]` (redirect URIs, registration and metadata-document
+//! limits).
+
+use toml::Spanned;
+use url::Url;
+
+use super::raw::*;
+use super::typed::*;
+use super::validate::Validator;
+use super::ConfigError;
+
+impl Validator<'_> {
+    /// `[[resource]]`: at least one, each an http(s) URL without fragment.
+    pub(super) fn resources(
+        &self,
+        raw: &[Spanned<RawResource>],
+    ) -> Result<Vec<Resource>, ConfigError> {
+        if raw.is_empty() {
+            return Err(self.err(
+                0..0,
+                "resource",
+                "at least one [[resource]] (the gateway's /mcp URL) is required",
+            ));
+        }
+        let mut resources = Vec::new();
+        for (i, r) in raw.iter().enumerate() {
+            let r = r.get_ref();
+            let key = format!("resource[{i}].url");
+            let url = self.string(&r.url, &key)?;
+            let parsed =
+                Url::parse(&url).map_err(|e| self.err(r.url.span(), &key, e.to_string()))?;
+            if parsed.fragment().is_some() || !matches!(parsed.scheme(), "http" | "https") {
+                return Err(self.err(
+                    r.url.span(),
+                    &key,
+                    "must be an http(s) URL without fragment",
+                ));
+            }
+            let name = self.opt(&r.name, &format!("resource[{i}].name"))?;
+            resources.push(Resource {
+                name: name.unwrap_or_else(|| url.clone()),
+                url,
+                parsed,
+            });
+        }
+        Ok(resources)
+    }
+
+    pub(super) fn authorization(
+        &self,
+        a: &RawAuthorization,
+    ) -> Result<AuthorizationConfig, ConfigError> {
+        let scopes_supported = match &a.scopes_supported {
+            Some(v) => self.list(v, "authorization.scopes_supported")?,
+            None => DEFAULT_SCOPES.iter().map(|s| s.to_string()).collect(),
+        };
+        let default_scope = self.or(
+            &a.default_scope,
+            "authorization.default_scope",
+            DEFAULT_SCOPE,
+        )?;
+        if !scopes_supported.contains(&default_scope) {
+            let span = a.default_scope.as_ref().map(Spanned::span).unwrap_or(0..0);
+            return Err(self.err(
+                span,
+                "authorization.default_scope",
+                "must be one of scopes_supported",
+            ));
+        }
+        Ok(AuthorizationConfig {
+            require_resource: a.require_resource.unwrap_or(true),
+            scopes_supported,
+            default_scope,
+            consent_ttl_days: self.number(
+                &a.consent_ttl_days,
+                "authorization.consent_ttl_days",
+                DEFAULT_CONSENT_DAYS,
+            )?,
+            pending_ttl_s: self.number(
+                &a.pending_ttl_s,
+                "authorization.pending_ttl_s",
+                DEFAULT_PENDING_TTL_S,
+            )?,
+        })
+    }
+
+    pub(super) fn tokens(&self, t: &RawTokens) -> Result<TokensConfig, ConfigError> {
+        Ok(TokensConfig {
+            access_token_ttl_s: self.in_range(
+                &t.access_token_ttl_s,
+                "tokens.access_token_ttl_s",
+                DEFAULT_ACCESS_TTL_S,
+                (30, 86_400),
+            )?,
+            refresh_token_ttl_s: self.number(
+                &t.refresh_token_ttl_s,
+                "tokens.refresh_token_ttl_s",
+                DEFAULT_REFRESH_TTL_S,
+            )?,
+            code_ttl_s: self.in_range(
+                &t.code_ttl_s,
+                "tokens.code_ttl_s",
+                DEFAULT_CODE_TTL_S,
+                (1, 600),
+            )?,
+            signing_key: self.opt(&t.signing_key, "tokens.signing_key")?,
+        })
+    }
+
+    pub(super) fn clients(&self, c: &RawClients) -> Result<ClientsConfig, ConfigError> {
+        let key = "clients.allowed_redirect_uris";
+        let allowed_redirect_uris = self.list(&c.allowed_redirect_uris, key)?;
+        for (i, (u, written)) in allowed_redirect_uris
+            .iter()
+            .zip(&c.allowed_redirect_uris)
+            .enumerate()
+        {
+            let key = format!("{key}[{i}]");
+            let parsed =
+                Url::parse(u).map_err(|e| self.err(written.span(), &key, e.to_string()))?;
+            if parsed.fragment().is_some() {
+                return Err(self.err(written.span(), &key, "must not have a fragment"));
+            }
+        }
+        Ok(ClientsConfig {
+            allowed_redirect_uris,
+            registration_per_minute: self.number(
+                &c.registration_per_minute,
+                "clients.registration_per_minute",
+                DEFAULT_REGISTRATION_PER_MINUTE,
+            )?,
+            allow_private_cimd: c.allow_private_cimd.unwrap_or(false),
+            allow_http_cimd: c.allow_http_cimd.unwrap_or(false),
+            cimd_max_bytes: self.number(
+                &c.cimd_max_bytes,
+                "clients.cimd_max_bytes",
+                DEFAULT_CIMD_BYTES,
+            )?,
+            cimd_timeout_ms: self.number(
+                &c.cimd_timeout_ms,
+                "clients.cimd_timeout_ms",
+                DEFAULT_CIMD_TIMEOUT_MS,
+            )?,
+            cimd_cache_s: self.number(
+                &c.cimd_cache_s,
+                "clients.cimd_cache_s",
+                DEFAULT_CIMD_CACHE_S,
+            )?,
+            cimd_max_cache_s: self.in_range(
+                &c.cimd_max_cache_s,
+                "clients.cimd_max_cache_s",
+                DEFAULT_CIMD_MAX_CACHE_S,
+                (1, 7 * 86_400),
+            )?,
+            unused_registration_ttl_s: self.in_range(
+                &c.unused_registration_ttl_s,
+                "clients.unused_registration_ttl_s",
+                DEFAULT_UNUSED_REGISTRATION_TTL_S,
+                (1, 365 * 86_400),
+            )?,
+        })
+    }
+}

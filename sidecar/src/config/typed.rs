@@ -1,0 +1,207 @@
+//! The validated configuration the rest of the sidecar reads: defaults applied,
+//! references resolved, no spans. Built only by [`super::validate`]; never the serde
+//! surface (that is [`super::raw`]).
+
+use mcp_audit::AuditConfig;
+use url::Url;
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub issuer: String,
+    pub store: StoreConfig,
+    pub resources: Vec<Resource>,
+    pub authorization: AuthorizationConfig,
+    pub tokens: TokensConfig,
+    pub clients: ClientsConfig,
+    pub rate_limit: RateLimitConfig,
+    pub google: GoogleConfig,
+    /// `[audit]`: auth events go to the gateway's audit log. `None`: to the log
+    /// (target `audit`).
+    pub audit: Option<AuditConfig>,
+}
+
+/// `server.mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// The sidecar is the authorization server for every client (default).
+    #[default]
+    Issuer,
+    /// Standard (non-loopback) clients are pointed at Google directly.
+    GoogleDirect,
+}
+
+/// `server.log_format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    #[default]
+    Pretty,
+    Json,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: String,
+    /// As written (`None`: the issuer is `http://{listen}`); [`Config::issuer`] is the
+    /// one to use.
+    pub issuer: Option<String>,
+    pub mode: Mode,
+    /// Take the client address from this header (last entry), e.g. `x-forwarded-for`
+    /// behind a load balancer. Unset: the TCP peer address.
+    pub client_ip_header: Option<String>,
+    pub max_body_bytes: usize,
+    pub log_format: LogFormat,
+    /// Slow clients: a request body not complete this long after its head is answered
+    /// 408 and its connection closed.
+    pub body_timeout_s: u64,
+    /// A request head (on a new or an idle kept-alive connection) not complete this
+    /// long after the connection was ready for it: the connection is closed.
+    pub header_timeout_s: u64,
+    /// Connections served at once; more wait in the listen backlog until one ends.
+    pub max_connections: usize,
+}
+
+/// `[store]`.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// `postgres://user[:password]@host:port/db`.
+    pub url: String,
+    /// Schema holding the sidecar's tables (created if missing).
+    pub schema: String,
+    pub pool_size: usize,
+    /// How often expired rows (sign-ins, codes, sessions, clients, …) are deleted.
+    pub cleanup_interval_s: u64,
+}
+
+/// A protected resource (`[[resource]]`), with its URL parsed for comparison.
+#[derive(Debug, Clone)]
+pub struct Resource {
+    pub url: String,
+    /// Shown on the consent page (default: the URL).
+    pub name: String,
+    pub parsed: Url,
+}
+
+/// `[authorization]`.
+#[derive(Debug, Clone)]
+pub struct AuthorizationConfig {
+    /// Refuse authorization requests without `resource` (with one resource configured
+    /// and this `false`, that resource is assumed).
+    pub require_resource: bool,
+    /// Published as `scopes_supported`; requested scopes outside it are ignored.
+    pub scopes_supported: Vec<String>,
+    /// Granted when a client asks for none of the supported scopes.
+    pub default_scope: String,
+    /// How long an approval is remembered per user, client and resource (for the
+    /// scopes approved).
+    pub consent_ttl_days: u32,
+    /// Lifetime of an unfinished sign-in (authorize → Google → callback).
+    pub pending_ttl_s: u64,
+}
+
+/// `[tokens]`.
+#[derive(Debug, Clone)]
+pub struct TokensConfig {
+    pub access_token_ttl_s: u64,
+    /// Absolute lifetime of a refresh-token family (a sign-in).
+    pub refresh_token_ttl_s: u64,
+    pub code_ttl_s: u64,
+    /// PKCS#8 PEM of the P-256 key that signs access tokens (ES256). Unset: a key is
+    /// generated on first start and kept in Postgres.
+    pub signing_key: Option<String>,
+}
+
+/// `[clients]`.
+#[derive(Debug, Clone)]
+pub struct ClientsConfig {
+    /// Non-loopback redirect URIs clients may use (exact match).
+    pub allowed_redirect_uris: Vec<String>,
+    /// Dynamic registrations allowed per source address per minute.
+    pub registration_per_minute: u32,
+    /// Let Client ID Metadata Document fetches reach private and loopback addresses
+    /// (tests and local runs only).
+    pub allow_private_cimd: bool,
+    /// Accept `http://` Client ID Metadata Document URLs (tests and local runs only).
+    pub allow_http_cimd: bool,
+    pub cimd_max_bytes: usize,
+    pub cimd_timeout_ms: u64,
+    /// How long a fetched metadata document is trusted when its response carries no
+    /// usable `Cache-Control: max-age` (bounded to 1 min … 1 day either way).
+    pub cimd_cache_s: u64,
+    /// Longest a fetched metadata document is trusted, whatever its `Cache-Control`;
+    /// past it the cached client is forgotten and fetched again when next used.
+    pub cimd_max_cache_s: u64,
+    /// A dynamic registration never used to obtain a token is deleted this long after
+    /// it was made (a used one is kept).
+    pub unused_registration_ttl_s: u64,
+}
+
+/// `[rate_limit]`: the per-address budget of unauthenticated lookups (`/authorize`,
+/// and `/token` with a metadata-document client not in the cache).
+#[derive(Debug, Clone)]
+pub struct RateLimitConfig {
+    /// Lookups an address may make at once.
+    pub lookups_burst: u32,
+    /// Lookups per second an address may keep up.
+    pub lookups_per_second: f64,
+}
+
+/// `google.credentials.source`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CredentialSource {
+    /// No Directory API access: users get no groups.
+    #[default]
+    None,
+    /// A service-account JSON key (domain-wide delegation to `admin_subject`).
+    ServiceAccountKey,
+    /// Workload Identity Federation from AWS, then service-account impersonation.
+    WorkloadIdentity,
+}
+
+/// `[google.credentials]`.
+#[derive(Debug, Clone, Default)]
+pub struct CredentialsConfig {
+    pub source: CredentialSource,
+    /// Service-account key file (JSON, as downloaded from Google Cloud).
+    pub key_file: Option<String>,
+    /// The same JSON inline (typically `${env:…}`).
+    pub key_json: Option<String>,
+    /// Token endpoint for the JWT-bearer grant (default: the key's `token_uri`, then
+    /// Google's token endpoint).
+    pub token_uri: Option<String>,
+    /// Workload identity: the service account to impersonate.
+    pub service_account: Option<String>,
+    /// Workload identity: the provider audience,
+    /// `//iam.googleapis.com/projects/N/locations/global/workloadIdentityPools/P/providers/R`.
+    pub audience: Option<String>,
+    pub sts_endpoint: String,
+    pub iam_endpoint: String,
+    /// AWS region for the signed `GetCallerIdentity` (default: `AWS_REGION`, then
+    /// `us-east-1`).
+    pub aws_region: Option<String>,
+}
+
+/// `[google]`.
+#[derive(Debug, Clone)]
+pub struct GoogleConfig {
+    /// Without a trailing `/`.
+    pub issuer: String,
+    pub client_id: String,
+    pub client_secret: Option<String>,
+    /// Workspace domains (`hd`) allowed to sign in, lower case.
+    pub allowed_domains: Vec<String>,
+    /// When not empty, a user must be in at least one of these groups (lower case).
+    pub allowed_groups: Vec<String>,
+    /// `hd` sent to Google (default: the only allowed domain, or `*`).
+    pub hd_hint: Option<String>,
+    pub authorization_endpoint: Option<String>,
+    pub token_endpoint: Option<String>,
+    pub jwks_uri: Option<String>,
+    pub directory_api_base: String,
+    /// The Workspace admin the service account acts as (domain-wide delegation).
+    pub admin_subject: Option<String>,
+    pub timeout_ms: u64,
+    pub credentials: CredentialsConfig,
+}
