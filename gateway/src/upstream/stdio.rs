@@ -124,6 +124,40 @@ fn describe_status(s: std::process::ExitStatus) -> String {
 
 /// Starts the server under the guard and wires its pipes into a [`LinkHandle`].
 pub async fn start(backend: &str, cfg: &StdioConfig) -> Result<LinkHandle, UpstreamError> {
+    let (process, pipes) = spawn_guarded(cfg).await?;
+    let (out_tx, out_rx) = mpsc::channel::<Bytes>(1024);
+    let (in_tx, in_rx) = mpsc::channel::<Value>(1024);
+    let (done_tx, done_rx) = oneshot::channel::<String>();
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    tokio::spawn(write_stdin(pipes.stdin, out_rx));
+    tokio::spawn(log_stderr(backend.to_string(), pipes.stderr));
+    tokio::spawn(read_stdout(
+        backend.to_string(),
+        pipes.stdout,
+        process,
+        in_tx,
+        stop_rx,
+        done_tx,
+    ));
+    Ok(LinkHandle {
+        out: out_tx,
+        incoming: in_rx,
+        done: done_rx,
+        stop: Some(stop_tx),
+    })
+}
+
+/// The child's three pipes, on the tokio runtime.
+struct ChildPipes {
+    stdin: tokio::process::ChildStdin,
+    stdout: tokio::process::ChildStdout,
+    stderr: tokio::process::ChildStderr,
+}
+
+/// The guard's command line: `/proc/self/exe __stdio-guard CMD ARGS…`, a clean
+/// environment plus the configured one, piped stdio, its own process group and a
+/// parent-death signal.
+fn guard_command(cfg: &StdioConfig) -> std::process::Command {
     // The running binary itself, even if an upgrade replaced the file on disk.
     let mut cmd = std::process::Command::new("/proc/self/exe");
     {
@@ -155,6 +189,12 @@ pub async fn start(backend: &str, cfg: &StdioConfig) -> Result<LinkHandle, Upstr
             Ok(())
         });
     }
+    cmd
+}
+
+/// Spawns the guard and takes its pipes.
+async fn spawn_guarded(cfg: &StdioConfig) -> Result<(ChildProcess, ChildPipes), UpstreamError> {
+    let cmd = guard_command(cfg);
     let mut child = spawn(cmd).await.map_err(|e| {
         UpstreamError::Connect(format!(
             "cannot start the process guard of {:?}: {e}",
@@ -175,101 +215,105 @@ pub async fn start(backend: &str, cfg: &StdioConfig) -> Result<LinkHandle, Upstr
     let stderr = tokio::process::ChildStderr::from_std(stderr).map_err(to_io)?;
     let process = ChildProcess { pid, child };
 
-    let (out_tx, mut out_rx) = mpsc::channel::<Bytes>(1024);
-    let (in_tx, in_rx) = mpsc::channel::<Value>(1024);
-    let (done_tx, done_rx) = oneshot::channel::<String>();
-    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    Ok((
+        process,
+        ChildPipes {
+            stdin,
+            stdout,
+            stderr,
+        },
+    ))
+}
 
-    // Writer: one JSON message per line; whatever is queued goes out in one write.
-    tokio::spawn(async move {
-        let mut stdin = tokio::io::BufWriter::with_capacity(64 * 1024, stdin);
-        'outer: while let Some(line) = out_rx.recv().await {
-            let mut next = Some(line);
-            while let Some(line) = next {
-                if stdin.write_all(&line).await.is_err() || stdin.write_all(b"\n").await.is_err() {
-                    break 'outer;
-                }
-                next = out_rx.try_recv().ok();
+/// Writer: one JSON message per line; whatever is queued goes out in one write.
+async fn write_stdin(stdin: tokio::process::ChildStdin, mut out_rx: mpsc::Receiver<Bytes>) {
+    let mut stdin = tokio::io::BufWriter::with_capacity(64 * 1024, stdin);
+    'outer: while let Some(line) = out_rx.recv().await {
+        let mut next = Some(line);
+        while let Some(line) = next {
+            if stdin.write_all(&line).await.is_err() || stdin.write_all(b"\n").await.is_err() {
+                break 'outer;
             }
-            if stdin.flush().await.is_err() {
-                break;
+            next = out_rx.try_recv().ok();
+        }
+        if stdin.flush().await.is_err() {
+            break;
+        }
+    }
+}
+
+/// Stderr: logged line by line, tagged with the backend; always drained.
+async fn log_stderr(name: String, stderr: tokio::process::ChildStderr) {
+    let mut reader = BufReader::new(stderr);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        match read_line_capped(&mut reader, &mut buf, STDERR_LINE_MAX).await {
+            Ok(None) | Err(_) => return,
+            Ok(Some(_)) => {
+                let text = String::from_utf8_lossy(&buf);
+                tracing::info!(backend = %name, "stderr: {}", text.trim_end());
             }
         }
-    });
-    // Stderr: logged line by line, tagged with the backend; always drained.
-    let name = backend.to_string();
-    tokio::spawn(async move {
-        let mut reader = BufReader::new(stderr);
-        let mut buf = Vec::new();
-        loop {
-            buf.clear();
-            match read_line_capped(&mut reader, &mut buf, STDERR_LINE_MAX).await {
-                Ok(None) | Err(_) => return,
-                Ok(Some(_)) => {
-                    let text = String::from_utf8_lossy(&buf);
-                    tracing::info!(backend = %name, "stderr: {}", text.trim_end());
+    }
+}
+
+/// Reader: lines → messages; garbage is logged and skipped. When stdout closes the
+/// child is gone: reap it and report how it ended.
+async fn read_stdout(
+    name: String,
+    stdout: tokio::process::ChildStdout,
+    process: ChildProcess,
+    in_tx: mpsc::Sender<Value>,
+    mut stop_rx: oneshot::Receiver<()>,
+    done_tx: oneshot::Sender<String>,
+) {
+    let mut reader = BufReader::with_capacity(64 * 1024, stdout);
+    let mut buf = Vec::with_capacity(4096);
+    let mut skipped = 0u64;
+    let stopped = loop {
+        buf.clear();
+        let line = tokio::select! {
+            l = read_line_capped(&mut reader, &mut buf, STDOUT_LINE_MAX) => l,
+            _ = &mut stop_rx => break true,
+        };
+        match line {
+            Ok(None) | Err(_) => break false,
+            Ok(Some(false)) => {
+                skipped += 1;
+                tracing::warn!(backend = %name, skipped, "skipped a stdout line longer than {STDOUT_LINE_MAX} bytes");
+            }
+            Ok(Some(true)) => {
+                let trimmed = trim_ascii(&buf);
+                if trimmed.is_empty() {
+                    continue;
+                }
+                match serde_json::from_slice::<Value>(trimmed) {
+                    Ok(v) if v.is_object() => {
+                        if in_tx.send(v).await.is_err() {
+                            break false;
+                        }
+                    }
+                    _ => {
+                        skipped += 1;
+                        let mut preview =
+                            String::from_utf8_lossy(&trimmed[..trimmed.len().min(120)])
+                                .into_owned();
+                        preview.retain(|c| !c.is_control());
+                        tracing::warn!(backend = %name, skipped, line = %preview, "skipped a stdout line that is not a JSON-RPC message");
+                    }
                 }
             }
         }
-    });
-    // Reader: lines → messages; garbage is logged and skipped. When stdout closes the
-    // child is gone: reap it and report how it ended.
-    let name = backend.to_string();
-    tokio::spawn(async move {
-        let mut reader = BufReader::with_capacity(64 * 1024, stdout);
-        let mut buf = Vec::with_capacity(4096);
-        let mut stop_rx = stop_rx;
-        let mut skipped = 0u64;
-        let stopped = loop {
-            buf.clear();
-            let line = tokio::select! {
-                l = read_line_capped(&mut reader, &mut buf, STDOUT_LINE_MAX) => l,
-                _ = &mut stop_rx => break true,
-            };
-            match line {
-                Ok(None) | Err(_) => break false,
-                Ok(Some(false)) => {
-                    skipped += 1;
-                    tracing::warn!(backend = %name, skipped, "skipped a stdout line longer than {STDOUT_LINE_MAX} bytes");
-                }
-                Ok(Some(true)) => {
-                    let trimmed = trim_ascii(&buf);
-                    if trimmed.is_empty() {
-                        continue;
-                    }
-                    match serde_json::from_slice::<Value>(trimmed) {
-                        Ok(v) if v.is_object() => {
-                            if in_tx.send(v).await.is_err() {
-                                break false;
-                            }
-                        }
-                        _ => {
-                            skipped += 1;
-                            let mut preview =
-                                String::from_utf8_lossy(&trimmed[..trimmed.len().min(120)])
-                                    .into_owned();
-                            preview.retain(|c| !c.is_control());
-                            tracing::warn!(backend = %name, skipped, line = %preview, "skipped a stdout line that is not a JSON-RPC message");
-                        }
-                    }
-                }
-            }
-        };
-        drop(in_tx);
-        let how = if stopped {
-            process.stop(Duration::from_secs(3)).await;
-            "stopped by the gateway".to_string()
-        } else {
-            process.reap().await
-        };
-        let _ = done_tx.send(how);
-    });
-    Ok(LinkHandle {
-        out: out_tx,
-        incoming: in_rx,
-        done: done_rx,
-        stop: Some(stop_tx),
-    })
+    };
+    drop(in_tx);
+    let how = if stopped {
+        process.stop(Duration::from_secs(3)).await;
+        "stopped by the gateway".to_string()
+    } else {
+        process.reap().await
+    };
+    let _ = done_tx.send(how);
 }
 
 fn trim_ascii(b: &[u8]) -> &[u8] {
