@@ -19,7 +19,7 @@ use crate::clients::register::random_string;
 use crate::clients::{
     check_redirect_uri, find_client, is_loopback_client, redirect_matches, ClientError,
 };
-use crate::http::{html, redirect, set_cookie, Req, Resp};
+use crate::http::{html, redirect, set_cookie, Params, Req, Resp};
 use crate::pages;
 use crate::store::{digest, ClientRecord, CodeRecord, PendingAuthorization, UserRecord};
 
@@ -135,78 +135,99 @@ pub fn consent_page(app: &App, client: &ClientRecord, p: &PendingAuthorization) 
 /// `GET /authorize`.
 pub async fn authorize(app: &App, req: &Req) -> Resp {
     let q = req.query();
-    let refused = |reason: String, client_id: Option<&str>| {
-        let mut e = AuthEvent::new(AuthEventKind::AuthorizationRefused)
-            .reason(reason)
-            .from(req.client_ip, req.user_agent());
-        if let Some(c) = client_id {
-            e = e.client_id(c);
-        }
-        app.audit.record(&e);
+    let (client, client_id, redirect_uri) = match check_client(app, req, &q).await {
+        Ok(v) => v,
+        Err(resp) => return resp,
     };
+    let checked = match check_request(app, req, &q, client_id, redirect_uri) {
+        Ok(v) => v,
+        Err(resp) => return resp,
+    };
+    begin(app, req, &q, &client, redirect_uri, checked).await
+}
+
+/// Records an `AuthorizationRefused` event.
+fn refused(app: &App, req: &Req, reason: String, client_id: Option<&str>) {
+    let mut e = AuthEvent::new(AuthEventKind::AuthorizationRefused)
+        .reason(reason)
+        .from(req.client_ip, req.user_agent());
+    if let Some(c) = client_id {
+        e = e.client_id(c);
+    }
+    app.audit.record(&e);
+}
+
+/// The client and its redirect URI, checked; until both are known good, an error is a
+/// page shown to the person (never a redirect).
+async fn check_client<'q>(
+    app: &App,
+    req: &Req,
+    q: &'q Params,
+) -> Result<(ClientRecord, &'q str, &'q str), Resp> {
+    let refused = |reason: String, client_id: Option<&str>| refused(app, req, reason, client_id);
     if let Some(d) = &q.duplicated {
         refused(format!("parameter {d} repeated"), None);
-        return error_page(
+        return Err(error_page(
             StatusCode::BAD_REQUEST,
             "Invalid request",
             &format!("The parameter {d} was given more than once."),
-        );
+        ));
     }
     let Some(client_id) = q.get("client_id") else {
         refused("no client_id".into(), None);
-        return error_page(
+        return Err(error_page(
             StatusCode::BAD_REQUEST,
             "Invalid request",
             "The request names no application (client_id is missing).",
-        );
+        ));
     };
     let client = match find_client(app, client_id).await {
         Ok(c) => c,
         Err(ClientError::Unknown) => {
             refused("unknown client".into(), Some(client_id));
-            return error_page(
+            return Err(error_page(
                 StatusCode::BAD_REQUEST,
                 "Unknown application",
                 "invalid_client: this application is not registered here (unknown client_id). It may have been registered with another server; let it register again.",
-            );
+            ));
         }
         Err(ClientError::Metadata(m)) => {
             refused(format!("client metadata: {m}"), Some(client_id));
-            return error_page(
+            return Err(error_page(
                 StatusCode::BAD_REQUEST,
                 "Unusable application metadata",
                 &format!("invalid_client: {m}"),
-            );
+            ));
         }
         Err(ClientError::Store(e)) => {
             tracing::error!(error = %e, "client lookup failed");
-            return error_page(
+            return Err(error_page(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "Temporarily unavailable",
                 "The sign-in service cannot reach its database. Try again in a minute.",
-            );
+            ));
         }
     };
     let Some(redirect_uri) = q.get("redirect_uri") else {
         refused("no redirect_uri".into(), Some(client_id));
-        return error_page(
+        return Err(error_page(
             StatusCode::BAD_REQUEST,
             "Invalid request",
             "invalid_request: redirect_uri is required.",
-        );
+        ));
     };
     if !redirect_matches(&client.redirect_uris, redirect_uri) {
         refused(
             format!("redirect_uri {redirect_uri} not registered"),
             Some(client_id),
         );
-        return error_page(
+        return Err(error_page(
             StatusCode::BAD_REQUEST,
             "Invalid redirect URI",
             &format!(
                 "invalid_request: redirect_uri {redirect_uri:?} is not registered for this application, so the sign-in cannot continue."
             ),
-        );
+        ));
     }
     // The allowlist may have shrunk since the client registered: check again, with the
     // error registration would give.
@@ -215,69 +236,119 @@ pub async fn authorize(app: &App, req: &Req) -> Resp {
             format!("redirect_uri {redirect_uri} no longer allowed"),
             Some(client_id),
         );
-        return error_page(
+        return Err(error_page(
             StatusCode::BAD_REQUEST,
             "Redirect URI no longer allowed",
             &format!("invalid_redirect_uri: {e}"),
-        );
+        ));
     }
-    // From here on, errors go back to the client.
+    Ok((client, client_id, redirect_uri))
+}
+
+/// What the rest of the request says, checked.
+struct Checked<'q> {
+    state: &'q str,
+    challenge: &'q str,
+    resource: String,
+    prompt: &'q str,
+}
+
+/// Checks response type, state, PKCE, resource and prompt; from here on an error is a
+/// redirect to the client with `error`, `state` and `iss`.
+// The Err is the finished answer, built once per refused request: not worth a Box.
+#[allow(clippy::result_large_err)]
+fn check_request<'q>(
+    app: &App,
+    req: &Req,
+    q: &'q Params,
+    client_id: &str,
+    redirect_uri: &str,
+) -> Result<Checked<'q>, Resp> {
+    let refused = |reason: String, client_id: Option<&str>| refused(app, req, reason, client_id);
     let state = q.get("state");
     let to_client = |error: &str, description: &str| {
         refused(format!("{error}: {description}"), Some(client_id));
         error_to_client(app, redirect_uri, state, error, description)
     };
     if q.get("response_type") != Some("code") {
-        return to_client(
+        return Err(to_client(
             "unsupported_response_type",
             "response_type must be \"code\"",
-        );
+        ));
     }
     let Some(state) = state else {
-        return to_client("invalid_request", "state is required");
+        return Err(to_client("invalid_request", "state is required"));
     };
     let Some(challenge) = q.get("code_challenge") else {
-        return to_client(
+        return Err(to_client(
             "invalid_request",
             "code_challenge is required (PKCE with code_challenge_method S256)",
-        );
+        ));
     };
     if q.get("code_challenge_method") != Some("S256") {
-        return to_client("invalid_request", "code_challenge_method must be S256");
+        return Err(to_client(
+            "invalid_request",
+            "code_challenge_method must be S256",
+        ));
     }
     if !valid_challenge(challenge) {
-        return to_client(
+        return Err(to_client(
             "invalid_request",
             "code_challenge must be the base64url SHA-256 of the code_verifier (43 characters)",
-        );
+        ));
     }
     let resource = match q.get("resource") {
         Some(r) => match app.cfg.find_resource(r) {
             Some(res) => res.url.clone(),
             None => {
-                return to_client(
+                return Err(to_client(
                     "invalid_target",
                     &format!("resource {r:?} is not a protected resource of this server"),
-                )
+                ))
             }
         },
         None if !app.cfg.authorization.require_resource && app.cfg.resources.len() == 1 => {
             app.cfg.resources[0].url.clone()
         }
         None => {
-            return to_client(
+            return Err(to_client(
                 "invalid_target",
                 "resource is required (RFC 8707): the URL of the MCP server",
-            )
+            ))
         }
     };
     let prompt = q.get("prompt").unwrap_or("");
     if prompt.split_whitespace().any(|p| p == "none") {
-        return to_client(
+        return Err(to_client(
             "login_required",
             "signing in requires interaction with Google",
-        );
+        ));
     }
+    Ok(Checked {
+        state,
+        challenge,
+        resource,
+        prompt,
+    })
+}
+
+/// Stores the pending authorization, then shows the consent page or, for a person who
+/// approved this client before (known from this browser's session), goes straight to
+/// Google.
+async fn begin(
+    app: &App,
+    req: &Req,
+    q: &Params,
+    client: &ClientRecord,
+    redirect_uri: &str,
+    c: Checked<'_>,
+) -> Resp {
+    let Checked {
+        state,
+        challenge,
+        resource,
+        prompt,
+    } = c;
     let (browser, new_browser) = browser_id(app, req);
     let pending = PendingAuthorization {
         id: random_string(24),
@@ -324,7 +395,7 @@ pub async fn authorize(app: &App, req: &Req) -> Resp {
     let mut resp = if remembered {
         to_google(app, &pending, false).await
     } else {
-        html(StatusCode::OK, consent_page(app, &client, &pending))
+        html(StatusCode::OK, consent_page(app, client, &pending))
     };
     if new_browser {
         set_cookie(

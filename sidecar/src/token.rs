@@ -17,7 +17,9 @@ use crate::google::directory_user::UserStatus;
 use crate::google::GoogleError;
 use crate::http::{json, oauth_error, Params, Req, Resp};
 use crate::policy::{check_groups, check_identity};
-use crate::store::{digest, ClientRecord, CodeRedemption, RefreshOutcome};
+use crate::store::{
+    digest, ClientRecord, CodeRecord, CodeRedemption, FamilyRecord, RefreshOutcome, UserRecord,
+};
 
 /// Claims of an access token (RFC 9068 shape plus who the person is).
 #[derive(Debug, Serialize)]
@@ -160,21 +162,51 @@ fn refused(app: &App, req: &Req, client: &ClientRecord, kind: AuthEventKind, rea
     );
 }
 
+/// `grant_type=authorization_code`: the code redeemed (once), checked against the
+/// request that produced it, then a new token family.
 async fn authorization_code(app: &App, req: &Req, f: &Params, client: &ClientRecord) -> Resp {
-    let fail = |error: &str, description: &str| {
-        refused(app, req, client, AuthEventKind::TokenRefused, description);
-        bad(error, description)
+    let (rec, code_hash) = match redeem(app, req, f, client).await {
+        Ok(v) => v,
+        Err(resp) => return resp,
     };
+    if let Some(refused) = check_code(app, req, f, client, &rec) {
+        return refused;
+    }
+    issue_for_code(app, req, client, &rec, &code_hash).await
+}
+
+/// A refused token request: recorded, then `400` with `error` and `error_description`.
+fn refuse_grant(
+    app: &App,
+    req: &Req,
+    client: &ClientRecord,
+    error: &str,
+    description: &str,
+) -> Resp {
+    refused(app, req, client, AuthEventKind::TokenRefused, description);
+    bad(error, description)
+}
+
+/// Redeems the code (once); a reused code revokes what it produced.
+async fn redeem(
+    app: &App,
+    req: &Req,
+    f: &Params,
+    client: &ClientRecord,
+) -> Result<(CodeRecord, Vec<u8>), Resp> {
+    let fail = |error: &str, description: &str| refuse_grant(app, req, client, error, description);
     let Some(code) = f.get("code") else {
-        return fail("invalid_request", "code is required");
+        return Err(fail("invalid_request", "code is required"));
     };
     let code_hash = digest(code);
     let rec = match app.store.redeem_code(&code_hash).await {
         Ok(CodeRedemption::Fresh(r)) => r,
         Ok(CodeRedemption::Unknown) => {
-            return fail("invalid_grant", "authorization code is invalid")
+            return Err(fail("invalid_grant", "authorization code is invalid"))
         }
-        Ok(CodeRedemption::Expired) => return fail("invalid_grant", "authorization code expired"),
+        Ok(CodeRedemption::Expired) => {
+            return Err(fail("invalid_grant", "authorization code expired"))
+        }
         Ok(CodeRedemption::Reused(family)) => {
             if let Some(fam) = family {
                 let _ = app
@@ -182,38 +214,51 @@ async fn authorization_code(app: &App, req: &Req, f: &Params, client: &ClientRec
                     .revoke_family(&fam, "authorization code reused")
                     .await;
             }
-            return fail(
+            return Err(fail(
                 "invalid_grant",
                 "authorization code was already used; the tokens issued for it have been revoked",
-            );
+            ));
         }
         Err(e) => {
             tracing::error!(error = %e, "redeeming a code failed");
-            return oauth_error(
+            return Err(oauth_error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "temporarily_unavailable",
                 "database unavailable",
-            );
+            ));
         }
     };
+    Ok((rec, code_hash))
+}
+
+/// The code's client, redirect URI, PKCE verifier and resource checked against the
+/// authorization request. `Some`: the refusal.
+fn check_code(
+    app: &App,
+    req: &Req,
+    f: &Params,
+    client: &ClientRecord,
+    rec: &CodeRecord,
+) -> Option<Resp> {
+    let fail = |error: &str, description: &str| refuse_grant(app, req, client, error, description);
     if rec.client_id != client.client_id {
-        return fail(
+        return Some(fail(
             "invalid_grant",
             "authorization code was issued to another client",
-        );
+        ));
     }
     match f.get("redirect_uri") {
-        None => return fail("invalid_request", "redirect_uri is required"),
+        None => return Some(fail("invalid_request", "redirect_uri is required")),
         Some(r) if r != rec.redirect_uri => {
-            return fail(
+            return Some(fail(
                 "invalid_grant",
                 "redirect_uri does not match the authorization request",
-            )
+            ))
         }
         Some(_) => {}
     }
     let Some(verifier) = f.get("code_verifier") else {
-        return fail("invalid_request", "code_verifier is required (PKCE)");
+        return Some(fail("invalid_request", "code_verifier is required (PKCE)"));
     };
     let well_formed = (43..=128).contains(&verifier.len())
         && verifier
@@ -221,28 +266,39 @@ async fn authorization_code(app: &App, req: &Req, f: &Params, client: &ClientRec
             .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b));
     let computed = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
     if !well_formed || !bool::from(computed.as_bytes().ct_eq(rec.code_challenge.as_bytes())) {
-        return fail(
+        return Some(fail(
             "invalid_grant",
             "code_verifier does not match the code_challenge",
-        );
+        ));
     }
     if let Some(r) = f.get("resource") {
         match app.cfg.find_resource(r) {
             Some(res) if res.url == rec.resource => {}
             Some(_) => {
-                return fail(
+                return Some(fail(
                     "invalid_target",
                     "resource does not match the authorization request",
-                )
+                ))
             }
             None => {
-                return fail(
+                return Some(fail(
                     "invalid_target",
                     &format!("resource {r:?} is not a protected resource of this server"),
-                )
+                ))
             }
         }
     }
+    None
+}
+
+/// Creates the token family and answers with the tokens.
+async fn issue_for_code(
+    app: &App,
+    req: &Req,
+    client: &ClientRecord,
+    rec: &CodeRecord,
+    code_hash: &[u8],
+) -> Resp {
     let family = random_string(18);
     let refresh_token = random_string(32);
     if let Err(e) = app
@@ -266,7 +322,7 @@ async fn authorization_code(app: &App, req: &Req, f: &Params, client: &ClientRec
             "database unavailable",
         );
     }
-    let _ = app.store.set_code_family(&code_hash, &family).await;
+    let _ = app.store.set_code_family(code_hash, &family).await;
     let resp = issue(
         app,
         client,
@@ -290,115 +346,17 @@ async fn authorization_code(app: &App, req: &Req, f: &Params, client: &ClientRec
     resp
 }
 
+/// `grant_type=refresh_token`: the family checked, the person checked again, the
+/// token rotated (a reuse revokes the family), then new tokens.
 async fn refresh(app: &App, req: &Req, f: &Params, client: &ClientRecord) -> Resp {
-    let fail = |error: &str, description: &str| {
-        refused(app, req, client, AuthEventKind::TokenRefused, description);
-        bad(error, description)
+    let (family, old_hash, scope) = match live_family(app, req, f, client).await {
+        Ok(v) => v,
+        Err(resp) => return resp,
     };
-    let Some(token) = f.get("refresh_token") else {
-        return fail("invalid_request", "refresh_token is required");
+    let (user, groups) = match recheck_person(app, req, client, &family).await {
+        Ok(v) => v,
+        Err(resp) => return resp,
     };
-    let old_hash = digest(token);
-    let family = match app.store.find_refresh(&old_hash).await {
-        Ok(RefreshOutcome::Unknown) => return fail("invalid_grant", "refresh token is invalid"),
-        Ok(RefreshOutcome::Found { used: true, family }) => {
-            return reuse(app, req, client, &family.family_id).await;
-        }
-        Ok(RefreshOutcome::Found {
-            used: false,
-            family,
-        }) => family,
-        Err(e) => {
-            tracing::error!(error = %e, "reading a refresh token failed");
-            return oauth_error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "temporarily_unavailable",
-                "database unavailable",
-            );
-        }
-    };
-    if family.client_id != client.client_id {
-        return fail(
-            "invalid_grant",
-            "refresh token was issued to another client",
-        );
-    }
-    if family.revoked {
-        return fail("invalid_grant", "refresh token was revoked; sign in again");
-    }
-    if family.expired {
-        return fail("invalid_grant", "refresh token expired; sign in again");
-    }
-    if let Some(r) = f.get("resource") {
-        match app.cfg.find_resource(r) {
-            Some(res) if res.url == family.resource => {}
-            _ => {
-                return fail(
-                    "invalid_target",
-                    "resource does not match the one this refresh token is for",
-                )
-            }
-        }
-    }
-    let scope = match f.get("scope") {
-        None => family.scope.clone(),
-        Some(s) => {
-            let held: Vec<&str> = family.scope.split_whitespace().collect();
-            if s.split_whitespace().any(|x| !held.contains(&x)) {
-                return fail("invalid_scope", "scope exceeds what was granted");
-            }
-            s.to_string()
-        }
-    };
-    // The person is checked again: domain still allowed, still in the directory, groups
-    // as they are now.
-    let user = match app.store.user(&family.user_sub).await {
-        Ok(Some(u)) => u,
-        Ok(None) => return fail("invalid_grant", "the user of this refresh token is unknown"),
-        Err(e) => {
-            tracing::error!(error = %e, "reading a user failed");
-            return oauth_error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "temporarily_unavailable",
-                "database unavailable",
-            );
-        }
-    };
-    if let Err(r) = check_identity(&app.cfg.google, &user.email, true, user.hd.as_deref()) {
-        let _ = app.store.revoke_family(&family.family_id, r.code).await;
-        return fail("invalid_grant", &r.message);
-    }
-    if let Some(refused) = offboarded(app, &user.email, &family.family_id, &fail).await {
-        return refused;
-    }
-    let groups = match app.google.groups(&user.email).await {
-        Ok(g) => g,
-        Err(GoogleError::UserNotFound) => {
-            let _ = app
-                .store
-                .revoke_family(&family.family_id, "not_in_directory")
-                .await;
-            return fail(
-                "invalid_grant",
-                &format!("{} is no longer in the company directory", user.email),
-            );
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "reading groups at refresh failed");
-            return oauth_error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "temporarily_unavailable",
-                "the company directory is unavailable; retry later",
-            );
-        }
-    };
-    if let Err(r) = check_groups(&app.cfg.google, &user.email, &groups) {
-        let _ = app.store.revoke_family(&family.family_id, r.code).await;
-        return fail("invalid_grant", &r.message);
-    }
-    if groups != user.groups {
-        let _ = app.store.update_user_groups(&user.sub, &groups).await;
-    }
     let new_token = random_string(32);
     match app
         .store
@@ -437,6 +395,145 @@ async fn refresh(app: &App, req: &Req, f: &Params, client: &ClientRecord) -> Res
             .from(req.client_ip, req.user_agent()),
     );
     resp
+}
+
+/// The refresh token's family, live and this client's, and the scope asked for (at
+/// most what was granted); a token already rotated is a reuse.
+async fn live_family(
+    app: &App,
+    req: &Req,
+    f: &Params,
+    client: &ClientRecord,
+) -> Result<(FamilyRecord, Vec<u8>, String), Resp> {
+    let fail = |error: &str, description: &str| refuse_grant(app, req, client, error, description);
+    let Some(token) = f.get("refresh_token") else {
+        return Err(fail("invalid_request", "refresh_token is required"));
+    };
+    let old_hash = digest(token);
+    let family = match app.store.find_refresh(&old_hash).await {
+        Ok(RefreshOutcome::Unknown) => {
+            return Err(fail("invalid_grant", "refresh token is invalid"))
+        }
+        Ok(RefreshOutcome::Found { used: true, family }) => {
+            return Err(reuse(app, req, client, &family.family_id).await);
+        }
+        Ok(RefreshOutcome::Found {
+            used: false,
+            family,
+        }) => family,
+        Err(e) => {
+            tracing::error!(error = %e, "reading a refresh token failed");
+            return Err(oauth_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "temporarily_unavailable",
+                "database unavailable",
+            ));
+        }
+    };
+    if family.client_id != client.client_id {
+        return Err(fail(
+            "invalid_grant",
+            "refresh token was issued to another client",
+        ));
+    }
+    if family.revoked {
+        return Err(fail(
+            "invalid_grant",
+            "refresh token was revoked; sign in again",
+        ));
+    }
+    if family.expired {
+        return Err(fail(
+            "invalid_grant",
+            "refresh token expired; sign in again",
+        ));
+    }
+    if let Some(r) = f.get("resource") {
+        match app.cfg.find_resource(r) {
+            Some(res) if res.url == family.resource => {}
+            _ => {
+                return Err(fail(
+                    "invalid_target",
+                    "resource does not match the one this refresh token is for",
+                ))
+            }
+        }
+    }
+    let scope = match f.get("scope") {
+        None => family.scope.clone(),
+        Some(s) => {
+            let held: Vec<&str> = family.scope.split_whitespace().collect();
+            if s.split_whitespace().any(|x| !held.contains(&x)) {
+                return Err(fail("invalid_scope", "scope exceeds what was granted"));
+            }
+            s.to_string()
+        }
+    };
+    Ok((family, old_hash, scope))
+}
+
+/// The person is checked again: domain still allowed, still in the directory, groups
+/// as they are now. A refusal revokes the family.
+async fn recheck_person(
+    app: &App,
+    req: &Req,
+    client: &ClientRecord,
+    family: &FamilyRecord,
+) -> Result<(UserRecord, Vec<String>), Resp> {
+    let fail = |error: &str, description: &str| refuse_grant(app, req, client, error, description);
+    let user = match app.store.user(&family.user_sub).await {
+        Ok(Some(u)) => u,
+        Ok(None) => {
+            return Err(fail(
+                "invalid_grant",
+                "the user of this refresh token is unknown",
+            ))
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "reading a user failed");
+            return Err(oauth_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "temporarily_unavailable",
+                "database unavailable",
+            ));
+        }
+    };
+    if let Err(r) = check_identity(&app.cfg.google, &user.email, true, user.hd.as_deref()) {
+        let _ = app.store.revoke_family(&family.family_id, r.code).await;
+        return Err(fail("invalid_grant", &r.message));
+    }
+    if let Some(refused) = offboarded(app, &user.email, &family.family_id, &fail).await {
+        return Err(refused);
+    }
+    let groups = match app.google.groups(&user.email).await {
+        Ok(g) => g,
+        Err(GoogleError::UserNotFound) => {
+            let _ = app
+                .store
+                .revoke_family(&family.family_id, "not_in_directory")
+                .await;
+            return Err(fail(
+                "invalid_grant",
+                &format!("{} is no longer in the company directory", user.email),
+            ));
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "reading groups at refresh failed");
+            return Err(oauth_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "temporarily_unavailable",
+                "the company directory is unavailable; retry later",
+            ));
+        }
+    };
+    if let Err(r) = check_groups(&app.cfg.google, &user.email, &groups) {
+        let _ = app.store.revoke_family(&family.family_id, r.code).await;
+        return Err(fail("invalid_grant", &r.message));
+    }
+    if groups != user.groups {
+        let _ = app.store.update_user_groups(&user.sub, &groups).await;
+    }
+    Ok((user, groups))
 }
 
 /// Offboarding: with Directory credentials, a suspended, archived or deleted person

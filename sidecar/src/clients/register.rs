@@ -41,26 +41,30 @@ pub struct Registration {
     pub all_loopback: bool,
 }
 
-/// Validates client metadata (DCR body or CIMD document). Errors are
-/// `(error code, description)`.
-pub fn validate_metadata(
-    body: &Value,
-    allowlist: &[String],
-) -> Result<Registration, (&'static str, String)> {
-    let meta_err = |d: String| ("invalid_client_metadata", d);
-    let Some(obj) = body.as_object() else {
-        return Err(meta_err("client metadata must be a JSON object".into()));
-    };
-    let str_field = |k: &str, max: usize| -> Result<Option<String>, (&'static str, String)> {
-        match obj.get(k) {
+/// A metadata error: `(error code, description)`.
+type MetaError = (&'static str, String);
+
+fn meta_err(d: String) -> MetaError {
+    ("invalid_client_metadata", d)
+}
+
+/// Typed reads of the metadata object's fields.
+struct Fields<'a> {
+    obj: &'a Map<String, Value>,
+}
+
+impl Fields<'_> {
+    fn str_field(&self, k: &str, max: usize) -> Result<Option<String>, MetaError> {
+        match self.obj.get(k) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(s)) if s.chars().count() <= max => Ok(Some(s.clone())),
             Some(Value::String(_)) => Err(meta_err(format!("{k} is longer than {max} characters"))),
             Some(_) => Err(meta_err(format!("{k} must be a string"))),
         }
-    };
-    let str_list = |k: &str| -> Result<Option<Vec<String>>, (&'static str, String)> {
-        match obj.get(k) {
+    }
+
+    fn str_list(&self, k: &str) -> Result<Option<Vec<String>>, MetaError> {
+        match self.obj.get(k) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::Array(a)) => a
                 .iter()
@@ -73,9 +77,50 @@ pub fn validate_metadata(
                 .map(Some),
             Some(_) => Err(meta_err(format!("{k} must be an array of strings"))),
         }
-    };
+    }
+}
 
-    let redirect_uris = str_list("redirect_uris")?.unwrap_or_default();
+/// Validates client metadata (DCR body or CIMD document). Errors are
+/// `(error code, description)`.
+pub fn validate_metadata(
+    body: &Value,
+    allowlist: &[String],
+) -> Result<Registration, (&'static str, String)> {
+    let Some(obj) = body.as_object() else {
+        return Err(meta_err("client metadata must be a JSON object".into()));
+    };
+    let fields = Fields { obj };
+    let (redirect_uris, kinds) = redirect_uris(&fields, allowlist)?;
+    let all_loopback = kinds.iter().all(|k| *k == RedirectKind::Loopback);
+    let any_loopback = kinds.contains(&RedirectKind::Loopback);
+    let application_type = application_type(&fields, all_loopback, any_loopback)?;
+    check_grants(&fields)?;
+    let method = fields
+        .str_field("token_endpoint_auth_method", 64)?
+        .unwrap_or_else(|| "none".into());
+    if !AUTH_METHODS.contains(&method.as_str()) {
+        return Err(meta_err(format!(
+            "token_endpoint_auth_method {method:?} is not supported (none, client_secret_basic, client_secret_post)"
+        )));
+    }
+    let client_name = fields.str_field("client_name", 200)?;
+    let metadata = kept_metadata(&fields)?;
+    Ok(Registration {
+        redirect_uris,
+        application_type,
+        token_endpoint_auth_method: method,
+        client_name,
+        metadata,
+        all_loopback,
+    })
+}
+
+/// `redirect_uris`: 1 to 20, each allowed; with the kind of each.
+fn redirect_uris(
+    fields: &Fields,
+    allowlist: &[String],
+) -> Result<(Vec<String>, Vec<RedirectKind>), MetaError> {
+    let redirect_uris = fields.str_list("redirect_uris")?.unwrap_or_default();
     if redirect_uris.is_empty() {
         return Err((
             "invalid_redirect_uri",
@@ -89,10 +134,17 @@ pub fn validate_metadata(
     for u in &redirect_uris {
         kinds.push(check_redirect_uri(u, allowlist).map_err(|e| ("invalid_redirect_uri", e))?);
     }
-    let all_loopback = kinds.iter().all(|k| *k == RedirectKind::Loopback);
-    let any_loopback = kinds.contains(&RedirectKind::Loopback);
+    Ok((redirect_uris, kinds))
+}
 
-    let application_type = match str_field("application_type", 16)?.as_deref() {
+/// `application_type`: `native` (the default with only loopback redirects) or `web`
+/// (never with a loopback redirect).
+fn application_type(
+    fields: &Fields,
+    all_loopback: bool,
+    any_loopback: bool,
+) -> Result<String, MetaError> {
+    Ok(match fields.str_field("application_type", 16)?.as_deref() {
         None => {
             if all_loopback {
                 "native".to_string()
@@ -117,9 +169,14 @@ pub fn validate_metadata(
                 "application_type {other:?} is not supported (use \"native\" or \"web\")"
             )))
         }
-    };
+    })
+}
 
-    let grant_types = str_list("grant_types")?.unwrap_or_else(|| vec!["authorization_code".into()]);
+/// `grant_types` and `response_types`: the authorization code flow only.
+fn check_grants(fields: &Fields) -> Result<(), MetaError> {
+    let grant_types = fields
+        .str_list("grant_types")?
+        .unwrap_or_else(|| vec!["authorization_code".into()]);
     for g in &grant_types {
         if g != "authorization_code" && g != "refresh_token" {
             return Err(meta_err(format!(
@@ -132,17 +189,18 @@ pub fn validate_metadata(
             "grant_types must include authorization_code".into(),
         ));
     }
-    let response_types = str_list("response_types")?.unwrap_or_else(|| vec!["code".into()]);
+    let response_types = fields
+        .str_list("response_types")?
+        .unwrap_or_else(|| vec!["code".into()]);
     if response_types.iter().any(|r| r != "code") {
         return Err(meta_err("only response_type \"code\" is supported".into()));
     }
-    let method = str_field("token_endpoint_auth_method", 64)?.unwrap_or_else(|| "none".into());
-    if !AUTH_METHODS.contains(&method.as_str()) {
-        return Err(meta_err(format!(
-            "token_endpoint_auth_method {method:?} is not supported (none, client_secret_basic, client_secret_post)"
-        )));
-    }
-    let client_name = str_field("client_name", 200)?;
+    Ok(())
+}
+
+/// The optional fields kept as they are, and the grant and response types the client
+/// is registered with.
+fn kept_metadata(fields: &Fields) -> Result<Map<String, Value>, MetaError> {
     let mut metadata = Map::new();
     for k in [
         "client_uri",
@@ -152,14 +210,14 @@ pub fn validate_metadata(
         "software_id",
         "software_version",
     ] {
-        if let Some(v) = str_field(k, 2048)? {
+        if let Some(v) = fields.str_field(k, 2048)? {
             metadata.insert(k.into(), json!(v));
         }
     }
-    if let Some(scope) = str_field("scope", 1024)? {
+    if let Some(scope) = fields.str_field("scope", 1024)? {
         metadata.insert("scope".into(), json!(scope));
     }
-    if let Some(contacts) = str_list("contacts")? {
+    if let Some(contacts) = fields.str_list("contacts")? {
         metadata.insert("contacts".into(), json!(contacts));
     }
     // Refresh tokens are always issued (rotating), so the grant is always registered.
@@ -168,27 +226,38 @@ pub fn validate_metadata(
         json!(["authorization_code", "refresh_token"]),
     );
     metadata.insert("response_types".into(), json!(["code"]));
-    Ok(Registration {
-        redirect_uris,
-        application_type,
-        token_endpoint_auth_method: method,
-        client_name,
-        metadata,
-        all_loopback,
-    })
+    Ok(metadata)
 }
 
 /// `POST /register`.
 pub async fn register(app: &App, req: &Req) -> Resp {
-    let ua = req.user_agent();
-    let refuse = |error: &str, description: &str| {
-        app.audit.record(
-            &AuthEvent::new(AuthEventKind::ClientRegistrationRefused)
-                .reason(format!("{error}: {description}"))
-                .from(req.client_ip, ua),
-        );
-        oauth_error(StatusCode::BAD_REQUEST, error, description)
+    if let Some(limited) = rate_limited(app, req) {
+        return limited;
+    }
+    let reg = match read_metadata(app, req) {
+        Ok(r) => r,
+        Err((code, d)) => {
+            let ua = req.user_agent();
+            app.audit.record(
+                &AuthEvent::new(AuthEventKind::ClientRegistrationRefused)
+                    .reason(format!("{code}: {d}"))
+                    .from(req.client_ip, ua),
+            );
+            return oauth_error(StatusCode::BAD_REQUEST, code, &d);
+        }
     };
+    let ua = req.user_agent();
+    let software_id = reg.metadata.get("software_id").and_then(Value::as_str);
+    let detected = detect_client(ua, reg.client_name.as_deref(), software_id);
+    if app.cfg.server.mode == Mode::GoogleDirect && !reg.all_loopback {
+        return register_google_direct(app, req, reg, detected);
+    }
+    register_client(app, req, reg, detected).await
+}
+
+/// `Some`: this address registered too often; `429` with `Retry-After`.
+fn rate_limited(app: &App, req: &Req) -> Option<Resp> {
+    let ua = req.user_agent();
     if let Err(retry) = app.reg_limiter.check(req.client_ip) {
         app.audit.record(
             &AuthEvent::new(AuthEventKind::ClientRegistrationRefused)
@@ -206,47 +275,50 @@ pub async fn register(app: &App, req: &Req) -> Resp {
         if let Ok(v) = HeaderValue::from_str(&retry.as_secs().to_string()) {
             r.headers_mut().insert(http::header::RETRY_AFTER, v);
         }
-        return r;
+        return Some(r);
     }
+    None
+}
+
+/// The request's JSON body, validated as client metadata.
+fn read_metadata(app: &App, req: &Req) -> Result<Registration, MetaError> {
     if !req.is_json() {
-        return refuse(
-            "invalid_client_metadata",
-            "the registration request must be JSON (Content-Type: application/json)",
-        );
+        return Err(meta_err(
+            "the registration request must be JSON (Content-Type: application/json)".into(),
+        ));
     }
-    let body: Value = match serde_json::from_slice(&req.body) {
-        Ok(v) => v,
-        Err(e) => return refuse("invalid_client_metadata", &format!("invalid JSON: {e}")),
-    };
-    let reg = match validate_metadata(&body, &app.cfg.clients.allowed_redirect_uris) {
-        Ok(r) => r,
-        Err((code, d)) => return refuse(code, &d),
-    };
-    let software_id = reg.metadata.get("software_id").and_then(Value::as_str);
-    let detected = detect_client(ua, reg.client_name.as_deref(), software_id);
+    let body: Value =
+        serde_json::from_slice(&req.body).map_err(|e| meta_err(format!("invalid JSON: {e}")))?;
+    validate_metadata(&body, &app.cfg.clients.allowed_redirect_uris)
+}
 
-    if app.cfg.server.mode == Mode::GoogleDirect && !reg.all_loopback {
-        // Standard (web) clients authorize at Google as the company's Google client:
-        // they get its id, never its secret; their token requests go through the
-        // sidecar's /token, which adds the secret (see `google_direct`).
-        app.audit.record(
-            &AuthEvent::new(AuthEventKind::ClientRegistered)
-                .client_id(app.cfg.google.client_id.clone())
-                .client(detected)
-                .reason("google-direct")
-                .from(req.client_ip, ua),
-        );
-        let out = json!({
-            "client_id": app.cfg.google.client_id,
-            "client_id_issued_at": now_s(),
-            "redirect_uris": reg.redirect_uris,
-            "application_type": reg.application_type,
-            "client_name": reg.client_name,
-            "token_endpoint_auth_method": "none",
-        });
-        return json(StatusCode::CREATED, &out);
-    }
+/// Standard (web) clients authorize at Google as the company's Google client: they get
+/// its id, never its secret; their token requests go through the sidecar's /token,
+/// which adds the secret (see `google_direct`).
+fn register_google_direct(app: &App, req: &Req, reg: Registration, detected: String) -> Resp {
+    let ua = req.user_agent();
+    app.audit.record(
+        &AuthEvent::new(AuthEventKind::ClientRegistered)
+            .client_id(app.cfg.google.client_id.clone())
+            .client(detected)
+            .reason("google-direct")
+            .from(req.client_ip, ua),
+    );
+    let out = json!({
+        "client_id": app.cfg.google.client_id,
+        "client_id_issued_at": now_s(),
+        "redirect_uris": reg.redirect_uris,
+        "application_type": reg.application_type,
+        "client_name": reg.client_name,
+        "token_endpoint_auth_method": "none",
+    });
+    json(StatusCode::CREATED, &out)
+}
 
+/// A registration of our own: stored (with a secret's hash if it asked for one), then
+/// answered with its metadata, its id and the secret.
+async fn register_client(app: &App, req: &Req, reg: Registration, detected: String) -> Resp {
+    let ua = req.user_agent();
     let client_id = format!("mcp_{}", random_string(18));
     let secret = (reg.token_endpoint_auth_method != "none").then(|| random_string(32));
     let record = ClientRecord {
