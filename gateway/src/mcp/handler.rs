@@ -53,6 +53,8 @@ pub struct Gateway {
     /// Session ids opened before (bounded: emptied when full). Claims never change, and
     /// the checks that can (ended, expired, user) run on every request.
     pub(super) opened: DashMap<Box<str>, Arc<SessionClaims>>,
+    /// Pass-through session ids opened before (bounded the same way).
+    pub(super) opened_passthrough: DashMap<Box<str>, Arc<super::session::PassthroughSession>>,
     /// The audit log, when enabled: asked how to keep arguments, handed every record.
     pub audit: Option<Arc<dyn crate::record::AuditSink>>,
 }
@@ -96,6 +98,7 @@ impl Gateway {
             known_caps,
             audit,
             opened: DashMap::new(),
+            opened_passthrough: DashMap::new(),
         }
     }
 

@@ -81,7 +81,13 @@ pub async fn serve(
         .requests
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     match sent {
-        Ok(relayed) => answer(gw, backend, caller, relayed, info).await,
+        Ok(relayed) => {
+            // The backend names the session it was asked about: the client's sealed id
+            // is that one already, so it is not sealed again.
+            let same = relayed.session_id.is_some() && relayed.session_id == session;
+            let known = header(headers, "mcp-session-id").filter(|_| same);
+            answer(gw, backend, caller, relayed, known, info).await
+        }
         Err(e) => {
             backend.record::<()>(&Err(e.clone()));
             info.rpc_error = Some(e.code());
@@ -111,8 +117,21 @@ fn unseal(
     let Some(sealed) = header(headers, "mcp-session-id") else {
         return Ok(None);
     };
-    match gw.sealer().open_passthrough(sealed) {
-        Some(s) if s.sub == caller.sub && s.backend == backend.name() => Ok(Some(s.id)),
+    // Opened once per id: what a sealed id carries never changes, and whose it is and
+    // for which backend is checked on every request.
+    let opened = match gw.opened_passthrough.get(sealed).map(|s| s.clone()) {
+        Some(s) => Some(s),
+        None => gw.sealer().open_passthrough(sealed).map(|s| {
+            let s = Arc::new(s);
+            if gw.opened_passthrough.len() >= 100_000 {
+                gw.opened_passthrough.clear();
+            }
+            gw.opened_passthrough.insert(sealed.into(), s.clone());
+            s
+        }),
+    };
+    match opened {
+        Some(s) if s.sub == caller.sub && s.backend == backend.name() => Ok(Some(s.id.clone())),
         _ => Err(Response::refuse(
             404,
             jsonrpc::INVALID_REQUEST,
@@ -151,14 +170,16 @@ async fn answer(
     backend: &Backend,
     caller: &Caller,
     relayed: Relayed,
+    known: Option<&str>,
     info: &mut Info,
 ) -> Response {
-    let sealed = relayed.session_id.map(|id| {
-        gw.sealer().seal_passthrough(&PassthroughSession {
+    let sealed = relayed.session_id.map(|id| match known {
+        Some(k) => k.to_string(),
+        None => gw.sealer().seal_passthrough(&PassthroughSession {
             sub: caller.sub.clone(),
             backend: backend.name().to_string(),
             id,
-        })
+        }),
     });
     let is_stream = relayed
         .content_type
