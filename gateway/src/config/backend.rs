@@ -81,6 +81,7 @@ impl Validator<'_> {
                 .collect(),
             forward_identity,
             prefix: b.prefix.unwrap_or(true),
+            protocol: self.protocol(&b)?,
             timeout: b
                 .timeout_ms
                 .map(|ms| Duration::from_millis(ms.max(1)))
@@ -163,6 +164,27 @@ impl Validator<'_> {
             ));
         }
         Ok(url)
+    }
+
+    /// `protocol`: which era the backend is spoken to in (default `auto`).
+    fn protocol(&self, b: &FileBackend) -> Result<BackendProtocol, ConfigError> {
+        let Some(p) = &b.protocol else {
+            return Ok(BackendProtocol::Auto);
+        };
+        BackendProtocol::NAMES
+            .iter()
+            .find(|(n, _)| *n == p.get_ref().as_str())
+            .map(|(_, v)| *v)
+            .ok_or_else(|| {
+                self.err(
+                    p.span(),
+                    "backend.protocol",
+                    format!(
+                        "unknown protocol {:?}: use \"auto\" (ask with server/discover), \"2026-07-28\" or \"2025\"",
+                        p.get_ref()
+                    ),
+                )
+            })
     }
 
     /// The required http(s) `url` of an HTTP or legacy-SSE backend.

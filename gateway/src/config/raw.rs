@@ -99,6 +99,7 @@ pub(super) struct FileBackend {
     #[serde(default)]
     pub(super) headers: BTreeMap<String, toml::Spanned<String>>,
     pub(super) prefix: Option<bool>,
+    pub(super) protocol: Option<toml::Spanned<String>>,
     pub(super) timeout_ms: Option<u64>,
     pub(super) enabled: Option<bool>,
     pub(super) command: Option<toml::Spanned<String>>,

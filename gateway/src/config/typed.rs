@@ -156,6 +156,8 @@ pub struct BackendConfig {
     /// secret is rotated.
     pub header_templates: Vec<(http::HeaderName, String)>,
     pub prefix: bool,
+    /// Which era of the protocol the gateway speaks to it.
+    pub protocol: BackendProtocol,
     pub timeout: Duration,
     /// Who may use the backend.
     pub policy: Policy,
@@ -164,6 +166,28 @@ pub struct BackendConfig {
     /// Identity headers sent upstream: (claim, header name); claim is `email`, `sub`,
     /// `groups` or `client_id`.
     pub forward_identity: Vec<(IdentityClaim, http::HeaderName)>,
+}
+
+/// Which era of MCP a backend is spoken to in (`[[backend]] protocol`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BackendProtocol {
+    /// Asked with `server/discover` on first use and remembered; asked again after a
+    /// failure. A backend that does not answer it is spoken to in the legacy era.
+    #[default]
+    Auto,
+    /// 2026-07-28: stateless requests, no upstream session.
+    Modern,
+    /// 2025-11-25 and earlier: `initialize` and an upstream session.
+    Legacy,
+}
+
+impl BackendProtocol {
+    /// The values `protocol` may take, as written in the config file.
+    pub const NAMES: [(&'static str, BackendProtocol); 3] = [
+        ("auto", BackendProtocol::Auto),
+        ("2026-07-28", BackendProtocol::Modern),
+        ("2025", BackendProtocol::Legacy),
+    ];
 }
 
 /// A claim of the caller's identity a backend may be told, in a header of its choosing

@@ -10,10 +10,13 @@ use super::handler::Gateway;
 use super::index::{self};
 use super::jsonrpc::Method;
 use super::jsonrpc::{self};
+use super::modern::CacheHints;
 use super::names;
 use super::session::{caps, SessionClaims};
 use crate::auth::policy;
+use crate::config::AuthMode;
 use crate::upstream::{Backend, UpstreamError};
+use crate::wire::version;
 use crate::wire::LogLevel;
 use serde_json::{json, Map, Value};
 use std::sync::Arc;
@@ -83,6 +86,9 @@ impl Gateway {
                     .in_session(claims, b, |s| {
                         let p = p.clone();
                         async move {
+                            if version::is_modern(&s.version) {
+                                return Ok(Value::Null); // per request in that era
+                            }
                             self.backends[b]
                                 .request(&claims.sid, &s, "logging/setLevel", p)
                                 .await
@@ -149,6 +155,7 @@ impl Gateway {
         let mut merged: Vec<Value> = Vec::new();
         let mut seen = std::collections::HashSet::new();
         let mut next = Cursors::new();
+        let mut hints = CacheHints::default();
         for ((b, _), page) in targets.iter().zip(pages) {
             let backend = &self.backends[*b];
             let mut page = match page {
@@ -161,6 +168,7 @@ impl Gateway {
                     continue;
                 }
             };
+            hints.add_page(&page);
             if let Some(c) = page.get("nextCursor").and_then(Value::as_str) {
                 next.insert(backend.name().to_string(), c.to_string());
             }
@@ -177,6 +185,10 @@ impl Gateway {
         result.insert(kind.key().into(), Value::Array(merged));
         if !next.is_empty() {
             result.insert("nextCursor".into(), Value::String(cursor::encode(&next)));
+        }
+        if version::is_modern(&claims.v) {
+            // A list filtered by who asks is private to that person.
+            hints.write(&mut result, self.config.auth.mode != AuthMode::None);
         }
         Response::json(200, &jsonrpc::result(id, Value::Object(result)))
     }

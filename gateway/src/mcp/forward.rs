@@ -11,9 +11,13 @@ use super::relay;
 use super::session::SessionClaims;
 use crate::auth::policy;
 use crate::mcp::jsonrpc::Method;
+use crate::upstream::modern::fit_params;
 use crate::upstream::sse::format_event;
 use crate::upstream::Backend;
 use crate::upstream::{to_bytes, Reply, UpstreamError};
+use crate::wire::meta;
+use crate::wire::version;
+use crate::wire::UpstreamSession;
 use bytes::Bytes;
 use dashmap::DashMap;
 use futures::stream::BoxStream;
@@ -157,6 +161,25 @@ impl Gateway {
         let body = to_bytes(
             &json!({"jsonrpc": "2.0", "id": id, "method": method.as_str(), "params": params}),
         );
+        // The body as built fits a legacy backend of a legacy client; any other pairing
+        // gets its own (stamped for a modern backend, stripped of modern _meta for a
+        // legacy one), with the mirrored headers a modern backend wants.
+        let downstream_modern = version::is_modern(&claims.v);
+        let fit = |s: &UpstreamSession| -> (Bytes, Vec<(http::HeaderName, String)>) {
+            let upstream_modern = version::is_modern(&s.version);
+            if !downstream_modern && !upstream_modern {
+                return (body.clone(), Vec::new());
+            }
+            let mut p = params.clone();
+            fit_params(s, &mut p, &claims.caps, &claims.info);
+            let mirrored = if upstream_modern {
+                meta::headers_for(&method, &p)
+            } else {
+                Vec::new()
+            };
+            let b = json!({"jsonrpc": "2.0", "id": id, "method": method.as_str(), "params": p});
+            (to_bytes(&b), mirrored)
+        };
         let key = (claims.sid.clone(), id.to_string());
         self.inflight.insert(key.clone(), b);
         let guard = InflightGuard {
@@ -165,9 +188,11 @@ impl Gateway {
         };
         let r = self
             .in_session(claims, b, |s| {
-                let (backend, body) = (&backend, body.clone());
-                let extra = &extra;
-                async move { backend.send(&claims.sid, &s, body, extra).await }
+                let backend = &backend;
+                let (body, mirrored) = fit(&s);
+                let mut headers = extra.clone();
+                headers.extend(mirrored);
+                async move { backend.send(&claims.sid, &s, body, &headers).await }
             })
             .await;
         match r {
@@ -177,10 +202,30 @@ impl Gateway {
                 backend.name(),
                 &UpstreamError::Protocol("it answered a request with no body".into()),
             ),
-            Ok(Reply::Stream(stream)) => Response::Sse {
-                headers: Vec::new(),
-                stream: relayed_events(stream, id, backend, guard),
-            },
+            Ok(Reply::Stream(stream)) => {
+                // A modern client takes no server-to-client requests: the backend's are
+                // answered here, in its session, so that its call can go on.
+                let refuse_in = match downstream_modern {
+                    true => self
+                        .upstream(claims, b)
+                        .await
+                        .ok()
+                        .map(|s| (claims.sid.clone(), s)),
+                    false => None,
+                };
+                Response::Sse {
+                    headers: Vec::new(),
+                    stream: relayed_events(stream, id, backend, guard, refuse_in),
+                }
+            }
+            Err(UpstreamError::Refused { status, mut answer }) => {
+                // A modern backend's refusal (e.g. -32021): relayed with its status to a
+                // modern client, as a JSON-RPC error (HTTP 200) to a legacy one.
+                answer["id"] = id;
+                info.rpc_error = answer.pointer("/error/code").and_then(Value::as_i64);
+                let status = if downstream_modern { status } else { 200 };
+                Response::json(status, &answer)
+            }
             Err(e) => {
                 info.rpc_error = Some(e.code());
                 info.detail = Some(format!("backend {:?}: {e}", backend.name()));
@@ -241,33 +286,69 @@ fn relayed_events(
     id: Value,
     backend: Arc<Backend>,
     guard: InflightGuard,
+    refuse_in: Option<(String, UpstreamSession)>,
 ) -> BoxStream<'static, Bytes> {
     let name = backend.name().to_string();
     futures::stream::unfold((stream, false, guard), move |(mut s, done, guard)| {
         let (id, name, backend) = (id.clone(), name.clone(), backend.clone());
+        let refuse_in = refuse_in.clone();
         async move {
             if done {
                 return None;
             }
-            match s.next().await {
-                Some(Ok(mut msg)) => {
-                    relay::rewrite_server_request(&name, &mut msg);
-                    let is_answer = msg.get("id") == Some(&id) && msg.get("method").is_none();
-                    Some((format_event(&to_bytes(&msg)), (s, is_answer, guard)))
-                }
-                Some(Err(e)) => {
-                    backend.record::<()>(&Err(e.clone()));
-                    let err = backend_error_value(&id, &name, &e);
-                    Some((format_event(&to_bytes(&err)), (s, true, guard)))
-                }
-                None => {
-                    let err = backend_error_value(&id, &name, &UpstreamError::Closed);
-                    Some((format_event(&to_bytes(&err)), (s, true, guard)))
-                }
+            loop {
+                return match s.next().await {
+                    Some(Ok(msg)) if refuse_in.is_some() && is_server_request(&msg) => {
+                        if let Some((sid, session)) = &refuse_in {
+                            refuse_server_request(&backend, sid, session, &msg).await;
+                        }
+                        continue;
+                    }
+                    Some(Ok(mut msg)) => {
+                        relay::rewrite_server_request(&name, &mut msg);
+                        let is_answer = msg.get("id") == Some(&id) && msg.get("method").is_none();
+                        Some((format_event(&to_bytes(&msg)), (s, is_answer, guard)))
+                    }
+                    Some(Err(e)) => {
+                        backend.record::<()>(&Err(e.clone()));
+                        let err = backend_error_value(&id, &name, &e);
+                        Some((format_event(&to_bytes(&err)), (s, true, guard)))
+                    }
+                    None => {
+                        let err = backend_error_value(&id, &name, &UpstreamError::Closed);
+                        Some((format_event(&to_bytes(&err)), (s, true, guard)))
+                    }
+                };
             }
         }
     })
     .boxed()
+}
+
+fn is_server_request(msg: &Value) -> bool {
+    msg.get("method").is_some() && msg.get("id").is_some_and(|i| !i.is_null())
+}
+
+/// Answers a backend's request to a client that cannot take it (a modern client: it
+/// would be an input request of an input-required result in its era).
+async fn refuse_server_request(
+    backend: &Backend,
+    sid: &str,
+    session: &UpstreamSession,
+    msg: &Value,
+) {
+    let method = msg
+        .get("method")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let answer = jsonrpc::error(
+        msg.get("id").unwrap_or(&Value::Null),
+        jsonrpc::METHOD_NOT_FOUND,
+        format!("{method} is not available: the client speaks protocol 2026-07-28, which takes no server-to-client requests"),
+    );
+    if let Err(e) = backend.send(sid, session, to_bytes(&answer), &[]).await {
+        tracing::debug!(backend = backend.name(), error = %e, "cannot refuse a server request");
+    }
 }
 
 /// A request routed to one backend, with its names already translated: its id, method

@@ -175,25 +175,23 @@ impl Gateway {
                 );
             }
         };
+        if req.headers.get("mcp-session-id").is_none() {
+            // The era is chosen per request: a sessionless request that names a modern
+            // revision (header or _meta) is served statelessly.
+            let params = match &msg {
+                Message::Request { params, .. } | Message::Notification { params, .. } => {
+                    params.as_ref()
+                }
+                Message::Response { .. } => None,
+            };
+            if super::modern::is_modern_request(&req.headers, params) {
+                return self.modern(&req.headers, msg, caller, info).await;
+            }
+        }
         if let Message::Request { method, id, params } = &msg {
             info.rpc_method = Some(method.clone());
             if *method == Method::Initialize {
                 return self.initialize(id, params.as_ref(), caller, info).await;
-            }
-            if *method == Method::ServerDiscover && req.headers.get("mcp-session-id").is_none() {
-                // A 2026-07-28 client probing; a plain 400 makes it fall back to initialize.
-                return Response::json(
-                    400,
-                    &jsonrpc::error(
-                        id,
-                        jsonrpc::INVALID_REQUEST,
-                        format!(
-                            "Bad Request: this gateway speaks the initialize-based protocol \
-                             versions ({}); send initialize first",
-                            version::SUPPORTED.join(", ")
-                        ),
-                    ),
-                );
             }
         }
         let claims = match self.open_session(&req.headers, caller) {
@@ -310,7 +308,7 @@ impl Gateway {
         }
     }
 
-    async fn request(
+    pub(super) async fn request(
         self: &Arc<Self>,
         claims: &SessionClaims,
         caller: &Caller,
@@ -346,6 +344,7 @@ impl Gateway {
             | Method::ResourcesList
             | Method::ResourcesTemplatesList
             | Method::ServerDiscover
+            | Method::SubscriptionsListen
             | Method::NotificationsInitialized
             | Method::NotificationsCancelled
             | Method::NotificationsRootsListChanged

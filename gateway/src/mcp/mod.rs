@@ -9,6 +9,8 @@ pub mod guards;
 pub mod handler;
 pub mod index;
 pub mod lifecycle;
+pub mod listen;
+pub mod modern;
 pub mod names;
 pub mod passthrough;
 pub mod relay;

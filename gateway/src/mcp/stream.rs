@@ -12,11 +12,12 @@ use crate::upstream::sse::format_event;
 use crate::upstream::{to_bytes, UpstreamError};
 use bytes::Bytes;
 use futures::StreamExt;
+use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
 
 /// How often an idle stream gets a comment line, so that proxies keep it open.
-const KEEPALIVE: Duration = Duration::from_secs(15);
+pub(super) const KEEPALIVE: Duration = Duration::from_secs(15);
 use crate::mcp::guards::accepts;
 
 impl Gateway {
@@ -42,7 +43,7 @@ impl Gateway {
             Err(r) => return r,
         };
         info.session = Some(claims.sid.clone());
-        let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(256);
+        let (tx, rx) = tokio::sync::mpsc::channel::<Value>(256);
         for b in self
             .backends
             .iter()
@@ -55,7 +56,8 @@ impl Gateway {
         drop(tx);
         let keepalive =
             tokio_stream_interval(KEEPALIVE).map(|_| Bytes::from_static(b": keepalive\n\n"));
-        let events = futures::stream::select(tokio_stream_receiver(rx), keepalive);
+        let messages = tokio_stream_receiver(rx).map(|msg| format_event(&to_bytes(&msg)));
+        let events = futures::stream::select(messages, keepalive);
         // Send a comment first so the client sees the stream open at once.
         // The stream ends with the session (DELETE); the pumps stop when it is dropped.
         let stream = futures::stream::once(async { Bytes::from_static(b": stream open\n\n") })
@@ -71,7 +73,7 @@ impl Gateway {
         self: Arc<Self>,
         claims: Arc<SessionClaims>,
         b: usize,
-        tx: tokio::sync::mpsc::Sender<Bytes>,
+        tx: tokio::sync::mpsc::Sender<Value>,
     ) {
         let backend = self.backends[b].clone();
         let mut backoff = Duration::from_millis(500);
@@ -100,7 +102,7 @@ impl Gateway {
                         match item {
                             Some(Ok(mut msg)) => {
                                 relay::rewrite_server_request(backend.name(), &mut msg);
-                                if tx.send(format_event(&to_bytes(&msg))).await.is_err() {
+                                if tx.send(msg).await.is_err() {
                                     return;
                                 }
                             }
@@ -139,8 +141,8 @@ pub(super) fn tokio_stream_interval(every: Duration) -> impl futures::Stream<Ite
     )
 }
 
-pub(super) fn tokio_stream_receiver(
-    rx: tokio::sync::mpsc::Receiver<Bytes>,
-) -> impl futures::Stream<Item = Bytes> {
+pub(super) fn tokio_stream_receiver<T>(
+    rx: tokio::sync::mpsc::Receiver<T>,
+) -> impl futures::Stream<Item = T> {
     futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) })
 }

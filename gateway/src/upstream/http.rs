@@ -369,7 +369,15 @@ impl HttpUpstream {
 
     async fn status_error(&self, x: Exchange) -> UpstreamError {
         let status = x.status;
-        let body = self.read_body(x, 4096).await.unwrap_or_default();
+        let body = self.read_body(x, 64 * 1024).await.unwrap_or_default();
+        if (400..500).contains(&status) {
+            // A modern server refuses with a JSON-RPC error: relayed as it is.
+            if let Ok(answer) = serde_json::from_slice::<serde_json::Value>(&body) {
+                if answer.pointer("/error/code").is_some_and(|c| c.is_i64()) {
+                    return UpstreamError::Refused { status, answer };
+                }
+            }
+        }
         let mut text = String::from_utf8_lossy(&body).into_owned();
         text.truncate(300);
         UpstreamError::Status { status, body: text }

@@ -4,11 +4,12 @@
 pub mod channel;
 pub mod http;
 pub mod legacy_sse;
+pub mod modern;
 pub mod pool;
 pub mod sse;
 pub mod stdio;
 
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -41,6 +42,10 @@ pub enum UpstreamError {
     Closed,
     #[error("it answered with error {code}: {message}")]
     Rpc { code: i64, message: String },
+    /// A 4xx whose body is a JSON-RPC error (a modern server refusing a request, e.g.
+    /// -32021 for a capability the client lacks): relayed to the client as it is.
+    #[error("HTTP {status}: {answer}")]
+    Refused { status: u16, answer: Value },
 }
 
 impl UpstreamError {
@@ -49,6 +54,10 @@ impl UpstreamError {
         match self {
             UpstreamError::Timeout(_) => jsonrpc::BACKEND_TIMEOUT,
             UpstreamError::Rpc { code, .. } => *code,
+            UpstreamError::Refused { answer, .. } => answer
+                .pointer("/error/code")
+                .and_then(Value::as_i64)
+                .unwrap_or(jsonrpc::BACKEND_UNAVAILABLE),
             _ => jsonrpc::BACKEND_UNAVAILABLE,
         }
     }
@@ -103,6 +112,10 @@ pub struct Backend {
     /// The gateway's own session used by health probes.
     probe: tokio::sync::Mutex<Option<UpstreamSession>>,
     stream_idle: Duration,
+    /// The era it is spoken to in ([`modern`]): unknown, legacy or modern.
+    era: AtomicU8,
+    /// Capability bits a modern backend reported in `server/discover`.
+    modern_caps: AtomicU32,
 }
 
 impl Backend {
@@ -151,6 +164,7 @@ impl Backend {
                     }
                 }
             };
+        let era = AtomicU8::new(modern::initial_era(config.protocol));
         Backend {
             index,
             config,
@@ -163,6 +177,8 @@ impl Backend {
             since: Mutex::new(Instant::now()),
             probe: tokio::sync::Mutex::new(None),
             stream_idle,
+            era,
+            modern_caps: AtomicU32::new(0),
         }
     }
 
@@ -234,7 +250,8 @@ impl Backend {
             Link::Http(h) => h
                 .post(session.id.as_deref(), &session.version, body, extra)
                 .await
-                .map(|o| o.reply),
+                .map(|o| o.reply)
+                .map_err(|e| self.era_failure(session, e)),
             Link::Shared(_) | Link::PerSession(_) => match self.channel_for(sid) {
                 Ok(ch) => self.send_on_channel(&ch, body).await,
                 Err(e) => Err(e),
@@ -300,7 +317,20 @@ impl Backend {
         )))
     }
 
-    /// Opens an upstream session: `initialize`, then `notifications/initialized`.
+    /// A failure of a request in `session`: for a modern backend, one that says it is
+    /// not modern any more becomes `SessionExpired` (asked again, then retried).
+    fn era_failure(&self, session: &UpstreamSession, e: UpstreamError) -> UpstreamError {
+        if version::is_modern(&session.version) {
+            self.modern_failed(e)
+        } else {
+            e
+        }
+    }
+
+    /// Opens an upstream session. A modern backend has none: its capabilities (from
+    /// `server/discover`) in a session without id. A legacy one: `initialize`, then
+    /// `notifications/initialized`, in `version` (a legacy revision; a modern client's
+    /// calls use the latest legacy one).
     pub async fn initialize(
         &self,
         sid: &str,
@@ -309,7 +339,27 @@ impl Backend {
         client_info: &Value,
     ) -> Result<UpstreamSession, UpstreamError> {
         self.requests.fetch_add(1, Ordering::Relaxed);
-        let r = match &self.link {
+        let r = match self.modern_session().await {
+            Ok(Some(s)) => Ok(s),
+            Ok(None) => {
+                let version = version::upstream_legacy(version);
+                self.initialize_legacy(sid, version, client_caps, client_info)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        self.record(&r);
+        r
+    }
+
+    async fn initialize_legacy(
+        &self,
+        sid: &str,
+        version: &str,
+        client_caps: &Value,
+        client_info: &Value,
+    ) -> Result<UpstreamSession, UpstreamError> {
+        match &self.link {
             Link::Http(_) => {
                 self.initialize_inner(version, client_caps, client_info)
                     .await
@@ -324,9 +374,7 @@ impl Backend {
                 }
             }
             Link::PerSession(p) => p.start(sid, client_caps, client_info).await,
-        };
-        self.record(&r);
-        r
+        }
     }
 
     async fn initialize_inner(
@@ -387,14 +435,26 @@ impl Backend {
         params: Value,
     ) -> Result<Value, UpstreamError> {
         let id = json!("gw-1");
+        let mut params = params;
+        let mut extra = Vec::new();
+        if version::is_modern(&session.version) {
+            crate::wire::meta::stamp(&mut params, &json!({}), &Value::Null, None);
+            extra = crate::wire::meta::headers_for(&jsonrpc::Method::parse(method), &params);
+        }
         let req = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
         self.requests.fetch_add(1, Ordering::Relaxed);
         let r = async {
             let reply = match &self.link {
                 Link::Http(h) => {
-                    h.post(session.id.as_deref(), &session.version, to_bytes(&req), &[])
-                        .await?
-                        .reply
+                    h.post(
+                        session.id.as_deref(),
+                        &session.version,
+                        to_bytes(&req),
+                        &extra,
+                    )
+                    .await
+                    .map_err(|e| self.era_failure(session, e))?
+                    .reply
                 }
                 Link::Shared(_) | Link::PerSession(_) => {
                     let ch = self.channel_for(sid)?;
@@ -410,7 +470,9 @@ impl Backend {
         .await;
         // A JSON-RPC error is an answer: the backend is up.
         match &r {
-            Err(UpstreamError::Rpc { .. }) => self.record::<()>(&Ok(())),
+            Err(UpstreamError::Rpc { .. } | UpstreamError::Refused { .. }) => {
+                self.record::<()>(&Ok(()))
+            }
             other => self.record(other),
         }
         r
@@ -422,6 +484,9 @@ impl Backend {
         session: &UpstreamSession,
     ) -> Result<Option<MessageStream>, UpstreamError> {
         match &self.link {
+            Link::Http(_) if version::is_modern(&session.version) => {
+                self.listen_upstream(session).await
+            }
             Link::Http(h) => h.open_stream(session.id.as_deref(), &session.version).await,
             Link::Shared(_) | Link::PerSession(_) => Ok(Some(self.channel_for(sid)?.subscribe())),
         }
@@ -497,9 +562,10 @@ impl Backend {
                 s
             }
         };
+        // A modern backend has no ping: its answer to it (method not found) shows it up.
         match self.request(PROBE_SID, &session, "ping", json!({})).await {
             Ok(_) => Ok(()),
-            Err(UpstreamError::Rpc { .. }) => Ok(()),
+            Err(UpstreamError::Rpc { .. } | UpstreamError::Refused { .. }) => Ok(()),
             Err(e) => {
                 *guard = None;
                 Err(e)

@@ -13,6 +13,12 @@ pub const BACKEND_UNAVAILABLE: i64 = -32001;
 pub const BACKEND_TIMEOUT: i64 = -32002;
 /// Gateway-defined: the caller may not use this backend or tool (policy).
 pub const FORBIDDEN: i64 = -32003;
+/// 2026-07-28: the mirrored HTTP headers do not match the body, or are missing.
+pub const HEADER_MISMATCH: i64 = -32020;
+/// 2026-07-28: the request needs a client capability the client did not declare.
+pub const MISSING_CLIENT_CAPABILITY: i64 = -32021;
+/// 2026-07-28: the request's protocol version is not one the server speaks.
+pub const UNSUPPORTED_PROTOCOL_VERSION: i64 = -32022;
 
 /// An MCP method, parsed once from the wire. Every method the gateway handles has its
 /// own variant, so a new one does not compile until each `match` handles it; anything
@@ -36,12 +42,13 @@ pub enum Method {
     NotificationsInitialized,
     NotificationsCancelled,
     NotificationsRootsListChanged,
+    SubscriptionsListen,
     Other(String),
 }
 
 impl Method {
     /// The known methods and their wire names, in one place.
-    const NAMES: [(Method, &'static str); 17] = [
+    const NAMES: [(Method, &'static str); 18] = [
         (Method::Initialize, "initialize"),
         (Method::Ping, "ping"),
         (Method::ToolsList, "tools/list"),
@@ -56,6 +63,7 @@ impl Method {
         (Method::CompletionComplete, "completion/complete"),
         (Method::LoggingSetLevel, "logging/setLevel"),
         (Method::ServerDiscover, "server/discover"),
+        (Method::SubscriptionsListen, "subscriptions/listen"),
         (
             Method::NotificationsInitialized,
             "notifications/initialized",

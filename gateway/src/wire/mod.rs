@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 pub mod caps;
 pub mod jsonrpc;
+pub mod meta;
 pub mod version;
 
 /// The gateway's session with one backend.

@@ -1,0 +1,230 @@
+//! Modern backends (2026-07-28): which era a backend speaks, learnt with
+//! `server/discover` (or set in its config) and remembered until a failure says
+//! otherwise; and the stateless requests spoken to one — `_meta` stamped, `Mcp-Method` /
+//! `Mcp-Name` mirrored, no upstream session to open, keep or lose.
+//!
+//! Not here: the legacy handshake ([`Backend::initialize`] falls back to it).
+
+use std::sync::atomic::Ordering;
+
+use serde_json::{json, Value};
+
+use super::http::Reply;
+use super::{final_response, to_bytes, Backend, Link, UpstreamError};
+use crate::config::{BackendProtocol, Transport};
+use crate::wire::caps;
+use crate::wire::jsonrpc::{self, Method};
+use crate::wire::meta;
+use crate::wire::version::{self, Era};
+use crate::wire::UpstreamSession;
+
+const UNKNOWN: u8 = 0;
+const LEGACY: u8 = 1;
+const MODERN: u8 = 2;
+/// Set in `modern_caps` once a discovery has filled it.
+const CAPS_KNOWN: u32 = 1 << 31;
+
+/// The era a backend starts in, from its config.
+pub(super) fn initial_era(p: BackendProtocol) -> u8 {
+    match p {
+        BackendProtocol::Auto => UNKNOWN,
+        BackendProtocol::Legacy => LEGACY,
+        BackendProtocol::Modern => MODERN,
+    }
+}
+
+/// What a `server/discover` probe says about a backend.
+enum Probe {
+    Modern(UpstreamSession),
+    /// Not a modern server (or one that speaks no revision the gateway does).
+    Legacy,
+}
+
+impl Backend {
+    /// The era the backend is spoken to in, when known.
+    pub fn era(&self) -> Option<Era> {
+        match self.era.load(Ordering::Relaxed) {
+            LEGACY => Some(Era::Legacy),
+            MODERN => Some(Era::Modern),
+            _ => None,
+        }
+    }
+
+    /// Forgets a discovered era after a failure that suggests it changed (a backend
+    /// upgraded or rolled back); a configured one stays.
+    pub(super) fn forget_era(&self) {
+        self.modern_caps.store(0, Ordering::Relaxed);
+        if self.config.protocol == BackendProtocol::Auto
+            && self.era.swap(UNKNOWN, Ordering::Relaxed) != UNKNOWN
+        {
+            tracing::info!(
+                backend = self.name(),
+                "backend's protocol era will be asked again"
+            );
+        }
+    }
+
+    /// The modern "session" of a backend, if it speaks the modern era: found out with
+    /// `server/discover` unless already known. `Ok(None)`: speak the legacy era.
+    pub(super) async fn modern_session(&self) -> Result<Option<UpstreamSession>, UpstreamError> {
+        // STDIO and legacy-SSE backends are spoken to in the legacy era.
+        if !matches!(self.config.transport, Transport::Http { .. }) {
+            return Ok(None);
+        }
+        match self.era.load(Ordering::Relaxed) {
+            LEGACY => return Ok(None),
+            MODERN => {
+                let known = self.modern_caps.load(Ordering::Relaxed);
+                if known & CAPS_KNOWN != 0 {
+                    return Ok(Some(UpstreamSession {
+                        id: None,
+                        version: version::MODERN_LATEST.to_string(),
+                        caps: caps::Caps(known as u16),
+                    }));
+                }
+            }
+            _ => {}
+        }
+        match self.discover().await? {
+            Probe::Modern(s) => {
+                self.modern_caps
+                    .store(CAPS_KNOWN | u32::from(s.caps.0), Ordering::Relaxed);
+                if self.era.swap(MODERN, Ordering::Relaxed) != MODERN {
+                    tracing::info!(backend = self.name(), "backend speaks protocol 2026-07-28");
+                }
+                Ok(Some(s))
+            }
+            Probe::Legacy if self.config.protocol == BackendProtocol::Modern => {
+                Err(UpstreamError::Protocol(
+                    "it is configured with protocol = \"2026-07-28\" but does not answer server/discover".into(),
+                ))
+            }
+            Probe::Legacy => {
+                self.era.store(LEGACY, Ordering::Relaxed);
+                Ok(None)
+            }
+        }
+    }
+
+    /// Asks the backend `server/discover`; connection failures are errors, anything a
+    /// legacy server answers (no session, unknown method) means legacy.
+    async fn discover(&self) -> Result<Probe, UpstreamError> {
+        let Link::Http(h) = &self.link else {
+            return Ok(Probe::Legacy);
+        };
+        let mut params = json!({});
+        meta::stamp(&mut params, &json!({}), &Value::Null, None);
+        let id = json!("gw-discover");
+        let body =
+            json!({"jsonrpc": "2.0", "id": id, "method": "server/discover", "params": params});
+        let extra = meta::headers_for(&Method::ServerDiscover, &params);
+        let opened = match h
+            .post(None, version::MODERN_LATEST, to_bytes(&body), &extra)
+            .await
+        {
+            Ok(o) => o,
+            Err(UpstreamError::Status {
+                status: 400..=499, ..
+            }) => return Ok(Probe::Legacy),
+            Err(UpstreamError::Refused { answer, .. }) => {
+                // A modern error (e.g. unsupported version) still names a modern server;
+                // one the gateway cannot speak to is spoken to as a legacy one.
+                let code = answer.pointer("/error/code").and_then(Value::as_i64);
+                if code == Some(jsonrpc::UNSUPPORTED_PROTOCOL_VERSION) {
+                    tracing::warn!(backend = self.name(), error = %answer, "backend speaks no modern revision the gateway does");
+                }
+                return Ok(Probe::Legacy);
+            }
+            Err(e) => return Err(e),
+        };
+        let reply = match final_response(opened.reply, &id).await {
+            Ok(r) => r,
+            Err(UpstreamError::Protocol(_)) => return Ok(Probe::Legacy),
+            Err(e) => return Err(e),
+        };
+        let Some(result) = reply.get("result") else {
+            return Ok(Probe::Legacy);
+        };
+        let speaks = result
+            .get("supportedVersions")
+            .and_then(Value::as_array)
+            .is_some_and(|v| v.iter().any(|v| v.as_str() == Some(version::MODERN_LATEST)));
+        if !speaks {
+            return Ok(Probe::Legacy);
+        }
+        Ok(Probe::Modern(UpstreamSession {
+            id: None,
+            version: version::MODERN_LATEST.to_string(),
+            caps: caps::from_json(result.get("capabilities").unwrap_or(&Value::Null)),
+        }))
+    }
+
+    /// A failure of a stateless request that says the backend no longer speaks the
+    /// modern era (a plain 4xx without a JSON-RPC error): asked again, then retried in
+    /// whichever era it speaks now.
+    pub(super) fn modern_failed(&self, e: UpstreamError) -> UpstreamError {
+        match e {
+            UpstreamError::Status {
+                status: 400 | 404 | 405,
+                ..
+            } => {
+                self.forget_era();
+                UpstreamError::SessionExpired
+            }
+            other => other,
+        }
+    }
+
+    /// `subscriptions/listen` on a modern backend, opted in to every change notification;
+    /// its acknowledgement is skipped.
+    pub(super) async fn listen_upstream(
+        &self,
+        session: &UpstreamSession,
+    ) -> Result<Option<super::MessageStream>, UpstreamError> {
+        let Link::Http(h) = &self.link else {
+            return Ok(None);
+        };
+        let mut params = json!({"notifications": {
+            "toolsListChanged": true, "promptsListChanged": true, "resourcesListChanged": true,
+        }});
+        meta::stamp(&mut params, &json!({}), &Value::Null, None);
+        let body = json!({"jsonrpc": "2.0", "id": "gw-listen", "method": "subscriptions/listen", "params": params});
+        let extra = meta::headers_for(&Method::SubscriptionsListen, &params);
+        let opened = h
+            .post(None, &session.version, to_bytes(&body), &extra)
+            .await
+            .map_err(|e| self.modern_failed(e))?;
+        match opened.reply {
+            Reply::Stream(s) => Ok(Some(s)),
+            // Answered at once: it has nothing to stream.
+            Reply::Json(_) | Reply::Accepted => Ok(None),
+        }
+    }
+}
+
+/// Makes a request body fit for a backend's era: stamped for a modern one; for a legacy
+/// one, the modern client's `_meta` keys taken out (they mean nothing there).
+pub fn fit_params(
+    session: &UpstreamSession,
+    params: &mut Value,
+    client_caps: &Value,
+    client_info: &Value,
+) {
+    if version::is_modern(&session.version) {
+        meta::stamp(params, client_caps, client_info, None);
+    } else if let Some(Value::Object(m)) = params.get_mut("_meta") {
+        for k in [
+            meta::PROTOCOL_VERSION,
+            meta::CLIENT_CAPABILITIES,
+            meta::CLIENT_INFO,
+            meta::LOG_LEVEL,
+        ] {
+            m.remove(k);
+        }
+        if m.is_empty() {
+            if let Value::Object(p) = params {
+                p.remove("_meta");
+            }
+        }
+    }
+}

@@ -1,0 +1,228 @@
+//! The modern era's per-request metadata (2026-07-28): what a stateless request carries
+//! in `params._meta`, and the `Mcp-Method` / `Mcp-Name` headers that mirror its body so
+//! that intermediaries can route without parsing it.
+//!
+//! Why here: the downstream handler validates these, the upstream side stamps them on
+//! requests to modern backends; both read the same words.
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use http::HeaderName;
+use serde_json::{json, Map, Value};
+
+use super::jsonrpc::Method;
+use super::LogLevel;
+
+pub const PROTOCOL_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
+pub const CLIENT_CAPABILITIES: &str = "io.modelcontextprotocol/clientCapabilities";
+pub const CLIENT_INFO: &str = "io.modelcontextprotocol/clientInfo";
+pub const LOG_LEVEL: &str = "io.modelcontextprotocol/logLevel";
+pub const SERVER_INFO: &str = "io.modelcontextprotocol/serverInfo";
+pub const SUBSCRIPTION_ID: &str = "io.modelcontextprotocol/subscriptionId";
+
+pub const MCP_METHOD: HeaderName = HeaderName::from_static("mcp-method");
+pub const MCP_NAME: HeaderName = HeaderName::from_static("mcp-name");
+
+/// What a modern request says about its client, read once from `params._meta`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RequestMeta {
+    /// `io.modelcontextprotocol/protocolVersion`, as sent (checked by the caller).
+    pub version: String,
+    /// `io.modelcontextprotocol/clientCapabilities`.
+    pub caps: Value,
+    /// `io.modelcontextprotocol/clientInfo` (optional: `Null` when absent).
+    pub info: Value,
+    /// `io.modelcontextprotocol/logLevel`: log notifications only when set.
+    pub log_level: Option<LogLevel>,
+}
+
+impl RequestMeta {
+    /// Reads the metadata of a request's params; `Err` names what is missing (answered
+    /// with -32602 Invalid params).
+    pub fn read(params: Option<&Value>) -> Result<RequestMeta, String> {
+        let Some(meta) = params
+            .and_then(|p| p.get("_meta"))
+            .and_then(Value::as_object)
+        else {
+            return Err("params._meta is missing: a 2026-07-28 request carries its protocol version and client capabilities there".into());
+        };
+        let version = match meta.get(PROTOCOL_VERSION) {
+            Some(Value::String(v)) => v.clone(),
+            _ => {
+                return Err(format!(
+                    "params._meta[{PROTOCOL_VERSION:?}] is missing or not a string"
+                ))
+            }
+        };
+        let caps = match meta.get(CLIENT_CAPABILITIES) {
+            Some(c @ Value::Object(_)) => c.clone(),
+            _ => {
+                return Err(format!(
+                    "params._meta[{CLIENT_CAPABILITIES:?}] is missing or not an object"
+                ))
+            }
+        };
+        let info = meta.get(CLIENT_INFO).cloned().unwrap_or(Value::Null);
+        let log_level = meta
+            .get(LOG_LEVEL)
+            .and_then(Value::as_str)
+            .and_then(LogLevel::parse);
+        Ok(RequestMeta {
+            version,
+            caps,
+            info,
+            log_level,
+        })
+    }
+
+    /// Whether the request carries modern metadata at all (its `_meta` names a protocol
+    /// version): the mark of a 2026-07-28 request without a header to say so.
+    pub fn present(params: Option<&Value>) -> bool {
+        params
+            .and_then(|p| p.get("_meta"))
+            .and_then(|m| m.get(PROTOCOL_VERSION))
+            .is_some()
+    }
+}
+
+/// Puts the client's metadata into the params of a request bound for a modern backend,
+/// keeping any key the client already set there (its `progressToken`, trace context …).
+pub fn stamp(params: &mut Value, caps: &Value, info: &Value, log_level: Option<LogLevel>) {
+    if !params.is_object() {
+        *params = json!({});
+    }
+    let Value::Object(p) = params else { return };
+    let meta = p
+        .entry("_meta")
+        .or_insert_with(|| Value::Object(Map::new()));
+    if !meta.is_object() {
+        *meta = Value::Object(Map::new());
+    }
+    let Value::Object(m) = meta else { return };
+    m.insert(
+        PROTOCOL_VERSION.into(),
+        json!(super::version::MODERN_LATEST),
+    );
+    m.entry(CLIENT_CAPABILITIES).or_insert_with(|| {
+        if caps.is_object() {
+            caps.clone()
+        } else {
+            json!({})
+        }
+    });
+    let info = if info.is_object() {
+        info.clone()
+    } else {
+        json!({"name": "mcp-gateway", "version": env!("CARGO_PKG_VERSION")})
+    };
+    m.entry(CLIENT_INFO).or_insert(info);
+    if let Some(level) = log_level {
+        m.entry(LOG_LEVEL).or_insert_with(|| json!(level));
+    }
+}
+
+/// The body value `Mcp-Name` mirrors: `params.name` of `tools/call` and `prompts/get`,
+/// `params.uri` of `resources/read`; `None` for other methods.
+pub fn name_of<'a>(method: &Method, params: Option<&'a Value>) -> Option<Option<&'a str>> {
+    let key = match method {
+        Method::ToolsCall | Method::PromptsGet => "name",
+        Method::ResourcesRead => "uri",
+        _ => return None,
+    };
+    Some(params.and_then(|p| p.get(key)).and_then(Value::as_str))
+}
+
+/// The mirrored headers of a request to a modern backend.
+pub fn headers_for(method: &Method, params: &Value) -> Vec<(HeaderName, String)> {
+    let mut h = vec![(MCP_METHOD, method.as_str().to_string())];
+    if let Some(Some(name)) = name_of(method, Some(params)) {
+        h.push((MCP_NAME, encode_header(name)));
+    }
+    h
+}
+
+const SENTINEL_HEAD: &str = "=?base64?";
+const SENTINEL_TAIL: &str = "?=";
+
+/// A header value as the transport chapter encodes it: as is when it is plain visible
+/// ASCII without surrounding spaces, else the Base64 sentinel `=?base64?…?=`.
+pub fn encode_header(v: &str) -> String {
+    let looks_encoded = v.starts_with(SENTINEL_HEAD) && v.ends_with(SENTINEL_TAIL);
+    let padded = v.starts_with(' ') || v.ends_with(' ');
+    let visible = v.bytes().all(|b| (0x20..0x7f).contains(&b));
+    let plain = !v.is_empty() && visible && !padded && !looks_encoded;
+    if plain {
+        v.to_string()
+    } else {
+        format!("{SENTINEL_HEAD}{}{SENTINEL_TAIL}", STANDARD.encode(v))
+    }
+}
+
+/// Decodes a header value that may use the Base64 sentinel; `None` when the sentinel's
+/// content is not Base64 of UTF-8, or the plain value has characters a header may not.
+pub fn decode_header(v: &str) -> Option<String> {
+    if let Some(inner) = v
+        .strip_prefix(SENTINEL_HEAD)
+        .and_then(|r| r.strip_suffix(SENTINEL_TAIL))
+    {
+        let bytes = STANDARD.decode(inner).ok()?;
+        return String::from_utf8(bytes).ok();
+    }
+    v.bytes()
+        .all(|b| b == b'\t' || (0x20..0x7f).contains(&b))
+        .then(|| v.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_values_round_trip() {
+        for v in [
+            "get_weather",
+            "Hello, 世界",
+            " padded ",
+            "line1\nline2",
+            "=?base64?literal?=",
+        ] {
+            assert_eq!(
+                decode_header(&encode_header(v)).as_deref(),
+                Some(v),
+                "{v:?}"
+            );
+        }
+        assert_eq!(encode_header("us-west1"), "us-west1");
+        assert_eq!(
+            encode_header("Hello, 世界"),
+            "=?base64?SGVsbG8sIOS4lueVjA==?="
+        );
+        assert_eq!(decode_header("=?base64?not base64?="), None);
+    }
+
+    #[test]
+    fn reads_and_refuses_meta() {
+        let ok = json!({"_meta": {PROTOCOL_VERSION: "2026-07-28", CLIENT_CAPABILITIES: {}, LOG_LEVEL: "info"}});
+        let m = RequestMeta::read(Some(&ok)).unwrap();
+        assert_eq!(m.version, "2026-07-28");
+        assert_eq!(m.info, Value::Null);
+        assert_eq!(m.log_level, Some(LogLevel::Info));
+        assert!(RequestMeta::read(Some(&json!({}))).is_err());
+        assert!(
+            RequestMeta::read(Some(&json!({"_meta": {PROTOCOL_VERSION: "2026-07-28"}}))).is_err()
+        );
+        assert!(RequestMeta::read(Some(&json!({"_meta": {CLIENT_CAPABILITIES: {}}}))).is_err());
+        assert!(RequestMeta::present(Some(&ok)));
+    }
+
+    #[test]
+    fn stamps_without_overwriting() {
+        let mut p = json!({"name": "t", "_meta": {"progressToken": 7, CLIENT_INFO: {"name": "c"}}});
+        stamp(&mut p, &json!({"sampling": {}}), &Value::Null, None);
+        assert_eq!(p["_meta"]["progressToken"], 7);
+        assert_eq!(p["_meta"][PROTOCOL_VERSION], "2026-07-28");
+        assert_eq!(p["_meta"][CLIENT_INFO]["name"], "c");
+        assert_eq!(p["_meta"][CLIENT_CAPABILITIES], json!({"sampling": {}}));
+        assert_eq!(headers_for(&Method::ToolsCall, &p)[1].1, "t");
+    }
+}
