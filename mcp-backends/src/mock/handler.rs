@@ -47,6 +47,11 @@ impl RequestCtx {
         self.session.protocol()
     }
 
+    /// Whether the client declared a capability (`sampling`, `elicitation`, `roots`).
+    pub fn client_supports(&self, capability: &str) -> bool {
+        self.session.client_supports(capability)
+    }
+
     /// Sends a notification or request related to this request.
     pub fn send_related(&self, message: Value) {
         if self.related_as_unsolicited {

@@ -1,17 +1,15 @@
 //! The tools of the mock: the conformance fixtures (`test_*`) and the tools the
 //! gateway's own tests use (echo, whoami, digest, slow, crash, …).
 
-use std::time::Duration;
-
 use serde_json::{json, Map, Value};
-use sha2::{Digest, Sha256};
 
-use super::catalog::{TEST_AUDIO_WAV_BASE64, TEST_IMAGE_PNG_BASE64};
 use super::handler::RequestCtx;
-use super::jsonrpc::{self, RpcError};
-use super::protocol::{self, LogLevel};
+use super::jsonrpc::RpcError;
+use super::protocol;
 use super::server::MockServer;
-use super::session::OutMsg;
+
+mod fixtures;
+mod kit;
 
 /// Name of the `--long-tool-name` tool: exactly 70 characters.
 pub const LONG_TOOL_NAME: &str =
@@ -317,269 +315,15 @@ async fn run_fixed(
     name: &str,
     args: &Map<String, Value>,
 ) -> Result<ToolOutcome, RpcError> {
-    let server_name = ctx.name().to_string();
-    let outcome = match name {
-        "test_simple_text" => text_result("This is a simple text response for testing."),
-        "test_image_content" => ToolOutcome::Result(json!({
-            "content": [{ "type": "image", "data": TEST_IMAGE_PNG_BASE64, "mimeType": "image/png" }]
-        })),
-        "test_audio_content" => ToolOutcome::Result(json!({
-            "content": [{ "type": "audio", "data": TEST_AUDIO_WAV_BASE64, "mimeType": "audio/wav" }]
-        })),
-        "test_embedded_resource" => ToolOutcome::Result(json!({
-            "content": [{
-                "type": "resource",
-                "resource": {
-                    "uri": "test://embedded-resource",
-                    "mimeType": "text/plain",
-                    "text": "This is an embedded resource content.",
-                },
-            }]
-        })),
-        "test_multiple_content_types" => ToolOutcome::Result(json!({
-            "content": [
-                { "type": "text", "text": "Multiple content types test:" },
-                { "type": "image", "data": TEST_IMAGE_PNG_BASE64, "mimeType": "image/png" },
-                {
-                    "type": "resource",
-                    "resource": {
-                        "uri": "test://mixed-content-resource",
-                        "mimeType": "application/json",
-                        "text": json!({ "test": "data", "value": 123 }).to_string(),
-                    },
-                },
-            ]
-        })),
-        "test_tool_with_logging" => {
-            ctx.log(LogLevel::Info, json!("Tool execution started"));
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            ctx.log(LogLevel::Info, json!("Tool processing data"));
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            ctx.log(LogLevel::Info, json!("Tool execution completed"));
-            text_result("Tool with logging executed successfully")
-        }
-        "test_tool_with_progress" => {
-            ctx.progress(0, 100, "Completed step 0 of 100");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            ctx.progress(50, 100, "Completed step 50 of 100");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            ctx.progress(100, 100, "Completed step 100 of 100");
-            let token = ctx
-                .progress_token
-                .as_ref()
-                .map(|t| t.to_string())
-                .unwrap_or_else(|| "none".to_string());
-            text_result(format!("Progress reported (progress token: {token})"))
-        }
-        "test_error_handling" => {
-            error_result("This tool intentionally returns an error for testing")
-        }
-        "test_sampling" => sampling(ctx, arg_str(args, "prompt")).await,
-        "test_elicitation" => {
-            let schema = json!({
-                "type": "object",
-                "properties": {
-                    "username": { "type": "string", "description": "User's response" },
-                    "email": { "type": "string", "description": "User's email address" },
-                },
-                "required": ["username", "email"],
-            });
-            elicit(ctx, arg_str(args, "message"), schema, "User response").await
-        }
-        "test_elicitation_sep1034_defaults" => {
-            let schema = json!({
-                "type": "object",
-                "properties": {
-                    "name": { "type": "string", "description": "User name", "default": "John Doe" },
-                    "age": { "type": "integer", "description": "User age", "default": 30 },
-                    "score": { "type": "number", "description": "User score", "default": 95.5 },
-                    "status": {
-                        "type": "string",
-                        "description": "User status",
-                        "enum": ["active", "inactive", "pending"],
-                        "default": "active",
-                    },
-                    "verified": { "type": "boolean", "description": "Verification status", "default": true },
-                },
-                "required": [],
-            });
-            elicit(
-                ctx,
-                "Please review and update the form fields with defaults",
-                schema,
-                "Elicitation completed",
-            )
-            .await
-        }
-        "test_elicitation_sep1330_enums" => {
-            let schema = json!({
-                "type": "object",
-                "properties": {
-                    "untitledSingle": {
-                        "type": "string",
-                        "description": "Select one option",
-                        "enum": ["option1", "option2", "option3"],
-                    },
-                    "titledSingle": {
-                        "type": "string",
-                        "description": "Select one option with titles",
-                        "oneOf": [
-                            { "const": "value1", "title": "First Option" },
-                            { "const": "value2", "title": "Second Option" },
-                            { "const": "value3", "title": "Third Option" },
-                        ],
-                    },
-                    "legacyEnum": {
-                        "type": "string",
-                        "description": "Select one option (legacy)",
-                        "enum": ["opt1", "opt2", "opt3"],
-                        "enumNames": ["Option One", "Option Two", "Option Three"],
-                    },
-                    "untitledMulti": {
-                        "type": "array",
-                        "description": "Select multiple options",
-                        "minItems": 1,
-                        "maxItems": 3,
-                        "items": { "type": "string", "enum": ["option1", "option2", "option3"] },
-                    },
-                    "titledMulti": {
-                        "type": "array",
-                        "description": "Select multiple options with titles",
-                        "minItems": 1,
-                        "maxItems": 3,
-                        "items": {
-                            "anyOf": [
-                                { "const": "value1", "title": "First Choice" },
-                                { "const": "value2", "title": "Second Choice" },
-                                { "const": "value3", "title": "Third Choice" },
-                            ],
-                        },
-                    },
-                },
-                "required": [],
-            });
-            elicit(
-                ctx,
-                "Please select options from the enum fields",
-                schema,
-                "Elicitation completed",
-            )
-            .await
-        }
-        "test_reconnection" => {
-            let _ = ctx.out.send(OutMsg::Disconnect);
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            text_result(
-                "Reconnection test completed successfully. If you received this, the client properly reconnected after stream closure.",
-            )
-        }
-        "json_schema_2020_12_tool" => text_result(format!(
-            "JSON Schema 2020-12 tool called with: {}",
-            Value::Object(args.clone())
-        )),
-        "test_dynamic_tool" => text_result("This is a dynamically added tool."),
-        "echo" => text_result(arg_str(args, "text")),
-        "whoami" => text_result(
-            json!({
-                "server": server_name,
-                "session": ctx.session.id,
-                "headers": Value::Object((*ctx.headers).clone()),
-            })
-            .to_string(),
-        ),
-        "digest" => {
-            let data = arg_str(args, "data");
-            let hash = Sha256::digest(data.as_bytes());
-            text_result(
-                json!({ "server": server_name, "sha256": hex::encode(hash), "bytes": data.len() })
-                    .to_string(),
-            )
-        }
-        "slow" => {
-            let ms = args.get("ms").and_then(Value::as_u64).unwrap_or_default();
-            tokio::time::sleep(Duration::from_millis(ms)).await;
-            text_result(format!("slept {ms}"))
-        }
-        "crash" => {
-            tracing::warn!("crash tool called: exiting with code {CRASH_EXIT_CODE}");
-            std::process::exit(CRASH_EXIT_CODE);
-        }
-        "close_stream" => {
-            let _ = ctx.out.send(OutMsg::CloseStream);
-            return Ok(ToolOutcome::Silent);
-        }
-        "notify_list_changed" => {
-            ctx.session.send_unsolicited(
-                jsonrpc::notification("notifications/tools/list_changed", Value::Null),
-                true,
-            );
-            text_result("ok")
-        }
-        "list_roots" => {
-            if !ctx.session.client_supports("roots") {
-                return Ok(error_result(
-                    "Client does not support roots (no 'roots' capability declared)",
-                ));
-            }
-            match ctx.ask_client("roots/list", json!({})).await {
-                Ok(result) => text_result(result.to_string()),
-                Err(reason) => error_result(format!("roots/list failed: {reason}")),
-            }
-        }
-        other => {
-            return Err(RpcError::internal(format!(
-                "mock: tool '{other}' is declared but not implemented"
-            )))
-        }
-    };
-    Ok(outcome)
-}
-
-async fn sampling(ctx: &RequestCtx, prompt: &str) -> ToolOutcome {
-    if !ctx.session.client_supports("sampling") {
-        return error_result(
-            "Client does not support sampling (no 'sampling' capability declared)",
-        );
+    if let Some(outcome) = fixtures::run(ctx, name, args).await {
+        return Ok(outcome);
     }
-    let params = json!({
-        "messages": [{ "role": "user", "content": { "type": "text", "text": prompt } }],
-        "maxTokens": 100,
-    });
-    match ctx.ask_client("sampling/createMessage", params).await {
-        Ok(result) => {
-            let content = &result["content"];
-            let text = content["text"]
-                .as_str()
-                .or_else(|| {
-                    content
-                        .as_array()
-                        .and_then(|items| items.iter().find_map(|c| c["text"].as_str()))
-                })
-                .unwrap_or("No response");
-            text_result(format!("LLM response: {text}"))
-        }
-        Err(reason) => error_result(format!("Sampling failed: {reason}")),
+    if let Some(outcome) = kit::run(ctx, name, args).await {
+        return Ok(outcome);
     }
-}
-
-async fn elicit(ctx: &RequestCtx, message: &str, schema: Value, label: &str) -> ToolOutcome {
-    if !ctx.session.client_supports("elicitation") {
-        return error_result(
-            "Client does not support elicitation (no 'elicitation' capability declared)",
-        );
-    }
-    let mut params = json!({ "message": message, "requestedSchema": schema });
-    if protocol::elicitation_has_mode(&ctx.protocol()) {
-        params["mode"] = json!("form");
-    }
-    match ctx.ask_client("elicitation/create", params).await {
-        Ok(result) => {
-            let action = result["action"].as_str().unwrap_or("unknown");
-            let content = result.get("content").cloned().unwrap_or(json!({}));
-            text_result(format!("{label}: action={action}, content={content}"))
-        }
-        Err(reason) => error_result(format!("Elicitation failed: {reason}")),
-    }
+    Err(RpcError::internal(format!(
+        "mock: tool '{name}' is declared but not implemented"
+    )))
 }
 
 #[cfg(test)]
