@@ -24,11 +24,14 @@ mod reply;
 mod respond;
 
 use guard::{accepts, check_host_origin};
+pub use post::Parsed;
 use post::{check_version_header, resolve_session};
-use respond::{
-    empty, full, header_str, json_response, method_not_allowed, sse_response, transport_error,
-    with_status,
+pub use respond::{
+    empty, full, header_str, headers_json, json_response, method_not_allowed, rpc_error,
+    sse_response, transport_error, with_status,
 };
+
+use super::config::ProtocolMode;
 
 pub const MCP_PATH: &str = "/mcp";
 pub(crate) const SESSION_HEADER: &str = "mcp-session-id";
@@ -81,11 +84,20 @@ pub async fn serve(listener: TcpListener, server: Arc<MockServer>) -> anyhow::Re
 
 async fn handle(server: Arc<MockServer>, req: Request<HyperBody>) -> Response<HttpBody> {
     let path = req.uri().path();
-    if path == "/health" {
+    if path == "/health" || path == "/traces" {
         return match *req.method() {
+            Method::GET | Method::HEAD if path == "/traces" => {
+                json_response(StatusCode::OK, &Value::Array(server.traces()))
+            }
             Method::GET | Method::HEAD => json_response(
                 StatusCode::OK,
-                &json!({ "status": "ok", "name": server.config.name, "sessions": server.session_count() }),
+                &json!({
+                    "status": "ok",
+                    "name": server.config.name,
+                    "sessions": server.session_count(),
+                    "listeners": server.listeners.count(),
+                    "cancelled": server.cancelled_count(),
+                }),
             ),
             _ => method_not_allowed("GET, HEAD"),
         };
@@ -100,8 +112,11 @@ async fn handle(server: Arc<MockServer>, req: Request<HyperBody>) -> Response<Ht
         return *resp;
     }
     tracing::debug!(method = %req.method(), "request on /mcp");
+    let modern_only = server.config.protocol == ProtocolMode::Modern;
     match *req.method() {
         Method::POST => post::handle_post(server, req).await,
+        // 2026-07-28 has no GET stream and no session to delete.
+        Method::GET | Method::DELETE if modern_only => method_not_allowed("POST"),
         Method::GET => handle_get(&server, req.headers()),
         Method::DELETE => handle_delete(&server, req.headers()),
         _ => method_not_allowed("GET, POST, DELETE"),

@@ -18,9 +18,10 @@ use super::respond::{
     Rejection,
 };
 use super::{SESSION_HEADER, VERSION_HEADER};
-use crate::mock::config::ReplyMode;
+use crate::mock::config::{ProtocolMode, ReplyMode};
 use crate::mock::handler::{self, Outcome, RequestCtx};
 use crate::mock::jsonrpc::{self, classify, Incoming, RpcError, SESSION_NOT_FOUND};
+use crate::mock::modern;
 use crate::mock::protocol;
 use crate::mock::server::MockServer;
 use crate::mock::session::{Outlet, Session};
@@ -182,6 +183,16 @@ pub async fn handle_post(server: Arc<MockServer>, req: Request<HyperBody>) -> Re
         Ok(p) => p,
         Err(resp) => return *resp,
     };
+    let modern = match server.config.protocol {
+        ProtocolMode::Legacy => false,
+        ProtocolMode::Modern => true,
+        ProtocolMode::Mixed => {
+            modern::http::wants_modern(&parts.headers, &parsed, server.config.stateless)
+        }
+    };
+    if modern {
+        return modern::http::handle(server, parts.headers, parsed).await;
+    }
     handle_legacy(server, parts.headers, parsed).await
 }
 
@@ -324,6 +335,8 @@ async fn handle_initialize(
         out: tx,
         related_as_unsolicited: true,
         progress_token: None,
+        modern: None,
+        meta: Value::Null,
     };
     if !server.config.latency.is_zero() {
         tokio::time::sleep(server.config.latency).await;

@@ -10,6 +10,9 @@ use super::server::MockServer;
 
 mod fixtures;
 mod kit;
+mod modern;
+pub mod mrtr;
+pub mod state;
 
 /// Name of the `--long-tool-name` tool: exactly 70 characters.
 pub const LONG_TOOL_NAME: &str =
@@ -31,6 +34,9 @@ struct ToolDef {
     description: &'static str,
     /// `(name, JSON type, description)`, all required.
     args: &'static [(&'static str, &'static str, &'static str)],
+    /// Listed and callable in the 2025 eras only (it sends server-to-client
+    /// requests or uses the GET stream, which the modern era has not).
+    legacy_only: bool,
 }
 
 const fn tool(
@@ -42,6 +48,20 @@ const fn tool(
         name,
         description,
         args,
+        legacy_only: false,
+    }
+}
+
+const fn legacy_tool(
+    name: &'static str,
+    description: &'static str,
+    args: &'static [(&'static str, &'static str, &'static str)],
+) -> ToolDef {
+    ToolDef {
+        name,
+        description,
+        args,
+        legacy_only: true,
     }
 }
 
@@ -70,27 +90,27 @@ const FIXED_TOOLS: &[ToolDef] = &[
         &[],
     ),
     tool("test_error_handling", "Tests error response handling", &[]),
-    tool(
+    legacy_tool(
         "test_sampling",
         "Tests server-initiated sampling (LLM completion request)",
         &[("prompt", "string", "The prompt to send to the LLM")],
     ),
-    tool(
+    legacy_tool(
         "test_elicitation",
         "Tests server-initiated elicitation (user input request)",
         &[("message", "string", "The message to show the user")],
     ),
-    tool(
+    legacy_tool(
         "test_elicitation_sep1034_defaults",
         "Tests elicitation with default values per SEP-1034",
         &[],
     ),
-    tool(
+    legacy_tool(
         "test_elicitation_sep1330_enums",
         "Tests elicitation with enum schema improvements per SEP-1330",
         &[],
     ),
-    tool(
+    legacy_tool(
         "test_reconnection",
         "Closes the SSE connection mid-call; the result is delivered when the client resumes with Last-Event-ID (SEP-1699)",
         &[],
@@ -126,12 +146,12 @@ const FIXED_TOOLS: &[ToolDef] = &[
         "Ends the reply SSE stream without sending the response",
         &[],
     ),
-    tool(
+    legacy_tool(
         "notify_list_changed",
         "Sends notifications/tools/list_changed on the session's GET stream",
         &[],
     ),
-    tool(
+    legacy_tool(
         "list_roots",
         "Asks the client for roots/list and returns its answer as JSON",
         &[],
@@ -190,9 +210,19 @@ fn definition(def: &ToolDef) -> Value {
     json!({ "name": def.name, "description": def.description, "inputSchema": input_schema(def) })
 }
 
-/// `tools/list`, in a fixed order.
-pub fn definitions(server: &MockServer) -> Vec<Value> {
-    let mut list: Vec<Value> = FIXED_TOOLS.iter().map(definition).collect();
+/// The fixed tools of an era: the modern era lists its own fixtures and not the
+/// legacy-only tools.
+fn era_tools(modern: bool) -> impl Iterator<Item = &'static ToolDef> {
+    let own: &'static [ToolDef] = if modern { modern::TOOLS } else { &[] };
+    FIXED_TOOLS
+        .iter()
+        .filter(move |t| !(modern && t.legacy_only))
+        .chain(own.iter())
+}
+
+/// `tools/list`, in a fixed order (`modern`: for a 2026-07-28 request).
+pub fn definitions(server: &MockServer, modern: bool) -> Vec<Value> {
+    let mut list: Vec<Value> = era_tools(modern).map(definition).collect();
     if server.dynamic_added() {
         list.push(definition(&DYNAMIC_TOOL));
     }
@@ -272,8 +302,13 @@ pub async fn call(ctx: &RequestCtx, params: &Value) -> Result<ToolOutcome, RpcEr
         }
     };
     let server = &ctx.server;
-    let known = FIXED_TOOLS
-        .iter()
+    let modern = ctx.modern.is_some();
+    if modern {
+        if let Some(outcome) = modern::run(ctx, name, params).await {
+            return outcome;
+        }
+    }
+    let known = era_tools(modern)
         .find(|t| t.name == name)
         .or_else(|| (name == DYNAMIC_TOOL.name && server.dynamic_added()).then_some(&DYNAMIC_TOOL));
     if let Some(def) = known {
@@ -364,9 +399,15 @@ mod tests {
             None,
         );
         server.add_dynamic();
-        let defs = definitions(&server);
+        let defs = definitions(&server, false);
         assert_eq!(defs.len(), FIXED_TOOLS.len() + 1 + 1 + 2);
-        for d in defs {
+        let modern = definitions(&server, true);
+        assert!(modern
+            .iter()
+            .any(|d| d["name"] == "test_missing_capability"));
+        assert!(!modern.iter().any(|d| d["name"] == "test_sampling"));
+        assert!(!defs.iter().any(|d| d["name"] == "test_missing_capability"));
+        for d in defs.into_iter().chain(modern) {
             assert!(d["name"].as_str().is_some_and(|n| n.len() <= 128));
             assert!(d["description"].as_str().is_some());
             assert_eq!(d["inputSchema"]["type"], "object");
