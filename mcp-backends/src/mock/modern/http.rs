@@ -128,7 +128,10 @@ fn validate(
     params: &Value,
 ) -> Result<(Method, ModernMeta), Refusal> {
     let header_version = header_value(headers, VERSION_HEADER)?.ok_or_else(|| {
-        header_mismatch("Header mismatch: MCP-Protocol-Version header is required")
+        header_mismatch(format!(
+            "Header mismatch: MCP-Protocol-Version header is required (supported versions: {})",
+            super::supported_versions(server.config.protocol).join(", ")
+        ))
     })?;
     let (version, meta) = read_meta(params)?;
     if header_version != version {

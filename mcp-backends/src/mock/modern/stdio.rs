@@ -25,9 +25,12 @@ pub fn request(
     params: Value,
 ) -> Option<Value> {
     let mode = server.config.protocol;
-    let checked = read_meta(&params).and_then(|(version, meta)| {
+    // The method first: a legacy client's `initialize` (no `_meta`) learns which
+    // versions this server speaks.
+    let checked = check_method(mode, &method).and_then(|kind| {
+        let (version, meta) = read_meta(&params)?;
         check_version(mode, &version)?;
-        Ok((check_method(mode, &method)?, meta))
+        Ok((kind, meta))
     });
     let (kind, meta) = match checked {
         Ok(v) => v,
