@@ -143,6 +143,11 @@ async fn discover_and_the_validation_order() {
         (status, e["error"]["code"].clone()),
         (StatusCode::BAD_REQUEST, json!(-32020))
     );
+}
+
+#[tokio::test]
+async fn methods_names_and_capabilities() {
+    let mock = Mock::start(&["--protocol", "modern", "--no-dynamic"]).await;
     // 6. Removed and unknown methods: 404 with -32601.
     for method in [
         "initialize",
