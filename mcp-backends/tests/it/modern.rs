@@ -178,6 +178,28 @@ async fn methods_names_and_capabilities() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(tool_text(&ok), "hi");
     assert_eq!(ok["result"]["resultType"], "complete");
+    // x-mcp-header arguments travel in Mcp-Param-*: required, decoded, compared.
+    let m = request(
+        10,
+        "tools/call",
+        json!({ "name": "test_custom_header", "arguments": { "region": "Hello" } }),
+    );
+    let (status, e) = call(&mock, &m, &[]).await;
+    assert_eq!(
+        (status, e["error"]["code"].clone()),
+        (StatusCode::BAD_REQUEST, json!(-32020))
+    );
+    let (status, ok) = call(&mock, &m, &[("mcp-param-region", "=?base64?SGVsbG8=?=")]).await;
+    assert_eq!(
+        (status, tool_text(&ok)),
+        (StatusCode::OK, "region=Hello".to_string())
+    );
+    let (status, _) = call(&mock, &m, &[("mcp-param-region", "=?base64?SGVsbG8?=")]).await;
+    assert_eq!(
+        status,
+        StatusCode::BAD_REQUEST,
+        "Base64 without its padding is refused"
+    );
     // A capability the request did not declare: 400 with -32021 and the object form.
     let m = request(
         9,

@@ -28,6 +28,7 @@ use crate::mock::protocol;
 use crate::mock::server::MockServer;
 use crate::mock::session::{OutMsg, Outlet, Session};
 use crate::mock::sse::{sse_body, HttpBody, StreamRegistry};
+use crate::mock::tools::modern::{HEADER_PARAMS, HEADER_TOOL};
 
 const METHOD_HEADER: &str = "mcp-method";
 const NAME_HEADER: &str = "mcp-name";
@@ -157,9 +158,53 @@ fn validate(
     if let Some(field) = kind.name_field() {
         if let Some(body) = params.get(field).and_then(Value::as_str) {
             check_name(headers, body)?;
+            if kind == Method::ToolsCall && body == HEADER_TOOL {
+                check_params(headers, &params["arguments"])?;
+            }
         }
     }
     Ok((kind, meta))
+}
+
+/// The header form of an argument: strings as they are, numbers and booleans in
+/// their JSON form; `None` for absent, null or structured values (no header expected).
+fn header_form(value: &Value) -> Option<String> {
+    match value {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+/// `Mcp-Param-{Name}` of the tool's `x-mcp-header` arguments: required when the
+/// argument has a value, decoded (Base64 sentinel, strict) and equal to it.
+fn check_params(headers: &HeaderMap, args: &Value) -> Result<(), Refusal> {
+    for (arg, suffix) in HEADER_PARAMS {
+        let Some(body) = args.get(*arg).and_then(header_form) else {
+            continue;
+        };
+        let name = format!("mcp-param-{}", suffix.to_ascii_lowercase());
+        let Some(raw) = header_value(headers, &name)? else {
+            return Err(header_mismatch(format!(
+                "Header mismatch: Mcp-Param-{suffix} header is required when '{arg}' is given"
+            )));
+        };
+        match decode_sentinel(&raw) {
+            Some(decoded) if decoded == body => {}
+            Some(decoded) => {
+                return Err(header_mismatch(format!(
+                    "Header mismatch: Mcp-Param-{suffix} header value '{decoded}' does not match body value '{body}'"
+                )))
+            }
+            None => {
+                return Err(header_mismatch(format!(
+                    "Header mismatch: Mcp-Param-{suffix} is not valid Base64 UTF-8"
+                )))
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A header as visible ASCII; -32020 when it has other bytes.

@@ -10,7 +10,7 @@ use super::server::MockServer;
 
 mod fixtures;
 mod kit;
-mod modern;
+pub mod modern;
 pub mod mrtr;
 pub mod state;
 
@@ -223,6 +223,9 @@ fn era_tools(modern: bool) -> impl Iterator<Item = &'static ToolDef> {
 /// `tools/list`, in a fixed order (`modern`: for a 2026-07-28 request).
 pub fn definitions(server: &MockServer, modern: bool) -> Vec<Value> {
     let mut list: Vec<Value> = era_tools(modern).map(definition).collect();
+    if modern {
+        list.push(self::modern::header_tool_definition());
+    }
     if server.dynamic_added() {
         list.push(definition(&DYNAMIC_TOOL));
     }

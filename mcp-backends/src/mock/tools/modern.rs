@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use serde_json::{Map, Value};
+use serde_json::{json, Map, Value};
 
 use super::{mrtr, text_result, tool, ToolDef, ToolOutcome};
 use crate::mock::handler::RequestCtx;
@@ -13,7 +13,7 @@ use crate::mock::modern::listen::{announce, Change};
 use crate::mock::modern::missing_capability;
 use crate::mock::protocol::LogLevel;
 
-pub const TOOLS: &[ToolDef] = &[
+pub(super) const TOOLS: &[ToolDef] = &[
     tool(
         "test_missing_capability",
         "Answers -32021 unless the client declares the sampling capability",
@@ -67,6 +67,31 @@ pub const TOOLS: &[ToolDef] = &[
     ),
 ];
 
+/// The tool whose argument is mirrored into a custom header (`x-mcp-header`).
+pub const HEADER_TOOL: &str = "test_custom_header";
+
+/// `(argument, header suffix)` of [`HEADER_TOOL`]: `region` travels in `Mcp-Param-Region`.
+pub const HEADER_PARAMS: &[(&str, &str)] = &[("region", "Region")];
+
+/// `tools/list` entry of [`HEADER_TOOL`].
+pub fn header_tool_definition() -> Value {
+    json!({
+        "name": HEADER_TOOL,
+        "description": "Echoes region, which clients mirror into the Mcp-Param-Region header",
+        "inputSchema": {
+            "type": "object",
+            "properties": {
+                "region": {
+                    "type": "string",
+                    "description": "Any text; sent in Mcp-Param-Region too",
+                    "x-mcp-header": "Region",
+                },
+            },
+            "required": ["region"],
+        },
+    })
+}
+
 /// The modern tool `name`, or `None` when it is not one.
 pub async fn run(
     ctx: &RequestCtx,
@@ -79,6 +104,14 @@ pub async fn run(
                 return Some(Err(missing_capability(&["sampling"])));
             }
             text_result("Success")
+        }
+        HEADER_TOOL => {
+            let region = params
+                .get("arguments")
+                .and_then(|a| a.get("region"))
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            text_result(format!("region={region}"))
         }
         "test_streaming_elicitation" => {
             text_result("Streaming elicitation fixture: nothing was asked on the stream")
