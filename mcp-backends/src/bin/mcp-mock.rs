@@ -4,8 +4,29 @@
 use std::io::IsTerminal;
 use std::time::Duration;
 
-use clap::{ArgGroup, Parser};
-use mcp_backends::mock::{self, MockConfig, ReplyMode};
+use clap::{ArgGroup, Parser, ValueEnum};
+use mcp_backends::mock::{self, MockConfig, ProtocolMode, ReplyMode};
+
+/// `--protocol`: which MCP eras are spoken.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Protocol {
+    /// 2025-03-26 … 2025-11-25: sessions and `initialize` (the default).
+    Legacy,
+    /// 2026-07-28 only: stateless, per-request `_meta`, `server/discover`.
+    Modern,
+    /// Both, chosen per request (modern `_meta`, or `initialize` for a legacy session).
+    Mixed,
+}
+
+impl From<Protocol> for ProtocolMode {
+    fn from(p: Protocol) -> ProtocolMode {
+        match p {
+            Protocol::Legacy => ProtocolMode::Legacy,
+            Protocol::Modern => ProtocolMode::Modern,
+            Protocol::Mixed => ProtocolMode::Mixed,
+        }
+    }
+}
 
 #[derive(Parser, Debug)]
 #[command(
@@ -56,6 +77,15 @@ struct Cli {
     /// (comma-separated; `*` accepts any host).
     #[arg(long, value_name = "HOST", value_delimiter = ',')]
     allow_host: Vec<String>,
+    /// Protocol eras: legacy (2025 revisions), modern (2026-07-28), or mixed (both).
+    #[arg(long, value_enum, default_value = "legacy")]
+    protocol: Protocol,
+    /// `ttlMs` of cacheable 2026-07-28 results (lists, reads, discover).
+    #[arg(long, value_name = "MS", default_value_t = 60_000)]
+    ttl_ms: u64,
+    /// `cacheScope: "private"` on cacheable 2026-07-28 results (default "public").
+    #[arg(long)]
+    cache_private: bool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -69,6 +99,9 @@ fn main() -> anyhow::Result<()> {
         )
         .init();
     let config = MockConfig {
+        protocol: cli.protocol.into(),
+        ttl_ms: cli.ttl_ms,
+        cache_private: cli.cache_private,
         name: cli.name,
         latency: Duration::from_millis(cli.latency_ms),
         fail_methods: cli

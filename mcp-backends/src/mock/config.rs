@@ -16,8 +16,35 @@ pub enum ReplyMode {
     Sse,
 }
 
+/// Which protocol eras the mock speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProtocolMode {
+    /// 2025-03-26 … 2025-11-25 only: sessions, `initialize` (today's behaviour).
+    Legacy,
+    /// 2026-07-28 only: stateless, per-request `_meta`, `server/discover`.
+    Modern,
+    /// Both, chosen per request: modern `_meta` is served statelessly, `initialize`
+    /// opens a legacy session.
+    Mixed,
+}
+
+impl ProtocolMode {
+    pub fn speaks_modern(self) -> bool {
+        self != ProtocolMode::Legacy
+    }
+
+    pub fn speaks_legacy(self) -> bool {
+        self != ProtocolMode::Modern
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct MockConfig {
+    pub protocol: ProtocolMode,
+    /// `ttlMs` of cacheable modern results (lists, reads, discover).
+    pub ttl_ms: u64,
+    /// `cacheScope: "private"` instead of `"public"` on cacheable modern results.
+    pub cache_private: bool,
     /// `serverInfo.name`, and the name shown by echo-like tools.
     pub name: String,
     /// Delay before answering each request.
@@ -48,6 +75,9 @@ pub struct MockConfig {
 impl Default for MockConfig {
     fn default() -> Self {
         MockConfig {
+            protocol: ProtocolMode::Legacy,
+            ttl_ms: 60_000,
+            cache_private: false,
             name: "mock".to_string(),
             latency: Duration::ZERO,
             fail_methods: HashSet::new(),

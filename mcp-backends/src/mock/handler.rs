@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::catalog;
 use super::jsonrpc::{self, RpcError};
+use super::modern::{self, ModernMeta};
 use super::protocol::{self, LogLevel};
 use super::server::MockServer;
 use super::session::{OutMsg, Session};
@@ -36,6 +37,10 @@ pub struct RequestCtx {
     /// messages (GET stream with `--json`, stdout on stdio) rather than on `out`.
     pub related_as_unsolicited: bool,
     pub progress_token: Option<Value>,
+    /// Set for a 2026-07-28 request: what its `_meta` says about the client.
+    pub modern: Option<ModernMeta>,
+    /// `params._meta` of the request (`Null` without one).
+    pub meta: Value,
 }
 
 impl RequestCtx {
@@ -44,7 +49,26 @@ impl RequestCtx {
     }
 
     pub fn protocol(&self) -> String {
-        self.session.protocol()
+        match &self.modern {
+            Some(_) => protocol::MODERN_VERSION.to_string(),
+            None => self.session.protocol(),
+        }
+    }
+
+    /// Whether the client declared a capability (`sampling`, `elicitation`, `roots`):
+    /// in the request's `_meta` (modern) or at `initialize` (legacy).
+    pub fn client_supports(&self, capability: &str) -> bool {
+        match &self.modern {
+            Some(meta) => meta.supports(capability),
+            None => self.session.client_supports(capability),
+        }
+    }
+
+    fn should_log(&self, level: LogLevel) -> bool {
+        match &self.modern {
+            Some(meta) => meta.log_level.is_some_and(|min| level >= min),
+            None => self.session.should_log(level),
+        }
     }
 
     /// Sends a notification or request related to this request.
@@ -59,7 +83,7 @@ impl RequestCtx {
 
     /// `notifications/message`, if the session's level lets it through.
     pub fn log(&self, level: LogLevel, data: Value) {
-        if self.session.should_log(level) {
+        if self.should_log(level) {
             self.send_related(jsonrpc::notification(
                 "notifications/message",
                 json!({ "level": level.as_str(), "logger": self.name(), "data": data }),
@@ -107,6 +131,26 @@ impl RequestCtx {
     }
 }
 
+/// The methods of the 2025 eras that the mock serves.
+pub fn is_legacy_method(method: &str) -> bool {
+    matches!(
+        method,
+        "initialize"
+            | "ping"
+            | "tools/list"
+            | "tools/call"
+            | "resources/list"
+            | "resources/templates/list"
+            | "resources/read"
+            | "resources/subscribe"
+            | "resources/unsubscribe"
+            | "prompts/list"
+            | "prompts/get"
+            | "completion/complete"
+            | "logging/setLevel"
+    )
+}
+
 /// `params` as an object; absent params count as `{}`.
 pub fn params_object(params: &Value) -> Result<Map<String, Value>, RpcError> {
     match params {
@@ -128,8 +172,12 @@ fn required_str<'a>(
 }
 
 /// `tools/list`, in pages of `--page-size` tools when set; the cursor is the offset.
-fn page_tools(server: &MockServer, params: &Map<String, Value>) -> Result<Value, RpcError> {
-    let all = tools::definitions(server);
+fn page_tools(
+    server: &MockServer,
+    params: &Map<String, Value>,
+    modern: bool,
+) -> Result<Value, RpcError> {
+    let all = tools::definitions(server, modern);
     let size = server.config.page_size;
     if size == 0 {
         reject_cursor(params, "tools/list")?;
@@ -161,7 +209,7 @@ fn reject_cursor(params: &Map<String, Value>, method: &str) -> Result<(), RpcErr
     }
 }
 
-fn progress_token(params: &Value) -> Option<Value> {
+pub fn progress_token(params: &Value) -> Option<Value> {
     params
         .get("_meta")
         .and_then(|m| m.get("progressToken"))
@@ -209,9 +257,17 @@ pub fn initialize(
 /// Runs one client request to its outcome.
 pub async fn dispatch(ctx: &RequestCtx, method: &str, params: &Value) -> Outcome {
     let server = &ctx.server;
+    server.record_trace(
+        method,
+        ctx.headers.get("traceparent"),
+        ctx.meta.get("traceparent"),
+    );
     if server.config.fail_methods.contains(method) {
         let error = RpcError::internal(format!("mock: configured to fail {method}"));
         return Outcome::Reply(jsonrpc::error_response(&ctx.request_id, &error));
+    }
+    if ctx.modern.is_some() {
+        return dispatch_modern(ctx, method, params).await;
     }
     let result = match method {
         "tools/call" => match tools::call(ctx, params).await {
@@ -227,13 +283,41 @@ pub async fn dispatch(ctx: &RequestCtx, method: &str, params: &Value) -> Outcome
     })
 }
 
+/// A 2026-07-28 request: the modern method set, finished results, modern errors.
+async fn dispatch_modern(ctx: &RequestCtx, method: &str, params: &Value) -> Outcome {
+    let server = &ctx.server;
+    let result = match modern::Method::parse(method) {
+        None => Err(RpcError::method_not_found(method)),
+        Some(modern::Method::Discover) => Ok(modern::discover(server)),
+        Some(modern::Method::Listen) => Err(RpcError::internal(
+            "mock: subscriptions/listen is served by the transport",
+        )),
+        Some(modern::Method::ToolsCall) => match tools::call(ctx, params).await {
+            Ok(tools::ToolOutcome::Result(v)) => Ok(v),
+            Ok(tools::ToolOutcome::Silent) => return Outcome::Silent,
+            Err(e) => Err(e),
+        },
+        Some(modern::Method::PromptsGet)
+            if params.get("name").and_then(Value::as_str) == Some(tools::mrtr::PROMPT) =>
+        {
+            params_object(params).and_then(|p| tools::mrtr::prompt(ctx, &p))
+        }
+        Some(_) => handle_simple(ctx, method, params),
+    };
+    let kind = modern::Method::parse(method).unwrap_or(modern::Method::ToolsCall);
+    Outcome::Reply(match result {
+        Ok(v) => jsonrpc::response(&ctx.request_id, modern::finish_result(server, kind, v)),
+        Err(e) => jsonrpc::error_response(&ctx.request_id, &modern::modernize_error(e)),
+    })
+}
+
 fn handle_simple(ctx: &RequestCtx, method: &str, params: &Value) -> Result<Value, RpcError> {
     let server = &ctx.server;
     let session = &ctx.session;
     match method {
         "initialize" => initialize(server, session, params),
         "ping" => Ok(json!({})),
-        "tools/list" => page_tools(server, &params_object(params)?),
+        "tools/list" => page_tools(server, &params_object(params)?, ctx.modern.is_some()),
         "resources/list" => {
             reject_cursor(&params_object(params)?, method)?;
             Ok(json!({ "resources": catalog::resources(server) }))
@@ -265,7 +349,11 @@ fn handle_simple(ctx: &RequestCtx, method: &str, params: &Value) -> Result<Value
         }
         "prompts/list" => {
             reject_cursor(&params_object(params)?, method)?;
-            Ok(json!({ "prompts": catalog::prompts(server) }))
+            let mut prompts = catalog::prompts(server);
+            if ctx.modern.is_some() {
+                prompts.push(tools::mrtr::prompt_definition());
+            }
+            Ok(json!({ "prompts": prompts }))
         }
         "prompts/get" => {
             let p = params_object(params)?;
@@ -327,9 +415,10 @@ pub fn spawn_request(
     out: mpsc::UnboundedSender<OutMsg>,
     related_as_unsolicited: bool,
 ) {
-    let cancel: CancellationToken = session.register_running(&id);
     let ctx = RequestCtx {
         progress_token: progress_token(&params),
+        meta: params.get("_meta").cloned().unwrap_or(Value::Null),
+        modern: None,
         server,
         session,
         request_id: id,
@@ -337,6 +426,12 @@ pub fn spawn_request(
         out,
         related_as_unsolicited,
     };
+    spawn_ctx(ctx, method, params);
+}
+
+/// Runs a request whose context is built in its own task; see [`spawn_request`].
+pub fn spawn_ctx(ctx: RequestCtx, method: String, params: Value) {
+    let cancel: CancellationToken = ctx.session.register_running(&ctx.request_id);
     tokio::spawn(async move {
         let latency = ctx.server.config.latency;
         let work = async {
@@ -356,6 +451,7 @@ pub fn spawn_request(
             Some(Outcome::Silent) => {}
             None => {
                 tracing::info!(id = %ctx.request_id, %method, "request cancelled; no response sent");
+                ctx.server.note_cancelled();
                 let _ = ctx.out.send(OutMsg::NoResponse);
             }
         }

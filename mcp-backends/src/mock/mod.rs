@@ -12,6 +12,7 @@ pub mod dynamic;
 pub mod handler;
 pub mod http;
 pub mod jsonrpc;
+pub mod modern;
 pub mod protocol;
 pub mod server;
 pub mod session;
@@ -22,7 +23,7 @@ pub mod tools;
 use std::io::Write;
 use std::sync::Arc;
 
-pub use config::{MockConfig, ReplyMode};
+pub use config::{MockConfig, ProtocolMode, ReplyMode};
 pub use server::MockServer;
 
 use session::{Outlet, Session};

@@ -10,6 +10,17 @@ pub const LATEST_VERSION: &str = "2025-11-25";
 /// header and belong to no negotiated session (transports spec, "Protocol Version Header").
 pub const DEFAULT_HTTP_VERSION: &str = "2025-03-26";
 
+/// The stateless revision (modern era).
+pub const MODERN_VERSION: &str = "2026-07-28";
+
+/// `_meta` keys of modern requests and results.
+pub const META_PROTOCOL_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
+pub const META_CLIENT_CAPABILITIES: &str = "io.modelcontextprotocol/clientCapabilities";
+pub const META_CLIENT_INFO: &str = "io.modelcontextprotocol/clientInfo";
+pub const META_LOG_LEVEL: &str = "io.modelcontextprotocol/logLevel";
+pub const META_SERVER_INFO: &str = "io.modelcontextprotocol/serverInfo";
+pub const META_SUBSCRIPTION_ID: &str = "io.modelcontextprotocol/subscriptionId";
+
 pub fn is_supported(version: &str) -> bool {
     SUPPORTED_VERSIONS.contains(&version)
 }

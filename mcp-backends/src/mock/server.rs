@@ -5,8 +5,14 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use serde_json::{json, Value};
+
 use super::config::MockConfig;
+use super::modern::listen::Listeners;
 use super::session::Session;
+
+/// Trace contexts kept for `GET /traces`.
+const TRACE_LIMIT: usize = 256;
 
 pub struct MockServer {
     pub config: MockConfig,
@@ -16,6 +22,14 @@ pub struct MockServer {
     default_session: Option<Arc<Session>>,
     dynamic_added: AtomicBool,
     watched_version: AtomicU64,
+    /// Open `subscriptions/listen` streams (modern era).
+    pub listeners: Listeners,
+    /// Key of the HMAC that protects `requestState` (random per process).
+    pub state_key: [u8; 32],
+    /// Requests cancelled before they answered (closed stream, notifications/cancelled).
+    cancelled: AtomicU64,
+    /// The last requests that carried a trace context (`traceparent` header or `_meta`).
+    traces: Mutex<std::collections::VecDeque<Value>>,
 }
 
 impl MockServer {
@@ -26,6 +40,10 @@ impl MockServer {
             default_session,
             dynamic_added: AtomicBool::new(false),
             watched_version: AtomicU64::new(0),
+            listeners: Listeners::default(),
+            state_key: rand::random(),
+            cancelled: AtomicU64::new(0),
+            traces: Mutex::new(std::collections::VecDeque::new()),
         })
     }
 
@@ -98,5 +116,32 @@ impl MockServer {
 
     pub fn bump_watched(&self) -> u64 {
         self.watched_version.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    pub fn note_cancelled(&self) {
+        self.cancelled.fetch_add(1, Ordering::SeqCst);
+    }
+
+    pub fn cancelled_count(&self) -> u64 {
+        self.cancelled.load(Ordering::SeqCst)
+    }
+
+    /// Records the trace context a request carried: the `traceparent` header and
+    /// `params._meta.traceparent` (either may be absent; nothing is kept without both).
+    pub fn record_trace(&self, method: &str, header: Option<&Value>, meta: Option<&Value>) {
+        if header.is_none() && meta.is_none() {
+            return;
+        }
+        let mut traces = self.traces.lock().unwrap_or_else(|p| p.into_inner());
+        traces.push_back(json!({ "method": method, "header": header, "meta": meta }));
+        while traces.len() > TRACE_LIMIT {
+            traces.pop_front();
+        }
+    }
+
+    /// The recorded trace contexts, oldest first.
+    pub fn traces(&self) -> Vec<Value> {
+        let traces = self.traces.lock().unwrap_or_else(|p| p.into_inner());
+        traces.iter().cloned().collect()
     }
 }

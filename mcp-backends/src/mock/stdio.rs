@@ -7,8 +7,10 @@ use std::time::{Duration, Instant};
 use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 
+use super::config::ProtocolMode;
 use super::handler;
 use super::jsonrpc::{self, classify, Incoming, RpcError};
+use super::modern;
 use super::protocol;
 use super::server::MockServer;
 use super::session::{OutMsg, Session};
@@ -94,8 +96,23 @@ fn handle_one(
 ) -> Option<Value> {
     match classify(value) {
         Incoming::Request { id, method, params } => {
+            let modern = match server.config.protocol {
+                ProtocolMode::Legacy => false,
+                ProtocolMode::Modern => true,
+                ProtocolMode::Mixed => modern::has_modern_meta(&params),
+            };
+            if modern {
+                return modern::stdio::request(server, session, out, id, method, params);
+            }
             if method == "initialize" {
                 session.note_initialize();
+            } else if !handler::is_legacy_method(&method) {
+                // Unknown methods (`server/discover`, the modern probe, among them)
+                // are -32601 whether or not initialize came first.
+                return Some(jsonrpc::error_response(
+                    &id,
+                    &RpcError::method_not_found(&method),
+                ));
             } else if method != "ping" && !session.initialize_seen() {
                 let err = RpcError::invalid_request(format!(
                     "mock: received '{method}' before initialize"

@@ -6,3 +6,4 @@ mod common;
 
 mod mock_http;
 mod mock_stdio;
+mod modern;

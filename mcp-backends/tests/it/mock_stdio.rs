@@ -7,14 +7,14 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{ChildStdin, ChildStdout, Command};
 
-struct StdioMock {
+pub struct StdioMock {
     _child: tokio::process::Child,
     stdin: ChildStdin,
     lines: Lines<BufReader<ChildStdout>>,
 }
 
 impl StdioMock {
-    fn start(args: &[&str]) -> StdioMock {
+    pub fn start(args: &[&str]) -> StdioMock {
         let mut child = Command::new(env!("CARGO_BIN_EXE_mcp-mock"))
             .arg("--stdio")
             .args(args)
@@ -33,7 +33,7 @@ impl StdioMock {
         }
     }
 
-    async fn send(&mut self, message: &Value) {
+    pub async fn send(&mut self, message: &Value) {
         let mut line = message.to_string();
         line.push('\n');
         within("stdin write", self.stdin.write_all(line.as_bytes()))
@@ -41,7 +41,7 @@ impl StdioMock {
             .expect("write");
     }
 
-    async fn next(&mut self) -> Value {
+    pub async fn next(&mut self) -> Value {
         let line = within("a stdout line", self.lines.next_line())
             .await
             .expect("read")
@@ -50,7 +50,7 @@ impl StdioMock {
     }
 
     /// Sends a request and returns its response (notifications before it are skipped).
-    async fn request(&mut self, message: &Value) -> Value {
+    pub async fn request(&mut self, message: &Value) -> Value {
         self.send(message).await;
         loop {
             let m = self.next().await;

@@ -1,0 +1,73 @@
+//! The tools the gateway's own tests use: echo, whoami, digest, slow, crash,
+//! close_stream, notify_list_changed, list_roots.
+
+use std::time::Duration;
+
+use serde_json::{json, Map, Value};
+use sha2::{Digest, Sha256};
+
+use super::{arg_str, error_result, text_result, ToolOutcome, CRASH_EXIT_CODE};
+use crate::mock::handler::RequestCtx;
+use crate::mock::jsonrpc;
+use crate::mock::session::OutMsg;
+
+/// The test-kit tool `name`, or `None` when it is not one.
+pub async fn run(ctx: &RequestCtx, name: &str, args: &Map<String, Value>) -> Option<ToolOutcome> {
+    let server_name = ctx.name().to_string();
+    let outcome = match name {
+        "echo" => text_result(arg_str(args, "text")),
+        "whoami" => text_result(
+            json!({
+                "server": server_name,
+                "session": ctx.session.id,
+                "headers": Value::Object((*ctx.headers).clone()),
+            })
+            .to_string(),
+        ),
+        "digest" => {
+            let data = arg_str(args, "data");
+            let hash = Sha256::digest(data.as_bytes());
+            text_result(
+                json!({ "server": server_name, "sha256": hex::encode(hash), "bytes": data.len() })
+                    .to_string(),
+            )
+        }
+        "slow" => {
+            let ms = args.get("ms").and_then(Value::as_u64).unwrap_or_default();
+            if ctx.modern.is_some() {
+                // Opens the SSE reply at once, so that a client can close it mid-call.
+                ctx.progress(0, ms, "sleeping");
+            }
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            text_result(format!("slept {ms}"))
+        }
+        "crash" => {
+            tracing::warn!("crash tool called: exiting with code {CRASH_EXIT_CODE}");
+            std::process::exit(CRASH_EXIT_CODE);
+        }
+        "close_stream" => {
+            let _ = ctx.out.send(OutMsg::CloseStream);
+            ToolOutcome::Silent
+        }
+        "notify_list_changed" => {
+            ctx.session.send_unsolicited(
+                jsonrpc::notification("notifications/tools/list_changed", Value::Null),
+                true,
+            );
+            text_result("ok")
+        }
+        "list_roots" => {
+            if !ctx.client_supports("roots") {
+                return Some(error_result(
+                    "Client does not support roots (no 'roots' capability declared)",
+                ));
+            }
+            match ctx.ask_client("roots/list", json!({})).await {
+                Ok(result) => text_result(result.to_string()),
+                Err(reason) => error_result(format!("roots/list failed: {reason}")),
+            }
+        }
+        _ => return None,
+    };
+    Some(outcome)
+}
