@@ -32,6 +32,9 @@ pub struct Info {
     pub request_id: String,
     /// The client's W3C `traceparent` header, if any.
     pub traceparent: Option<String>,
+    /// The client's `Mcp-Param-*` headers (2026-07-28), forwarded to the backend as
+    /// they came: an intermediary passes on those it does not interpret.
+    pub param_headers: Vec<(http::HeaderName, String)>,
     /// SHA-256 (hex) of the call's `arguments`, for the audit record.
     pub args_digest: Option<String>,
     /// The call's `arguments` themselves (kept only when the audit log asks for them).

@@ -146,6 +146,7 @@ impl Gateway {
                 info.request_id.clone(),
             ));
         }
+        extra.extend(info.param_headers.iter().cloned());
         let mut params = params;
         if let Some(tp) = &info.traceparent {
             extra.push((http::HeaderName::from_static("traceparent"), tp.clone()));

@@ -84,6 +84,11 @@ impl Gateway {
                 return r.0;
             }
         };
+        info.param_headers = headers
+            .iter()
+            .filter(|(k, _)| k.as_str().starts_with("mcp-param-"))
+            .filter_map(|(k, v)| Some((k.clone(), v.to_str().ok()?.to_string())))
+            .collect();
         let claims = self.stateless_claims(caller, &meta);
         let shape = Shape {
             log: meta.log_level.is_some(),
