@@ -181,6 +181,18 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+/// The `[audit]` table as written: each key's value with its place in the file.
+pub type SpannedTable = std::collections::BTreeMap<String, toml::Spanned<toml::Value>>;
+
+/// A mistake in the `[audit]` table: the full key (`audit.batch_size`), the span of its
+/// value when the key is written (a default can be at fault too: `None`), what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableProblem {
+    pub key: String,
+    pub span: Option<std::ops::Range<usize>>,
+    pub message: String,
+}
+
 fn invalid(key: &str, message: impl Into<String>) -> AuditError {
     AuditError::Config {
         key: format!("audit.{key}"),
@@ -197,13 +209,24 @@ pub(crate) fn valid_identifier(s: &str) -> bool {
 }
 
 impl AuditConfig {
-    /// Checks every key; the error names the key (`audit.batch_size`, …).
+    /// Checks every key; the error names the first key at fault (`audit.batch_size`, …).
     pub fn validate(&self) -> Result<(), AuditError> {
+        match self.problems().into_iter().next() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Every key at fault, each as an [`AuditError::Config`] naming it (empty: valid).
+    pub fn problems(&self) -> Vec<AuditError> {
+        let mut out = Vec::new();
         if let Some(url) = &self.postgres_url {
-            self.pg_config_of(url)?;
+            if let Err(e) = self.pg_config_of(url) {
+                out.push(e);
+            }
         }
         if !valid_identifier(&self.schema) {
-            return Err(invalid(
+            out.push(invalid(
                 "schema",
                 format!(
                     "{:?} is not a plain identifier (lowercase letters, digits and _, at most 40)",
@@ -212,10 +235,10 @@ impl AuditConfig {
             ));
         }
         if self.file.as_os_str().is_empty() {
-            return Err(invalid("file", "must not be empty"));
+            out.push(invalid("file", "must not be empty"));
         }
         if self.spool_dir.as_os_str().is_empty() {
-            return Err(invalid("spool_dir", "must not be empty"));
+            out.push(invalid("spool_dir", "must not be empty"));
         }
         let ranges: [(&str, u64, u64, u64); 9] = [
             ("queue_capacity", self.queue_capacity as u64, 1, 10_000_000),
@@ -230,36 +253,89 @@ impl AuditConfig {
         ];
         for (key, value, min, max) in ranges {
             if value < min || value > max {
-                return Err(invalid(
+                out.push(invalid(
                     key,
                     format!("{value} is out of range ({min} to {max})"),
                 ));
             }
         }
         if self.partitions_ahead > 120 {
-            return Err(invalid("partitions_ahead", "at most 120 months"));
+            out.push(invalid("partitions_ahead", "at most 120 months"));
         }
         if self.retention_days > 365 * 100 {
-            return Err(invalid(
+            out.push(invalid(
                 "retention_days",
                 "at most 36500 (0 keeps everything)",
             ));
         }
         if self.redact_keys.iter().any(|k| normalize_key(k).is_empty()) {
-            return Err(invalid(
+            out.push(invalid(
                 "redact_keys",
                 "entries must contain a letter or digit",
             ));
         }
         if let Some(ca) = &self.tls_ca_file {
             if !ca.is_file() {
-                return Err(invalid(
+                out.push(invalid(
                     "tls_ca_file",
                     format!("{} is not a readable file", ca.display()),
                 ));
             }
         }
-        Ok(())
+        out
+    }
+
+    /// The `[audit]` table of a configuration file, each value with its span (its
+    /// references already expanded by the caller), read and checked key by key: every
+    /// mistake is returned, each with the span of its key's value, so that an error
+    /// names the line of the key rather than the table's.
+    pub fn from_table(table: &SpannedTable) -> Result<AuditConfig, Vec<TableProblem>> {
+        let mut problems = Vec::new();
+        let mut whole = toml::Table::new();
+        for (key, value) in table {
+            // One key at a time (every other key has its default), so that a wrong
+            // type or an unknown key is told apart from the others; the keys that
+            // pass are then checked together.
+            let single = toml::Table::from_iter([(key.clone(), value.get_ref().clone())]);
+            match single.try_into::<AuditConfig>() {
+                Ok(_) => {
+                    whole.insert(key.clone(), value.get_ref().clone());
+                }
+                Err(e) => problems.push(TableProblem {
+                    key: format!("audit.{key}"),
+                    span: Some(value.span()),
+                    message: e.message().trim_end().to_string(),
+                }),
+            }
+        }
+        let cfg = match whole.try_into::<AuditConfig>() {
+            Ok(cfg) => cfg,
+            Err(e) => {
+                problems.push(TableProblem {
+                    key: "audit".into(),
+                    span: None,
+                    message: e.message().trim_end().to_string(),
+                });
+                return Err(problems);
+            }
+        };
+        problems.extend(cfg.problems().into_iter().map(|e| {
+            let (key, message) = match e {
+                AuditError::Config { key, message } => (key, message),
+                other => ("audit".to_string(), other.to_string()),
+            };
+            let short = key.strip_prefix("audit.").unwrap_or(&key);
+            TableProblem {
+                span: table.get(short).map(toml::Spanned::span),
+                key,
+                message,
+            }
+        }));
+        if problems.is_empty() {
+            Ok(cfg)
+        } else {
+            Err(problems)
+        }
     }
 
     /// Parses `postgres_url` into a driver config (the error never echoes the URL).
@@ -345,5 +421,30 @@ mod tests {
         assert_eq!(c.fsync, FsyncPolicy::Always);
         assert_eq!(c.queue_capacity, 40_000);
         assert!(toml::from_str::<AuditConfig>("bogus = 1").is_err());
+    }
+
+    #[test]
+    fn a_table_reports_every_mistake_at_its_key() {
+        #[derive(serde::Deserialize)]
+        struct File {
+            audit: SpannedTable,
+        }
+        let text = "[audit]\nbatch_size = 0\nbogus = 1\npool_size = \"two\"\nschema = \"Bad\"\n";
+        let file: File = toml::from_str(text).unwrap();
+        let problems = AuditConfig::from_table(&file.audit).unwrap_err();
+        let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+        // Shape mistakes first, then the values of the keys whose shape is right.
+        assert_eq!(
+            keys,
+            [
+                "audit.bogus",
+                "audit.pool_size",
+                "audit.schema",
+                "audit.batch_size"
+            ],
+            "{problems:?}"
+        );
+        assert_eq!(problems[0].span.clone().map(|s| &text[s]), Some("1"));
+        assert_eq!(problems[3].span.clone().map(|s| &text[s]), Some("0"));
     }
 }

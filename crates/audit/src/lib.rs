@@ -32,7 +32,9 @@ use serde_json::Value;
 use tokio::sync::{oneshot, watch, Notify};
 
 pub use cli::AuditCliArgs;
-pub use config::{redact_url, AuditConfig, FsyncPolicy, DEFAULT_REDACT_KEYS};
+pub use config::{
+    redact_url, AuditConfig, FsyncPolicy, SpannedTable, TableProblem, DEFAULT_REDACT_KEYS,
+};
 pub use event::{digest, AuditEvent, KIND_REQUEST, REDACTED};
 pub use postgres::MIGRATIONS;
 

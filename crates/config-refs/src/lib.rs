@@ -8,8 +8,10 @@
 //! This crate knows nothing of the configuration files' shapes: which keys may hold
 //! references, and how an error names its key and line, is the caller's business.
 
+pub mod diagnostic;
 pub mod expand;
 pub mod secrets;
 
+pub use diagnostic::{line_of, Checked, Diagnostic, Diagnostics, Reported};
 pub use expand::{expand, expand_noting, RefError, Sources, NO_SECRET_STORE};
 pub use secrets::{config_references, referenced_names, SecretError, SecretStore};

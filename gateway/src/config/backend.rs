@@ -2,7 +2,7 @@
 //! identity headers.
 
 use super::raw::*;
-use super::validate::Validator;
+use super::validate::{Checked, Reported, Validator};
 use super::*;
 use std::ops::Range;
 use std::time::Duration;
@@ -14,54 +14,42 @@ impl Validator<'_> {
         b: FileBackend,
         span: Range<usize>,
         server: &ServerConfig,
-    ) -> Result<BackendConfig, ConfigError> {
+    ) -> Checked<BackendConfig> {
         let name = b.name.get_ref().clone();
+        let mut failed = false;
         if !valid_backend_name(&name) {
-            return Err(self.err(
+            self.err(
                 b.name.span(),
                 "backend.name",
                 format!(
                     "{name:?} must be 1-32 characters of letters, digits, '-' or '_', \
                      must not contain \"__\" and must not end with '_'"
                 ),
-            ));
+            );
+            failed = true;
         }
-        let transport = self.transport(&b, &name, span.clone())?;
+        let transport = self.transport(&b, &name, span.clone());
         let mut headers = Vec::new();
         let mut header_templates = Vec::new();
         for (k, v) in &b.headers {
-            let key = format!("backend.headers.{k}");
-            let hn = http::HeaderName::from_bytes(k.as_bytes())
-                .map_err(|_| self.err(v.span(), &key, "not a valid HTTP header name"))?;
-            let value = self.expand(v, &key)?;
-            let hv = http::HeaderValue::from_str(&value).map_err(|_| {
-                // Never echo the value: it is usually a credential.
-                self.err(v.span(), &key, "value is not a valid HTTP header value")
-            })?;
-            header_templates.push((hn.clone(), v.get_ref().clone()));
-            headers.push((hn, hv));
+            match self.header(k, v) {
+                Ok((hn, hv)) => {
+                    header_templates.push((hn.clone(), v.get_ref().clone()));
+                    headers.push((hn, hv));
+                }
+                Err(Reported) => failed = true,
+            }
         }
         let mut forward_identity = Vec::new();
         for (claim, header) in &b.forward_identity {
-            let key = format!("backend.forward_identity.{claim}");
-            let Some(claim) = IdentityClaim::parse(claim) else {
-                return Err(self.err(
-                    span.clone(),
-                    &key,
-                    "claim must be email, sub, groups or client_id",
-                ));
-            };
-            let hn = http::HeaderName::from_bytes(header.as_bytes()).map_err(|_| {
-                self.err(
-                    span.clone(),
-                    &key,
-                    format!("{header:?} is not a valid header name"),
-                )
-            })?;
-            if hn == http::header::AUTHORIZATION || hn == http::header::COOKIE {
-                return Err(self.err(span.clone(), &key, "must not be Authorization or Cookie"));
+            match self.forward_identity(claim, header, span.clone()) {
+                Ok(pair) => forward_identity.push(pair),
+                Err(Reported) => failed = true,
             }
-            forward_identity.push((claim, hn));
+        }
+        let transport = transport?;
+        if failed {
+            return Err(Reported);
         }
         Ok(BackendConfig {
             name,
@@ -89,14 +77,51 @@ impl Validator<'_> {
         })
     }
 
+    /// One `headers` entry: a valid name, and a value (references resolved) that is a
+    /// valid header value.
+    fn header(
+        &self,
+        k: &str,
+        v: &toml::Spanned<String>,
+    ) -> Checked<(http::HeaderName, http::HeaderValue)> {
+        let key = format!("backend.headers.{k}");
+        let hn = http::HeaderName::from_bytes(k.as_bytes())
+            .map_err(|_| self.err(v.span(), &key, "not a valid HTTP header name"))?;
+        let value = self.expand(v, &key)?;
+        let hv = http::HeaderValue::from_str(&value).map_err(|_| {
+            // Never echo the value: it is usually a credential.
+            self.err(v.span(), &key, "value is not a valid HTTP header value")
+        })?;
+        Ok((hn, hv))
+    }
+
+    /// One `forward_identity` entry: a claim and the header it is sent in.
+    fn forward_identity(
+        &self,
+        claim: &str,
+        header: &str,
+        span: Range<usize>,
+    ) -> Checked<(IdentityClaim, http::HeaderName)> {
+        let key = format!("backend.forward_identity.{claim}");
+        let Some(claim) = IdentityClaim::parse(claim) else {
+            return Err(self.err(span, &key, "claim must be email, sub, groups or client_id"));
+        };
+        let hn = http::HeaderName::from_bytes(header.as_bytes()).map_err(|_| {
+            self.err(
+                span.clone(),
+                &key,
+                format!("{header:?} is not a valid header name"),
+            )
+        })?;
+        if hn == http::header::AUTHORIZATION || hn == http::header::COOKIE {
+            return Err(self.err(span, &key, "must not be Authorization or Cookie"));
+        }
+        Ok((claim, hn))
+    }
+
     /// The backend's transport: an HTTP or SSE URL, or a STDIO command; STDIO-only keys
     /// on another transport are an error.
-    fn transport(
-        &self,
-        b: &FileBackend,
-        name: &str,
-        span: Range<usize>,
-    ) -> Result<Transport, ConfigError> {
+    fn transport(&self, b: &FileBackend, name: &str, span: Range<usize>) -> Checked<Transport> {
         let transport_name = b
             .transport
             .as_ref()
@@ -119,6 +144,7 @@ impl Validator<'_> {
                 ));
             }
         };
+        let mut failed = false;
         if !matches!(transport, Transport::Stdio(_)) {
             for (key, present) in [
                 ("command", b.command.is_some()),
@@ -131,13 +157,17 @@ impl Validator<'_> {
                 ("max_processes", b.max_processes.is_some()),
             ] {
                 if present {
-                    return Err(self.err(
+                    self.err(
                         span.clone(),
                         &format!("backend.{key}"),
                         format!("only applies to transport = \"stdio\" (backend {name:?})"),
-                    ));
+                    );
+                    failed = true;
                 }
             }
+        }
+        if failed {
+            return Err(Reported);
         }
         Ok(transport)
     }
@@ -145,11 +175,7 @@ impl Validator<'_> {
 
 impl Validator<'_> {
     /// An http(s) URL with a host, from a value that may hold references.
-    pub(super) fn http_url(
-        &self,
-        v: &toml::Spanned<String>,
-        key: &str,
-    ) -> Result<Url, ConfigError> {
+    pub(super) fn http_url(&self, v: &toml::Spanned<String>, key: &str) -> Checked<Url> {
         let raw = self.expand(v, key)?;
         let url = Url::parse(&raw)
             .map_err(|e| self.err(v.span(), key, format!("{:?}: {e}", shown(v, &raw))))?;
@@ -194,7 +220,7 @@ impl Validator<'_> {
         name: &str,
         span: Range<usize>,
         what: &str,
-    ) -> Result<Url, ConfigError> {
+    ) -> Checked<Url> {
         let Some(url_v) = &b.url else {
             return Err(self.err(
                 span,
@@ -210,7 +236,7 @@ impl Validator<'_> {
         b: &FileBackend,
         name: &str,
         span: Range<usize>,
-    ) -> Result<StdioConfig, ConfigError> {
+    ) -> Checked<StdioConfig> {
         let Some(cmd_v) = &b.command else {
             return Err(self.err(
                 span,
@@ -218,36 +244,65 @@ impl Validator<'_> {
                 format!("backend {name:?} uses transport \"stdio\" and needs a command"),
             ));
         };
-        let command = self.expand(cmd_v, "backend.command")?;
-        if command.trim().is_empty() {
-            return Err(self.err(cmd_v.span(), "backend.command", "must not be empty"));
-        }
+        let command = self.expand(cmd_v, "backend.command").and_then(|command| {
+            if command.trim().is_empty() {
+                Err(self.err(cmd_v.span(), "backend.command", "must not be empty"))
+            } else {
+                Ok(command)
+            }
+        });
+        let mut failed = false;
         let mut args = Vec::new();
         for a in &b.args {
-            args.push(self.expand(a, "backend.args")?);
+            match self.expand(a, "backend.args") {
+                Ok(a) => args.push(a),
+                Err(Reported) => failed = true,
+            }
         }
         let mut env = Vec::new();
         for (k, v) in &b.env {
             let key = format!("backend.env.{k}");
             if k.is_empty() || k.contains('=') || k.contains('\0') {
-                return Err(self.err(v.span(), &key, "not a valid environment variable name"));
+                self.err(v.span(), &key, "not a valid environment variable name");
+                failed = true;
+                continue;
             }
-            env.push((k.clone(), self.expand(v, &key)?));
+            match self.expand(v, &key) {
+                Ok(value) => env.push((k.clone(), value)),
+                Err(Reported) => failed = true,
+            }
         }
         let cwd = match &b.cwd {
-            None => None,
-            Some(c) => {
-                let dir = std::path::PathBuf::from(self.expand(c, "backend.cwd")?);
-                if !dir.is_dir() {
-                    return Err(self.err(
+            None => Ok(None),
+            Some(c) => self.expand(c, "backend.cwd").and_then(|dir| {
+                let dir = std::path::PathBuf::from(dir);
+                if dir.is_dir() {
+                    Ok(Some(dir))
+                } else {
+                    Err(self.err(
                         c.span(),
                         "backend.cwd",
                         format!("{} is not a directory", dir.display()),
-                    ));
+                    ))
                 }
-                Some(dir)
-            }
+            }),
         };
+        let sharing = self.sharing(b, span);
+        let (command, cwd, sharing) = (command?, cwd?, sharing?);
+        if failed {
+            return Err(Reported);
+        }
+        Ok(StdioConfig {
+            command,
+            args,
+            env,
+            cwd,
+            sharing,
+        })
+    }
+
+    /// `sharing` and the keys that go with it.
+    fn sharing(&self, b: &FileBackend, span: Range<usize>) -> Checked<Sharing> {
         let sharing = match b.sharing.as_ref().map(|s| s.get_ref().as_str()) {
             None | Some("shared") => {
                 if b.idle_timeout_s.is_some() || b.max_processes.is_some() {
@@ -289,12 +344,6 @@ impl Validator<'_> {
                 ));
             }
         };
-        Ok(StdioConfig {
-            command,
-            args,
-            env,
-            cwd,
-            sharing,
-        })
+        Ok(sharing)
     }
 }

@@ -8,7 +8,7 @@
 //!
 //! - [`raw`]: the file as written (serde, spans);
 //! - [`validate`], [`server`], [`backend`]: validation, each error with the file, line
-//!   and key at fault;
+//!   and key at fault; every mistake of the file is reported, not only the first;
 //! - [`typed`]: the result, re-exported here.
 
 mod backend;
@@ -36,13 +36,10 @@ pub enum ConfigError {
     },
     #[error("{path}: {message}")]
     Parse { path: String, message: String },
-    #[error("{path}:{line}: `{key}`: {message}")]
-    Invalid {
-        path: String,
-        line: usize,
-        key: String,
-        message: String,
-    },
+    /// Every mistake of the file (validation does not stop at the first), each
+    /// `path:line: key: message`.
+    #[error("{0}")]
+    Invalid(config_refs::Diagnostics),
 }
 
 #[derive(Debug, Clone)]
@@ -137,13 +134,19 @@ impl Config {
             path: path.to_string(),
             message: describe_toml_error(text, &e),
         })?;
-        Validator {
+        let validator = Validator {
             text,
             path,
             env,
             secret,
+            found: Default::default(),
+        };
+        let result = validator.validate(file);
+        let found = validator.found.into_inner();
+        match result {
+            Ok(config) if found.is_empty() => Ok(config),
+            _ => Err(ConfigError::Invalid(config_refs::Diagnostics(found))),
         }
-        .validate(file)
     }
 }
 
@@ -158,13 +161,7 @@ fn describe_toml_error(text: &str, e: &toml::de::Error) -> String {
     }
 }
 
-fn line_of(text: &str, offset: usize) -> usize {
-    text[..offset.min(text.len())]
-        .bytes()
-        .filter(|b| *b == b'\n')
-        .count()
-        + 1
-}
+use config_refs::line_of;
 
 /// What an error may show of a value: the text as written when it holds a reference
 /// (the resolved value may be a secret), else the value.

@@ -25,7 +25,8 @@ pub(super) struct FileConfig {
     pub(super) auth: FileAuth,
     #[serde(default)]
     pub(super) metrics: FileMetrics,
-    pub(super) audit: Option<crate::audit::AuditConfig>,
+    /// Read key by key in validation (so that each error names its key's line).
+    pub(super) audit: Option<toml::Spanned<crate::audit::SpannedTable>>,
     #[serde(default)]
     pub(super) backend: Vec<toml::Spanned<FileBackend>>,
 }

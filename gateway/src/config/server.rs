@@ -1,53 +1,64 @@
 //! `[server]` validated: addresses, the public URL, limits, timeouts, Host/Origin rules.
 
 use super::raw::*;
-use super::validate::Validator;
+use super::validate::{Checked, Reported, Validator};
 use super::*;
 use std::net::SocketAddr;
 use std::time::Duration;
 use url::Url;
 
 impl Validator<'_> {
-    pub(super) fn server(
-        &self,
-        s: FileServer,
-        auth: AuthMode,
-    ) -> Result<ServerConfig, ConfigError> {
-        let listen = self.listen(&s, auth)?;
-        let public_url = match &s.public_url {
-            None => Url::parse(&format!("http://{listen}"))
-                .map_err(|e| self.err(0..0, "server.public_url", e.to_string()))?,
-            Some(v) => self.http_url(v, "server.public_url")?,
+    /// `[server]`; `auth` is `None` when `auth.mode` is itself a mistake (then the
+    /// listen address is not checked against it).
+    pub(super) fn server(&self, s: &FileServer, auth: Option<AuthMode>) -> Checked<ServerConfig> {
+        let listen = self.listen(s, auth);
+        let public_url = match (&s.public_url, &listen) {
+            (Some(v), _) => self.http_url(v, "server.public_url"),
+            (None, Ok(listen)) => Url::parse(&format!("http://{listen}"))
+                .map_err(|e| self.err(0..0, "server.public_url", e.to_string())),
+            (None, Err(_)) => Err(Reported),
         };
         let session_key = match &s.session_key {
-            None => None,
-            Some(v) => {
-                let raw = self.expand(v, "server.session_key")?;
+            None => Ok(None),
+            Some(v) => self.expand(v, "server.session_key").and_then(|raw| {
                 if raw.is_empty() {
-                    None
+                    Ok(None)
                 } else {
-                    Some(
-                        decode_key(&raw)
-                            .map_err(|m| self.err(v.span(), "server.session_key", m))?,
-                    )
+                    decode_key(&raw)
+                        .map(Some)
+                        .map_err(|m| self.err(v.span(), "server.session_key", m))
                 }
-            }
+            }),
         };
-        let local = listen.ip().is_loopback();
-        let (allowed_hosts, allowed_origins) = host_rules(&s, &public_url, local);
         let log_format = match s.log_format.as_ref().map(|v| v.get_ref().as_str()) {
-            None | Some("pretty") => LogFormat::Pretty,
-            Some("json") => LogFormat::Json,
+            None | Some("pretty") => Ok(LogFormat::Pretty),
+            Some("json") => Ok(LogFormat::Json),
             Some(other) => {
                 let span = s.log_format.as_ref().map(|v| v.span()).unwrap_or(0..0);
-                return Err(self.err(
+                Err(self.err(
                     span,
                     "server.log_format",
                     format!("{other:?} is not \"pretty\" or \"json\""),
-                ));
+                ))
             }
         };
-        let (max_body_bytes, body_timeout_s, max_connections) = self.limits(&s)?;
+        let limits = self.limits(s);
+        let client_ip_header = match &s.client_ip_header {
+            None => Ok(None),
+            Some(h) => http::HeaderName::from_bytes(h.as_bytes())
+                .map(Some)
+                .map_err(|_| {
+                    self.err(
+                        0..0,
+                        "server.client_ip_header",
+                        format!("{h:?} is not a header name"),
+                    )
+                }),
+        };
+        let (listen, public_url) = (listen?, public_url?);
+        let (max_body_bytes, body_timeout_s, max_connections) = limits?;
+        let local = listen.ip().is_loopback();
+        let (allowed_hosts, allowed_origins) = host_rules(s, &public_url, local);
         Ok(ServerConfig {
             listen,
             public_url,
@@ -62,7 +73,7 @@ impl Validator<'_> {
                     .unwrap_or(DEFAULT_STREAM_IDLE_MS)
                     .max(1),
             ),
-            session_key,
+            session_key: session_key?,
             session_ttl: Duration::from_secs(
                 s.session_ttl_s.unwrap_or(DEFAULT_SESSION_TTL_S).max(1),
             ),
@@ -74,23 +85,14 @@ impl Validator<'_> {
                     .unwrap_or(DEFAULT_HEALTH_INTERVAL_S)
                     .max(1),
             ),
-            log_format,
+            log_format: log_format?,
             secrets_refresh: Duration::from_secs(s.secrets_refresh_s.unwrap_or(300).max(1)),
-            client_ip_header: match &s.client_ip_header {
-                None => None,
-                Some(h) => Some(http::HeaderName::from_bytes(h.as_bytes()).map_err(|_| {
-                    self.err(
-                        0..0,
-                        "server.client_ip_header",
-                        format!("{h:?} is not a header name"),
-                    )
-                })?),
-            },
+            client_ip_header: client_ip_header?,
         })
     }
 
     /// `server.listen`, refusing a non-loopback address without authentication.
-    fn listen(&self, s: &FileServer, auth: AuthMode) -> Result<SocketAddr, ConfigError> {
+    fn listen(&self, s: &FileServer, auth: Option<AuthMode>) -> Checked<SocketAddr> {
         let listen = match &s.listen {
             None => DEFAULT_LISTEN
                 .parse::<SocketAddr>()
@@ -109,7 +111,7 @@ impl Validator<'_> {
                 })?
             }
         };
-        if auth == AuthMode::None && !listen.ip().is_loopback() {
+        if auth == Some(AuthMode::None) && !listen.ip().is_loopback() {
             let span = s.listen.as_ref().map(|v| v.span()).unwrap_or(0..0);
             return Err(self.err(
                 span,
@@ -124,22 +126,35 @@ impl Validator<'_> {
     }
 
     /// The body and connection limits: (max_body_bytes, body_timeout_s, max_connections).
-    fn limits(&self, s: &FileServer) -> Result<(usize, u64, usize), ConfigError> {
+    fn limits(&self, s: &FileServer) -> Checked<(usize, u64, usize)> {
         let max_body_bytes = s.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY);
-        if max_body_bytes < 1024 {
-            return Err(self.err(0..0, "server.max_body_bytes", "must be at least 1024"));
-        }
         let body_timeout_s = s.body_timeout_s.unwrap_or(DEFAULT_BODY_TIMEOUT_S);
-        if body_timeout_s == 0 {
-            return Err(self.err(
-                0..0,
+        let max_connections = s.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS);
+        let mut failed = false;
+        for (wrong, key, message) in [
+            (
+                max_body_bytes < 1024,
+                "server.max_body_bytes",
+                "must be at least 1024",
+            ),
+            (
+                body_timeout_s == 0,
                 "server.body_timeout_s",
                 "must be at least 1 (seconds)",
-            ));
+            ),
+            (
+                max_connections == 0,
+                "server.max_connections",
+                "must be at least 1",
+            ),
+        ] {
+            if wrong {
+                self.err(0..0, key, message);
+                failed = true;
+            }
         }
-        let max_connections = s.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS);
-        if max_connections == 0 {
-            return Err(self.err(0..0, "server.max_connections", "must be at least 1"));
+        if failed {
+            return Err(Reported);
         }
         Ok((max_body_bytes, body_timeout_s, max_connections))
     }

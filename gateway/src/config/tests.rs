@@ -174,3 +174,69 @@ fn session_key_formats() {
         .to_string();
     assert!(e.contains("server.session_key"), "{e}");
 }
+
+#[test]
+fn every_mistake_is_reported_with_its_line() {
+    let text = "\
+[server]
+listen = \"nowhere\"
+[auth]
+algorithms = [\"HS256\"]
+[[backend]]
+name = \"a\"
+url = \"ftp://h/mcp\"
+[audit]
+file = \"audit.jsonl\"
+batch_size = 0
+";
+    let Err(ConfigError::Invalid(found)) = parse(text) else {
+        panic!("three mistakes, no error")
+    };
+    let at: Vec<(usize, &str)> = found.0.iter().map(|d| (d.line, d.key.as_str())).collect();
+    assert_eq!(
+        at,
+        [
+            (2, "server.listen"),
+            (4, "auth.algorithms"),
+            (7, "backend.url"),
+            // The key's line, not the `[audit]` header's.
+            (10, "audit.batch_size"),
+        ],
+        "{found}"
+    );
+    let shown = found.to_string();
+    assert!(shown.starts_with("4 mistakes"), "{shown}");
+    assert!(
+        shown.contains("test.toml:10: `audit.batch_size`: 0 is out of range"),
+        "{shown}"
+    );
+}
+
+#[test]
+fn a_conflict_names_both_lines() {
+    let text = "\
+[[backend]]
+name = \"a\"
+url = \"http://h/mcp\"
+[[backend]]
+name = \"b\"
+url = \"http://h/mcp\"
+[[backend]]
+name = \"a\"
+url = \"http://h/mcp\"
+";
+    let e = parse(text).unwrap_err().to_string();
+    assert_eq!(
+        e,
+        "test.toml:8: `backend.name`: duplicate backend name \"a\"; every backend needs its own name\n\
+         test.toml:2: `backend.name`: the other backend named \"a\""
+    );
+    let e =
+        parse("[server]\nlisten = \"127.0.0.1:9100\"\n[metrics]\nlisten = \"127.0.0.1:9100\"\n")
+            .unwrap_err()
+            .to_string();
+    assert!(
+        e.contains("test.toml:4: `metrics.listen`") && e.contains("test.toml:2:"),
+        "{e}"
+    );
+}

@@ -8,14 +8,13 @@ use url::Url;
 use super::raw::*;
 use super::typed::*;
 use super::validate::Validator;
-use super::ConfigError;
+use config_refs::{Checked, Reported};
+
+use super::same_resource;
 
 impl Validator<'_> {
     /// `[[resource]]`: at least one, each an http(s) URL without fragment.
-    pub(super) fn resources(
-        &self,
-        raw: &[Spanned<RawResource>],
-    ) -> Result<Vec<Resource>, ConfigError> {
+    pub(super) fn resources(&self, raw: &[Spanned<RawResource>]) -> Checked<Vec<Resource>> {
         if raw.is_empty() {
             return Err(self.err(
                 0..0,
@@ -23,34 +22,59 @@ impl Validator<'_> {
                 "at least one [[resource]] (the gateway's /mcp URL) is required",
             ));
         }
-        let mut resources = Vec::new();
+        let mut resources: Vec<Resource> = Vec::new();
+        let mut failed = false;
+        // URL as written → span of the first resource with it.
+        let mut seen: Vec<(Url, std::ops::Range<usize>)> = Vec::new();
         for (i, r) in raw.iter().enumerate() {
             let r = r.get_ref();
-            let key = format!("resource[{i}].url");
-            let url = self.string(&r.url, &key)?;
-            let parsed =
-                Url::parse(&url).map_err(|e| self.err(r.url.span(), &key, e.to_string()))?;
-            if parsed.fragment().is_some() || !matches!(parsed.scheme(), "http" | "https") {
-                return Err(self.err(
-                    r.url.span(),
-                    &key,
-                    "must be an http(s) URL without fragment",
-                ));
+            let Ok(resource) = self.resource(i, r) else {
+                failed = true;
+                continue;
+            };
+            if let Some((_, first)) = seen
+                .iter()
+                .find(|(u, _)| same_resource(u, &resource.parsed))
+            {
+                self.conflict(
+                    (r.url.span(), first.clone()),
+                    &format!("resource[{i}].url"),
+                    "the same resource twice; remove one of them",
+                    "the other [[resource]] with this URL",
+                );
+                failed = true;
+                continue;
             }
-            let name = self.opt(&r.name, &format!("resource[{i}].name"))?;
-            resources.push(Resource {
-                name: name.unwrap_or_else(|| url.clone()),
-                url,
-                parsed,
-            });
+            seen.push((resource.parsed.clone(), r.url.span()));
+            resources.push(resource);
+        }
+        if failed {
+            return Err(Reported);
         }
         Ok(resources)
     }
 
-    pub(super) fn authorization(
-        &self,
-        a: &RawAuthorization,
-    ) -> Result<AuthorizationConfig, ConfigError> {
+    /// One `[[resource]]`: an http(s) URL without fragment, and its name.
+    fn resource(&self, i: usize, r: &RawResource) -> Checked<Resource> {
+        let key = format!("resource[{i}].url");
+        let url = self.string(&r.url, &key)?;
+        let parsed = Url::parse(&url).map_err(|e| self.err(r.url.span(), &key, e.to_string()))?;
+        if parsed.fragment().is_some() || !matches!(parsed.scheme(), "http" | "https") {
+            return Err(self.err(
+                r.url.span(),
+                &key,
+                "must be an http(s) URL without fragment",
+            ));
+        }
+        let name = self.opt(&r.name, &format!("resource[{i}].name"))?;
+        Ok(Resource {
+            name: name.unwrap_or_else(|| url.clone()),
+            url,
+            parsed,
+        })
+    }
+
+    pub(super) fn authorization(&self, a: &RawAuthorization) -> Checked<AuthorizationConfig> {
         let scopes_supported = match &a.scopes_supported {
             Some(v) => self.list(v, "authorization.scopes_supported")?,
             None => DEFAULT_SCOPES.iter().map(|s| s.to_string()).collect(),
@@ -85,7 +109,7 @@ impl Validator<'_> {
         })
     }
 
-    pub(super) fn tokens(&self, t: &RawTokens) -> Result<TokensConfig, ConfigError> {
+    pub(super) fn tokens(&self, t: &RawTokens) -> Checked<TokensConfig> {
         Ok(TokensConfig {
             access_token_ttl_s: self.in_range(
                 &t.access_token_ttl_s,
@@ -108,7 +132,7 @@ impl Validator<'_> {
         })
     }
 
-    pub(super) fn clients(&self, c: &RawClients) -> Result<ClientsConfig, ConfigError> {
+    pub(super) fn clients(&self, c: &RawClients) -> Checked<ClientsConfig> {
         let key = "clients.allowed_redirect_uris";
         let allowed_redirect_uris = self.list(&c.allowed_redirect_uris, key)?;
         for (i, (u, written)) in allowed_redirect_uris

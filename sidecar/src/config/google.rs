@@ -7,10 +7,10 @@ use url::Url;
 use super::raw::*;
 use super::typed::*;
 use super::validate::Validator;
-use super::ConfigError;
+use config_refs::Checked;
 
 impl Validator<'_> {
-    pub(super) fn google(&self, g: &Spanned<RawGoogle>) -> Result<GoogleConfig, ConfigError> {
+    pub(super) fn google(&self, g: &Spanned<RawGoogle>) -> Checked<GoogleConfig> {
         let table = g.span();
         let g = g.get_ref();
         let client_id = self.string(&g.client_id, "google.client_id")?;
@@ -74,7 +74,7 @@ impl Validator<'_> {
         &self,
         c: Option<&Spanned<RawCredentials>>,
         has_admin_subject: bool,
-    ) -> Result<CredentialsConfig, ConfigError> {
+    ) -> Checked<CredentialsConfig> {
         let Some(c) = c else {
             return Ok(CredentialsConfig {
                 sts_endpoint: DEFAULT_STS.into(),

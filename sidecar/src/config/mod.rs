@@ -28,7 +28,7 @@ use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use config_refs::{SecretStore, Sources, NO_SECRET_STORE};
+use config_refs::{line_of, Diagnostics, SecretStore, Sources, NO_SECRET_STORE};
 use url::Url;
 
 use raw::RawConfig;
@@ -48,13 +48,10 @@ pub enum ConfigError {
     /// Not TOML, an unknown key, a wrong type or a missing table (`at`: `path:line`).
     #[error("{at}: {message}")]
     Parse { at: String, message: String },
-    #[error("{path}:{line}: `{key}`: {message}")]
-    Invalid {
-        path: String,
-        line: usize,
-        key: String,
-        message: String,
-    },
+    /// Every mistake of the file (validation does not stop at the first), each
+    /// `path:line: key: message`.
+    #[error("{0}")]
+    Invalid(Diagnostics),
 }
 
 /// The configuration file when none is named: `ops/config/sidecar.$CONFIG_ENV.toml`,
@@ -145,9 +142,14 @@ impl Config {
             path,
             sources: Sources { env, secret },
             hidden: RefCell::new(Vec::new()),
+            found: RefCell::new(Vec::new()),
         };
         let result = validator.validate(raw);
-        result.map_err(|e| e.scrubbed(&validator.hidden.borrow()))
+        let found = validator.found.into_inner();
+        match result {
+            Ok(config) if found.is_empty() => Ok(config),
+            _ => Err(ConfigError::Invalid(Diagnostics(found)).scrubbed(&validator.hidden.borrow())),
+        }
     }
 
     /// The configured resource a requested `resource` names: scheme and host compared
@@ -192,15 +194,6 @@ fn parse_error(text: &str, path: &str, e: &toml::de::Error) -> ConfigError {
     }
 }
 
-/// The 1-based line of a byte offset.
-fn line_of(text: &str, offset: usize) -> usize {
-    text[..offset.min(text.len())]
-        .bytes()
-        .filter(|b| *b == b'\n')
-        .count()
-        + 1
-}
-
 impl ConfigError {
     /// The same error with every value of `hidden` replaced by `***`.
     fn scrubbed(self, hidden: &[String]) -> ConfigError {
@@ -227,17 +220,16 @@ impl ConfigError {
                 at,
                 message: scrub(message),
             },
-            ConfigError::Invalid {
-                path,
-                line,
-                key,
-                message,
-            } => ConfigError::Invalid {
-                path,
-                line,
-                key,
-                message: scrub(message),
-            },
+            ConfigError::Invalid(Diagnostics(found)) => ConfigError::Invalid(Diagnostics(
+                found
+                    .into_iter()
+                    .map(|d| config_refs::Diagnostic {
+                        message: scrub(d.message),
+                        related: d.related.map(|(line, note)| (line, scrub(note))),
+                        ..d
+                    })
+                    .collect(),
+            )),
         }
     }
 }

@@ -96,9 +96,9 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub(super) rate_limit: RawRateLimit,
     pub(super) google: Spanned<RawGoogle>,
-    /// The gateway's `[audit]` table: kept as a TOML tree, whose strings are expanded
-    /// before it becomes an [`mcp_audit::AuditConfig`] (which refuses unknown keys).
-    pub(super) audit: Option<Spanned<toml::Value>>,
+    /// The gateway's `[audit]` table: each key's value kept as a TOML tree with its
+    /// span, whose strings are expanded before the audit crate reads and checks it.
+    pub(super) audit: Option<Spanned<mcp_audit::SpannedTable>>,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -3,14 +3,15 @@
 use toml::Spanned;
 use url::Url;
 
+use super::is_loopback_host;
 use super::raw::*;
 use super::typed::*;
 use super::validate::Validator;
-use super::{is_loopback_host, ConfigError};
+use config_refs::Checked;
 
 impl Validator<'_> {
     /// `[server]`, and the issuer it gives (`server.issuer`, default `http://{listen}`).
-    pub(super) fn server(&self, s: &RawServer) -> Result<(ServerConfig, String), ConfigError> {
+    pub(super) fn server(&self, s: &RawServer) -> Checked<(ServerConfig, String)> {
         let listen = self.or(&s.listen, "server.listen", DEFAULT_LISTEN)?;
         let issuer = self.opt(&s.issuer, "server.issuer")?;
         let server = ServerConfig {
@@ -59,7 +60,7 @@ impl Validator<'_> {
     }
 
     /// The issuer: an http(s) URL without query or fragment, https unless loopback.
-    fn issuer(&self, server: &ServerConfig, written: Option<&Text>) -> Result<String, ConfigError> {
+    fn issuer(&self, server: &ServerConfig, written: Option<&Text>) -> Checked<String> {
         let span = written.map(Spanned::span).unwrap_or(0..0);
         let issuer = server
             .issuer
@@ -88,7 +89,7 @@ impl Validator<'_> {
         Ok(issuer)
     }
 
-    pub(super) fn store(&self, s: &Spanned<RawStore>) -> Result<StoreConfig, ConfigError> {
+    pub(super) fn store(&self, s: &Spanned<RawStore>) -> Checked<StoreConfig> {
         let table = s.span();
         let s = s.get_ref();
         let schema = self.or(&s.schema, "store.schema", DEFAULT_SCHEMA)?;
@@ -118,7 +119,7 @@ impl Validator<'_> {
         })
     }
 
-    pub(super) fn rate_limit(&self, r: &RawRateLimit) -> Result<RateLimitConfig, ConfigError> {
+    pub(super) fn rate_limit(&self, r: &RawRateLimit) -> Checked<RateLimitConfig> {
         Ok(RateLimitConfig {
             lookups_burst: self.in_range(
                 &r.lookups_burst,

@@ -244,12 +244,12 @@ fn a_bad_value_reports_file_and_line() {
         .to_string();
     assert!(err.starts_with("s.toml:10: "), "{err}");
     assert!(err.contains("bogus"), "{err}");
-    // `[audit]` errors point at the table.
+    // `[audit]` errors point at the key's line, not the table's (line 11).
     let text = format!("{MINIMAL}\n[audit]\nbatch_size = 0\n");
     let err = Config::parse_named(&text, "s.toml", &env, &|_| Err("none".into()))
         .unwrap_err()
         .to_string();
-    assert!(err.starts_with("s.toml:11: `audit.batch_size`"), "{err}");
+    assert!(err.starts_with("s.toml:12: `audit.batch_size`"), "{err}");
 }
 
 #[test]
@@ -269,4 +269,48 @@ fn a_secret_number_in_error_is_scrubbed_and_the_line_kept() {
         "pool_size = \"${env:POOL:-7}\"\n[[resource]]",
     );
     assert_eq!(Config::parse(&text, &env).unwrap().store.pool_size, 7);
+}
+
+#[test]
+fn every_mistake_is_reported_with_its_line() {
+    let text = format!(
+        "{MINIMAL}[server]\nmax_connections = 0\n[tokens]\ncode_ttl_s = \"soon\"\n[audit]\nschema = \"public\"\npool_size = 0\n"
+    );
+    let Err(ConfigError::Invalid(found)) = Config::parse(&text, &env) else {
+        panic!("three mistakes, no error")
+    };
+    let line = |needle: &str| {
+        text.lines()
+            .position(|l| l.starts_with(needle))
+            .map(|i| i + 1)
+    };
+    let at: Vec<(Option<usize>, &str)> = found
+        .0
+        .iter()
+        .map(|d| (Some(d.line), d.key.as_str()))
+        .collect();
+    assert_eq!(
+        at,
+        [
+            (line("max_connections"), "server.max_connections"),
+            (line("code_ttl_s"), "tokens.code_ttl_s"),
+            // The key's line, not the `[audit]` header's.
+            (line("pool_size"), "audit.pool_size"),
+        ],
+        "{found}"
+    );
+}
+
+#[test]
+fn the_same_resource_twice_names_both_lines() {
+    let text = format!("{MINIMAL}[[resource]]\nurl = \"http://127.0.0.1:8080/mcp/\"\n");
+    let err = Config::parse(&text, &env).unwrap_err().to_string();
+    let second = text.lines().count();
+    assert_eq!(
+        err,
+        format!(
+            "<config>:{second}: `resource[1].url`: the same resource twice; remove one of them\n\
+             <config>:5: `resource[1].url`: the other [[resource]] with this URL"
+        )
+    );
 }

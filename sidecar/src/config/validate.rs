@@ -4,7 +4,8 @@
 //! or a secret, so that [`super::ConfigError::scrubbed`] can keep it out of errors.
 //! The top level and `[audit]` are checked here; `[server]`/`[store]`/`[rate_limit]` in
 //! [`super::server`], resources, scopes, tokens and clients in [`super::access`],
-//! `[google]` in [`super::google`]. Validation stops at the first error, as it always has.
+//! `[google]` in [`super::google`]. Every mistake is collected (a
+//! check that fails records it and validation goes on), so one run reports them all.
 
 use std::cell::RefCell;
 use std::fmt::Display;
@@ -16,7 +17,8 @@ use mcp_audit::AuditConfig;
 use toml::Spanned;
 
 use super::raw::{Num, Number, RawConfig, Text};
-use super::{line_of, Config, ConfigError};
+use super::Config;
+use config_refs::{line_of, Checked, Diagnostic, Reported};
 
 pub(super) struct Validator<'a> {
     pub(super) text: &'a str,
@@ -24,6 +26,8 @@ pub(super) struct Validator<'a> {
     pub(super) sources: Sources<'a>,
     /// Values read from files and secrets, to be scrubbed from any error.
     pub(super) hidden: RefCell<Vec<String>>,
+    /// Every mistake found so far.
+    pub(super) found: RefCell<Vec<Diagnostic>>,
 }
 
 /// The numbers a config key can hold, and how an error names them.
@@ -44,52 +48,59 @@ impl Quantity for f64 {
 }
 
 impl Validator<'_> {
-    /// An error at the line where `span` starts.
+    /// Records a mistake at the line where `span` starts.
     pub(super) fn err(
         &self,
         span: Range<usize>,
         key: &str,
         message: impl Into<String>,
-    ) -> ConfigError {
-        ConfigError::Invalid {
+    ) -> Reported {
+        self.found.borrow_mut().push(Diagnostic {
             path: self.path.to_string(),
             line: line_of(self.text, span.start),
             key: key.to_string(),
             message: message.into(),
-        }
+            related: None,
+        });
+        Reported
     }
 
-    fn expand_at(
+    /// Records a conflict between two places (both lines are shown).
+    pub(super) fn conflict(
         &self,
-        written: &str,
-        span: Range<usize>,
+        (span, other): (Range<usize>, Range<usize>),
         key: &str,
-    ) -> Result<String, ConfigError> {
+        message: impl Into<String>,
+        note: impl Into<String>,
+    ) -> Reported {
+        self.err(span, key, message);
+        if let Some(d) = self.found.borrow_mut().last_mut() {
+            d.related = Some((line_of(self.text, other.start), note.into()));
+        }
+        Reported
+    }
+
+    fn expand_at(&self, written: &str, span: Range<usize>, key: &str) -> Checked<String> {
         let mut hidden = self.hidden.borrow_mut();
         config_refs::expand_noting(written, &self.sources, &mut hidden)
             .map_err(|e| self.err(span, key, e.to_string()))
     }
 
     /// A string value with its references expanded.
-    pub(super) fn string(&self, v: &Text, key: &str) -> Result<String, ConfigError> {
+    pub(super) fn string(&self, v: &Text, key: &str) -> Checked<String> {
         self.expand_at(v.get_ref(), v.span(), key)
     }
 
-    pub(super) fn opt(&self, v: &Option<Text>, key: &str) -> Result<Option<String>, ConfigError> {
+    pub(super) fn opt(&self, v: &Option<Text>, key: &str) -> Checked<Option<String>> {
         v.as_ref().map(|v| self.string(v, key)).transpose()
     }
 
-    pub(super) fn or(
-        &self,
-        v: &Option<Text>,
-        key: &str,
-        default: &str,
-    ) -> Result<String, ConfigError> {
+    pub(super) fn or(&self, v: &Option<Text>, key: &str, default: &str) -> Checked<String> {
         Ok(self.opt(v, key)?.unwrap_or_else(|| default.to_string()))
     }
 
     /// A list of strings; an error names the item (`key[i]`).
-    pub(super) fn list(&self, v: &[Text], key: &str) -> Result<Vec<String>, ConfigError> {
+    pub(super) fn list(&self, v: &[Text], key: &str) -> Checked<Vec<String>> {
         v.iter()
             .enumerate()
             .map(|(i, item)| self.string(item, &format!("{key}[{i}]")))
@@ -97,25 +108,23 @@ impl Validator<'_> {
     }
 
     /// A number, written as one or as a string whose references give one.
-    pub(super) fn number<T: Quantity>(
-        &self,
-        v: &Num,
-        key: &str,
-        default: T,
-    ) -> Result<T, ConfigError> {
+    pub(super) fn number<T: Quantity>(&self, v: &Num, key: &str, default: T) -> Checked<T> {
         let Some(v) = v else { return Ok(default) };
         let written = match v.get_ref() {
             Number::Int(i) => i.to_string(),
             Number::Float(f) => f.to_string(),
             Number::Text(s) => self.expand_at(s, v.span(), key)?.trim().to_string(),
         };
-        written.parse::<T>().map_err(|_| {
+        // A mistake is recorded and the default stands in, so that the keys beside it
+        // are still checked.
+        Ok(written.parse::<T>().unwrap_or_else(|_| {
             self.err(
                 v.span(),
                 key,
                 format!("expected {}, found {written:?}", T::KIND),
-            )
-        })
+            );
+            default
+        }))
     }
 
     /// A number within `lo ..= hi`.
@@ -125,11 +134,13 @@ impl Validator<'_> {
         key: &str,
         default: T,
         (lo, hi): (T, T),
-    ) -> Result<T, ConfigError> {
+    ) -> Checked<T> {
         let n = self.number(v, key, default)?;
         if !(lo..=hi).contains(&n) {
+            // Recorded; the default stands in (as in `number`).
             let span = v.as_ref().map(Spanned::span).unwrap_or(0..0);
-            return Err(self.err(span, key, format!("must be {lo} … {hi}")));
+            self.err(span, key, format!("must be {lo} … {hi}"));
+            return Ok(default);
         }
         Ok(n)
     }
@@ -140,7 +151,7 @@ impl Validator<'_> {
         v: &Option<Text>,
         key: &str,
         words: &[(&str, T)],
-    ) -> Result<T, ConfigError> {
+    ) -> Checked<T> {
         let Some(v) = v else { return Ok(words[0].1) };
         let resolved = self.string(v, key)?;
         if let Some((_, w)) = words.iter().find(|(name, _)| *name == resolved) {
@@ -153,79 +164,90 @@ impl Validator<'_> {
             &resolved
         };
         let names: Vec<String> = words.iter().map(|(n, _)| format!("`{n}`")).collect();
-        Err(self.err(
+        self.err(
             v.span(),
             key,
             format!(
                 "unknown variant `{shown}`, expected one of {}",
                 names.join(", ")
             ),
-        ))
+        );
+        // Recorded; the default stands in (as in `number`).
+        Ok(words[0].1)
     }
 
-    pub(super) fn validate(&self, raw: RawConfig) -> Result<Config, ConfigError> {
-        let (server, issuer) = self.server(&raw.server)?;
-        let store = self.store(&raw.store)?;
-        let rate_limit = self.rate_limit(&raw.rate_limit)?;
-        let resources = self.resources(&raw.resource)?;
-        let authorization = self.authorization(&raw.authorization)?;
-        let tokens = self.tokens(&raw.tokens)?;
-        let clients = self.clients(&raw.clients)?;
-        let google = self.google(&raw.google)?;
-        let audit = raw.audit.map(|a| self.audit(a)).transpose()?;
+    /// The whole file; every table is checked even when another has mistakes.
+    pub(super) fn validate(&self, raw: RawConfig) -> Checked<Config> {
+        let server = self.server(&raw.server);
+        let store = self.store(&raw.store);
+        let rate_limit = self.rate_limit(&raw.rate_limit);
+        let resources = self.resources(&raw.resource);
+        let authorization = self.authorization(&raw.authorization);
+        let tokens = self.tokens(&raw.tokens);
+        let clients = self.clients(&raw.clients);
+        let google = self.google(&raw.google);
+        let audit = raw.audit.map(|a| self.audit(a)).transpose();
+        let (server, issuer) = server?;
         Ok(Config {
             server,
             issuer,
-            store,
-            resources,
-            authorization,
-            tokens,
-            clients,
-            rate_limit,
-            google,
-            audit,
+            store: store?,
+            resources: resources?,
+            authorization: authorization?,
+            tokens: tokens?,
+            clients: clients?,
+            rate_limit: rate_limit?,
+            google: google?,
+            audit: audit?,
         })
     }
 
-    /// `[audit]`: the gateway's table, every string expanded, then checked by the
-    /// audit crate. Errors point at the table.
-    fn audit(&self, table: Spanned<toml::Value>) -> Result<AuditConfig, ConfigError> {
-        let span = table.span();
-        let mut value = table.into_inner();
-        self.expand_tree(&mut value, "audit", span.clone())?;
-        let audit: AuditConfig = value.try_into().map_err(|e: toml::de::Error| {
-            self.err(span.clone(), "audit", e.message().trim_end())
-        })?;
-        audit.validate().map_err(|e| match e {
-            mcp_audit::AuditError::Config { key, message } => {
-                self.err(span.clone(), key.trim_matches('`'), message)
+    /// `[audit]`: the gateway's table, every string expanded, then read and checked
+    /// key by key by the audit crate. Each error points at its key's line (at the
+    /// table's for a default at fault).
+    fn audit(&self, table: Spanned<mcp_audit::SpannedTable>) -> Checked<AuditConfig> {
+        let header = table.span();
+        let mut table = table.into_inner();
+        let mut failed = false;
+        for (k, value) in table.iter_mut() {
+            let span = value.span();
+            if self
+                .expand_tree(value.get_mut(), &format!("audit.{k}"), span)
+                .is_err()
+            {
+                failed = true;
             }
-            other => self.err(span.clone(), "audit", other.to_string()),
-        })?;
-        Ok(audit)
+        }
+        if failed {
+            return Err(Reported);
+        }
+        AuditConfig::from_table(&table).map_err(|problems| {
+            for p in problems {
+                self.err(p.span.unwrap_or(header.clone()), &p.key, p.message);
+            }
+            Reported
+        })
     }
 
     /// Expands the references of every string in `v`; `key` names the value in errors.
-    fn expand_tree(
-        &self,
-        v: &mut toml::Value,
-        key: &str,
-        span: Range<usize>,
-    ) -> Result<(), ConfigError> {
+    fn expand_tree(&self, v: &mut toml::Value, key: &str, span: Range<usize>) -> Checked<()> {
+        let mut result = Ok(());
         match v {
             toml::Value::String(s) => *s = self.expand_at(s, span, key)?,
             toml::Value::Array(items) => {
                 for (i, item) in items.iter_mut().enumerate() {
-                    self.expand_tree(item, &format!("{key}[{i}]"), span.clone())?;
+                    let r = self.expand_tree(item, &format!("{key}[{i}]"), span.clone());
+                    result = result.and(r);
                 }
             }
             toml::Value::Table(t) => {
                 for (k, item) in t.iter_mut() {
-                    self.expand_tree(item, &format!("{key}.{k}"), span.clone())?;
+                    result =
+                        result.and(self.expand_tree(item, &format!("{key}.{k}"), span.clone()));
                 }
             }
             _ => {}
         }
-        Ok(())
+        result
     }
 }
