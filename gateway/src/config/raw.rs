@@ -25,6 +25,8 @@ pub(super) struct FileConfig {
     pub(super) auth: FileAuth,
     #[serde(default)]
     pub(super) metrics: FileMetrics,
+    #[serde(default)]
+    pub(super) tracing: FileTracing,
     pub(super) audit: Option<crate::audit::AuditConfig>,
     #[serde(default)]
     pub(super) backend: Vec<toml::Spanned<FileBackend>>,
@@ -54,6 +56,17 @@ pub(super) struct FileServer {
 #[serde(deny_unknown_fields)]
 pub(super) struct FileMetrics {
     pub(super) listen: Option<toml::Spanned<String>>,
+}
+
+/// `[tracing]`: OpenTelemetry export.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileTracing {
+    pub(super) enabled: Option<bool>,
+    pub(super) endpoint: Option<toml::Spanned<String>>,
+    pub(super) headers: Option<std::collections::BTreeMap<String, toml::Spanned<String>>>,
+    pub(super) sample_ratio: Option<toml::Spanned<f64>>,
+    pub(super) service_name: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]

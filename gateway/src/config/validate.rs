@@ -105,6 +105,7 @@ impl Validator<'_> {
                 })?)
             }
         };
+        let tracing = self.tracing(file.tracing)?;
         let audit_line = self.text.find("[audit]").map(|i| i..i).unwrap_or(0..0);
         let mut audit = file.audit.unwrap_or_default();
         for (key, path) in [
@@ -134,6 +135,7 @@ impl Validator<'_> {
             server,
             auth,
             metrics_listen,
+            tracing,
             audit,
             backends,
         })

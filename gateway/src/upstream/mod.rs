@@ -7,6 +7,7 @@ pub mod legacy_sse;
 pub mod pool;
 pub mod sse;
 pub mod stdio;
+mod trace;
 
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
@@ -16,6 +17,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use serde_json::{json, Value};
 use thiserror::Error;
+use tracing::Instrument;
 
 use crate::config::{BackendConfig, Sharing, Transport};
 use crate::wire::jsonrpc;
@@ -50,6 +52,19 @@ impl UpstreamError {
             UpstreamError::Timeout(_) => jsonrpc::BACKEND_TIMEOUT,
             UpstreamError::Rpc { code, .. } => *code,
             _ => jsonrpc::BACKEND_UNAVAILABLE,
+        }
+    }
+
+    /// A short name of the failure, for `error.type` on spans.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            UpstreamError::Connect(_) => "connect",
+            UpstreamError::Timeout(_) => "timeout",
+            UpstreamError::SessionExpired => "session_expired",
+            UpstreamError::Status { .. } => "http_status",
+            UpstreamError::Protocol(_) => "protocol",
+            UpstreamError::Closed => "closed",
+            UpstreamError::Rpc { .. } => "rpc_error",
         }
     }
 
@@ -230,18 +245,35 @@ impl Backend {
         extra: &[(::http::HeaderName, String)],
     ) -> Result<Reply, UpstreamError> {
         self.requests.fetch_add(1, Ordering::Relaxed);
-        let r = match &self.link {
-            Link::Http(h) => h
-                .post(session.id.as_deref(), &session.version, body, extra)
-                .await
-                .map(|o| o.reply),
-            Link::Shared(_) | Link::PerSession(_) => match self.channel_for(sid) {
-                Ok(ch) => self.send_on_channel(&ch, body).await,
-                Err(e) => Err(e),
-            },
-        };
+        let span = self.span(trace::method_of(&body).as_deref());
+        let (body, extra) = trace::propagate(&span, body, extra);
+        let started = Instant::now();
+        let r = async {
+            match &self.link {
+                Link::Http(h) => h
+                    .post(session.id.as_deref(), &session.version, body, &extra)
+                    .await
+                    .map(|o| o.reply),
+                Link::Shared(_) | Link::PerSession(_) => match self.channel_for(sid) {
+                    Ok(ch) => self.send_on_channel(&ch, body).await,
+                    Err(e) => Err(e),
+                },
+            }
+        }
+        .instrument(span.clone())
+        .await;
+        trace::finish(&span, self.name(), started, &r);
         self.record(&r);
         r
+    }
+
+    /// The span of one exchange with this backend.
+    fn span(&self, method: Option<&str>) -> tracing::Span {
+        trace::exchange_span(
+            self.name(),
+            trace::transport(&self.config.transport),
+            method,
+        )
     }
 
     /// The connection serving `sid` on a STDIO/SSE backend.
@@ -309,6 +341,8 @@ impl Backend {
         client_info: &Value,
     ) -> Result<UpstreamSession, UpstreamError> {
         self.requests.fetch_add(1, Ordering::Relaxed);
+        let span = self.span(Some("initialize"));
+        let started = Instant::now();
         let r = match &self.link {
             Link::Http(_) => {
                 self.initialize_inner(version, client_caps, client_info)
@@ -325,6 +359,7 @@ impl Backend {
             }
             Link::PerSession(p) => p.start(sid, client_caps, client_info).await,
         };
+        trace::finish(&span, self.name(), started, &r);
         self.record(&r);
         r
     }
@@ -387,14 +422,26 @@ impl Backend {
         params: Value,
     ) -> Result<Value, UpstreamError> {
         let id = json!("gw-1");
-        let req = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
+        let mut req = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
         self.requests.fetch_add(1, Ordering::Relaxed);
+        let span = self.span(Some(method));
+        let mut extra = Vec::new();
+        if let Some(tp) = mcp_telemetry::propagate::traceparent(&span) {
+            trace::set_meta_traceparent(&mut req, &tp);
+            extra.push((::http::HeaderName::from_static("traceparent"), tp));
+        }
+        let started = Instant::now();
         let r = async {
             let reply = match &self.link {
                 Link::Http(h) => {
-                    h.post(session.id.as_deref(), &session.version, to_bytes(&req), &[])
-                        .await?
-                        .reply
+                    h.post(
+                        session.id.as_deref(),
+                        &session.version,
+                        to_bytes(&req),
+                        &extra,
+                    )
+                    .await?
+                    .reply
                 }
                 Link::Shared(_) | Link::PerSession(_) => {
                     let ch = self.channel_for(sid)?;
@@ -407,7 +454,9 @@ impl Backend {
                 None => Err(rpc_error(&resp)),
             }
         }
+        .instrument(span.clone())
         .await;
+        trace::finish(&span, self.name(), started, &r);
         // A JSON-RPC error is an answer: the backend is up.
         match &r {
             Err(UpstreamError::Rpc { .. }) => self.record::<()>(&Ok(())),

@@ -10,12 +10,49 @@ fn sample(text: &str, prefix: &str) -> f64 {
         .sum()
 }
 
+/// `promtool check metrics` on a scrape (the Debian package `prometheus`; installed
+/// by `ops/scripts/install-tools.sh --test`): empty output when it has nothing to say.
+pub fn promtool_check_metrics(text: &str) -> String {
+    use std::io::Write;
+    let mut child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool (apt-get install prometheus, or ops/scripts/install-tools.sh --test)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "promtool check metrics failed:\n{said}"
+    );
+    said
+}
+
+fn scrape(url: &str) -> String {
+    let (status, text) = http_get(url).expect("metrics answer");
+    assert_eq!(status, 200);
+    text
+}
+
 #[test]
 fn counters_move_under_load() {
     let a = spawn_mock("alpha", &["--no-dynamic"]);
     let port = free_port();
+    // `tools = { echo = {} }`: the tool is named in the config, so it gets its own label.
     let cfg = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\nhealth_interval_s = 1\n\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n\n[[backend]]\nname = \"alpha\"\nurl = \"{}\"\n",
+        "[server]\nlisten = \"127.0.0.1:0\"\nhealth_interval_s = 1\n\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n\n[[backend]]\nname = \"alpha\"\nurl = \"{}\"\ntools = {{ echo = {{}} }}\n",
         a.url
     );
     let gw = spawn_gateway(&cfg);
@@ -31,29 +68,73 @@ fn counters_move_under_load() {
             "m"
         );
     }
-    let (_, first) = http_get(&url).unwrap();
-    let calls = "mcpgw_requests_total{backend=\"alpha\",method=\"tools/call\",outcome=\"ok\",route=\"mcp\"}";
+    let first = scrape(&url);
+    let calls = "mcpgw_requests_total{backend=\"alpha\",method=\"tools/call\",outcome=\"ok\",route=\"mcp\",tool=\"alpha__echo\"}";
     assert!(sample(&first, calls) >= 5.0, "{first}");
     assert!(
-        first.contains("mcpgw_request_duration_seconds_bucket"),
+        first.contains(
+            "mcpgw_request_duration_seconds_bucket{backend=\"alpha\",method=\"tools/call\""
+        ),
+        "{first}"
+    );
+    assert!(
+        first.contains("mcpgw_backend_request_duration_seconds_bucket{backend=\"alpha\""),
         "{first}"
     );
     assert!(
         first.contains("mcpgw_backend_up{backend=\"alpha\"} 1"),
         "{first}"
     );
+    assert!(
+        first.contains("# TYPE mcpgw_backend_requests_total counter"),
+        "{first}"
+    );
     for _ in 0..3 {
         cl.call_tool("alpha__echo", json!({"text": "m"}));
     }
-    let (_, second) = http_get(&url).unwrap();
+    let second = scrape(&url);
     assert_eq!(sample(&second, calls), sample(&first, calls) + 3.0);
-    assert!(
-        sample(
-            &second,
-            "mcpgw_backend_counter{backend=\"alpha\",counter=\"requests\"}"
-        ) > sample(
-            &first,
-            "mcpgw_backend_counter{backend=\"alpha\",counter=\"requests\"}"
-        )
+    let upstream = "mcpgw_backend_requests_total{backend=\"alpha\"}";
+    assert!(sample(&second, upstream) >= sample(&first, upstream) + 3.0);
+}
+
+/// Every family follows Prometheus' conventions, as `promtool check metrics` checks
+/// them, with the audit log on (its families are there too), and the standard ones
+/// (build info, process) are there.
+#[test]
+fn promtool_accepts_the_gateway_metrics() {
+    let a = spawn_mock("alpha", &["--no-dynamic"]);
+    let dir = tempdir();
+    let cfg = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n\n[audit]\nfile = {:?}\n\n[[backend]]\nname = \"alpha\"\nurl = \"{}\"\n",
+        dir.join("audit.jsonl").display().to_string(),
+        a.url
     );
+    let gw = spawn_gateway(&cfg);
+    let mut cl = Client::new(&gw.url);
+    cl.initialize();
+    cl.call_tool("alpha__echo", json!({"text": "m"}));
+    let text = scrape(&format!(
+        "{}/metrics",
+        gw.admin.as_deref().expect("admin listener")
+    ));
+    for family in [
+        "mcpgw_build_info{version=",
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "mcpgw_audit_events_written_total",
+        "mcpgw_audit_queue_events",
+        "mcpgw_auth_token_cache_lookups_total",
+    ] {
+        assert!(text.contains(family), "{family} missing:\n{text}");
+    }
+    for old in [
+        "mcpgw_backend_counter",
+        "mcpgw_audit{",
+        "mcpgw_auth_token_cache{",
+    ] {
+        assert!(!text.contains(old), "{old} still exported");
+    }
+    let said = promtool_check_metrics(&text);
+    assert!(said.trim().is_empty(), "promtool: {said}");
 }
