@@ -47,11 +47,7 @@ pub struct Ctx {
 
 /// The request's span, continuing the client's trace (`traceparent`, `tracestate`).
 fn request_span(session: &Session) -> tracing::Span {
-    let span = mcp_telemetry::span!(
-        "mcp.request",
-        otel.name = tracing::field::Empty,
-        otel.kind = "server"
-    );
+    let span = mcp_telemetry::span!("mcp.request", otel.kind = "server");
     if !span.is_none() {
         let h = &session.req_header().headers;
         let get = |n: &str| h.get(n).and_then(|v| v.to_str().ok());

@@ -142,7 +142,7 @@ impl RequestRecord {
             Some(t) => format!("{method} {t}"),
             None => method.clone(),
         };
-        span.record("otel.name", name.as_str());
+        mcp_telemetry::rename(span, name);
         attr(span, "mcp.method.name", method);
         match (&mcp.rpc_method, &mcp.target) {
             (Some(Method::ToolsCall), Some(t)) => {

@@ -59,6 +59,16 @@ pub fn attr(span: &tracing::Span, key: &'static str, value: impl Into<openteleme
     }
 }
 
+/// Names `span` (`otel.name` is read only before the span's context exists, which
+/// propagation creates early).
+pub fn rename(span: &tracing::Span, name: String) {
+    if on() && !span.is_none() {
+        use opentelemetry::trace::TraceContextExt;
+        use tracing_opentelemetry::OpenTelemetrySpanExt;
+        span.context().span().update_name(name);
+    }
+}
+
 /// Marks `span` as failed, with a short description.
 pub fn fail(span: &tracing::Span, description: impl Into<std::borrow::Cow<'static, str>>) {
     if on() && !span.is_none() {

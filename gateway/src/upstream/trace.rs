@@ -26,16 +26,9 @@ pub(super) fn transport(t: &Transport) -> &'static str {
 
 /// A client span for one exchange with `backend`.
 pub(super) fn exchange_span(backend: &str, transport: &'static str, method: Option<&str>) -> Span {
-    let span = mcp_telemetry::span!(
-        "mcp.backend_call",
-        otel.name = tracing::field::Empty,
-        otel.kind = "client"
-    );
+    let span = mcp_telemetry::span!("mcp.backend_call", otel.kind = "client");
     if !span.is_none() {
-        span.record(
-            "otel.name",
-            format!("{} {backend}", method.unwrap_or("exchange")).as_str(),
-        );
+        mcp_telemetry::rename(&span, format!("{} {backend}", method.unwrap_or("exchange")));
         mcp_telemetry::attr(&span, "mcp.backend", backend.to_string());
         mcp_telemetry::attr(&span, "network.transport", transport);
         if let Some(m) = method {
