@@ -99,6 +99,10 @@ pub(super) struct RawConfig {
     /// The gateway's `[audit]` table: kept as a TOML tree, whose strings are expanded
     /// before it becomes an [`mcp_audit::AuditConfig`] (which refuses unknown keys).
     pub(super) audit: Option<Spanned<toml::Value>>,
+    #[serde(default)]
+    pub(super) metrics: super::observe::RawMetrics,
+    #[serde(default)]
+    pub(super) tracing: super::observe::RawTracing,
 }
 
 #[derive(Debug, Deserialize, Default)]

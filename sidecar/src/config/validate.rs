@@ -172,6 +172,8 @@ impl Validator<'_> {
         let tokens = self.tokens(&raw.tokens)?;
         let clients = self.clients(&raw.clients)?;
         let google = self.google(&raw.google)?;
+        let metrics_listen = self.metrics(&raw.metrics)?;
+        let tracing = self.tracing(&raw.tracing)?;
         let audit = raw.audit.map(|a| self.audit(a)).transpose()?;
         Ok(Config {
             server,
@@ -184,6 +186,8 @@ impl Validator<'_> {
             rate_limit,
             google,
             audit,
+            metrics_listen,
+            tracing,
         })
     }
 
