@@ -20,6 +20,8 @@ pub mod traces;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 pub use logs::{init, LogFormat, Telemetry};
+/// The Prometheus client both binaries register their metrics in.
+pub use prometheus;
 pub use traces::{TraceSettings, TracesError};
 
 /// The target of every span made for OpenTelemetry: the exporter's layer takes only
