@@ -98,6 +98,25 @@ fn counters_move_under_load() {
     assert!(sample(&second, upstream) >= sample(&first, upstream) + 3.0);
 }
 
+/// The metric names a shipped file (dashboard, alert rules) queries with `prefix`.
+pub fn queried_metrics(path: &str, prefixes: &[&str]) -> std::collections::BTreeSet<String> {
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let text = std::fs::read_to_string(root.join(path)).expect("shipped file");
+    text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|t| prefixes.iter().any(|p| t.starts_with(p)))
+        .map(str::to_string)
+        .collect()
+}
+
+/// The metric names of a scrape (histograms' `_bucket`, `_sum`, `_count` included).
+pub fn scraped_names(text: &str) -> std::collections::BTreeSet<String> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .map(str::to_string)
+        .collect()
+}
+
 /// Every family follows Prometheus' conventions, as `promtool check metrics` checks
 /// them, with the audit log on (its families are there too), and the standard ones
 /// (build info, process) are there.
@@ -110,10 +129,17 @@ fn promtool_accepts_the_gateway_metrics() {
         dir.join("audit.jsonl").display().to_string(),
         a.url
     );
+    let cfg = format!(
+        "{cfg}\n[[backend]]\nname = \"io\"\ntransport = \"stdio\"\ncommand = \"{}\"\nargs = [\"--stdio\", \"--name\", \"io\", \"--no-dynamic\"]\n\n[[backend]]\nname = \"ps\"\ntransport = \"stdio\"\ncommand = \"{}\"\nargs = [\"--stdio\", \"--name\", \"ps\", \"--no-dynamic\"]\nsharing = \"per_session\"\n",
+        mock_bin().display(),
+        mock_bin().display()
+    );
     let gw = spawn_gateway(&cfg);
     let mut cl = Client::new(&gw.url);
     cl.initialize();
     cl.call_tool("alpha__echo", json!({"text": "m"}));
+    cl.call_tool("io__echo", json!({"text": "m"}));
+    cl.call_tool("ps__echo", json!({"text": "m"}));
     let text = scrape(&format!(
         "{}/metrics",
         gw.admin.as_deref().expect("admin listener")
@@ -137,4 +163,37 @@ fn promtool_accepts_the_gateway_metrics() {
     }
     let said = promtool_check_metrics(&text);
     assert!(said.trim().is_empty(), "promtool: {said}");
+
+    // The shipped dashboard and alert rules query only metrics that exist (the
+    // sidecar's `mcpauth_*` are checked by the sidecar's tests; `up` is Prometheus').
+    let scraped = scraped_names(&text);
+    for file in ["ops/grafana/mcp-gateway.json", "ops/prometheus/alerts.yml"] {
+        for name in queried_metrics(file, &["mcpgw_", "process_"]) {
+            assert!(
+                scraped.contains(&name),
+                "{file} queries {name}, which the gateway does not export"
+            );
+        }
+    }
+}
+
+#[test]
+fn shipped_alert_rules_pass_promtool() {
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let out = std::process::Command::new("promtool")
+        .args(["check", "rules"])
+        .arg(root.join("ops/prometheus/alerts.yml"))
+        .output()
+        .expect("promtool (ops/scripts/install-tools.sh --test)");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dash: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root.join("ops/grafana/mcp-gateway.json")).unwrap(),
+    )
+    .expect("the dashboard is JSON");
+    assert!(dash["panels"].as_array().is_some_and(|p| p.len() > 10));
 }

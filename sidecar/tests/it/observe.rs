@@ -129,6 +129,25 @@ async fn a_sign_in_is_counted_and_traced() {
     }
     let said = promtool(&text);
     assert!(said.trim().is_empty(), "promtool: {said}");
+    // The shipped dashboard and alert rules query only sidecar metrics that exist.
+    let scraped: std::collections::BTreeSet<&str> = text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .collect();
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    for file in ["ops/grafana/mcp-gateway.json", "ops/prometheus/alerts.yml"] {
+        let shipped = std::fs::read_to_string(root.join(file)).expect("shipped file");
+        for name in shipped
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|t| t.starts_with("mcpauth_"))
+        {
+            assert!(
+                scraped.contains(name),
+                "{file} queries {name}, not exported"
+            );
+        }
+    }
 
     // The sign-in's requests and its call to Google's token endpoint are spans.
     let names = || async {
