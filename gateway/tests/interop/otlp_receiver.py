@@ -1,7 +1,8 @@
 """A small OTLP/HTTP trace receiver and an MCP backend that records trace context, for
 the tracing tests (gateway/tests/it/tracing.rs).
 
-    otlp_receiver.py        prints "otlp on http://ADDR" then "listening on http://ADDR/mcp"
+    otlp_receiver.py        prints "listening on http://ADDR/mcp" (the receiver is at
+                            http://ADDR/v1/traces)
 
 - POST /v1/traces (protobuf ExportTraceServiceRequest, decoded with the official
   definitions of PyPI `opentelemetry-proto`): every span is kept; GET /spans answers
@@ -119,7 +120,6 @@ class Handler(BaseHTTPRequestHandler):
 def main() -> None:
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     host, port = server.server_address[:2]
-    print(f"otlp on http://{host}:{port}", flush=True)
     print(f"listening on http://{host}:{port}/mcp", flush=True)
     server.serve_forever()
 
