@@ -547,7 +547,11 @@ impl ProxyHttp for GatewayProxy {
                 .observe(http.elapsed.as_secs_f64());
         }
         record.trace(&ctx.span, outcome);
-        record.log();
+        {
+            // The access log line carries the request's trace and span ids.
+            let _in_span = ctx.span.enter();
+            record.log();
+        }
         if let (Some(audit), true) = (&self.gateway.audit, ctx.route.audited()) {
             audit.record(AuditEvent::from(std::mem::take(record)));
         }

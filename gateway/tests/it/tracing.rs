@@ -46,10 +46,12 @@ fn a_client_trace_continues_through_gateway_and_backend() {
     let rx = spawn_receiver();
     let base = rx.url.trim_end_matches("/mcp").to_string();
     let cfg = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\n\n[tracing]\nendpoint = \"{base}\"\nsample_ratio = 1.0\nservice_name = \"gw-under-test\"\n\n[[backend]]\nname = \"traced\"\nurl = \"{}\"\n",
+        "[server]\nlisten = \"127.0.0.1:0\"\n\n[tracing]\nendpoint = \"{base}\"\nsample_ratio = 1.0\nservice_name = \"gw-under-test\"\n\n[[backend]]\nname = \"traced\"\nurl = \"{0}\"\n\n[[backend]]\nname = \"traced2\"\nurl = \"{0}\"\n",
         rx.url
     );
-    let gw = spawn_gateway_with(&cfg, &[], &[("OTEL_BSP_SCHEDULE_DELAY", "50")], None);
+    let cfg = cfg.replace("[server]\n", "[server]\nlog_format = \"json\"\n");
+    let log = tempdir().join("gateway.log");
+    let gw = spawn_gateway_with(&cfg, &[], &[("OTEL_BSP_SCHEDULE_DELAY", "50")], Some(&log));
     let mut cl = Client::new(&gw.url);
     cl.initialize();
     let traceparent = format!("00-{TRACE}-{CLIENT_SPAN}-01");
@@ -110,6 +112,57 @@ fn a_client_trace_continues_through_gateway_and_backend() {
         .unwrap_or_else(|| panic!("the backend saw no call: {seen:#}"));
     assert_eq!(at_backend["header"], sent.as_str(), "{seen:#}");
     assert_eq!(at_backend["meta"], sent.as_str(), "{seen:#}");
+
+    // The access log line (the shape shared with the sidecar) names the trace.
+    let logged = std::fs::read_to_string(&log).unwrap_or_default();
+    let line: Value = logged
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|l| l["message"] == "request" && l["rpc_method"] == "tools/call")
+        .unwrap_or_else(|| panic!("no access log line: {logged}"));
+    for key in ["timestamp", "level", "target", "request_id"] {
+        assert!(line.get(key).is_some(), "{key} missing: {line}");
+    }
+    assert_eq!(line["trace_id"], TRACE, "{line}");
+    assert_eq!(line["span_id"], request["span_id"], "{line}");
+
+    // A list fans out: one backend call span per backend, children of the request's.
+    const LIST_TRACE: &str = "5bf92f3577b34da6a3ce929d0e0e4737";
+    let list = json!({"jsonrpc": "2.0", "id": 8, "method": "tools/list", "params": {}});
+    let tp = format!("00-{LIST_TRACE}-{CLIENT_SPAN}-01");
+    let a = cl.post_raw(
+        serde_json::to_vec(&list).unwrap(),
+        &[("traceparent", tp.as_str())],
+    );
+    assert_eq!(a.status, 200, "{}", a.body);
+    let list_spans = || -> Vec<Value> {
+        get_json(&spans_url)
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter(|s| s["trace_id"] == LIST_TRACE)
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    wait_until(Duration::from_secs(20), || list_spans().len() >= 3);
+    let spans = list_spans();
+    let request = spans
+        .iter()
+        .find(|s| s["parent_span_id"] == CLIENT_SPAN)
+        .unwrap_or_else(|| panic!("no list request span: {spans:#?}"));
+    let mut children: Vec<&str> = spans
+        .iter()
+        .filter(|s| s["parent_span_id"] == request["span_id"])
+        .filter_map(|s| s["name"].as_str())
+        .collect();
+    children.sort();
+    assert_eq!(
+        children,
+        ["tools/list traced", "tools/list traced2"],
+        "{spans:#?}"
+    );
 }
 
 /// Without `[tracing]` nor `OTEL_*`, no span is made: the client's `traceparent` goes
