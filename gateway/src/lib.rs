@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod proxy;
 pub mod record;
 pub mod services;
+pub mod telemetry;
 pub mod upstream;
 pub mod wire;
 

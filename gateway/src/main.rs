@@ -13,7 +13,7 @@ use std::sync::Arc;
 use clap::Parser;
 use mcp_gateway::audit::Auditor;
 use mcp_gateway::auth::bearer::Authenticator;
-use mcp_gateway::config::{expand_refs, Config, LogFormat};
+use mcp_gateway::config::{expand_refs, Config};
 use mcp_gateway::connections::ConnectionCap;
 use mcp_gateway::mcp::handler::Gateway;
 use mcp_gateway::mcp::session::Sealer;
@@ -108,7 +108,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    init_tracing(config.server.log_format);
+    let _telemetry = match mcp_gateway::telemetry::init(&config) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("mcp-gateway: configuration error: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
     match run(&mut config, cli.pingora, secrets) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -116,18 +122,6 @@ fn main() -> ExitCode {
             eprintln!("mcp-gateway: {e:#}");
             ExitCode::from(1)
         }
-    }
-}
-
-fn init_tracing(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-        LogFormat::Pretty => builder.compact().init(),
     }
 }
 

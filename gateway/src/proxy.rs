@@ -18,6 +18,7 @@ use pingora::prelude::*;
 use pingora::proxy::{ProxyHttp, Session};
 use rand::RngCore;
 use serde_json::Value;
+use tracing::Instrument;
 
 use crate::audit::AuditEvent;
 use crate::auth::bearer::Authenticator;
@@ -40,6 +41,19 @@ pub struct Ctx {
     route: Route,
     /// The request's one record: HTTP facts, caller, MCP facts.
     record: RequestRecord,
+    /// The request's span (`Span::none()` when tracing is off); ends with the request.
+    span: tracing::Span,
+}
+
+/// The request's span, continuing the client's trace (`traceparent`, `tracestate`).
+fn request_span(session: &Session) -> tracing::Span {
+    let span = mcp_telemetry::span!("mcp.request", otel.kind = "server");
+    if !span.is_none() {
+        let h = &session.req_header().headers;
+        let get = |n: &str| h.get(n).and_then(|v| v.to_str().ok());
+        mcp_telemetry::propagate::continue_from(&span, get("traceparent"), get("tracestate"));
+    }
+    span
 }
 
 fn request_id(session: &Session) -> String {
@@ -188,6 +202,46 @@ impl GatewayProxy {
         .await;
         ctx.record.http.bytes_out =
             write_response(session, resp, &ctx.record.mcp.request_id).await?;
+        Ok(())
+    }
+
+    /// Serves the request on its route, to the end (inside the request's span).
+    async fn serve_route(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
+        match &ctx.route {
+            Route::Mcp => match self.authenticate(session, ctx).await {
+                Ok(()) => self.serve_mcp(session, ctx).await?,
+                Err(r) => self.refuse(session, ctx, r).await?,
+            },
+            Route::Passthrough(backend) => {
+                let backend = backend.clone();
+                self.serve_passthrough(session, ctx, &backend).await?;
+            }
+            Route::ResourceMetadata => {
+                let cfg = &self.gateway.config;
+                let doc = metadata::document(&cfg.server, &cfg.auth);
+                let r = json_response(200, &doc)
+                    .with_header("access-control-allow-origin", "*".into())
+                    .with_header("cache-control", "max-age=300".into());
+                write_response(session, r, &ctx.record.mcp.request_id).await?;
+            }
+            Route::Health => {
+                let r = json_response(200, &serde_json::json!({"status": "ok"}));
+                write_response(session, r, &ctx.record.mcp.request_id).await?;
+            }
+            Route::Ready => {
+                let (status, doc) = health::public_readiness(&self.gateway);
+                write_response(
+                    session,
+                    json_response(status, &doc),
+                    &ctx.record.mcp.request_id,
+                )
+                .await?;
+            }
+            Route::NotFound => {
+                let path = session.req_header().uri.path().to_string();
+                self.refuse(session, ctx, Refusal::NotFound(path)).await?;
+            }
+        }
         Ok(())
     }
 
@@ -430,6 +484,7 @@ impl ProxyHttp for GatewayProxy {
         Ctx {
             route: Route::NotFound,
             record: RequestRecord::default(),
+            span: tracing::Span::none(),
         }
     }
 
@@ -452,41 +507,12 @@ impl ProxyHttp for GatewayProxy {
         http.http_method = session.req_header().method.clone();
         http.path = session.req_header().uri.path().to_string();
         http.route = ctx.route.label();
-        match &ctx.route {
-            Route::Mcp => match self.authenticate(session, ctx).await {
-                Ok(()) => self.serve_mcp(session, ctx).await?,
-                Err(r) => self.refuse(session, ctx, r).await?,
-            },
-            Route::Passthrough(backend) => {
-                let backend = backend.clone();
-                self.serve_passthrough(session, ctx, &backend).await?;
-            }
-            Route::ResourceMetadata => {
-                let cfg = &self.gateway.config;
-                let doc = metadata::document(&cfg.server, &cfg.auth);
-                let r = json_response(200, &doc)
-                    .with_header("access-control-allow-origin", "*".into())
-                    .with_header("cache-control", "max-age=300".into());
-                write_response(session, r, &ctx.record.mcp.request_id).await?;
-            }
-            Route::Health => {
-                let r = json_response(200, &serde_json::json!({"status": "ok"}));
-                write_response(session, r, &ctx.record.mcp.request_id).await?;
-            }
-            Route::Ready => {
-                let (status, doc) = health::public_readiness(&self.gateway);
-                write_response(
-                    session,
-                    json_response(status, &doc),
-                    &ctx.record.mcp.request_id,
-                )
-                .await?;
-            }
-            Route::NotFound => {
-                let path = session.req_header().uri.path().to_string();
-                self.refuse(session, ctx, Refusal::NotFound(path)).await?;
-            }
-        }
+        let span = match ctx.route.audited() {
+            true => request_span(session),
+            false => tracing::Span::none(),
+        };
+        ctx.span = span.clone();
+        self.serve_route(session, ctx).instrument(span).await?;
         Ok(true)
     }
 
@@ -507,19 +533,25 @@ impl ProxyHttp for GatewayProxy {
             .unwrap_or(0);
         let record = &mut ctx.record;
         record.finish(status, e.map(|e| e.to_string()));
+        let (http, mcp) = (&record.http, &record.mcp);
+        let outcome = metrics::outcome(status, mcp.rpc_error, http.auth_error.is_some());
         if let Some(m) = metrics::requests() {
-            let (http, mcp) = (&record.http, &record.mcp);
-            let outcome = metrics::outcome(status, mcp.rpc_error, http.auth_error.is_some());
             let backend = mcp.backend.as_deref().unwrap_or("");
             let method = record.method_label();
+            let tool = record.tool_label(&self.gateway);
             m.requests
-                .with_label_values(&[http.route, method, backend, outcome])
+                .with_label_values(&[http.route, method, backend, tool, outcome])
                 .inc();
             m.latency
-                .with_label_values(&[http.route, method])
+                .with_label_values(&[http.route, method, backend, tool])
                 .observe(http.elapsed.as_secs_f64());
         }
-        record.log();
+        record.trace(&ctx.span, outcome);
+        {
+            // The access log line carries the request's trace and span ids.
+            let _in_span = ctx.span.enter();
+            record.log();
+        }
         if let (Some(audit), true) = (&self.gateway.audit, ctx.route.audited()) {
             audit.record(AuditEvent::from(std::mem::take(record)));
         }

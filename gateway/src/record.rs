@@ -103,6 +103,79 @@ impl RequestRecord {
             .unwrap_or_else(|| self.http.http_method.as_str())
     }
 
+    /// The metric's tool label: the published name of a `tools/call` whose backend's
+    /// config names the tool (`[[backend]] tools`), else empty, so that the label's
+    /// values stay as few as the configured tools.
+    pub fn tool_label(&self, gateway: &crate::mcp::handler::Gateway) -> &str {
+        let mcp = &self.mcp;
+        let (Some(Method::ToolsCall), Some(b), Some(t)) =
+            (&mcp.rpc_method, &mcp.backend, &mcp.target)
+        else {
+            return "";
+        };
+        let Some(backend) = gateway.backend(b) else {
+            return "";
+        };
+        let own = match backend.config.prefix {
+            true => t
+                .strip_prefix(b.as_str())
+                .and_then(|r| r.strip_prefix("__"))
+                .unwrap_or(t),
+            false => t,
+        };
+        match backend.config.tool_policies.contains_key(own) {
+            true => t,
+            false => "",
+        }
+    }
+
+    /// Puts the request's facts on its span (OpenTelemetry semantic conventions where
+    /// they exist: `mcp.method.name`, `gen_ai.tool.name`, `mcp.resource.uri`, …).
+    pub fn trace(&self, span: &tracing::Span, outcome: &'static str) {
+        use mcp_telemetry::attr;
+        if span.is_none() {
+            return;
+        }
+        let (http, mcp) = (&self.http, &self.mcp);
+        let method = self.method_label().to_string();
+        let name = match &mcp.target {
+            Some(t) => format!("{method} {t}"),
+            None => method.clone(),
+        };
+        mcp_telemetry::rename(span, name);
+        attr(span, "mcp.method.name", method);
+        match (&mcp.rpc_method, &mcp.target) {
+            (Some(Method::ToolsCall), Some(t)) => {
+                attr(span, "gen_ai.tool.name", t.clone());
+                attr(span, "gen_ai.operation.name", "execute_tool");
+            }
+            (Some(Method::PromptsGet), Some(t)) => attr(span, "gen_ai.prompt.name", t.clone()),
+            (Some(_), Some(t)) if t.contains(':') => attr(span, "mcp.resource.uri", t.clone()),
+            _ => {}
+        }
+        if let Some(b) = &mcp.backend {
+            attr(span, "mcp.backend", b.clone());
+        }
+        if let Some(who) = &self.caller {
+            attr(span, "enduser.id", who.sub.clone());
+        }
+        attr(span, "mcp.outcome", outcome);
+        attr(span, "http.request.method", http.http_method.to_string());
+        attr(span, "http.route", http.route);
+        attr(span, "http.response.status_code", i64::from(http.status));
+        attr(span, "mcp.request_id", mcp.request_id.clone());
+        if let Some(code) = mcp.rpc_error {
+            attr(span, "rpc.jsonrpc.error_code", code);
+        }
+        if outcome != "ok" {
+            attr(span, "error.type", outcome);
+        }
+        if outcome == "server_error" {
+            let why = mcp.detail.clone().or_else(|| http.error.clone());
+            mcp_telemetry::fail(span, why.unwrap_or_else(|| outcome.to_string()));
+        }
+    }
+
     /// The access log line.
     pub fn log(&self) {
         let (http, mcp) = (&self.http, &self.mcp);

@@ -114,6 +114,39 @@ row "tools/call p50, 1 conn: direct" "$(printf '%.3f ms' "$dp")" ""
 row "tools/call p50, 1 conn: pass-through" "$(printf '%.3f ms' "$pp")" ""
 row "tools/call p50, 1 conn: aggregated" "$(printf '%.3f ms' "$ap")" "$(python3 -c "print(f'direct + {($ap-$dp):.3f} ms (target ≤ +0.3 ms)')")"
 
+# Tracing: off must cost nothing against the build before it (BASELINE_GATEWAY: a
+# gateway binary built from the commit before tracing landed; without it the row says
+# so), and on at 1 % sampling, exporting to a real OTLP receiver, at least 0.95×.
+if [ -n "${BASELINE_GATEWAY:-}" ]; then
+  echo "tracing off against the baseline binary…" >&2
+  gwb=$(start "$BASELINE_GATEWAY" --config "$work/gw.toml" -c ops/pingora.yaml)
+  gwb_pid=$(proc_last_pid)
+  pair "baseline" "$gwb" "$gwb_pid" fast__echo "tracing off" "$gw" "$gw_pid" fast__echo
+  br=${rps_a[$mid]}; tr=${rps_b[$mid]}
+  row "tools/call, 16 conns: aggregated, tracing off" "$(printf '%.0f req/s' "$tr")" "$(python3 -c "print(f'{$tr/$br:.3f}× baseline build (target ≥ 0.98×, median of $rounds rounds of ${pair_secs}s, order swapping: $(round_ratios "${rps_a[@]}" "${rps_b[@]}")), errors $errs')")"
+else
+  row "tools/call, 16 conns: aggregated, tracing off" "not measured" "set BASELINE_GATEWAY to a build without tracing (target ≥ 0.98×)"
+fi
+echo "tracing on at 1 % sampling…" >&2
+otlp=$(start .tools/venv/bin/python gateway/tests/interop/otlp_receiver.py)
+cat > "$work/gwtrace.toml" <<EOT
+[server]
+listen = "127.0.0.1:0"
+[audit]
+enabled = false
+[tracing]
+endpoint = "${otlp%/mcp}"
+sample_ratio = 0.01
+[[backend]]
+name = "fast"
+url = "$mock"
+EOT
+gwt=$(start "$bin/mcp-gateway" --config "$work/gwtrace.toml" -c ops/pingora.yaml)
+gwt_pid=$(proc_last_pid)
+pair "tracing off" "$gw" "$gw_pid" fast__echo "tracing 1 %" "$gwt" "$gwt_pid" fast__echo
+fr0=${rps_a[$mid]}; tr1=${rps_b[$mid]}
+row "tools/call, 16 conns: aggregated, tracing on (1 %)" "$(printf '%.0f req/s' "$tr1")" "$(python3 -c "print(f'{$tr1/$fr0:.3f}× tracing off (target ≥ 0.95×, median of $rounds rounds of ${pair_secs}s, order swapping: $(round_ratios "${rps_a[@]}" "${rps_b[@]}")), errors $errs')")"
+
 echo "authenticated tools/call (oauth, cached validation)…" >&2
 iss_dir="$work/issuer"
 mkdir -p "$iss_dir/.well-known"

@@ -73,6 +73,42 @@ for p in sys.argv[1:]:
   log "tfvars parse ok: ${tfvars[*]}"
 fi
 
+# --- 1b. the scrape path --------------------------------------------------------------------
+# The task's collector (monitoring.tf) scrapes the ports the production configurations
+# listen on: the gateway's [metrics] listen and the sidecar's, on the task's loopback.
+"$venv/bin/python" - <<'PY' || fail "scrape path"
+import re, sys, tomllib
+import hcl2
+
+def locals_of(path):
+    with open(path, encoding="utf-8") as f:
+        doc = hcl2.load(f)
+    out = {}
+    for block in doc.get("locals", []):
+        out.update(block)
+    return out
+
+main = locals_of("ops/terraform/main.tf")
+mon = locals_of("ops/terraform/monitoring.tf")
+gw = tomllib.load(open("ops/config/production.toml", "rb"))["metrics"]["listen"]
+sc = tomllib.load(open("ops/config/sidecar.production.toml", "rb"))["metrics"]["listen"]
+problems = []
+if not gw.rstrip("}").endswith(f":{main['metrics_port']}"):
+    problems.append(f"gateway metrics listen {gw!r} is not port {main['metrics_port']}")
+if sc != f"127.0.0.1:{mon['sidecar_metrics_port']}":
+    problems.append(f"sidecar metrics listen {sc!r} is not 127.0.0.1:{mon['sidecar_metrics_port']}")
+text = open("ops/terraform/monitoring.tf", encoding="utf-8").read()
+for port in ("metrics_port", "sidecar_metrics_port"):
+    if f"127.0.0.1:${{local.{port}}}" not in text:
+        problems.append(f"the collector does not scrape local.{port}")
+if "local.observability_containers" not in open("ops/terraform/ecs.tf", encoding="utf-8").read():
+    problems.append("the task definition does not include the collector container")
+for p in problems:
+    print(p, file=sys.stderr)
+sys.exit(1 if problems else 0)
+PY
+log "scrape path ok: the collector scrapes the gateway and sidecar metrics ports"
+
 # --- 2. terraform fmt (optional) ----------------------------------------------------------
 if command -v terraform >/dev/null 2>&1; then
   if ! terraform fmt -check -recursive -list=true "$tf_dir" >"${TMPDIR:-/tmp}/tf-fmt.$$" 2>/dev/null; then

@@ -39,8 +39,9 @@ fi
 
 [ $want_test = 1 ] || exit 0
 
-# Headless browser for the sign-in tests (Debian's chromium, driven by playwright-core).
-apt_install chromium fonts-dejavu-core
+# Headless browser for the sign-in tests (Debian's chromium, driven by playwright-core);
+# promtool (package prometheus) checks the metrics and the shipped alert rules.
+apt_install chromium fonts-dejavu-core prometheus
 
 mkdir -p "$tools"
 # Node >= 22 for the conformance suite, from the npm package that ships the binary.
@@ -82,6 +83,11 @@ if [ ! -f "$venv1/.installed-v1" ]; then
   python3 -m venv "$venv1"
   "$venv1/bin/pip" install -q --disable-pip-version-check "mcp>=1,<2" httpx pytest
   touch "$venv1/.installed-v1"
+fi
+# The OTLP receiver of the tracing tests decodes spans with the official protobuf definitions.
+if ! "$venv/bin/python" -c "import opentelemetry.proto" >/dev/null 2>&1; then
+  log "installing opentelemetry-proto"
+  "$venv/bin/pip" install -q --disable-pip-version-check opentelemetry-proto
 fi
 # A local AWS Secrets Manager for the secrets tests.
 if [ ! -x "$venv/bin/moto_server" ]; then

@@ -24,12 +24,12 @@ resource "aws_cloudwatch_log_group" "sidecar" {
 }
 
 locals {
-  common_environment = [
+  common_environment = concat([
     { name = "CONFIG_ENV", value = var.config_env },
     { name = "MCP_PUBLIC_URL", value = local.public_url },
     { name = "AWS_REGION", value = var.aws_region },
     { name = "RUST_LOG", value = "info" },
-  ]
+  ], local.tracing_environment)
 
   # The images' own HEALTHCHECK, which ECS does not read: GET /healthz over bash's
   # /dev/tcp (no curl in the images).
@@ -113,7 +113,7 @@ resource "aws_ecs_task_definition" "main" {
   memory                   = var.task_memory
   execution_role_arn       = aws_iam_role.execution.arn
   task_role_arn            = aws_iam_role.task.arn
-  container_definitions    = jsonencode(local.containers)
+  container_definitions    = jsonencode(concat(local.containers, local.observability_containers))
 
   runtime_platform {
     operating_system_family = "LINUX"

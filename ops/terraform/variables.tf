@@ -257,3 +257,25 @@ variable "backend_secret_names" {
   type        = list(string)
   default     = []
 }
+
+variable "collector_image" {
+  description = "The AWS Distro for OpenTelemetry collector image run in every task (scrapes both binaries' metrics into CloudWatch, relays traces to X-Ray). Pin a version."
+  type        = string
+  default     = "public.ecr.aws/aws-observability/aws-otel-collector:v0.43.3"
+}
+
+variable "trace_sample_ratio" {
+  description = "Share of new traces the gateway and the sidecar export to X-Ray through the collector (0 turns tracing off)."
+  type        = number
+  default     = 0.01
+  validation {
+    condition     = var.trace_sample_ratio >= 0 && var.trace_sample_ratio <= 1
+    error_message = "trace_sample_ratio is between 0 and 1."
+  }
+}
+
+variable "alarm_sns_topic_arn" {
+  description = "SNS topic notified when an alarm fires or clears (empty: alarms only show in CloudWatch)."
+  type        = string
+  default     = ""
+}

@@ -16,6 +16,7 @@ pub mod http;
 pub mod keys;
 pub mod lookups;
 pub mod metadata;
+pub mod metrics;
 pub mod pages;
 pub mod policy;
 pub mod ratelimit;

@@ -41,16 +41,19 @@ struct Cli {
     rotate_key: bool,
 }
 
-fn init_logs(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tokio_postgres=warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(filter);
-    match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Pretty => builder.init(),
-    }
+/// Logs (the shape shared with the gateway) and traces (`[tracing]`, `OTEL_*`).
+fn init_telemetry(cfg: &Config) -> anyhow::Result<mcp_telemetry::Telemetry> {
+    let env = |k: &str| std::env::var(k).ok();
+    let traces = cfg.tracing.resolve("mcp-oauth-sidecar", &env)?;
+    let format = match cfg.server.log_format {
+        LogFormat::Json => mcp_telemetry::LogFormat::Json,
+        LogFormat::Pretty => mcp_telemetry::LogFormat::Pretty,
+    };
+    Ok(mcp_telemetry::init(
+        format,
+        "info,tokio_postgres=warn",
+        traces.as_ref(),
+    )?)
 }
 
 /// Loads the configuration, first fetching the secrets it refers to.
@@ -83,8 +86,17 @@ async fn main() {
         println!("configuration ok");
         return;
     }
-    init_logs(cfg.server.log_format);
-    if let Err(e) = run(cli, cfg).await {
+    let telemetry = match init_telemetry(&cfg) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("mcp-oauth-sidecar: configuration error: {e:#}");
+            std::process::exit(2);
+        }
+    };
+    let result = run(cli, cfg).await;
+    // The exporter's client blocks: flushed off the runtime's threads.
+    let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
+    if let Err(e) = result {
         tracing::error!("{e:#}");
         eprintln!("mcp-oauth-sidecar: {e:#}");
         std::process::exit(1);
@@ -123,6 +135,7 @@ async fn run(cli: Cli, cfg: Config) -> anyhow::Result<()> {
         Some(s) => s.clone(),
         None => Arc::new(TracingAuditSink),
     };
+    let sink: Arc<dyn AuditSink> = Arc::new(mcp_oauth_sidecar::metrics::CountingSink(sink));
     let app = match App::new(cfg, sink).await {
         Ok(app) => Arc::new(app),
         Err(e) => {
@@ -132,6 +145,17 @@ async fn run(cli: Cli, cfg: Config) -> anyhow::Result<()> {
             return Err(e.into());
         }
     };
+    if let Some(listen) = &app.cfg.metrics_listen {
+        let metrics = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("binding the metrics listener {listen}"))?;
+        let maddr = metrics.local_addr()?;
+        mcp_oauth_sidecar::metrics::get();
+        mcp_oauth_sidecar::metrics::PoolCollector::register(app.store.clone());
+        tokio::spawn(mcp_oauth_sidecar::metrics::serve(metrics));
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "metrics on http://{maddr}/metrics")?;
+    }
     {
         let mut out = std::io::stdout().lock();
         writeln!(out, "listening on http://{addr}")?;

@@ -22,6 +22,7 @@ use hyper_util::rt::TokioIo;
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tracing::Instrument;
 
 use crate::app::App;
 use crate::http::{client_ip, json, json_cacheable, text, Req, Resp};
@@ -125,11 +126,44 @@ async fn handle(app: &App, req: Request<Incoming>, peer: SocketAddr) -> Resp {
         body,
         client_ip: ip,
     };
-    let resp = route(app, req).await;
+    let label =
+        crate::metrics::route_label(req.path.strip_prefix(&base_path(app)).unwrap_or(&req.path));
+    let span = request_span(&req, label);
+    let request_id = req
+        .headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| v.len() <= 128)
+        .map(str::to_string);
+    let resp = route(app, req).instrument(span.clone()).await;
+    let status = resp.status();
+    crate::metrics::request(label, status, started.elapsed().as_secs_f64());
+    mcp_telemetry::attr(
+        &span,
+        "http.response.status_code",
+        i64::from(status.as_u16()),
+    );
+    if status.is_server_error() {
+        mcp_telemetry::fail(&span, "server error");
+    }
     // The query is never logged: it carries codes and state.
-    tracing::debug!(%method, path = %full_path, status = resp.status().as_u16(),
+    tracing::debug!(request_id, %method, path = %full_path, status = status.as_u16(),
         ms = started.elapsed().as_millis() as u64, "request");
     resp
+}
+
+/// The span of one request (`Span::none()` when tracing is off), continuing the
+/// caller's `traceparent`.
+fn request_span(req: &Req, route: &'static str) -> tracing::Span {
+    let span = mcp_telemetry::span!("sidecar.request", otel.kind = "server");
+    if !span.is_none() {
+        let get = |n: &str| req.headers.get(n).and_then(|v| v.to_str().ok());
+        mcp_telemetry::propagate::continue_from(&span, get("traceparent"), get("tracestate"));
+        mcp_telemetry::rename(&span, format!("{} {route}", req.method));
+        mcp_telemetry::attr(&span, "http.route", route);
+        mcp_telemetry::attr(&span, "http.request.method", req.method.to_string());
+    }
+    span
 }
 
 fn base_path(app: &App) -> String {

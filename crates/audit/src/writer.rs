@@ -11,6 +11,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument;
 
 use bytes::BytesMut;
 use tokio::sync::{oneshot, watch};
@@ -468,6 +469,20 @@ impl PgWriter {
     /// One COPY of `n` encoded events; if PostgreSQL refuses them as data, they are
     /// decoded and the rows it refuses isolated (`write_resilient`).
     async fn write_part(&mut self, part: &[u8], n: usize) -> Result<(), WriteError> {
+        // One span per batch (COPY), never per event.
+        let span = mcp_telemetry::span!("audit.write_batch", otel.kind = "client");
+        mcp_telemetry::attr(&span, "audit.batch.events", n as i64);
+        let r = self
+            .write_part_inner(part, n)
+            .instrument(span.clone())
+            .await;
+        if let Err(e) = &r {
+            mcp_telemetry::fail(&span, e.to_string());
+        }
+        r
+    }
+
+    async fn write_part_inner(&mut self, part: &[u8], n: usize) -> Result<(), WriteError> {
         let started = std::time::Instant::now();
         match self.pg.write_tuples(part).await {
             Ok(inserted) => {

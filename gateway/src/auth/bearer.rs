@@ -7,6 +7,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
+use tracing::Instrument;
 
 use http::HeaderMap;
 use jsonwebtoken::{decode, decode_header, Validation};
@@ -144,18 +145,25 @@ impl Authenticator {
             self.cache.remove(token);
         }
         self.misses.fetch_add(1, Ordering::Relaxed);
-        let (identity, expires_at) = match self.cfg.mode {
-            AuthMode::GoogleDirect => {
-                let g = self
-                    .google
-                    .as_ref()
-                    .ok_or_else(|| AuthError::Unavailable("no tokeninfo".into()))?;
-                let checked = g.check(token).await?;
-                let exp = now() + checked.expires_in.unwrap_or(self.cfg.cache_ttl.as_secs());
-                (checked.identity, exp)
-            }
-            _ => self.verify_jwt(token).await?,
-        };
+        // A span for a validation only (a cache hit costs nothing worth tracing).
+        let span = mcp_telemetry::span!("auth.validate_token", otel.kind = "internal");
+        let (identity, expires_at) = async {
+            Ok::<_, AuthError>(match self.cfg.mode {
+                AuthMode::GoogleDirect => {
+                    let g = self
+                        .google
+                        .as_ref()
+                        .ok_or_else(|| AuthError::Unavailable("no tokeninfo".into()))?;
+                    let checked = g.check(token).await?;
+                    let exp = now() + checked.expires_in.unwrap_or(self.cfg.cache_ttl.as_secs());
+                    (checked.identity, exp)
+                }
+                _ => self.verify_jwt(token).await?,
+            })
+        }
+        .instrument(span.clone())
+        .await
+        .inspect_err(|e| mcp_telemetry::fail(&span, e.to_string()))?;
         let identity = Arc::new(identity);
         let until = expires_at.min(now() + self.cfg.cache_ttl.as_secs());
         if self.cache.len() as u64 >= self.cfg.cache_max_entries {

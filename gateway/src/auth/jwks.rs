@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
+use tracing::Instrument;
 
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::DecodingKey;
@@ -175,6 +176,15 @@ impl Jwks {
     }
 
     async fn fetch(&self) -> Result<HashMap<String, Arc<DecodingKey>>, String> {
+        let span = mcp_telemetry::span!("auth.jwks_fetch", otel.kind = "client");
+        let r = self.fetch_inner().instrument(span.clone()).await;
+        if let Err(e) = &r {
+            mcp_telemetry::fail(&span, e.clone());
+        }
+        r
+    }
+
+    async fn fetch_inner(&self) -> Result<HashMap<String, Arc<DecodingKey>>, String> {
         let uri = self.discover().await?;
         let doc = self.get_json(&uri).await?;
         let set: JwkSet =

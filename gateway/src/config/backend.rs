@@ -193,7 +193,7 @@ impl Validator<'_> {
     }
 
     /// `protocol`: which era the backend is spoken to in (default `auto`).
-    fn protocol(&self, b: &FileBackend) -> Result<BackendProtocol, ConfigError> {
+    fn protocol(&self, b: &FileBackend) -> Checked<BackendProtocol> {
         let Some(p) = &b.protocol else {
             return Ok(BackendProtocol::Auto);
         };

@@ -14,6 +14,7 @@
 mod backend;
 mod raw;
 mod server;
+mod telemetry;
 pub mod typed;
 mod validate;
 
@@ -48,6 +49,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// Admin listener serving Prometheus metrics, if any.
     pub metrics_listen: Option<SocketAddr>,
+    /// OpenTelemetry export (`[tracing]`), before the `OTEL_*` variables are read.
+    pub tracing: mcp_telemetry::TraceSettings,
     /// The audit log (`[audit]`), with references resolved.
     pub audit: crate::audit::AuditConfig,
     /// Enabled backends, in file order (which is also the merge order of lists).

@@ -28,6 +28,8 @@ pub(super) struct FileConfig {
     /// Read key by key in validation (so that each error names its key's line).
     pub(super) audit: Option<toml::Spanned<crate::audit::SpannedTable>>,
     #[serde(default)]
+    pub(super) tracing: FileTracing,
+    #[serde(default)]
     pub(super) backend: Vec<toml::Spanned<FileBackend>>,
 }
 
@@ -55,6 +57,17 @@ pub(super) struct FileServer {
 #[serde(deny_unknown_fields)]
 pub(super) struct FileMetrics {
     pub(super) listen: Option<toml::Spanned<String>>,
+}
+
+/// `[tracing]`: OpenTelemetry export.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileTracing {
+    pub(super) enabled: Option<bool>,
+    pub(super) endpoint: Option<toml::Spanned<String>>,
+    pub(super) headers: Option<std::collections::BTreeMap<String, toml::Spanned<String>>>,
+    pub(super) sample_ratio: Option<toml::Spanned<f64>>,
+    pub(super) service_name: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -90,10 +90,12 @@ impl Validator<'_> {
         };
         let backends = self.backends(file.backend, server_ref);
         let audit = self.audit(file.audit);
+        let tracing = self.tracing(file.tracing);
         Ok(Config {
             server: server?,
             auth: auth?,
             metrics_listen: metrics_listen?,
+            tracing: tracing?,
             audit: audit?,
             backends: backends?,
         })

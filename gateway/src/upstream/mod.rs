@@ -8,6 +8,7 @@ pub mod modern;
 pub mod pool;
 pub mod sse;
 pub mod stdio;
+mod trace;
 
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
@@ -17,6 +18,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use serde_json::{json, Value};
 use thiserror::Error;
+use tracing::Instrument;
 
 use crate::config::{BackendConfig, Sharing, Transport};
 use crate::wire::jsonrpc;
@@ -59,6 +61,20 @@ impl UpstreamError {
                 .and_then(Value::as_i64)
                 .unwrap_or(jsonrpc::BACKEND_UNAVAILABLE),
             _ => jsonrpc::BACKEND_UNAVAILABLE,
+        }
+    }
+
+    /// A short name of the failure, for `error.type` on spans.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            UpstreamError::Connect(_) => "connect",
+            UpstreamError::Timeout(_) => "timeout",
+            UpstreamError::SessionExpired => "session_expired",
+            UpstreamError::Status { .. } => "http_status",
+            UpstreamError::Protocol(_) => "protocol",
+            UpstreamError::Closed => "closed",
+            UpstreamError::Rpc { .. } => "rpc_error",
+            UpstreamError::Refused { .. } => "refused",
         }
     }
 
@@ -246,19 +262,36 @@ impl Backend {
         extra: &[(::http::HeaderName, String)],
     ) -> Result<Reply, UpstreamError> {
         self.requests.fetch_add(1, Ordering::Relaxed);
-        let r = match &self.link {
-            Link::Http(h) => h
-                .post(session.id.as_deref(), &session.version, body, extra)
-                .await
-                .map(|o| o.reply)
-                .map_err(|e| self.era_failure(session, e)),
-            Link::Shared(_) | Link::PerSession(_) => match self.channel_for(sid) {
-                Ok(ch) => self.send_on_channel(&ch, body).await,
-                Err(e) => Err(e),
-            },
-        };
+        let span = self.span(trace::method_of(&body).as_deref());
+        let (body, extra) = trace::propagate(&span, body, extra);
+        let started = Instant::now();
+        let r = async {
+            match &self.link {
+                Link::Http(h) => h
+                    .post(session.id.as_deref(), &session.version, body, &extra)
+                    .await
+                    .map(|o| o.reply)
+                    .map_err(|e| self.era_failure(session, e)),
+                Link::Shared(_) | Link::PerSession(_) => match self.channel_for(sid) {
+                    Ok(ch) => self.send_on_channel(&ch, body).await,
+                    Err(e) => Err(e),
+                },
+            }
+        }
+        .instrument(span.clone())
+        .await;
+        trace::finish(&span, self.name(), started, &r);
         self.record(&r);
         r
+    }
+
+    /// The span of one exchange with this backend.
+    fn span(&self, method: Option<&str>) -> tracing::Span {
+        trace::exchange_span(
+            self.name(),
+            trace::transport(&self.config.transport),
+            method,
+        )
     }
 
     /// The connection serving `sid` on a STDIO/SSE backend.
@@ -339,6 +372,8 @@ impl Backend {
         client_info: &Value,
     ) -> Result<UpstreamSession, UpstreamError> {
         self.requests.fetch_add(1, Ordering::Relaxed);
+        let span = self.span(Some("initialize"));
+        let started = Instant::now();
         let r = match self.modern_session().await {
             Ok(Some(s)) => Ok(s),
             Ok(None) => {
@@ -348,6 +383,7 @@ impl Backend {
             }
             Err(e) => Err(e),
         };
+        trace::finish(&span, self.name(), started, &r);
         self.record(&r);
         r
     }
@@ -436,13 +472,20 @@ impl Backend {
     ) -> Result<Value, UpstreamError> {
         let id = json!("gw-1");
         let mut params = params;
-        let mut extra = Vec::new();
+        let mut mirrored = Vec::new();
         if version::is_modern(&session.version) {
             crate::wire::meta::stamp(&mut params, &json!({}), &Value::Null, None);
-            extra = crate::wire::meta::headers_for(&jsonrpc::Method::parse(method), &params);
+            mirrored = crate::wire::meta::headers_for(&jsonrpc::Method::parse(method), &params);
         }
-        let req = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
+        let mut req = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
         self.requests.fetch_add(1, Ordering::Relaxed);
+        let span = self.span(Some(method));
+        let mut extra = mirrored;
+        if let Some(tp) = mcp_telemetry::propagate::traceparent(&span) {
+            trace::set_meta_traceparent(&mut req, &tp);
+            extra.push((::http::HeaderName::from_static("traceparent"), tp));
+        }
+        let started = Instant::now();
         let r = async {
             let reply = match &self.link {
                 Link::Http(h) => {
@@ -467,7 +510,9 @@ impl Backend {
                 None => Err(rpc_error(&resp)),
             }
         }
+        .instrument(span.clone())
         .await;
+        trace::finish(&span, self.name(), started, &r);
         // A JSON-RPC error is an answer: the backend is up.
         match &r {
             Err(UpstreamError::Rpc { .. } | UpstreamError::Refused { .. }) => {

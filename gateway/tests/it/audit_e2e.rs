@@ -281,7 +281,7 @@ fn a_killed_gateway_loses_nothing_it_spooled() {
         http_get(&metrics)
             .map(|(_, t)| {
                 t.lines()
-                    .find(|l| l.starts_with("mcpgw_audit{measure=\"spooled_events\"}"))
+                    .find(|l| l.starts_with("mcpgw_audit_spool_events "))
                     .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
                     .unwrap_or(0.0)
             })

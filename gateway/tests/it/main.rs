@@ -20,4 +20,5 @@ mod protocol;
 mod secrets;
 mod security;
 mod stdio;
+mod tracing;
 mod upgrade;

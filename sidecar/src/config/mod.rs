@@ -17,6 +17,7 @@
 
 mod access;
 mod google;
+mod observe;
 mod raw;
 mod server;
 pub mod typed;

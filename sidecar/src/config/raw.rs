@@ -99,6 +99,10 @@ pub(super) struct RawConfig {
     /// The gateway's `[audit]` table: each key's value kept as a TOML tree with its
     /// span, whose strings are expanded before the audit crate reads and checks it.
     pub(super) audit: Option<Spanned<mcp_audit::SpannedTable>>,
+    #[serde(default)]
+    pub(super) metrics: super::observe::RawMetrics,
+    #[serde(default)]
+    pub(super) tracing: super::observe::RawTracing,
 }
 
 #[derive(Debug, Deserialize, Default)]

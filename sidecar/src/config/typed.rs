@@ -20,6 +20,10 @@ pub struct Config {
     /// `[audit]`: auth events go to the gateway's audit log. `None`: to the log
     /// (target `audit`).
     pub audit: Option<AuditConfig>,
+    /// `[metrics] listen`: the Prometheus listener's address, if any.
+    pub metrics_listen: Option<String>,
+    /// `[tracing]`, before the `OTEL_*` variables are read.
+    pub tracing: mcp_telemetry::TraceSettings,
 }
 
 /// `server.mode`.

@@ -186,6 +186,8 @@ impl Validator<'_> {
         let tokens = self.tokens(&raw.tokens);
         let clients = self.clients(&raw.clients);
         let google = self.google(&raw.google);
+        let metrics_listen = self.metrics(&raw.metrics);
+        let tracing = self.tracing(&raw.tracing);
         let audit = raw.audit.map(|a| self.audit(a)).transpose();
         let (server, issuer) = server?;
         Ok(Config {
@@ -199,6 +201,8 @@ impl Validator<'_> {
             rate_limit: rate_limit?,
             google: google?,
             audit: audit?,
+            metrics_listen: metrics_listen?,
+            tracing: tracing?,
         })
     }
 

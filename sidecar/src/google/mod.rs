@@ -135,10 +135,7 @@ impl Google {
             },
             _ => {
                 let url = format!("{}/.well-known/openid-configuration", c.issuer);
-                let v: Value = self
-                    .http
-                    .get(&url)
-                    .send()
+                let v: Value = crate::metrics::google("discovery", self.http.get(&url).send())
                     .await
                     .and_then(|r| r.error_for_status())
                     .map_err(|e| GoogleError::Discovery(e.to_string()))?
@@ -235,11 +232,7 @@ impl Google {
         if let Some(s) = &self.cfg.client_secret {
             form.push(("client_secret", s.as_str()));
         }
-        let resp = self
-            .http
-            .post(&e.token)
-            .form(&form)
-            .send()
+        let resp = crate::metrics::google("token", self.http.post(&e.token).form(&form).send())
             .await
             .map_err(|err| GoogleError::TokenExchange(err.to_string()))?;
         let status = resp.status();
@@ -331,10 +324,7 @@ impl Google {
                 .cloned()
                 .ok_or_else(|| GoogleError::IdToken(format!("unknown signing key {kid}")));
         }
-        let v: Value = self
-            .http
-            .get(jwks_uri)
-            .send()
+        let v: Value = crate::metrics::google("jwks", self.http.get(jwks_uri).send())
             .await
             .and_then(|r| r.error_for_status())
             .map_err(|err| GoogleError::Http(format!("JWKS: {err}")))?
@@ -409,11 +399,8 @@ impl Google {
         let mut retried = false;
         loop {
             let token = self.tokens.token().await?;
-            let resp = self
-                .http
-                .get(url.clone())
-                .bearer_auth(&token)
-                .send()
+            let call = self.http.get(url.clone()).bearer_auth(&token).send();
+            let resp = crate::metrics::google("directory", call)
                 .await
                 .map_err(|e| GoogleError::Directory(e.to_string()))?;
             let status = resp.status();

@@ -56,6 +56,11 @@ pub fn digest(secret: &str) -> Vec<u8> {
 }
 
 impl Store {
+    /// The pool's size, idle connections and limit (for the metrics).
+    pub fn pool_status(&self) -> deadpool_postgres::Status {
+        self.pool.status()
+    }
+
     /// Connects, creates the schema if needed and runs the migrations.
     pub async fn connect(cfg: &StoreConfig) -> Result<Store, StoreError> {
         let mut pg = tokio_postgres::Config::from_str(&cfg.url)

@@ -13,6 +13,7 @@ mod audit_log;
 mod clients;
 mod flow;
 mod load;
+mod observe;
 mod production_config;
 mod refusals;
 mod restart;

@@ -72,7 +72,7 @@ pub async fn listening_url(child: &mut Child, limit: Duration) -> Option<String>
 }
 
 /// Spawns `cmd`, reads its `listening on http://ADDR` line, returns (child, base URL).
-async fn spawn_listening(mut cmd: Command, what: &str) -> (Child, String) {
+pub async fn spawn_listening(mut cmd: Command, what: &str) -> (Child, String) {
     let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(if std::env::var_os("TEST_LOGS").is_some() {
