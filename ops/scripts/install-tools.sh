@@ -41,6 +41,8 @@ fi
 
 # Headless browser for the sign-in tests (Debian's chromium, driven by playwright-core).
 apt_install chromium fonts-dejavu-core
+# The round-robin front of the drain test (gateway/tests/it/drain.rs).
+apt_install haproxy
 
 mkdir -p "$tools"
 # Node >= 22 for the conformance suite, from the npm package that ships the binary.

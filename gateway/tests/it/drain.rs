@@ -199,7 +199,8 @@ fn upgrades_lose_no_call_without_retry() {
     drop(mock);
 }
 
-/// HAProxy in front of two gateways, round-robin, `/readyz` checked every 100 ms; no
+/// HAProxy in front of two gateways, round-robin, `/readyz` checked every 200 ms (down
+/// after two 503s, well within the gateways' 2 s `stop_delay_s`); no
 /// retries of any kind (`retries 0`).
 fn haproxy(dir: &Path, front: SocketAddr, a: SocketAddr, b: SocketAddr) -> (Child, PathBuf) {
     let cfg = dir.join("haproxy.cfg");
@@ -208,13 +209,13 @@ fn haproxy(dir: &Path, front: SocketAddr, a: SocketAddr, b: SocketAddr) -> (Chil
         format!(
             "global\n  maxconn 2000\n\
              defaults\n  mode http\n  retries 0\n  timeout connect 2s\n  timeout client 60s\n  \
-             timeout server 60s\n  timeout http-keep-alive 60s\n\
+             timeout server 60s\n  timeout http-keep-alive 60s\n  timeout check 2s\n\
              frontend fe\n  bind {front}\n  default_backend gateways\n\
              backend gateways\n  balance roundrobin\n  option httpchk\n  \
              http-check send meth GET uri /readyz ver HTTP/1.1 hdr Host 127.0.0.1\n  \
              http-check expect status 200\n  \
-             server a {a} check inter 100ms fall 1 rise 2\n  \
-             server b {b} check inter 100ms fall 1 rise 2\n"
+             server a {a} check inter 200ms fall 2 rise 1\n  \
+             server b {b} check inter 200ms fall 2 rise 1\n"
         ),
     )
     .unwrap();
@@ -243,7 +244,7 @@ fn sigterm_behind_haproxy_loses_no_call() {
     let mut gws = Vec::new();
     let mut logs = Vec::new();
     for (addr, name) in [(a, "gw-a"), (b, "gw-b")] {
-        let (config, yaml) = configs(&dir, addr, &mock.url, 1);
+        let (config, yaml) = configs(&dir, addr, &mock.url, 2);
         let log = dir.join(format!("{name}.log"));
         let (gw, rx) = start_gateway(&config, &yaml, false, name, &log);
         rx.recv_timeout(Duration::from_secs(30))
