@@ -7,6 +7,12 @@
 //! keep-alive requests and freed when the connection is dropped. Closing at once (rather
 //! than leaving it in the backlog) tells a load balancer to try another replica.
 //!
+//! The same wrapper holds Pingora's `cleanup()` back for the drain window
+//! ([`crate::drain`]): until then a connection parked between two requests still reads
+//! its next request and answers it (with `Connection: close`) instead of being dropped
+//! unread. All permits back means every connection is closed, which ends the window
+//! early.
+//!
 //! Not done here: timeouts. The request head has Pingora's read timeout, the body the
 //! gateway's total deadline (`server.body_timeout_s`, in [`crate::proxy`]).
 
@@ -26,20 +32,49 @@ use pingora::server::ShutdownWatch;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::drain::Drain;
+
 /// Connections refused because the cap was reached (for the metrics).
 pub static REFUSED: AtomicU64 = AtomicU64::new(0);
 
-/// Wraps `inner` so that at most `max` connections are served at once.
+/// Wraps `inner` so that at most `max` connections are served at once, and so that
+/// stopping drains them.
 pub struct ConnectionCap<A> {
     inner: Arc<A>,
     permits: Arc<Semaphore>,
+    max: u32,
+    drain: Arc<Drain>,
 }
 
 impl<A> ConnectionCap<A> {
-    pub fn new(inner: A, max: usize) -> ConnectionCap<A> {
+    pub fn new(inner: A, max: usize, drain: Arc<Drain>) -> ConnectionCap<A> {
+        let max = u32::try_from(max.min(Semaphore::MAX_PERMITS)).unwrap_or(u32::MAX);
         ConnectionCap {
             inner: Arc::new(inner),
-            permits: Arc::new(Semaphore::new(max.min(Semaphore::MAX_PERMITS))),
+            permits: Arc::new(Semaphore::new(max as usize)),
+            max,
+            drain,
+        }
+    }
+
+    fn open(&self) -> usize {
+        (self.max as usize).saturating_sub(self.permits.available_permits())
+    }
+
+    /// Waits until every connection is closed or the drain window is over.
+    async fn drain(&self) {
+        let window = self.drain.lifetimes().drain;
+        tracing::info!(
+            open = self.open(),
+            drain_s = window.as_secs(),
+            "accepting stopped: serving open connections, each closed after its next response"
+        );
+        match tokio::time::timeout(window, self.permits.acquire_many(self.max)).await {
+            Ok(_) => tracing::info!("drained: every connection is closed"),
+            Err(_) => tracing::info!(
+                open = self.open(),
+                "drain window over: closing the connections left"
+            ),
         }
     }
 }
@@ -68,7 +103,11 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for ConnectionCap<A> {
         self.inner.process_new(stream, shutdown).await
     }
 
+    /// Called by Pingora once accepting has stopped; the inner `cleanup()` drops parked
+    /// connections, so it waits for the drain.
     async fn cleanup(&self) {
+        self.drain.begin_stopping();
+        self.drain().await;
         self.inner.cleanup().await
     }
 }

@@ -5,6 +5,7 @@ use std::sync::atomic::Ordering;
 
 use serde_json::{json, Value};
 
+use crate::drain::Drain;
 use crate::mcp::handler::Gateway;
 use crate::upstream::Health;
 
@@ -41,8 +42,13 @@ pub fn readiness(gw: &Gateway, auth: Option<&crate::auth::bearer::Authenticator>
 
 /// The public `/readyz`: the status alone. Backend names and their last errors tell a
 /// stranger what runs behind the gateway and how it fails; they are served on the
-/// metrics/admin listener ([`crate::admin`]).
-pub fn public_readiness(gw: &Gateway) -> (u16, Value) {
+/// metrics/admin listener ([`crate::admin`]). 503 with `"draining": true` from SIGTERM
+/// on ([`crate::drain`]), while the listener still accepts, so that a health-checking
+/// front stops sending here before accepting stops.
+pub fn public_readiness(gw: &Gateway, drain: &Drain) -> (u16, Value) {
+    if drain.is_draining() {
+        return (503, json!({"ready": false, "draining": true}));
+    }
     let all_down =
         !gw.backends.is_empty() && gw.backends.iter().all(|b| b.health() == Health::Down);
     (

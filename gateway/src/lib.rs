@@ -7,6 +7,7 @@ pub mod admin;
 pub mod auth;
 pub mod config;
 pub mod connections;
+pub mod drain;
 pub mod health;
 pub mod mcp;
 pub mod metrics;

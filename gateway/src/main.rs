@@ -15,6 +15,7 @@ use mcp_gateway::audit::Auditor;
 use mcp_gateway::auth::bearer::Authenticator;
 use mcp_gateway::config::{expand_refs, Config};
 use mcp_gateway::connections::ConnectionCap;
+use mcp_gateway::drain::{Drain, DrainSignal};
 use mcp_gateway::mcp::handler::Gateway;
 use mcp_gateway::mcp::session::Sealer;
 use mcp_gateway::metrics;
@@ -24,8 +25,12 @@ use mcp_gateway::services::{Announce, AuditFlush, Probes, SecretRefresh};
 use mcp_gateway::upstream::http::build_client;
 use mcp_gateway::upstream::stdio;
 use pingora::server::configuration::Opt;
-use pingora::server::Server;
+use pingora::server::{RunArgs, Server};
 use pingora::services::background::background_service;
+
+/// Seconds of Pingora's grace period after the drain window (when no YAML sets it):
+/// for the requests read at the very end of the window.
+const GRACE_AFTER_DRAIN_S: u64 = 5;
 
 /// One MCP endpoint in front of many MCP servers.
 #[derive(Parser, Debug)]
@@ -185,16 +190,27 @@ fn run(config: &mut Config, opt: Opt, secrets: Option<LoadedSecrets>) -> anyhow:
     let validate_only = opt.test;
     let has_yaml = opt.conf.is_some();
     let mut server = Server::new(Some(opt))?;
+    let lifetimes = config.server.lifetimes;
     if !has_yaml {
         // Without a YAML file Pingora would use one thread and a 300 s grace period on
-        // SIGTERM; a container platform kills long before that.
+        // SIGTERM; a container platform kills long before that. The grace period holds
+        // the drain window and then lets the requests read in it finish.
         if let Some(conf) = std::sync::Arc::get_mut(&mut server.configuration) {
             conf.threads = std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(1);
-            conf.grace_period_seconds = Some(10);
+            conf.grace_period_seconds = Some(lifetimes.drain.as_secs() + GRACE_AFTER_DRAIN_S);
             conf.graceful_shutdown_timeout_seconds = Some(5);
         }
+    }
+    let grace = server.configuration.grace_period_seconds.unwrap_or(300);
+    if grace <= lifetimes.drain.as_secs() {
+        tracing::warn!(
+            grace_period_seconds = grace,
+            drain_s = lifetimes.drain.as_secs(),
+            "Pingora's grace_period_seconds does not exceed server.drain_s: requests read at \
+             the end of the drain window are cut when the grace period ends"
+        );
     }
     server.bootstrap();
     if validate_only {
@@ -211,16 +227,18 @@ fn run(config: &mut Config, opt: Opt, secrets: Option<LoadedSecrets>) -> anyhow:
         .map(|a| a as Arc<dyn mcp_gateway::record::AuditSink>);
     let gateway = Arc::new(Gateway::new(config.clone(), client.clone(), key, sink));
     let auth = Arc::new(Authenticator::new(&config.auth, client));
+    let drain = Drain::new(lifetimes);
     let proxy = pingora::proxy::http_proxy(
         &server.configuration,
         GatewayProxy {
             gateway: gateway.clone(),
             auth: auth.clone(),
+            drain: drain.clone(),
         },
     );
     let mut proxy = pingora::services::listening::Service::new(
         "MCP gateway".to_string(),
-        ConnectionCap::new(proxy, config.server.max_connections),
+        ConnectionCap::new(proxy, config.server.max_connections, drain.clone()),
     );
     proxy.add_tcp(&config.server.listen.to_string());
     server.add_service(proxy);
@@ -272,5 +290,8 @@ fn run(config: &mut Config, opt: Opt, secrets: Option<LoadedSecrets>) -> anyhow:
         backends = config.backends.len(),
         "mcp-gateway starting"
     );
-    server.run_forever();
+    server.run(RunArgs {
+        shutdown_signal: Box::new(DrainSignal { drain }),
+    });
+    std::process::exit(0)
 }

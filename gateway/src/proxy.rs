@@ -24,6 +24,7 @@ use crate::audit::AuditEvent;
 use crate::auth::bearer::Authenticator;
 use crate::auth::{metadata, policy};
 use crate::config::AuthMode;
+use crate::drain::{Drain, SseCursor};
 use crate::health;
 use crate::mcp::handler::{Caller, Gateway, Request, Response};
 use crate::mcp::jsonrpc;
@@ -34,6 +35,8 @@ use crate::upstream::Backend;
 pub struct GatewayProxy {
     pub gateway: Arc<Gateway>,
     pub auth: Arc<Authenticator>,
+    /// Keep-alive lifetimes, `/readyz` while draining, streams ended when stopping.
+    pub drain: Arc<Drain>,
 }
 
 /// Per-request state.
@@ -124,7 +127,13 @@ impl GatewayProxy {
             // The rest of the body is not read, so the connection cannot be reused.
             session.set_keepalive(None);
         }
-        write_response(session, r.into_response(), &ctx.record.mcp.request_id).await?;
+        write_response(
+            session,
+            r.into_response(),
+            &ctx.record.mcp.request_id,
+            &self.drain,
+        )
+        .await?;
         Ok(())
     }
 
@@ -151,7 +160,7 @@ impl GatewayProxy {
             .unwrap_or_else(|| Arc::new(Caller::anonymous()));
         let resp = self.gateway.handle(req, &caller, &mut ctx.record.mcp).await;
         ctx.record.http.bytes_out =
-            write_response(session, resp, &ctx.record.mcp.request_id).await?;
+            write_response(session, resp, &ctx.record.mcp.request_id, &self.drain).await?;
         Ok(())
     }
 
@@ -167,7 +176,7 @@ impl GatewayProxy {
             .gateway
             .check_host_origin(&session.req_header().headers)
         {
-            write_response(session, r, &ctx.record.mcp.request_id).await?;
+            write_response(session, r, &ctx.record.mcp.request_id, &self.drain).await?;
             return Ok(());
         }
         if let Err(r) = self.authenticate(session, ctx).await {
@@ -201,7 +210,7 @@ impl GatewayProxy {
         )
         .await;
         ctx.record.http.bytes_out =
-            write_response(session, resp, &ctx.record.mcp.request_id).await?;
+            write_response(session, resp, &ctx.record.mcp.request_id, &self.drain).await?;
         Ok(())
     }
 
@@ -222,18 +231,19 @@ impl GatewayProxy {
                 let r = json_response(200, &doc)
                     .with_header("access-control-allow-origin", "*".into())
                     .with_header("cache-control", "max-age=300".into());
-                write_response(session, r, &ctx.record.mcp.request_id).await?;
+                write_response(session, r, &ctx.record.mcp.request_id, &self.drain).await?;
             }
             Route::Health => {
                 let r = json_response(200, &serde_json::json!({"status": "ok"}));
-                write_response(session, r, &ctx.record.mcp.request_id).await?;
+                write_response(session, r, &ctx.record.mcp.request_id, &self.drain).await?;
             }
             Route::Ready => {
-                let (status, doc) = health::public_readiness(&self.gateway);
+                let (status, doc) = health::public_readiness(&self.gateway, &self.drain);
                 write_response(
                     session,
                     json_response(status, &doc),
                     &ctx.record.mcp.request_id,
+                    &self.drain,
                 )
                 .await?;
             }
@@ -360,11 +370,22 @@ impl Refusal {
     }
 }
 
+/// `Keep-Alive: timeout=N` on a response whose connection stays open: a client that
+/// honours it retires the connection before a drain could end under it.
+fn keepalive_header(session: &Session, h: &mut ResponseHeader, drain: &Drain) -> Result<()> {
+    if session.get_keepalive().is_some() {
+        let n = drain.lifetimes().advertised_s();
+        h.insert_header("keep-alive", format!("timeout={n}"))?;
+    }
+    Ok(())
+}
+
 /// Writes a handler response: a full body, or an SSE stream event by event.
 pub async fn write_response(
     session: &mut Session,
     resp: Response,
     request_id: &str,
+    drain: &Drain,
 ) -> Result<u64> {
     match resp {
         Response::Full {
@@ -382,6 +403,7 @@ pub async fn write_response(
             for (k, v) in headers {
                 h.insert_header(k, v)?;
             }
+            keepalive_header(session, &mut h, drain)?;
             let empty = body.is_empty();
             let written = body.len() as u64;
             session.write_response_header(Box::new(h), empty).await?;
@@ -390,11 +412,8 @@ pub async fn write_response(
             }
             Ok(written)
         }
-        Response::Sse {
-            headers,
-            mut stream,
-        } => {
-            let mut h = ResponseHeader::build(200, Some(headers.len() + 4))?;
+        Response::Sse { headers, stream } => {
+            let mut h = ResponseHeader::build(200, Some(headers.len() + 5))?;
             h.insert_header("content-type", "text/event-stream")?;
             h.insert_header("cache-control", "no-cache")?;
             h.insert_header("transfer-encoding", "chunked")?;
@@ -402,26 +421,63 @@ pub async fn write_response(
             for (k, v) in headers {
                 h.insert_header(k, v)?;
             }
+            keepalive_header(session, &mut h, drain)?;
             session.write_response_header(Box::new(h), false).await?;
-            let mut written = 0u64;
-            while let Some(chunk) = stream.next().await {
-                if session.is_process_shutting_down() {
-                    break;
-                }
-                written += chunk.len() as u64;
-                if session
-                    .write_response_body(Some(chunk), false)
-                    .await
-                    .is_err()
-                {
-                    // The client went away; dropping the stream releases the upstream.
-                    return Ok(written);
-                }
-            }
-            session.write_response_body(None, true).await?;
-            Ok(written)
+            write_events(session, stream, drain).await
         }
     }
+}
+
+/// The events of an SSE response, as they come. Once the process stops accepting, the
+/// stream ends at the next event boundary when the client can pick it up again: a
+/// stream whose events carry ids (the client resumes with `Last-Event-ID` on the new
+/// process or another replica) or a `GET` stream (the client reopens it). A `POST`
+/// answer without ids is left to finish. When the drain window ends, every stream ends.
+async fn write_events(
+    session: &mut Session,
+    mut stream: futures::stream::BoxStream<'static, Bytes>,
+    drain: &Drain,
+) -> Result<u64> {
+    let is_get = session.req_header().method == http::Method::GET;
+    let mut cursor = SseCursor::new();
+    let mut written = 0u64;
+    let mut stopping = drain.is_stopping();
+    loop {
+        if stopping && cursor.may_end(is_get) {
+            tracing::debug!(
+                resumable = cursor.saw_id(),
+                "process stopping: stream ended"
+            );
+            break;
+        }
+        let chunk = if stopping {
+            stream.next().await
+        } else {
+            tokio::select! {
+                c = stream.next() => c,
+                _ = drain.stopped() => {
+                    stopping = true;
+                    continue;
+                }
+            }
+        };
+        let Some(chunk) = chunk else { break };
+        if session.is_process_shutting_down() {
+            break;
+        }
+        cursor.advance(&chunk);
+        written += chunk.len() as u64;
+        if session
+            .write_response_body(Some(chunk), false)
+            .await
+            .is_err()
+        {
+            // The client went away; dropping the stream releases the upstream.
+            return Ok(written);
+        }
+    }
+    session.write_response_body(None, true).await?;
+    Ok(written)
 }
 
 fn json_response(status: u16, v: &Value) -> Response {
@@ -491,6 +547,12 @@ impl ProxyHttp for GatewayProxy {
     /// Every route is served here, to the end: the body of an MCP request must be read
     /// to be routed or checked, which Pingora's proxy path cannot replay past 64 KiB.
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        // Pingora keeps an HTTP/1.1 connection open forever between requests unless told;
+        // a connection it already closes (shutdown begun, client's `close`) stays closed.
+        if session.get_keepalive().is_some() {
+            let idle = self.drain.lifetimes().keepalive_timeout.as_secs();
+            session.set_keepalive(Some(idle.max(1)));
+        }
         ctx.record.mcp.request_id = request_id(session);
         ctx.record.http.source_addr = client_address(
             session,

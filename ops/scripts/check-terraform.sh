@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The Terraform of ops/terraform, checked offline (no AWS account, no provider download):
 #   1. every .tf parses as HCL2 (PyPI python-hcl2): a syntax error fails, naming the file;
+#   1b. the timeout ordering of rolling deploys (keep-alive, drain, deregistration,
+#      stopTimeout) across the Terraform, ops/config/production.toml, ops/pingora.yaml;
 #   2. `terraform fmt -check` when a terraform binary is installed (skipped otherwise);
 #   3. checkov (PyPI) on ops/terraform: zero failed checks. A check that does not apply
 #      is skipped inline, next to the resource, with its reason:
@@ -108,6 +110,102 @@ for p in problems:
 sys.exit(1 if problems else 0)
 PY
 log "scrape path ok: the collector scrapes the gateway and sidecar metrics ports"
+# --- 1b. timeout ordering (rolling deploys lose no request; docs/operations.md) ----------
+# gateway keepalive_timeout_s > ALB idle_timeout; deregistration_delay >= drain_s;
+# grace_period_seconds (ops/pingora.yaml) > drain_s; gateway stopTimeout > both
+# deregistration_delay and stop_delay_s + grace_period_seconds. Values come from the
+# Terraform (variable defaults, overridden by each tfvars), ops/config/production.toml
+# and ops/pingora.yaml.
+"$venv/bin/python" - "$tf_dir" ops/config/production.toml ops/pingora.yaml <<'PY' || fail "timeout ordering"
+import glob, os, re, sys, tomllib
+import hcl2
+
+tf_dir, toml_path, yaml_path = sys.argv[1:4]
+docs = {}
+for path in sorted(glob.glob(os.path.join(tf_dir, "*.tf"))):
+    with open(path, encoding="utf-8") as f:
+        docs[os.path.basename(path)] = hcl2.load(f)
+
+def unq(v):
+    """python-hcl2 8 keeps the quotes of labels and strings."""
+    return v[1:-1] if isinstance(v, str) and len(v) >= 2 and v[0] == v[-1] == '"' else v
+
+def get(block, key):
+    for k, v in block.items():
+        if unq(k) == key:
+            return v
+    return None
+
+def resource(kind, name):
+    for doc in docs.values():
+        for r in doc.get("resource", []):
+            found = get(get(r, kind) or {}, name)
+            if found is not None:
+                return found
+    sys.exit(f"resource {kind}.{name} not found")
+
+def variable_default(name):
+    for doc in docs.values():
+        for v in doc.get("variable", []):
+            found = get(v, name)
+            if found is not None:
+                return unq(found.get("default"))
+    sys.exit(f"variable {name} not found")
+
+def number(value, what, tfvars):
+    m = re.fullmatch(r"\$\{var\.(\w+)\}", str(value))
+    if m:
+        given = get(tfvars, m.group(1))
+        return float(unq(given) if given is not None else variable_default(m.group(1)))
+    try:
+        return float(unq(value))
+    except (TypeError, ValueError):
+        sys.exit(f"{what}: {value!r} is not a number or a var reference")
+
+def gateway_stop_timeout():
+    for doc in docs.values():
+        for loc in doc.get("locals", []):
+            for c in loc.get("containers", []) or []:
+                if unq(c.get("name")) == "gateway":
+                    return c.get("stopTimeout")
+    sys.exit("the gateway container definition (locals.containers) not found")
+
+with open(toml_path, "rb") as f:
+    server = tomllib.load(f).get("server", {})
+keepalive = float(server.get("keepalive_timeout_s", 75))
+drain = float(server.get("drain_s", 10))
+stop_delay = float(server.get("stop_delay_s", 0))
+m = re.search(r"^grace_period_seconds:\s*(\d+)", open(yaml_path, encoding="utf-8").read(), re.M)
+if not m:
+    sys.exit(f"{yaml_path}: grace_period_seconds is not set")
+grace = float(m.group(1))
+
+failures = []
+varsets = {"defaults": {}}
+for path in sorted(glob.glob(os.path.join(tf_dir, "*.tfvars"))):
+    with open(path, encoding="utf-8") as f:
+        varsets[os.path.basename(path)] = hcl2.load(f)
+for label, tfvars in varsets.items():
+    idle = number(resource("aws_lb", "main").get("idle_timeout"), "aws_lb.main.idle_timeout", tfvars)
+    dereg = number(resource("aws_lb_target_group", "gateway").get("deregistration_delay"),
+                   "aws_lb_target_group.gateway.deregistration_delay", tfvars)
+    stop = number(gateway_stop_timeout(), "gateway stopTimeout", tfvars)
+    checks = [
+        (keepalive > idle, f"keepalive_timeout_s {keepalive:g} > ALB idle_timeout {idle:g}"),
+        (dereg >= drain, f"deregistration_delay {dereg:g} >= drain_s {drain:g}"),
+        (grace > drain, f"grace_period_seconds {grace:g} > drain_s {drain:g}"),
+        (stop > dereg, f"stopTimeout {stop:g} > deregistration_delay {dereg:g}"),
+        (stop > stop_delay + grace,
+         f"stopTimeout {stop:g} > stop_delay_s {stop_delay:g} + grace_period_seconds {grace:g}"),
+    ]
+    for ok, what in checks:
+        if not ok:
+            failures.append(f"{label}: {what} does not hold")
+if failures:
+    print("\n".join(failures), file=sys.stderr)
+    sys.exit(1)
+print(f"[check-terraform] timeout ordering ok ({', '.join(varsets)})", file=sys.stderr)
+PY
 
 # --- 2. terraform fmt (optional) ----------------------------------------------------------
 if command -v terraform >/dev/null 2>&1; then

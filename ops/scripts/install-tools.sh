@@ -42,6 +42,8 @@ fi
 # Headless browser for the sign-in tests (Debian's chromium, driven by playwright-core);
 # promtool (package prometheus) checks the metrics and the shipped alert rules.
 apt_install chromium fonts-dejavu-core prometheus
+# The round-robin front of the drain test (gateway/tests/it/drain.rs).
+apt_install haproxy
 
 mkdir -p "$tools"
 # Node >= 22 for the conformance suite, from the npm package that ships the binary.

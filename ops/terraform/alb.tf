@@ -27,10 +27,13 @@ resource "aws_lb_target_group" "gateway" {
   protocol             = "HTTP"
   target_type          = "ip"
   vpc_id               = var.vpc_id
+  # At least the gateway's server.drain_s (ops/config/production.toml), below the
+  # gateway container's stopTimeout (ecs.tf); ops/scripts/check-terraform.sh checks both.
   deregistration_delay = 30
 
+  # /readyz: 503 as soon as a task drains (SIGTERM), before it stops accepting.
   health_check {
-    path                = "/healthz"
+    path                = "/readyz"
     matcher             = "200"
     interval            = 10
     timeout             = 5

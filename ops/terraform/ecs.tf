@@ -44,7 +44,9 @@ locals {
       memoryReservation      = var.task_memory - var.sidecar_memory
       readonlyRootFilesystem = true
       privileged             = false
-      stopTimeout            = 30
+      # SIGKILL after this: above the target group's deregistration_delay and the
+      # gateway's stop_delay_s + grace_period_seconds (checked by check-terraform.sh).
+      stopTimeout = 45
       portMappings = [
         { containerPort = local.gateway_port, protocol = "tcp", name = "mcp" },
         { containerPort = local.metrics_port, protocol = "tcp", name = "metrics" },

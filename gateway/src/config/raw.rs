@@ -11,6 +11,8 @@ pub(super) const DEFAULT_MAX_BODY: usize = 4 * 1024 * 1024;
 pub(super) const DEFAULT_BODY_TIMEOUT_S: u64 = 30;
 /// Well below a container's usual 65,536 open files, well above what a replica serves.
 pub(super) const DEFAULT_MAX_CONNECTIONS: usize = 16_384;
+pub(super) const DEFAULT_KEEPALIVE_TIMEOUT_S: u64 = 75;
+pub(super) const DEFAULT_DRAIN_S: u64 = 10;
 pub(super) const DEFAULT_TIMEOUT_MS: u64 = 30_000;
 pub(super) const DEFAULT_STREAM_IDLE_MS: u64 = 300_000;
 pub(super) const DEFAULT_SESSION_TTL_S: u64 = 24 * 3600;
@@ -41,6 +43,9 @@ pub(super) struct FileServer {
     pub(super) max_body_bytes: Option<usize>,
     pub(super) body_timeout_s: Option<u64>,
     pub(super) max_connections: Option<usize>,
+    pub(super) keepalive_timeout_s: Option<u64>,
+    pub(super) drain_s: Option<u64>,
+    pub(super) stop_delay_s: Option<u64>,
     pub(super) request_timeout_ms: Option<u64>,
     pub(super) stream_idle_timeout_ms: Option<u64>,
     pub(super) session_key: Option<toml::Spanned<String>>,

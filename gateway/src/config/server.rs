@@ -65,6 +65,7 @@ impl Validator<'_> {
             max_body_bytes,
             body_timeout: Duration::from_secs(body_timeout_s),
             max_connections,
+            lifetimes: self.lifetimes(&s)?,
             request_timeout: Duration::from_millis(
                 s.request_timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS).max(1),
             ),
@@ -157,6 +158,36 @@ impl Validator<'_> {
             return Err(Reported);
         }
         Ok((max_body_bytes, body_timeout_s, max_connections))
+    }
+}
+
+impl Validator<'_> {
+    /// `keepalive_timeout_s`, `drain_s`, `stop_delay_s`.
+    fn lifetimes(&self, s: &FileServer) -> Checked<Lifetimes> {
+        let keepalive = s.keepalive_timeout_s.unwrap_or(DEFAULT_KEEPALIVE_TIMEOUT_S);
+        let drain = s.drain_s.unwrap_or(DEFAULT_DRAIN_S);
+        if keepalive == 0 {
+            return Err(self.err(
+                0..0,
+                "server.keepalive_timeout_s",
+                "must be at least 1 (seconds)",
+            ));
+        }
+        if drain == 0 || drain > keepalive {
+            return Err(self.err(
+                0..0,
+                "server.drain_s",
+                format!(
+                    "must be between 1 and server.keepalive_timeout_s ({keepalive}): it is the \
+                     Keep-Alive timeout responses advertise"
+                ),
+            ));
+        }
+        Ok(Lifetimes {
+            keepalive_timeout: Duration::from_secs(keepalive),
+            drain: Duration::from_secs(drain),
+            stop_delay: Duration::from_secs(s.stop_delay_s.unwrap_or(0)),
+        })
     }
 }
 

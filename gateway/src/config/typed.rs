@@ -91,6 +91,8 @@ pub struct ServerConfig {
     pub body_timeout: Duration,
     /// Downstream connections served at once; one more is closed at once.
     pub max_connections: usize,
+    /// Connection lifetimes around shutdown and between requests ([`crate::drain`]).
+    pub lifetimes: Lifetimes,
     pub request_timeout: Duration,
     pub stream_idle_timeout: Duration,
     /// 32-byte key sealing session ids; `None` means "generate at start".
@@ -109,6 +111,30 @@ pub struct ServerConfig {
     /// Header holding the client's address when behind a load balancer (its last
     /// entry is used); `None`: the TCP peer.
     pub client_ip_header: Option<http::HeaderName>,
+}
+
+/// How long connections live: between two requests, and once the process is stopping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lifetimes {
+    /// A kept-alive connection idle this long is closed (`server.keepalive_timeout_s`);
+    /// keep it above the load balancer's idle timeout, so that the balancer, never the
+    /// gateway, closes an idle connection.
+    pub keepalive_timeout: Duration,
+    /// After SIGTERM or SIGQUIT, connections already open are served this long
+    /// (`server.drain_s`): each is closed right after a response (`Connection: close`),
+    /// or when the window ends. Also the `Keep-Alive: timeout=` advertised.
+    pub drain: Duration,
+    /// On SIGTERM, `/readyz` answers 503 this long before accepting stops
+    /// (`server.stop_delay_s`), so that health-checking fronts stop sending first.
+    pub stop_delay: Duration,
+}
+
+impl Lifetimes {
+    /// What responses advertise in `Keep-Alive: timeout=N`: a client that retires idle
+    /// connections by it never has one closed under it by the drain.
+    pub fn advertised_s(&self) -> u64 {
+        self.drain.min(self.keepalive_timeout).as_secs()
+    }
 }
 
 /// Upstream transport of a backend.

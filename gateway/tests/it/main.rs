@@ -15,6 +15,7 @@ mod audit;
 mod audit_e2e;
 mod auth;
 mod cli;
+mod drain;
 mod metrics;
 mod protocol;
 mod secrets;

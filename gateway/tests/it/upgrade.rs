@@ -79,8 +79,8 @@ impl Tally {
 }
 
 /// A process killed (and reaped) on drop.
-struct Gw {
-    child: Child,
+pub(super) struct Gw {
+    pub(super) child: Child,
     name: &'static str,
 }
 
@@ -91,7 +91,7 @@ impl Drop for Gw {
     }
 }
 
-fn start_gateway(
+pub(super) fn start_gateway(
     config: &Path,
     yaml: &Path,
     upgrade: bool,
@@ -114,7 +114,10 @@ fn start_gateway(
     (Gw { child, name }, rx)
 }
 
-fn exited_within(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+pub(super) fn exited_within(
+    child: &mut Child,
+    limit: Duration,
+) -> Option<std::process::ExitStatus> {
     let start = Instant::now();
     while start.elapsed() < limit {
         if let Some(st) = child.try_wait().expect("try_wait") {
@@ -333,7 +336,7 @@ fn load(
     }
 }
 
-fn wait_for_socket(path: &Path, limit: Duration) -> bool {
+pub(super) fn wait_for_socket(path: &Path, limit: Duration) -> bool {
     use std::os::unix::fs::FileTypeExt;
     let start = Instant::now();
     while start.elapsed() < limit {
@@ -348,7 +351,7 @@ fn wait_for_socket(path: &Path, limit: Duration) -> bool {
     false
 }
 
-fn tail(path: &PathBuf) -> String {
+pub(super) fn tail(path: &PathBuf) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(15)..].join("\n")

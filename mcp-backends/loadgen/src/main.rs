@@ -65,7 +65,19 @@ struct Args {
     /// Stop after this many seconds whatever happens (safety bound).
     #[arg(long, default_value_t = 300.0)]
     max_seconds: f64,
+    /// Never resend a call; count every socket error as a failed call, and the answers
+    /// with `Connection: close` (see noretry.rs). `--warmup` is not used.
+    #[arg(long)]
+    no_retry: bool,
+    /// With --no-retry: calls per second in all, at most (0: as fast as possible).
+    #[arg(long, default_value_t = 0.0)]
+    rate: f64,
+    /// With --no-retry: stop as soon as this file exists (or after --duration).
+    #[arg(long, value_name = "FILE")]
+    stop_file: Option<std::path::PathBuf>,
 }
+
+mod noretry;
 
 struct Conn {
     sender: http1::SendRequest<Full<Bytes>>,
@@ -97,6 +109,17 @@ impl Conn {
     }
 
     async fn post(&mut self, body: &Value) -> Result<(u16, Option<String>, Bytes)> {
+        let (status, sid, _, bytes) = self.send(body).await?;
+        Ok((status, sid, bytes))
+    }
+
+    /// One call: (status, answered with `Connection: close`, body).
+    async fn post_full(&mut self, body: &Value) -> Result<(u16, bool, Bytes)> {
+        let (status, _, close, bytes) = self.send(body).await?;
+        Ok((status, close, bytes))
+    }
+
+    async fn send(&mut self, body: &Value) -> Result<(u16, Option<String>, bool, Bytes)> {
         let mut rb = hyper::Request::post(&self.path)
             .header("host", &self.authority)
             .header("content-type", "application/json")
@@ -117,8 +140,12 @@ impl Conn {
             .get("mcp-session-id")
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
+        let close = resp.headers().get_all("connection").iter().any(|v| {
+            v.to_str()
+                .is_ok_and(|v| v.to_ascii_lowercase().contains("close"))
+        });
         let bytes = resp.into_body().collect().await?.to_bytes();
-        Ok((status, sid, bytes))
+        Ok((status, sid, close, bytes))
     }
 
     async fn initialize(&mut self) -> Result<()> {
@@ -169,8 +196,8 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
-async fn run_loop(args: Arc<Args>, url: hyper::Uri) -> Result<()> {
-    let body = match args.mode {
+fn call_body(args: &Args) -> Result<Value> {
+    Ok(match args.mode {
         Mode::Call => {
             let arguments: Value =
                 serde_json::from_str(&args.arguments).context("--arguments is not JSON")?;
@@ -178,7 +205,14 @@ async fn run_loop(args: Arc<Args>, url: hyper::Uri) -> Result<()> {
                    "params":{"name": args.tool, "arguments": arguments}})
         }
         _ => json!({"jsonrpc":"2.0","id":1,"method":"tools/list","params":{}}),
-    };
+    })
+}
+
+async fn run_loop(args: Arc<Args>, url: hyper::Uri) -> Result<()> {
+    let body = call_body(&args)?;
+    if args.no_retry {
+        return noretry::run(args, url, body).await;
+    }
     let totals = Arc::new(Totals::default());
     let measuring = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
