@@ -28,7 +28,7 @@ echo "[test] interop: official SDK clients and the conformance suite" >&2
 bash ops/scripts/interop.sh
 echo "[test] sign-in: the conformance suite's authorization-server scenarios with headless Chromium" >&2
 bash ops/scripts/auth-interop.sh
-echo "[test] sign-in end to end: Python SDK and mcp-remote through gateway + sidecar + fake Google" >&2
+echo "[test] sign-in end to end: Python SDK and mcp-remote through gateway + sidecar + fake Google; the local demo (run-local.sh) with headless Chromium" >&2
 bash ops/scripts/oauth-e2e.sh
 echo "[test] deployment: Terraform parses and passes checkov; the images' runtime layout starts" >&2
 bash ops/scripts/check-terraform.sh
