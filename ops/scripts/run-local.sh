@@ -5,7 +5,8 @@
 #   ops/scripts/run-local.sh --no-auth   only the gateway (auth.mode = "none",
 #                                        ops/config/local.toml) and two mock servers
 #
-# Installs what is missing (ops/scripts/install-tools.sh: cmake, PostgreSQL), builds the
+# Installs what is missing (ops/scripts/install-tools.sh --demo: cmake, PostgreSQL, the
+# Python SDK for the tour in .tools/venv), builds the
 # release binaries, then starts, each on 127.0.0.1:
 #   PostgreSQL :5432   the distribution's, started if down; role and database
 #                      `mcp_demo` created if missing (the audit log, the sidecar's state)
@@ -57,7 +58,7 @@ for p in "${ports[@]}"; do
   fi
 done
 
-bash ops/scripts/install-tools.sh
+if [ $no_auth = 1 ]; then bash ops/scripts/install-tools.sh; else bash ops/scripts/install-tools.sh --demo; fi
 if [ -n "${MCP_DEMO_BIN_DIR:-}" ]; then
   bin=$(cd "$MCP_DEMO_BIN_DIR" && pwd)
 else
