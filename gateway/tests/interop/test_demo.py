@@ -30,11 +30,14 @@ import signal
 import struct
 import subprocess
 import time
+import urllib.error
+import urllib.request
 import zlib
 from pathlib import Path
 
 import pytest
-from conftest import REPO, descendants
+import procs
+from conftest import REPO, descendants, gateway_toml
 from procs import pid_alive
 
 BIN_DIR = Path(os.environ.get("MCP_DEMO_BIN_DIR", REPO / "target/debug"))
@@ -264,6 +267,70 @@ def test_audit_tail_shows_bobs_calls_with_his_email(demo, tmp_path):
                                capture_output=True, text=True, timeout=60)
     emails = {json.loads(line).get("email") for line in json_rows.stdout.splitlines() if line.strip()}
     assert emails == {"bob@example.com"}, json_rows.stdout
+
+
+# ------------------------------------------------------------ docs/troubleshooting.md
+def quoted(start: str) -> str:
+    """The line of docs/troubleshooting.md's quoted blocks (indented by 4) that starts
+    with start."""
+    for line in (REPO / "docs/troubleshooting.md").read_text().splitlines():
+        if line.startswith("    " + start):
+            return line[4:]
+    raise AssertionError(f"docs/troubleshooting.md quotes no line starting with {start!r}")
+
+
+def fill(template: str, **values: str) -> str:
+    for k, v in values.items():
+        assert k in template, (k, template)
+        template = template.replace(k, v, 1)  # the placeholder, not a later word
+    return template
+
+
+def post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, dict]:
+    req = urllib.request.Request(url, data=body, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, json.load(r)
+    except urllib.error.HTTPError as e:
+        return e.code, json.load(e)
+
+
+def test_troubleshooting_quotes_what_the_demo_answers(demo, tmp_path):
+    bad = "https://evil.example/cb"
+    status, body = post("http://127.0.0.1:8090/register",
+                        json.dumps({"client_name": "x", "redirect_uris": [bad]}).encode(),
+                        {"content-type": "application/json"})
+    assert status == 400 and body["error"] == "invalid_redirect_uri", body
+    assert body["error_description"] == fill(quoted('redirect_uri "URI"'), URI=bad), body
+
+    # Host and Origin are checked after the bearer token: on a gateway without sign-in
+    # (the demo's --no-auth configuration on a free port, in front of the demo's mock).
+    config = tmp_path / "noauth.toml"
+    config.write_text(gateway_toml([{"name": "public", "url": "http://127.0.0.1:9101/mcp"}]))
+    gw = procs.start("gateway-noauth", [str(BIN_DIR / "mcp-gateway"), "--config", str(config)], tmp_path,
+                     stop_signal=signal.SIGINT)
+    try:
+        init = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "initialize"}).encode()
+        mcp = {"content-type": "application/json", "accept": "application/json, text/event-stream"}
+        host_refusal = post(gw.url, init, {**mcp, "host": "evil.example.com"})
+        origin_refusal = post(gw.url, init, {**mcp, "origin": "http://evil.example.com"})
+    finally:
+        gw.stop()
+    status, body = host_refusal
+    assert status == 403, body
+    assert body["error"]["message"] == fill(quoted('Forbidden: Host "HOST"'), HOST="evil.example.com"), body
+    status, body = origin_refusal
+    assert status == 403, body
+    assert body["error"]["message"] == fill(quoted('Forbidden: Origin "ORIGIN"'), ORIGIN="http://evil.example.com")
+
+    config = tmp_path / "open.toml"
+    config.write_text((REPO / "ops/config/local.toml").read_text().replace("127.0.0.1:8080", "0.0.0.0:8080"))
+    r = subprocess.run([str(BIN_DIR / "mcp-gateway"), "--config", str(config), "-t"],
+                       capture_output=True, text=True, timeout=30)
+    line = next((ln for ln in r.stdout.splitlines() + r.stderr.splitlines() if "configuration error" in ln), "")
+    lineno = next(i for i, ln in enumerate(config.read_text().splitlines(), 1) if ln.startswith("listen"))
+    assert r.returncode != 0 and line == fill(quoted("mcp-gateway: configuration error:"),
+                                              FILE=str(config), LINE=str(lineno), ADDRESS="0.0.0.0:8080"), r
 
 
 # ------------------------------------------------------------ nothing left behind
