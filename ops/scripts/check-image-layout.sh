@@ -225,6 +225,14 @@ if [ -x "$rel/mcp-oauth-sidecar" ]; then
         "${sc_user[@]}" "${sc_argv[@]}" --check 2>&1) \
     || fail "Dockerfile.sidecar: the entrypoint's config check failed: $out"
   log "sidecar started from the layout with --check: $out"
+  # MCP_OAUTH_SIDECAR_CONFIG (compose.yaml's mounted file) replaces the baked one.
+  rc=0
+  out=$(cd "$sc_layout$(cat "$tmp/sc/workdir")" && env -i PATH=/usr/bin:/bin HOME="$tmp" "${sc_env[@]}" \
+        MCP_OAUTH_SIDECAR_CONFIG="$tmp/not-mounted.toml" "${sc_user[@]}" "${sc_argv[@]}" --check 2>&1) || rc=$?
+  if [ $rc = 0 ] || ! grep -q "not-mounted.toml" <<<"$out"; then
+    fail "Dockerfile.sidecar: the entrypoint does not read MCP_OAUTH_SIDECAR_CONFIG (rc $rc): $out"
+  fi
+  log "the sidecar entrypoint reads MCP_OAUTH_SIDECAR_CONFIG"
 else
   while IFS=$'\t' read -r frm src dest; do
     [ "$frm" != - ] || [ -e "$root/$src" ] || fail "Dockerfile.sidecar: COPY source missing: $src"
@@ -306,4 +314,18 @@ log "tools/call demo__echo through the layout's gateway: ok"
 kill -TERM "$gw_pid"
 for _ in $(seq 400); do kill -0 "$gw_pid" 2>/dev/null || break; sleep 0.05; done
 kill -0 "$gw_pid" 2>/dev/null && fail "the gateway did not stop within 20 s of SIGTERM"
+# A mounted configuration named by MCP_GATEWAY_CONFIG (compose.yaml's way) replaces the
+# baked one: the entrypoint validates (-t) the file it names, and fails on a missing one.
+for cfg_case in ok missing; do
+  if [ $cfg_case = ok ]; then cfg="$root/ops/config/local.toml"; else cfg="$tmp/not-mounted.toml"; fi
+  rc=0
+  out=$(cd "$workdir" && env -i "${run_env[@]}" MCP_GATEWAY_CONFIG="$cfg" "${argv[@]}" -t 2>&1) || rc=$?
+  if [ $cfg_case = ok ] && [ $rc != 0 ]; then
+    fail "Dockerfile.gateway: MCP_GATEWAY_CONFIG=$cfg is refused: $out"
+  fi
+  if [ $cfg_case = missing ] && { [ $rc = 0 ] || ! grep -q "not-mounted.toml" <<<"$out"; }; then
+    fail "Dockerfile.gateway: the entrypoint does not read MCP_GATEWAY_CONFIG (rc $rc): $out"
+  fi
+done
+log "the gateway entrypoint reads MCP_GATEWAY_CONFIG"
 echo "check-image-layout: 1 passed, 0 failed"

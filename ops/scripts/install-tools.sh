@@ -3,6 +3,8 @@
 # Idempotent: every step checks first and does nothing when its tool is there.
 #
 #   ops/scripts/install-tools.sh            system packages + Rust build deps
+#   ops/scripts/install-tools.sh --demo     also the Python SDK for the demo's tour
+#                                           (ops/scripts/run-local.sh)
 #   ops/scripts/install-tools.sh --test     also the test peers (Node 22, the MCP
 #                                           conformance suite, the official SDKs,
 #                                           mcp-remote, the Python `mcp` SDK)
@@ -11,8 +13,9 @@
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 tools="$root/.tools"
-want_test=0
-[ "${1:-}" = "--test" ] && want_test=1
+want_test=0 want_demo=0
+[ "${1:-}" = "--test" ] && want_test=1 && want_demo=1
+[ "${1:-}" = "--demo" ] && want_demo=1
 
 log() { printf '[install-tools] %s\n' "$*" >&2; }
 
@@ -35,6 +38,16 @@ command -v pg_ctlcluster >/dev/null 2>&1 || apt_install postgresql
 
 if ! command -v cargo >/dev/null 2>&1; then
   log "cargo not found: install the Rust toolchain (rustup) first"; exit 1
+fi
+
+venv="$tools/venv"
+# The official Python SDK (ops/demo/tour.py), in the venv the tests use too.
+if [ $want_demo = 1 ] && ! "$venv/bin/python" -c 'import mcp' >/dev/null 2>&1; then
+  apt_install python3-venv
+  log "installing the Python SDK (mcp 2.x) into $venv"
+  mkdir -p "$tools"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check "mcp>=2,<3"
 fi
 
 [ $want_test = 1 ] || exit 0
@@ -71,7 +84,6 @@ if [ ! -f "$npm_dir/.installed-v3" ]; then
   touch "$npm_dir/.installed-v3"
 fi
 # Python peers: the official `mcp` SDK and published stdio servers.
-venv="$tools/venv"
 if [ ! -f "$venv/.installed-v1" ]; then
   log "installing Python test peers"
   python3 -m venv "$venv"
@@ -90,6 +102,11 @@ fi
 if ! "$venv/bin/python" -c "import opentelemetry.proto" >/dev/null 2>&1; then
   log "installing opentelemetry-proto"
   "$venv/bin/pip" install -q --disable-pip-version-check opentelemetry-proto
+fi
+# PyYAML for the compose.yaml check (ops/scripts/check-compose.py).
+if ! "$venv/bin/python" -c 'import yaml' >/dev/null 2>&1; then
+  log "installing pyyaml"
+  "$venv/bin/pip" install -q --disable-pip-version-check pyyaml
 fi
 # A local AWS Secrets Manager for the secrets tests.
 if [ ! -x "$venv/bin/moto_server" ]; then

@@ -3,7 +3,7 @@
 # the sidecar and the fake Google, with no manual step, then use the tools their groups
 # allow. Runs from any directory, offline, in about a minute and a half.
 #
-#   ops/scripts/oauth-e2e.sh [--build] [python] [mcp-remote]
+#   ops/scripts/oauth-e2e.sh [--build] [python] [mcp-remote] [demo]
 #
 #   python      the official Python SDK's OAuthClientProvider (a scripted browser
 #               approves consent and picks the account at the fake Google):
@@ -15,7 +15,13 @@
 #               oauth_e2e/browser.sh (the `open` package → xdg-open → $BROWSER URL),
 #               which signs in over HTTP and hits mcp-remote's localhost callback.
 #                                     gateway/tests/interop/oauth_e2e/mcp_remote_driver.mjs
-# With no part named, runs both. Binaries (target/debug: mcp-gateway,
+#   demo        ops/scripts/run-local.sh as the README tells a person: the Python and
+#               TypeScript SDK tours sign in with headless Chromium (bob refused the
+#               engineering backend, eve refused at sign-in), `mcp-gateway audit tail`
+#               shows the calls, the printed client lines equal docs/clients.md, and
+#               SIGTERM / Ctrl-C leave no process; screenshots to docs/demo-*.png.
+#                                     gateway/tests/interop/test_demo.py
+# With no part named, runs all three. Binaries (target/debug: mcp-gateway,
 # mcp-oauth-sidecar, fake-google, mcp-mock) are built when missing, or always with
 # --build. Test peers come from `ops/scripts/install-tools.sh --test` (.tools/);
 # PostgreSQL must answer on 127.0.0.1:5432 (db `test`, user postgres, trust): each
@@ -23,7 +29,7 @@
 # Every process started is recorded in a PID file under the work directory and stopped
 # at exit, whatever happened. Logs stay in the work directory when a part fails
 # (KEEP_WORK=1 keeps them always). Time limits per part: OAUTH_E2E_PYTHON_TIMEOUT
-# (240 s), OAUTH_E2E_REMOTE_TIMEOUT (150 s). Exits non-zero when any part failed.
+# (240 s), OAUTH_E2E_REMOTE_TIMEOUT (150 s), OAUTH_E2E_DEMO_TIMEOUT (420 s). Exits non-zero when any part failed.
 set -uo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -37,6 +43,7 @@ bin="$root/target/debug"
 binaries=(mcp-gateway mcp-oauth-sidecar fake-google mcp-mock)
 python_timeout=${OAUTH_E2E_PYTHON_TIMEOUT:-240}   # seconds for the whole part
 remote_timeout=${OAUTH_E2E_REMOTE_TIMEOUT:-150}
+demo_timeout=${OAUTH_E2E_DEMO_TIMEOUT:-420}
 stack_start_deadline=60
 stop_deadline=15
 
@@ -47,12 +54,12 @@ parts=()
 for arg in "$@"; do
   case "$arg" in
     --build) force_build=1 ;;
-    python|mcp-remote) parts+=("$arg") ;;
-    -h|--help) sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    python|mcp-remote|demo) parts+=("$arg") ;;
+    -h|--help) sed -n '2,35p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "oauth-e2e: unknown argument '$arg' (see --help)" >&2; exit 2 ;;
   esac
 done
-[ ${#parts[@]} -gt 0 ] || parts=(python mcp-remote)
+[ ${#parts[@]} -gt 0 ] || parts=(python mcp-remote demo)
 
 # ---- binaries: one cargo build for all four, only when needed
 need_build=$force_build
@@ -73,6 +80,8 @@ missing=()
 [ -x "$node" ] || missing+=("Node 22 ($node)")
 [ -f "$mcp_remote_js" ] || missing+=("mcp-remote ($mcp_remote_js)")
 command -v psql >/dev/null 2>&1 || missing+=("psql (postgresql-client)")
+[ -x /usr/bin/chromium ] || missing+=("chromium (/usr/bin/chromium)")
+[ -d "$tools/npm/node_modules/playwright-core" ] || missing+=("playwright-core ($tools/npm)")
 if [ ${#missing[@]} -gt 0 ]; then
   for m in "${missing[@]}"; do log "missing: $m"; done
   log "FAIL: run 'bash $root/ops/scripts/install-tools.sh --test' first"
@@ -184,6 +193,10 @@ for part in "${parts[@]}"; do
       else
         result[mcp-remote]="FAIL (stack did not start)"; seconds[mcp-remote]=0
       fi ;;
+    demo)
+      run_part demo "$demo_timeout" env MCP_DEMO_BIN_DIR="$bin" \
+        "$venv_python" -m pytest -v -rfE -p no:cacheprovider --basetemp="$work/pytest-demo" \
+        "$interop/test_demo.py" ;;
   esac
 done
 

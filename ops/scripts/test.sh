@@ -28,9 +28,11 @@ echo "[test] interop: official SDK clients and the conformance suite" >&2
 bash ops/scripts/interop.sh
 echo "[test] sign-in: the conformance suite's authorization-server scenarios with headless Chromium" >&2
 bash ops/scripts/auth-interop.sh
-echo "[test] sign-in end to end: Python SDK and mcp-remote through gateway + sidecar + fake Google" >&2
+echo "[test] sign-in end to end: Python SDK and mcp-remote through gateway + sidecar + fake Google; the local demo (run-local.sh) with headless Chromium" >&2
 bash ops/scripts/oauth-e2e.sh
 echo "[test] deployment: Terraform parses and passes checkov; the images' runtime layout starts" >&2
 bash ops/scripts/check-terraform.sh
+echo "[test] compose.yaml: files, ports and configuration keys (no Docker here)" >&2
+CHECK_COMPOSE_BIN_DIR="$root/target/debug" .tools/venv/bin/python ops/scripts/check-compose.py
 # The layout check starts the binaries this run already built (no second, release build).
 CHECK_IMAGE_BIN_DIR="$root/target/debug" bash ops/scripts/check-image-layout.sh

@@ -11,6 +11,7 @@ mod common;
 
 mod audit_log;
 mod clients;
+mod cursor;
 mod flow;
 mod load;
 mod observe;

@@ -225,6 +225,8 @@ pub struct SidecarOptions {
     pub extra: String,
     pub credentials: String,
     pub env: Vec<(String, String)>,
+    /// `[clients] allowed_redirect_uris`.
+    pub allowed_redirect_uris: Vec<String>,
 }
 
 impl SidecarOptions {
@@ -237,6 +239,7 @@ impl SidecarOptions {
                 fixtures().join("service-account.json").display()
             ),
             env: Vec::new(),
+            allowed_redirect_uris: vec!["https://claude.ai/api/mcp/auth_callback".into()],
         }
     }
 }
@@ -271,7 +274,7 @@ url = "{RESOURCE}"
 name = "Test Gateway"
 
 [clients]
-allowed_redirect_uris = ["https://claude.ai/api/mcp/auth_callback"]
+allowed_redirect_uris = {allowed}
 registration_per_minute = 1000
 allow_private_cimd = true
 allow_http_cimd = true
@@ -296,6 +299,7 @@ lookups_burst = 100000
             schema = opts.schema,
             extra = opts.extra,
             credentials = opts.credentials,
+            allowed = serde_json::to_string(&opts.allowed_redirect_uris).expect("allowlist"),
         );
         let path = dir.path.join("sidecar.toml");
         std::fs::write(&path, config).expect("write config");
