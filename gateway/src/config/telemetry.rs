@@ -6,10 +6,7 @@ use super::validate::Validator;
 use config_refs::Checked;
 
 impl Validator<'_> {
-    pub(super) fn tracing(
-        &self,
-        t: FileTracing,
-    ) -> Checked<mcp_telemetry::TraceSettings> {
+    pub(super) fn tracing(&self, t: FileTracing) -> Checked<mcp_telemetry::TraceSettings> {
         let endpoint = match &t.endpoint {
             None => None,
             Some(v) => Some(

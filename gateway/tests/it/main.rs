@@ -17,6 +17,7 @@ mod auth;
 mod cli;
 mod drain;
 mod metrics;
+mod modern;
 mod protocol;
 mod secrets;
 mod security;

@@ -41,10 +41,7 @@ impl Validator<'_> {
         Ok(Some(addr))
     }
 
-    pub(super) fn tracing(
-        &self,
-        t: &RawTracing,
-    ) -> Checked<mcp_telemetry::TraceSettings> {
+    pub(super) fn tracing(&self, t: &RawTracing) -> Checked<mcp_telemetry::TraceSettings> {
         let endpoint = self.opt(&t.endpoint, "tracing.endpoint")?;
         if let (Some(e), Some(v)) = (&endpoint, &t.endpoint) {
             if !(e.starts_with("http://") || e.starts_with("https://")) {

@@ -1,0 +1,287 @@
+//! MCP 2026-07-28 on `/mcp`: stateless requests from modern clients, checked in the
+//! transport chapter's order, served by legacy and modern backends alike; and legacy
+//! clients reaching modern backends. Real `mcp-mock` processes in both eras.
+
+use crate::common::*;
+use serde_json::{json, Value};
+
+const V: &str = "2026-07-28";
+
+/// A legacy mock (`old`) and a modern one (`new`) behind one gateway.
+fn both_eras() -> (Proc, Proc, Proc) {
+    let old = spawn_mock("old", &["--no-dynamic"]);
+    let new = spawn_mock("new", &["--no-dynamic", "--protocol", "modern"]);
+    let gw = spawn_gateway(&gateway_config(
+        &[("old", &old.url, ""), ("new", &new.url, "")],
+        "",
+    ));
+    (old, new, gw)
+}
+
+fn meta(caps: Value) -> Value {
+    json!({
+        "io.modelcontextprotocol/protocolVersion": V,
+        "io.modelcontextprotocol/clientCapabilities": caps,
+        "io.modelcontextprotocol/clientInfo": {"name": "gateway-tests", "version": "1"},
+    })
+}
+
+/// Sends one modern request with the headers a conforming client sends; `headers`
+/// replace or add to them.
+fn send(gw: &Proc, id: i64, method: &str, mut params: Value, headers: &[(&str, &str)]) -> Answer {
+    if params.get("_meta").is_none() {
+        params["_meta"] = meta(json!({}));
+    }
+    let name = params
+        .get("name")
+        .or_else(|| params.get("uri"))
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    let mut h: Vec<(&str, &str)> = vec![("mcp-protocol-version", V), ("mcp-method", method)];
+    if let (Some(n), "tools/call" | "prompts/get" | "resources/read") = (&name, method) {
+        h.push(("mcp-name", n.as_str()));
+    }
+    for (k, v) in headers {
+        h.retain(|(hk, _)| !hk.eq_ignore_ascii_case(k));
+        h.push((k, v));
+    }
+    let body = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
+    let cl = Client::new(&gw.url);
+    cl.post_raw(serde_json::to_vec(&body).expect("json"), &h)
+}
+
+fn error_of(a: &Answer) -> (u16, i64, Value) {
+    let v = a.json();
+    let code = v["error"]["code"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("not an error: {}", a.body));
+    (a.status, code, v)
+}
+
+#[test]
+fn modern_requests_are_checked_in_the_transport_chapters_order() {
+    let (_old, _new, gw) = both_eras();
+    // No MCP-Protocol-Version header, but modern _meta: HeaderMismatch.
+    let cl = Client::new(&gw.url);
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "server/discover", "params": {"_meta": meta(json!({}))}});
+    let a = cl.post_raw(
+        serde_json::to_vec(&body).unwrap(),
+        &[("mcp-protocol-version", "")],
+    );
+    assert_eq!(
+        (a.status, a.json()["error"]["code"].as_i64()),
+        (400, Some(-32020)),
+        "{}",
+        a.body
+    );
+    // _meta without clientCapabilities: Invalid params, with the request's id.
+    let p = json!({"_meta": {"io.modelcontextprotocol/protocolVersion": V}});
+    let (status, code, v) = error_of(&send(&gw, 2, "server/discover", p, &[]));
+    assert_eq!(
+        (status, code, v["id"].clone()),
+        (400, -32602, json!(2)),
+        "{v}"
+    );
+    // Header and body disagree on the revision.
+    let p = json!({"_meta": {"io.modelcontextprotocol/protocolVersion": "v999", "io.modelcontextprotocol/clientCapabilities": {}}});
+    let (status, code, _) = error_of(&send(&gw, 3, "server/discover", p.clone(), &[]));
+    assert_eq!((status, code), (400, -32020));
+    // A revision it does not speak: the supported ones, and the one asked for.
+    let (status, code, v) = error_of(&send(
+        &gw,
+        4,
+        "server/discover",
+        p,
+        &[("mcp-protocol-version", "v999")],
+    ));
+    assert_eq!((status, code), (400, -32022), "{v}");
+    assert_eq!(
+        v["error"]["data"],
+        json!({"supported": [V], "requested": "v999"})
+    );
+    // Mcp-Method and Mcp-Name must say what the body says (Base64 sentinel decoded).
+    let (status, code, _) = error_of(&send(
+        &gw,
+        5,
+        "tools/list",
+        json!({}),
+        &[("mcp-method", "tools/call")],
+    ));
+    assert_eq!((status, code), (400, -32020));
+    let call = json!({"name": "old__echo", "arguments": {"text": "x"}});
+    let (status, code, _) = error_of(&send(
+        &gw,
+        6,
+        "tools/call",
+        call.clone(),
+        &[("mcp-name", "new__echo")],
+    ));
+    assert_eq!((status, code), (400, -32020));
+    let a = send(
+        &gw,
+        7,
+        "tools/call",
+        call,
+        &[("mcp-name", "=?base64?b2xkX19lY2hv?=")],
+    );
+    assert_eq!(text_of(&a.response(&json!(7))), "x", "{}", a.body);
+    // Methods the revision removed, and unknown ones: 404 + -32601.
+    for (i, m) in [
+        "initialize",
+        "ping",
+        "logging/setLevel",
+        "resources/subscribe",
+        "no/such",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let (status, code, v) = error_of(&send(&gw, 10 + i as i64, m, json!({}), &[]));
+        assert_eq!(
+            (status, code, v["id"].clone()),
+            (404, -32601, json!(10 + i as i64)),
+            "{m}: {v}"
+        );
+    }
+}
+
+#[test]
+fn server_discover_merges_the_backends_and_names_the_gateway() {
+    let (_old, _new, gw) = both_eras();
+    let a = send(&gw, 1, "server/discover", json!({}), &[]);
+    assert_eq!(a.status, 200, "{}", a.body);
+    let r = &a.response(&json!(1))["result"];
+    assert_eq!(r["supportedVersions"], json!([V]));
+    assert_eq!(r["resultType"], "complete");
+    assert!(r["capabilities"]["tools"].is_object(), "{r}");
+    assert!(r["capabilities"]["prompts"].is_object(), "{r}");
+    assert_eq!(
+        r["_meta"]["io.modelcontextprotocol/serverInfo"]["name"],
+        "mcp-gateway"
+    );
+    assert!(r["ttlMs"].is_u64() && r["cacheScope"] == "public", "{r}");
+    // No session is handed out.
+    assert!(a.headers.get("mcp-session-id").is_none());
+}
+
+#[test]
+fn a_modern_client_uses_legacy_and_modern_backends_statelessly() {
+    let (_old, _new, gw) = both_eras();
+    let a = send(&gw, 1, "tools/list", json!({}), &[]);
+    let r = &a.response(&json!(1))["result"];
+    let names: Vec<&str> = r["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t["name"].as_str())
+        .collect();
+    assert!(
+        names.contains(&"old__echo") && names.contains(&"new__test_simple_text"),
+        "{names:?}"
+    );
+    // Cache hints: the smallest ttlMs of the pages (a legacy page has none: 0).
+    assert_eq!(
+        (
+            r["resultType"].clone(),
+            r["ttlMs"].clone(),
+            r["cacheScope"].clone()
+        ),
+        (json!("complete"), json!(0), json!("public"))
+    );
+    let a = send(
+        &gw,
+        2,
+        "tools/call",
+        json!({"name": "old__echo", "arguments": {"text": "from 2026"}}),
+        &[],
+    );
+    let r = a.response(&json!(2));
+    assert_eq!(
+        (text_of(&r), r["result"]["resultType"].clone()),
+        ("from 2026".to_string(), json!("complete")),
+        "{r}"
+    );
+    let a = send(
+        &gw,
+        3,
+        "tools/call",
+        json!({"name": "new__test_simple_text", "arguments": {}}),
+        &[],
+    );
+    assert_eq!(
+        text_of(&a.response(&json!(3))),
+        "This is a simple text response for testing."
+    );
+    // A read of a legacy backend's resource gets its cache hints too.
+    let list = send(&gw, 4, "resources/list", json!({}), &[]).response(&json!(4));
+    let uri = list["result"]["resources"][0]["uri"]
+        .as_str()
+        .expect("a resource")
+        .to_string();
+    let read = send(&gw, 5, "resources/read", json!({"uri": uri}), &[]).response(&json!(5));
+    assert_eq!(read["result"]["resultType"], "complete", "{read}");
+    assert!(
+        read["result"]["ttlMs"].is_u64() && read["result"]["cacheScope"].is_string(),
+        "{read}"
+    );
+}
+
+#[test]
+fn a_legacy_client_reaches_a_modern_backend() {
+    let (_old, _new, gw) = both_eras();
+    let mut cl = Client::new(&gw.url);
+    cl.initialize();
+    assert!(cl
+        .tool_names()
+        .contains(&"new__test_simple_text".to_string()));
+    let r = cl.call_tool("new__test_simple_text", json!({}));
+    assert_eq!(
+        text_of(&r),
+        "This is a simple text response for testing.",
+        "{r}"
+    );
+}
+
+#[test]
+fn a_modern_backends_refusal_keeps_its_status_for_modern_clients() {
+    let (_old, _new, gw) = both_eras();
+    let call = json!({"name": "new__test_missing_capability", "arguments": {}});
+    let (status, code, v) = error_of(&send(&gw, 1, "tools/call", call, &[]));
+    assert_eq!(
+        (status, code, v["id"].clone()),
+        (400, -32021, json!(1)),
+        "{v}"
+    );
+    assert!(
+        v["error"]["data"]["requiredCapabilities"]["sampling"].is_object(),
+        "{v}"
+    );
+    // A legacy client without sampling sees the same error as a JSON-RPC answer.
+    let mut cl = Client::new(&gw.url);
+    cl.initialize_with(json!({}));
+    let r = cl.call_tool("new__test_missing_capability", json!({}));
+    assert_eq!(r["error"]["code"], -32021, "{r}");
+    // With the capability declared, the call goes through.
+    let p = json!({"name": "new__test_missing_capability", "arguments": {}, "_meta": meta(json!({"sampling": {}}))});
+    let a = send(&gw, 2, "tools/call", p, &[]);
+    assert_eq!(text_of(&a.response(&json!(2))), "Success", "{}", a.body);
+}
+
+#[test]
+fn input_required_results_pass_through_and_the_retry_reaches_the_backend() {
+    let (_old, _new, gw) = both_eras();
+    let caps = json!({"elicitation": {}});
+    let tool = "new__test_input_required_result_elicitation";
+    let p = json!({"name": tool, "arguments": {}, "_meta": meta(caps.clone())});
+    let first = send(&gw, 1, "tools/call", p, &[]).response(&json!(1));
+    assert_eq!(first["result"]["resultType"], "input_required", "{first}");
+    assert_eq!(
+        first["result"]["inputRequests"]["user_name"]["method"],
+        "elicitation/create"
+    );
+    let retry = json!({"name": tool, "arguments": {}, "_meta": meta(caps),
+        "inputResponses": {"user_name": {"action": "accept", "content": {"name": "Ada"}}}});
+    let done = send(&gw, 2, "tools/call", retry, &[]).response(&json!(2));
+    assert_eq!(text_of(&done), "Hello, Ada!", "{done}");
+    assert_eq!(done["result"]["resultType"], "complete");
+}
