@@ -18,8 +18,12 @@ pub fn register_standard(prefix: &str, version: &str) {
         )?;
         info.with_label_values(&[version]).set(1);
         prometheus::register(Box::new(info))?;
-        prometheus::register(Box::new(ProcessCollector::for_self()))?;
-        Ok(())
+        // Another part of the process (Pingora's Prometheus service) may have
+        // registered the process metrics already: then they are there, as wanted.
+        match prometheus::register(Box::new(ProcessCollector::for_self())) {
+            Ok(()) | Err(prometheus::Error::AlreadyReg) => Ok(()),
+            Err(e) => Err(e),
+        }
     };
     if let Err(e) = build() {
         tracing::warn!(error = %e, "build and process metrics not registered");
