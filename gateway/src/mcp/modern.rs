@@ -234,55 +234,8 @@ fn check(
             Some(json!({"supported": supported, "requested": meta.version})),
         );
     }
-    match header("mcp-method") {
-        Some(Ok(m)) if m == method.as_str() => {}
-        Some(Ok(m)) => {
-            return fail(
-                400,
-                jsonrpc::HEADER_MISMATCH,
-                format!(
-                    "Header mismatch: Mcp-Method header value {m:?} does not match body value {:?}",
-                    method.as_str()
-                ),
-                None,
-            )
-        }
-        _ => {
-            return fail(
-                400,
-                jsonrpc::HEADER_MISMATCH,
-                "Header mismatch: the Mcp-Method header is missing".into(),
-                None,
-            )
-        }
-    }
-    if let Some(body) = meta::name_of(method, params) {
-        let sent = header("mcp-name")
-            .and_then(Result::ok)
-            .map(meta::decode_header);
-        match (sent, body) {
-            (Some(Some(h)), Some(b)) if h == b => {}
-            (None, _) => {
-                return fail(
-                    400,
-                    jsonrpc::HEADER_MISMATCH,
-                    format!("Header mismatch: {method} needs the Mcp-Name header"),
-                    None,
-                )
-            }
-            (Some(h), b) => {
-                return fail(
-                    400,
-                    jsonrpc::HEADER_MISMATCH,
-                    format!(
-                    "Header mismatch: Mcp-Name header value {:?} does not match body value {:?}",
-                    h.unwrap_or_else(|| "(undecodable)".into()),
-                    b.unwrap_or("(none)")
-                ),
-                    None,
-                )
-            }
-        }
+    if let Err(why) = mirrored_headers_match(headers, method, params) {
+        return fail(400, jsonrpc::HEADER_MISMATCH, why, None);
     }
     if !served(method) {
         return fail(
@@ -296,6 +249,45 @@ fn check(
         );
     }
     Ok(meta)
+}
+
+/// Whether `Mcp-Method` and (for calls, prompts and reads) `Mcp-Name` say what the body
+/// says; `Err` is the HeaderMismatch message. Also the pass-through route's check.
+pub(crate) fn mirrored_headers_match(
+    headers: &HeaderMap,
+    method: &Method,
+    params: Option<&Value>,
+) -> Result<(), String> {
+    let header = |name: &str| headers.get(name).map(|v| v.to_str().map_err(|_| ()));
+    match header("mcp-method") {
+        Some(Ok(m)) if m == method.as_str() => {}
+        Some(Ok(m)) => {
+            return Err(format!(
+                "Header mismatch: Mcp-Method header value {m:?} does not match body value {:?}",
+                method.as_str()
+            ))
+        }
+        _ => return Err("Header mismatch: the Mcp-Method header is missing".into()),
+    }
+    let Some(body) = meta::name_of(method, params) else {
+        return Ok(());
+    };
+    match (
+        header("mcp-name")
+            .and_then(Result::ok)
+            .map(meta::decode_header),
+        body,
+    ) {
+        (Some(Some(h)), Some(b)) if h == b => Ok(()),
+        (None, _) => Err(format!(
+            "Header mismatch: {method} needs the Mcp-Name header"
+        )),
+        (Some(h), b) => Err(format!(
+            "Header mismatch: Mcp-Name header value {:?} does not match body value {:?}",
+            h.unwrap_or_else(|| "(undecodable)".into()),
+            b.unwrap_or("(none)")
+        )),
+    }
 }
 
 /// The methods a modern request may name.

@@ -47,7 +47,7 @@ pub async fn serve(
         return Response::refuse(404, jsonrpc::INVALID_REQUEST, "Not Found");
     };
     if *method == Method::POST {
-        if let Err(refused) = inspect(gw, backend, caller, &body, info) {
+        if let Err(refused) = inspect(gw, backend, caller, headers, &body, info) {
             return refused;
         }
     }
@@ -154,6 +154,16 @@ fn upstream_headers(
             extra.push((http::HeaderName::from_static(name), v.to_string()));
         }
     }
+    // The 2026-07-28 mirrored headers (checked against the body in `inspect`) and the
+    // client's Mcp-Param-* headers, which an intermediary passes on.
+    for (name, v) in headers {
+        let n = name.as_str();
+        if n == "mcp-method" || n == "mcp-name" || n.starts_with("mcp-param-") {
+            if let Ok(v) = v.to_str() {
+                extra.push((name.clone(), v.to_string()));
+            }
+        }
+    }
     if !info.request_id.is_empty() {
         extra.push((
             http::HeaderName::from_static("x-request-id"),
@@ -248,9 +258,15 @@ fn inspect(
     gw: &Gateway,
     backend: &Backend,
     caller: &Caller,
+    headers: &HeaderMap,
     body: &[u8],
     info: &mut Info,
 ) -> Result<(), Response> {
+    // A 2026-07-28 request mirrors its method and target in headers that the backend
+    // (or a balancer before it) may act on: they must say what the body says, which is
+    // what the policy below is enforced on.
+    let modern =
+        header(headers, "mcp-protocol-version").is_some_and(crate::wire::version::is_modern);
     let parsed: Value = serde_json::from_slice(body).map_err(|e| {
         info.rpc_error = Some(jsonrpc::PARSE_ERROR);
         Response::refuse(400, jsonrpc::PARSE_ERROR, format!("Parse error: {e}"))
@@ -264,6 +280,18 @@ fn inspect(
             continue; // a response to the backend's own request
         };
         let params = m.get("params");
+        if modern {
+            let parsed = jsonrpc::Method::parse(method);
+            if let Err(why) = super::modern::mirrored_headers_match(headers, &parsed, params) {
+                info.rpc_error = Some(jsonrpc::HEADER_MISMATCH);
+                info.detail = Some(why.clone());
+                let id = m.get("id").cloned().unwrap_or(Value::Null);
+                return Err(Response::json(
+                    400,
+                    &jsonrpc::error(&id, jsonrpc::HEADER_MISMATCH, why),
+                ));
+            }
+        }
         let name = |k: &str| params.and_then(|p| p.get(k)).and_then(Value::as_str);
         let target = match method {
             "tools/call" | "prompts/get" => name("name"),

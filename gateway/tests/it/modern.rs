@@ -285,3 +285,44 @@ fn input_required_results_pass_through_and_the_retry_reaches_the_backend() {
     assert_eq!(text_of(&done), "Hello, Ada!", "{done}");
     assert_eq!(done["result"]["resultType"], "complete");
 }
+
+#[test]
+fn the_pass_through_route_refuses_headers_that_differ_from_the_body() {
+    let (_old, new, gw) = both_eras();
+    let url = gw.url.replace("/mcp", "/backends/new/mcp");
+    let cl = Client::new(&url);
+    let call = |id: i64, header_name: &str| {
+        let body = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {
+            "name": "test_simple_text", "arguments": {}, "_meta": meta(json!({}))}});
+        cl.post_raw(
+            serde_json::to_vec(&body).unwrap(),
+            &[
+                ("mcp-protocol-version", V),
+                ("mcp-method", "tools/call"),
+                ("mcp-name", header_name),
+            ],
+        )
+    };
+    // The balancer (or the backend) would act on the header; the policy on the body.
+    let a = call(1, "test_error_handling");
+    assert_eq!(
+        (a.status, a.json()["error"]["code"].clone()),
+        (400, json!(-32020)),
+        "{}",
+        a.body
+    );
+    // The gateway refused it (the mock words its own refusal with single quotes).
+    let m = a.json()["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(m.contains("\"test_error_handling\""), "{m}");
+    let a = call(2, "test_simple_text");
+    assert_eq!(
+        text_of(&a.response(&json!(2))),
+        "This is a simple text response for testing.",
+        "{}",
+        a.body
+    );
+    drop(new);
+}
