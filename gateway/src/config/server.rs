@@ -65,7 +65,7 @@ impl Validator<'_> {
             max_body_bytes,
             body_timeout: Duration::from_secs(body_timeout_s),
             max_connections,
-            lifetimes: self.lifetimes(&s)?,
+            lifetimes: self.lifetimes(s)?,
             request_timeout: Duration::from_millis(
                 s.request_timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS).max(1),
             ),
