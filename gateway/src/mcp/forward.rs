@@ -183,9 +183,22 @@ impl Gateway {
         };
         let key = (claims.sid.clone(), id.to_string());
         self.inflight.insert(key.clone(), b);
-        let guard = InflightGuard {
+        // A modern client cancels by closing the stream; a legacy backend is told so.
+        let cancel = match downstream_modern {
+            true => self.upstream(claims, b).await.ok().map(|s| Cancel {
+                backend: backend.clone(),
+                sid: claims.sid.clone(),
+                session: s,
+                id: id.clone(),
+            }),
+            false => None,
+        }
+        .filter(|c| !version::is_modern(&c.session.version));
+        let mut guard = InflightGuard {
             map: self.inflight.clone(),
             key,
+            cancel,
+            answered: false,
         };
         let r = self
             .in_session(claims, b, |s| {
@@ -196,6 +209,9 @@ impl Gateway {
                 async move { backend.send(&claims.sid, &s, body, &headers).await }
             })
             .await;
+        if !matches!(r, Ok(Reply::Stream(_))) {
+            guard.answered = true;
+        }
         match r {
             Ok(Reply::Json(bytes)) => Response::json_bytes(200, bytes),
             Ok(Reply::Accepted) => backend_error(
@@ -290,7 +306,7 @@ fn relayed_events(
     refuse_in: Option<(String, UpstreamSession)>,
 ) -> BoxStream<'static, Bytes> {
     let name = backend.name().to_string();
-    futures::stream::unfold((stream, false, guard), move |(mut s, done, guard)| {
+    futures::stream::unfold((stream, false, guard), move |(mut s, done, mut guard)| {
         let (id, name, backend) = (id.clone(), name.clone(), backend.clone());
         let refuse_in = refuse_in.clone();
         async move {
@@ -308,14 +324,19 @@ fn relayed_events(
                     Some(Ok(mut msg)) => {
                         relay::rewrite_server_request(&name, &mut msg);
                         let is_answer = msg.get("id") == Some(&id) && msg.get("method").is_none();
+                        if is_answer {
+                            guard.answered = true;
+                        }
                         Some((format_event(&to_bytes(&msg)), (s, is_answer, guard)))
                     }
                     Some(Err(e)) => {
+                        guard.answered = true; // the backend side is gone
                         backend.record::<()>(&Err(e.clone()));
                         let err = backend_error_value(&id, &name, &e);
                         Some((format_event(&to_bytes(&err)), (s, true, guard)))
                     }
                     None => {
+                        guard.answered = true;
                         let err = backend_error_value(&id, &name, &UpstreamError::Closed);
                         Some((format_event(&to_bytes(&err)), (s, true, guard)))
                     }
@@ -381,11 +402,41 @@ impl Routed {
 pub(super) struct InflightGuard {
     pub(super) map: Arc<DashMap<(String, String), usize>>,
     pub(super) key: (String, String),
+    /// Whom to tell when the call is dropped before its answer (a modern client that
+    /// closed its stream, a legacy backend that would otherwise go on).
+    pub(super) cancel: Option<Cancel>,
+    /// The answer went out: nothing to cancel.
+    pub(super) answered: bool,
+}
+
+/// A legacy backend's call on behalf of a modern client, to cancel if it is dropped.
+pub(super) struct Cancel {
+    backend: Arc<Backend>,
+    sid: String,
+    session: UpstreamSession,
+    id: Value,
 }
 
 impl Drop for InflightGuard {
     fn drop(&mut self) {
         self.map.remove(&self.key);
+        let (Some(c), false) = (self.cancel.take(), self.answered) else {
+            return;
+        };
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        rt.spawn(async move {
+            let note = json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+                "params": {"requestId": c.id, "reason": "the client closed its response stream"}});
+            if let Err(e) = c
+                .backend
+                .send(&c.sid, &c.session, to_bytes(&note), &[])
+                .await
+            {
+                tracing::debug!(backend = c.backend.name(), error = %e, "cannot cancel upstream");
+            }
+        });
     }
 }
 

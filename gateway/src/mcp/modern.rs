@@ -307,6 +307,10 @@ fn served(method: &Method) -> bool {
     )
 }
 
+/// How often a modern client's call stream gets a comment while it waits, so that a
+/// closed stream (the client cancelling) is noticed.
+const CALL_KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// How an answer is shaped for a modern client.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Shape {
@@ -361,11 +365,12 @@ impl Shape {
                     }
                     bytes::Bytes::from(out)
                 });
+                let stream = stream
+                    .filter(|b| futures::future::ready(!b.is_empty()))
+                    .boxed();
                 Response::Sse {
                     headers,
-                    stream: stream
-                        .filter(|b| futures::future::ready(!b.is_empty()))
-                        .boxed(),
+                    stream: super::stream::with_keepalive(stream, CALL_KEEPALIVE),
                 }
             }
         }

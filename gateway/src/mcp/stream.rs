@@ -146,3 +146,20 @@ pub(super) fn tokio_stream_receiver<T>(
 ) -> impl futures::Stream<Item = T> {
     futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) })
 }
+
+/// A call's stream with a comment every `every` while it waits: for a modern client,
+/// closing the stream is cancelling the call, and the gateway learns of a closed
+/// connection only when it writes. Ends when `s` ends.
+pub(super) fn with_keepalive(
+    s: futures::stream::BoxStream<'static, Bytes>,
+    every: Duration,
+) -> futures::stream::BoxStream<'static, Bytes> {
+    let iv = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    futures::stream::unfold((s, iv), |(mut s, mut iv)| async move {
+        tokio::select! {
+            c = s.next() => c.map(|c| (c, (s, iv))),
+            _ = iv.tick() => Some((Bytes::from_static(b": keepalive\n\n"), (s, iv))),
+        }
+    })
+    .boxed()
+}

@@ -326,3 +326,39 @@ fn the_pass_through_route_refuses_headers_that_differ_from_the_body() {
     );
     drop(new);
 }
+
+#[test]
+fn closing_the_stream_cancels_a_legacy_backends_call() {
+    let (old, _new, gw) = both_eras();
+    let mut m = meta(json!({}));
+    m["progressToken"] = json!("p1");
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+        "name": "old__slow", "arguments": {"ms": 60000}, "_meta": m}});
+    let mut resp = blocking()
+        .post(&gw.url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", V)
+        .header("mcp-method", "tools/call")
+        .header("mcp-name", "old__slow")
+        .body(serde_json::to_vec(&body).unwrap())
+        .send()
+        .expect("POST");
+    // The first event (progress) shows the call is running upstream; then the client
+    // goes away.
+    let mut first = [0u8; 256];
+    let n = std::io::Read::read(&mut resp, &mut first).expect("first event");
+    assert!(
+        String::from_utf8_lossy(&first[..n]).contains("progress"),
+        "{}",
+        String::from_utf8_lossy(&first[..n])
+    );
+    drop(resp);
+    let cancelled = || {
+        http_get(&format!("{}/health", old.url.trim_end_matches("/mcp")))
+            .and_then(|(_, b)| serde_json::from_str::<Value>(&b).ok())
+            .and_then(|h| h["cancelled"].as_u64())
+            .unwrap_or(0)
+    };
+    wait_until(std::time::Duration::from_secs(10), || cancelled() >= 1);
+}

@@ -34,10 +34,9 @@ pub async fn run(ctx: &RequestCtx, name: &str, args: &Map<String, Value>) -> Opt
         }
         "slow" => {
             let ms = args.get("ms").and_then(Value::as_u64).unwrap_or_default();
-            if ctx.modern.is_some() {
-                // Opens the SSE reply at once, so that a client can close it mid-call.
-                ctx.progress(0, ms, "sleeping");
-            }
+            // With a progress token (always, in the modern era's reply), this opens the SSE
+            // reply at once, so that a client can close it mid-call.
+            ctx.progress(0, ms, "sleeping");
             tokio::time::sleep(Duration::from_millis(ms)).await;
             text_result(format!("slept {ms}"))
         }
