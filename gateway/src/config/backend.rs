@@ -293,6 +293,7 @@ impl Validator<'_> {
             return Err(Reported);
         }
         Ok(StdioConfig {
+            protocol: self.protocol(b)?,
             command,
             args,
             env,

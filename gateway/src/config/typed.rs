@@ -162,6 +162,8 @@ pub enum Sharing {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StdioConfig {
+    /// The backend's `protocol` (the handshake asks `server/discover` unless `"2025"`).
+    pub protocol: BackendProtocol,
     pub command: String,
     pub args: Vec<String>,
     /// Environment of the child (resolved); the child gets only PATH, HOME, LANG,

@@ -193,7 +193,8 @@ impl Gateway {
             }),
             false => None,
         }
-        .filter(|c| !version::is_modern(&c.session.version));
+        // A modern HTTP backend learns of it from the closed connection itself.
+        .filter(|c| !(version::is_modern(&c.session.version) && c.backend.http().is_some()));
         let mut guard = InflightGuard {
             map: self.inflight.clone(),
             key,

@@ -12,12 +12,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::config::BackendProtocol;
 use bytes::Bytes;
 use futures::StreamExt;
 use serde_json::{json, Value};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::http::MessageStream;
+
+/// How long a STDIO server may take to answer the `server/discover` probe before it is
+/// taken for a legacy server that ignores unknown methods.
+const DISCOVER_PROBE: Duration = Duration::from_secs(3);
 use super::{to_bytes, UpstreamError};
 use crate::wire::version;
 use crate::wire::{caps, UpstreamSession};
@@ -281,8 +286,72 @@ impl Channel {
         }))
     }
 
-    /// Runs the MCP handshake on a fresh connection.
+    /// Runs the MCP handshake on a fresh connection: `server/discover` first when the
+    /// backend may be modern (a 2026-07-28 server then needs nothing more), else, or
+    /// when it answers anything but a `DiscoverResult`, `initialize`.
     pub async fn handshake(
+        &self,
+        protocol: BackendProtocol,
+        client_caps: &Value,
+        client_info: &Value,
+        timeout: Duration,
+    ) -> Result<UpstreamSession, UpstreamError> {
+        if protocol != BackendProtocol::Legacy {
+            match self.discover(timeout.min(DISCOVER_PROBE)).await {
+                Ok(Some(session)) => {
+                    if let Ok(mut s) = self.session.lock() {
+                        *s = Some(session.clone());
+                    }
+                    tracing::info!(backend = %self.backend, "upstream connection speaks protocol 2026-07-28");
+                    return Ok(session);
+                }
+                Ok(None) | Err(UpstreamError::Timeout(_)) if protocol == BackendProtocol::Auto => {}
+                Ok(None) => {
+                    return Err(UpstreamError::Protocol(
+                        "it is configured with protocol = \"2026-07-28\" but does not answer server/discover".into(),
+                    ))
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        self.initialize(client_caps, client_info, timeout).await
+    }
+
+    /// The `server/discover` probe: `Ok(Some)` for a modern server, `Ok(None)` for any
+    /// other answer.
+    async fn discover(&self, timeout: Duration) -> Result<Option<UpstreamSession>, UpstreamError> {
+        let mut params = json!({});
+        crate::wire::meta::stamp(&mut params, &json!({}), &Value::Null, None);
+        let req = json!({"jsonrpc": "2.0", "id": 0, "method": "server/discover", "params": params});
+        let work = async {
+            let (_, mut stream) = self.request(req).await?;
+            while let Some(item) = stream.next().await {
+                let v = item?;
+                if v.get("method").is_some() {
+                    continue;
+                }
+                let Some(result) = v.get("result") else {
+                    return Ok(None);
+                };
+                let speaks = result
+                    .get("supportedVersions")
+                    .and_then(Value::as_array)
+                    .is_some_and(|a| a.iter().any(|x| x.as_str() == Some(version::MODERN_LATEST)));
+                return Ok(speaks.then(|| UpstreamSession {
+                    id: None,
+                    version: version::MODERN_LATEST.to_string(),
+                    caps: caps::from_json(result.get("capabilities").unwrap_or(&Value::Null)),
+                }));
+            }
+            Err(UpstreamError::Closed)
+        };
+        tokio::time::timeout(timeout, work)
+            .await
+            .map_err(|_| UpstreamError::Timeout(timeout))?
+    }
+
+    /// The legacy handshake: `initialize`, then `notifications/initialized`.
+    async fn initialize(
         &self,
         client_caps: &Value,
         client_info: &Value,

@@ -31,6 +31,14 @@ pub enum LinkSpec {
 }
 
 impl LinkSpec {
+    /// The era to try first on a new connection (legacy SSE is legacy by definition).
+    fn protocol(&self) -> crate::config::BackendProtocol {
+        match self {
+            LinkSpec::Stdio(cfg) => cfg.protocol,
+            LinkSpec::Sse { .. } => crate::config::BackendProtocol::Legacy,
+        }
+    }
+
     async fn open(&self, backend: &str, timeout: Duration) -> Result<LinkHandle, UpstreamError> {
         match self {
             LinkSpec::Stdio(cfg) => stdio::start(backend, cfg).await,
@@ -122,7 +130,12 @@ impl SharedPool {
                 Ok(link) => {
                     let (channel, ended) = Channel::new(&self.backend, link);
                     match channel
-                        .handshake(&shared_client_caps(), &Value::Null, self.timeout)
+                        .handshake(
+                            self.spec.protocol(),
+                            &shared_client_caps(),
+                            &Value::Null,
+                            self.timeout,
+                        )
                         .await
                     {
                         Ok(_) => {
@@ -321,7 +334,9 @@ impl SessionPool {
                         tracing::debug!(backend = %pool.backend, session = %sid_owned, "per-session process ended: {how}");
                         pool.count.fetch_sub(1, Ordering::SeqCst);
                     });
-                    if let Err(e) = channel.handshake(client_caps, client_info, self.timeout).await {
+                    if let Err(e) = channel
+                        .handshake(self.spec.protocol(), client_caps, client_info, self.timeout)
+                        .await {
                         channel.shutdown();
                         return Err(e);
                     }

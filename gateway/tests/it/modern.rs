@@ -362,3 +362,48 @@ fn closing_the_stream_cancels_a_legacy_backends_call() {
     };
     wait_until(std::time::Duration::from_secs(10), || cancelled() >= 1);
 }
+
+/// A STDIO backend is asked `server/discover` first: a modern one is then spoken to
+/// statelessly (its calls stamped with `_meta`), by modern and legacy clients alike.
+#[test]
+fn a_modern_stdio_backend_is_discovered_and_used_by_both_eras() {
+    let old = spawn_mock("old", &["--no-dynamic"]);
+    let mut cfg = gateway_config(&[("old", &old.url, "")], "");
+    cfg.push_str(&format!(
+        "\n[[backend]]\nname = \"pipe\"\ntransport = \"stdio\"\ncommand = \"{}\"\nargs = [\"--stdio\", \"--name\", \"pipe\", \"--no-dynamic\", \"--protocol\", \"modern\"]\ntimeout_ms = 10000\n",
+        mock_bin().display()
+    ));
+    let gw = spawn_gateway(&cfg);
+    let a = send(
+        &gw,
+        1,
+        "tools/call",
+        json!({"name": "pipe__test_simple_text", "arguments": {}}),
+        &[],
+    );
+    assert_eq!(
+        text_of(&a.response(&json!(1))),
+        "This is a simple text response for testing.",
+        "{}",
+        a.body
+    );
+    // The capability the backend needs is checked there: stamped from the request.
+    let (_, code, v) = error_of(&send(
+        &gw,
+        2,
+        "tools/call",
+        json!({"name": "pipe__test_missing_capability", "arguments": {}}),
+        &[],
+    ));
+    assert_eq!(code, -32021, "{v}");
+    let mut cl = Client::new(&gw.url);
+    cl.initialize();
+    let r = cl.call_tool("pipe__test_simple_text", json!({}));
+    assert_eq!(
+        text_of(&r),
+        "This is a simple text response for testing.",
+        "{r}"
+    );
+    // A modern STDIO server answered discover: the legacy-only tools are not listed.
+    assert!(!cl.tool_names().contains(&"pipe__test_sampling".to_string()));
+}
