@@ -1,0 +1,262 @@
+"""MCP 2026-07-28 (the stateless era) through the gateway, with official clients.
+
+One gateway in front of three kinds of backend, all prefixed, `protocol` left to
+discovery ("auto"):
+  legacy   mcp-mock (2025 revisions only: the gateway keeps a session with it)
+  modern   mcp-mock --protocol modern (2026-07-28 only: spoken to statelessly)
+  ts       ts_server.mjs, a server written with the official TypeScript SDK 2.4
+           (@modelcontextprotocol/server), 2026-07-28 only (`legacy: 'reject'`)
+Three clients run one plan (PLAN: a tool, a prompt and a resource of each backend):
+  - Python `mcp` 2.3 (`mcp.Client`, mode="auto"), in process, its HTTP seen through an
+    httpx event hook;
+  - npm `@modelcontextprotocol/client` 2.4 with versionNegotiation {mode: 'auto'}
+    (modern_client.mjs, its HTTP seen through the transport's fetch);
+  - a 2025-only client, Python `mcp` 1.x (legacy_client_v1.py under .tools/venv1).
+The modern clients must adopt 2026-07-28 from `server/discover` (no `initialize` on
+the wire, no session); the 2025-only one must reach the modern backends through its
+initialize-based session. Both kinds must get the same answers from every backend.
+
+Run: .tools/venv/bin/python -m pytest gateway/tests/interop/test_modern_era.py
+(ops/scripts/interop.sh python runs it with test_python_sdk.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import urllib.error
+import urllib.request
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared._httpx_utils import create_mcp_http_client
+from mcp_types import TextContent, TextResourceContents
+
+from conftest import (
+    NODE,
+    NPM_MODULES,
+    REPO,
+    Group,
+    start,
+    start_gateway_config,
+    start_mock,
+    tracked,
+)
+from mcp_helpers import all_pages, all_resources, all_tools
+
+pytestmark = pytest.mark.anyio
+
+HERE = Path(__file__).resolve().parent
+TS_SERVER = HERE / "ts_server.mjs"
+TS_CLIENT = HERE / "modern_client.mjs"
+V1_CLIENT = HERE / "legacy_client_v1.py"
+V1_PYTHON = Path(os.environ.get("MCP_INTEROP_PYTHON_V1", REPO / ".tools/venv1/bin/python"))
+TS_CLIENT_PKG = NPM_MODULES / "@modelcontextprotocol/client"
+TS_SERVER_PKG = NPM_MODULES / "@modelcontextprotocol/server"
+CLIENT_DEADLINE_S = 60
+
+MODERN = "2026-07-28"
+LEGACY = "2025-11-25"
+MARKER = f"modern-era-{uuid.uuid4()}"
+TS_MOTTO = "typed all the way down"  # ts_server.mjs's resource
+
+# What every client does, and what it must get back.
+PLAN = {
+    "tools": [
+        ["legacy__echo", {"text": MARKER}],
+        ["legacy__whoami", {}],
+        ["modern__echo", {"text": MARKER}],
+        ["modern__whoami", {}],
+        ["ts__greet", {"name": MARKER}],
+    ],
+    "prompts": [
+        ["legacy__test_simple_prompt", {}],
+        ["modern__test_prompt_with_arguments", {"arg1": MARKER, "arg2": "two"}],
+        ["ts__haiku", {"topic": MARKER}],
+    ],
+    "resources": ["mock://legacy/info", "mock://modern/info", "ts://server/motto"],
+}
+PROMPT_TEXTS = {
+    "legacy__test_simple_prompt": "This is a simple prompt for testing.",
+    "modern__test_prompt_with_arguments": f"Prompt with arguments: arg1='{MARKER}', arg2='two'",
+    "ts__haiku": f"Write a haiku about {MARKER}.",
+}
+RESOURCE_TEXTS = {
+    "mock://legacy/info": {"server": "legacy"},
+    "mock://modern/info": {"server": "modern"},
+    "ts://server/motto": TS_MOTTO,
+}
+
+
+@dataclass
+class Era:
+    group: Group
+    gateway: object
+    ts: object
+
+
+@pytest.fixture(scope="module")
+def era(tmp_path_factory):
+    for path, what in [(NODE, "Node"), (TS_SERVER_PKG, "@modelcontextprotocol/server 2.x"),
+                       (TS_CLIENT_PKG, "@modelcontextprotocol/client 2.x"), (V1_PYTHON, "the mcp 1.x venv")]:
+        if not Path(path).exists():
+            pytest.fail(f"{what} is missing ({path}): run ops/scripts/install-tools.sh --test")
+    workdir = tmp_path_factory.mktemp("modern-era")
+    g = Group(workdir)
+    with tracked(g):
+        legacy = g.add(start_mock("legacy", workdir))
+        modern = g.add(start_mock("modern", workdir, "--protocol", "modern"))
+        ts = g.add(start("ts-server", [str(NODE), str(TS_SERVER)], workdir,
+                         env={"MCP_INTEROP_NODE_MODULES": str(NPM_MODULES)}))
+        backends = [
+            {"name": name, "url": p.url, "prefix": True, "timeout_ms": 10000}
+            for name, p in (("legacy", legacy), ("modern", modern), ("ts", ts))
+        ]
+        yield Era(g, g.add(start_gateway_config(backends, workdir)), ts)
+
+
+# ---------------------------------------------------------------- the checks, per report
+
+
+def check_answers(report: dict) -> None:
+    """What any client must have got from the three backends through the gateway
+    (report: modern_client.mjs's JSON shape)."""
+    for name, _ in PLAN["tools"]:
+        assert name in report["tools"], f"{name} not listed: {report['tools']}"
+    for name, _ in PLAN["prompts"]:
+        assert name in report["prompts"], f"{name} not listed: {report['prompts']}"
+    for uri in PLAN["resources"]:
+        assert uri in report["resources"], f"{uri} not listed: {report['resources']}"
+
+    called = report["called"]
+    for name, result in called.items():
+        assert not result["isError"], (name, result)
+    assert called["legacy__echo"]["text"] == MARKER
+    assert called["modern__echo"]["text"] == MARKER
+    assert called["ts__greet"]["text"] == f"Hello, {MARKER}! (from ts-server)"
+    # The gateway's side of the wire, as each mock saw it: a session with the legacy
+    # backend, none and the 2026-07-28 header with the modern one.
+    legacy_who = json.loads(called["legacy__whoami"]["text"])
+    assert legacy_who["server"] == "legacy" and legacy_who["session"], legacy_who
+    modern_who = json.loads(called["modern__whoami"]["text"])
+    assert modern_who["server"] == "modern" and modern_who["session"] is None, modern_who
+    assert modern_who["headers"]["mcp-protocol-version"] == MODERN, modern_who
+    assert modern_who["headers"]["mcp-method"] == "tools/call", modern_who
+
+    assert report["prompted"] == PROMPT_TEXTS
+    read = report["read"]
+    assert json.loads(read["mock://legacy/info"]) == RESOURCE_TEXTS["mock://legacy/info"]
+    assert json.loads(read["mock://modern/info"]) == RESOURCE_TEXTS["mock://modern/info"]
+    assert read["ts://server/motto"] == TS_MOTTO
+
+
+def check_modern_wire(wire: list[dict]) -> None:
+    """A modern client's HTTP exchanges with the gateway: discover answered first, no
+    initialize, no session handed out."""
+    methods = [w["method"] for w in wire]
+    assert "initialize" not in methods, f"the client sent initialize: {wire}"
+    assert wire and wire[0]["method"] == "server/discover", f"discover was not first: {wire}"
+    assert wire[0]["status"] == 200, f"server/discover was not answered: {wire}"
+    assert all(w["session"] is None for w in wire), f"the gateway handed out a session: {wire}"
+    for m in ("tools/list", "tools/call", "prompts/get", "resources/read"):
+        assert m in methods, f"{m} never went over the wire: {wire}"
+
+
+def run_client(argv: list[str], what: str) -> dict:
+    done = subprocess.run(
+        [*argv, json.dumps(PLAN)], capture_output=True, text=True, timeout=CLIENT_DEADLINE_S,
+        env={**os.environ, "MCP_INTEROP_NODE_MODULES": str(NPM_MODULES)},
+    )
+    assert done.returncode == 0, f"{what} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}"
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+# ---------------------------------------------------------------- the clients
+
+
+async def python_modern_report(url: str) -> dict:
+    """PLAN with mcp 2.3's Client (mode="auto"), as modern_client.mjs reports it."""
+    wire: list[dict] = []
+
+    async def on_response(response) -> None:
+        method = None
+        if response.request.method == "POST":
+            method = json.loads(response.request.content).get("method")
+        wire.append({"http": response.request.method, "method": method,
+                     "status": response.status_code,
+                     "session": response.headers.get("mcp-session-id")})
+
+    http = create_mcp_http_client()
+    http.event_hooks = {"request": [], "response": [on_response]}
+    report: dict = {"wire": wire}
+    async with http, Client(streamable_http_client(url, http_client=http)) as client:
+        report["protocolVersion"] = client.protocol_version
+        report["serverName"] = client.server_info.name if client.server_info else None
+        report["tools"] = [t.name for t in await all_tools(client)]
+        report["prompts"] = [p.name for p in await all_pages(client.list_prompts, "prompts")]
+        report["resources"] = [r.uri for r in await all_resources(client)]
+        report["called"] = {}
+        for name, args in PLAN["tools"]:
+            r = await client.call_tool(name, args)
+            text = "\n".join(c.text for c in r.content if isinstance(c, TextContent))
+            report["called"][name] = {"text": text, "isError": bool(r.is_error)}
+        report["prompted"] = {}
+        for name, args in PLAN["prompts"]:
+            r = await client.get_prompt(name, args)
+            report["prompted"][name] = r.messages[0].content.text
+        report["read"] = {}
+        for uri in PLAN["resources"]:
+            (content,) = (await client.read_resource(uri)).contents
+            assert isinstance(content, TextResourceContents), content
+            report["read"][uri] = content.text
+    return report
+
+
+async def test_python_sdk_2_speaks_the_modern_era(era):
+    report = await python_modern_report(era.gateway.url)
+    assert report["protocolVersion"] == MODERN
+    assert report["serverName"] == "mcp-gateway"
+    check_modern_wire(report["wire"])
+    check_answers(report)
+
+
+def test_typescript_client_2_speaks_the_modern_era(era):
+    report = run_client([str(NODE), str(TS_CLIENT), era.gateway.url], "modern_client.mjs")
+    assert report["protocolVersion"] == MODERN
+    assert report["serverName"] == "mcp-gateway"
+    check_modern_wire(report["wire"])
+    check_answers(report)
+
+
+def test_a_2025_only_client_reaches_the_modern_backends(era):
+    # mcp 1.x knows nothing of server/discover: it opens a session with initialize and
+    # must get the same answers, the modern backends included.
+    report = run_client([str(V1_PYTHON), str(V1_CLIENT), era.gateway.url], "legacy_client_v1.py")
+    assert report["protocolVersion"] == LEGACY
+    assert report["serverName"] == "mcp-gateway"
+    methods = [w["method"] for w in report["wire"]]
+    assert methods[0] == "initialize" and "server/discover" not in methods, report["wire"]
+    assert any(w["session"] for w in report["wire"]), "no session for a 2025 client"
+    check_answers(report)
+
+
+def test_the_ts_server_speaks_only_the_modern_era(era):
+    # Why the 2025-only client's answers from `ts` above prove the gateway spoke
+    # 2026-07-28 to it: asked directly with initialize, the TS server refuses.
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": LEGACY, "capabilities": {},
+        "clientInfo": {"name": "interop", "version": "0"}}}).encode()
+    request = urllib.request.Request(era.ts.url, data=body, method="POST", headers={
+        "content-type": "application/json", "accept": "application/json, text/event-stream"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as r:
+            status, answer = r.status, json.load(r)
+    except urllib.error.HTTPError as e:
+        status, answer = e.code, json.load(e)
+    assert "error" in answer and "result" not in answer, (status, answer)
+    assert answer["error"]["code"] == -32022, answer
