@@ -1,7 +1,7 @@
 """MCP 2026-07-28 (the stateless era) through the gateway, with official clients.
 
-One gateway in front of three kinds of backend, all prefixed, `protocol` left to
-discovery ("auto"):
+One gateway in front of three kinds of backend, all prefixed, each test run twice:
+with `protocol` left to discovery ("auto") and with it set ("2025" / "2026-07-28"):
   legacy   mcp-mock (2025 revisions only: the gateway keeps a session with it)
   modern   mcp-mock --protocol modern (2026-07-28 only: spoken to statelessly)
   ts       ts_server.mjs, a server written with the official TypeScript SDK 2.4
@@ -31,10 +31,12 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+import anyio
 import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
+from mcp.shared.subscriptions import ToolsListChanged
 from mcp_types import TextContent, TextResourceContents
 
 from conftest import (
@@ -59,6 +61,7 @@ V1_PYTHON = Path(os.environ.get("MCP_INTEROP_PYTHON_V1", REPO / ".tools/venv1/bi
 TS_CLIENT_PKG = NPM_MODULES / "@modelcontextprotocol/client"
 TS_SERVER_PKG = NPM_MODULES / "@modelcontextprotocol/server"
 CLIENT_DEADLINE_S = 60
+EVENT_DEADLINE_S = 10
 
 MODERN = "2026-07-28"
 LEGACY = "2025-11-25"
@@ -100,21 +103,30 @@ class Era:
     ts: object
 
 
-@pytest.fixture(scope="module")
-def era(tmp_path_factory):
+# Each backend's `protocol`: left to discovery, or set (the same eras, named).
+PROTOCOLS = {
+    "auto": {},
+    "configured": {"legacy": "2025", "modern": "2026-07-28", "ts": "2026-07-28"},
+}
+
+
+@pytest.fixture(scope="module", params=sorted(PROTOCOLS))
+def era(request, tmp_path_factory):
     for path, what in [(NODE, "Node"), (TS_SERVER_PKG, "@modelcontextprotocol/server 2.x"),
                        (TS_CLIENT_PKG, "@modelcontextprotocol/client 2.x"), (V1_PYTHON, "the mcp 1.x venv")]:
         if not Path(path).exists():
             pytest.fail(f"{what} is missing ({path}): run ops/scripts/install-tools.sh --test")
-    workdir = tmp_path_factory.mktemp("modern-era")
+    workdir = tmp_path_factory.mktemp(f"modern-era-{request.param}")
     g = Group(workdir)
     with tracked(g):
         legacy = g.add(start_mock("legacy", workdir))
         modern = g.add(start_mock("modern", workdir, "--protocol", "modern"))
         ts = g.add(start("ts-server", [str(NODE), str(TS_SERVER)], workdir,
                          env={"MCP_INTEROP_NODE_MODULES": str(NPM_MODULES)}))
+        protocols = PROTOCOLS[request.param]
         backends = [
             {"name": name, "url": p.url, "prefix": True, "timeout_ms": 10000}
+            | ({"protocol": protocols[name]} if name in protocols else {})
             for name, p in (("legacy", legacy), ("modern", modern), ("ts", ts))
         ]
         yield Era(g, g.add(start_gateway_config(backends, workdir)), ts)
@@ -260,3 +272,21 @@ def test_the_ts_server_speaks_only_the_modern_era(era):
         status, answer = e.code, json.load(e)
     assert "error" in answer and "result" not in answer, (status, answer)
     assert answer["error"]["code"] == -32022, answer
+
+
+async def test_listen_relays_a_modern_backends_change(era):
+    # subscriptions/listen on the gateway: it listens upstream on the modern backends
+    # and relays their change notifications to the client's stream. (A legacy
+    # backend's list_changed, sent on its 2025 GET stream, is not bridged to listen
+    # yet: test_python_sdk.py checks it in the 2025 era.)
+    async with Client(era.gateway.url) as client:
+        assert client.protocol_version == MODERN
+        async with client.listen(tools_list_changed=True) as sub:
+            assert sub.honored.tools_list_changed
+            trigger = await client.call_tool("modern__test_trigger_tool_change", {})
+            assert not trigger.is_error, trigger
+            # The mock counts the listen streams it told: the gateway's own.
+            assert "announced to 1 listen stream" in trigger.content[0].text, trigger
+            with anyio.fail_after(EVENT_DEADLINE_S):
+                event = await anext(aiter(sub))
+    assert isinstance(event, ToolsListChanged), event
