@@ -33,7 +33,7 @@ from pathlib import Path
 
 import anyio
 import pytest
-from mcp import Client
+from mcp import Client, MCPError
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp.shared.subscriptions import ToolsListChanged
@@ -64,6 +64,7 @@ CLIENT_DEADLINE_S = 60
 EVENT_DEADLINE_S = 10
 
 MODERN = "2026-07-28"
+BACKEND_UNAVAILABLE = -32001  # docs/errors.md: a backend unreachable or failing
 LEGACY = "2025-11-25"
 MARKER = f"modern-era-{uuid.uuid4()}"
 TS_MOTTO = "typed all the way down"  # ts_server.mjs's resource
@@ -101,6 +102,7 @@ class Era:
     group: Group
     gateway: object
     ts: object
+    protocols: str  # a key of PROTOCOLS
 
 
 # Each backend's `protocol`: left to discovery, or set (the same eras, named).
@@ -129,7 +131,7 @@ def era(request, tmp_path_factory):
             | ({"protocol": protocols[name]} if name in protocols else {})
             for name, p in (("legacy", legacy), ("modern", modern), ("ts", ts))
         ]
-        yield Era(g, g.add(start_gateway_config(backends, workdir)), ts)
+        yield Era(g, g.add(start_gateway_config(backends, workdir)), ts, request.param)
 
 
 # ---------------------------------------------------------------- the checks, per report
@@ -290,3 +292,26 @@ async def test_listen_relays_a_modern_backends_change(era):
             with anyio.fail_after(EVENT_DEADLINE_S):
                 event = await anext(aiter(sub))
     assert isinstance(event, ToolsListChanged), event
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "gateway bug (reported to the lead): the backend's -32022, about the gateway's own "
+    "2025 request upstream, reaches the client verbatim instead of docs/errors.md's "
+    "-32001 naming the backend"))
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+async def test_a_modern_only_backend_forced_to_2025_fails_as_a_backend(era, tmp_path, mode):
+    # protocol = "2025" on a server that speaks only 2026-07-28 (a configuration
+    # mistake): the key is honoured (the gateway opens 2025 sessions and is refused),
+    # and the refusal is the backend's failure, not the client's protocol version.
+    if era.protocols != "auto":
+        pytest.skip("one gateway of its own: once is enough")
+    gw = era.group.add(start_gateway_config(
+        [{"name": "ts", "url": era.ts.url, "prefix": True, "protocol": "2025"}],
+        tmp_path, name=f"gateway-ts-2025-{mode}"))
+    async with Client(gw.url, mode=mode) as client:
+        assert await all_tools(client) == []  # left out of the merged list
+        with pytest.raises(MCPError) as refused:
+            await client.call_tool("ts__greet", {"name": MARKER})
+    error = refused.value.error
+    assert error.code == BACKEND_UNAVAILABLE, error
+    assert (error.data or {}).get("backend") == "ts", error
