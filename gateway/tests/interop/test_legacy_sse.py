@@ -140,7 +140,9 @@ async def test_log_messages_from_the_sse_stream_are_relayed(legacy):
         if params.data == "legacy done":
             done.set()
 
-    async with Client(legacy.gateway.url, logging_callback=on_log) as client:
+    # mode="legacy": logging/setLevel is not part of 2026-07-28 (the SDK's default era
+    # through the gateway); the level travels in each request's _meta there.
+    async with Client(legacy.gateway.url, logging_callback=on_log, mode="legacy") as client:
         await client.set_logging_level("debug")
         result = await client.call_tool("legacy__log_and_echo", {"text": marker})
         assert text_of(result) == marker

@@ -23,6 +23,10 @@ from mcp import Client, MCPError
 
 from mcp_helpers import text_of
 
+# The tests of per-session processes open 2025-era sessions (initialize): through the
+# gateway the SDK's default is the stateless 2026-07-28 era, which has no sessions.
+SESSIONS = "legacy"
+
 from conftest import (
     EVERYTHING_JS,
     GATEWAY_BIN,
@@ -122,8 +126,10 @@ async def test_per_session_processes_and_their_limit(group):
     assert (f["transport"], f["sharing"], f["processes"]) == ("stdio", "per_session", 0), f
 
     async with AsyncExitStack() as stack:
-        a = await stack.enter_async_context(Client(gw.url))
-        b = await stack.enter_async_context(Client(gw.url))
+        # mode="legacy" (SESSIONS): per-session processes need downstream sessions,
+        # which only the 2025 era has; a 2026-07-28 client has none.
+        a = await stack.enter_async_context(Client(gw.url, mode=SESSIONS))
+        b = await stack.enter_async_context(Client(gw.url, mode=SESSIONS))
         for client, zone in ((a, "Europe/Berlin"), (b, "America/Sao_Paulo")):
             r = await client.call_tool("time__get_current_time", {"timezone": zone})
             assert json.loads(text_of(r))["timezone"] == zone
@@ -132,7 +138,7 @@ async def test_per_session_processes_and_their_limit(group):
         assert len(children_running(gw, str(TIME_SERVER))) == 2
 
         # A third session finds the limit: an error that names the backend and why.
-        c = await stack.enter_async_context(Client(gw.url))
+        c = await stack.enter_async_context(Client(gw.url, mode=SESSIONS))
         with pytest.raises(MCPError) as full:
             await c.call_tool("time__get_current_time", {"timezone": "UTC"})
         assert full.value.error.code == -32001, full.value.error
@@ -230,7 +236,8 @@ async def test_no_child_outlives_a_killed_gateway(group):
 async def test_an_ended_session_leaves_no_process(group):
     gw = group.add(start_gateway_config(
         [time_backend(sharing="per_session", max_processes=2)], group.workdir))
-    async with Client(gw.url) as client:  # opens a GET stream, DELETEs on exit
+    # A 2025-era session (SESSIONS): opens a GET stream, DELETEs on exit.
+    async with Client(gw.url, mode=SESSIONS) as client:
         await client.call_tool("time__get_current_time", {"timezone": "UTC"})
     started = facts(gw, "time")["started_total"]
     await anyio.sleep(3)
