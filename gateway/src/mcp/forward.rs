@@ -236,7 +236,9 @@ impl Gateway {
                     stream: relayed_events(stream, id, backend, guard, refuse_in),
                 }
             }
-            Err(UpstreamError::Refused { status, mut answer }) => {
+            Err(UpstreamError::Refused { status, mut answer })
+                if !crate::upstream::is_link_code(answer.pointer("/error/code")) =>
+            {
                 // A modern backend's refusal (e.g. -32021): relayed with its status to a
                 // modern client, as a JSON-RPC error (HTTP 200) to a legacy one.
                 answer["id"] = id;

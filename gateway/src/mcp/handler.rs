@@ -279,22 +279,7 @@ impl Gateway {
             Message::Request { id, method, params } => {
                 info.rpc_method = Some(method.clone());
                 let resp = self.request(claims, caller, id, method, params, info).await;
-                // Most answers are results: parse only one that may hold an error.
-                if let Response::Full { body, .. } = &resp {
-                    if contains(body, b"\"error\"") {
-                        if let Ok(v) = serde_json::from_slice::<Value>(body) {
-                            let err = v.get("error");
-                            info.rpc_error =
-                                err.and_then(|e| e.get("code")).and_then(Value::as_i64);
-                            if info.detail.is_none() {
-                                info.detail = err
-                                    .and_then(|e| e.get("message"))
-                                    .and_then(Value::as_str)
-                                    .map(str::to_string);
-                            }
-                        }
-                    }
-                }
+                note_error(&resp, info);
                 resp
             }
             Message::Notification { method, params } => {
@@ -352,6 +337,27 @@ impl Gateway {
                 let message = format!("Method not found: {}", call.method);
                 call.refuse(jsonrpc::METHOD_NOT_FOUND, message)
             }
+        }
+    }
+}
+
+/// Records the JSON-RPC error a full answer carries, if any, in the request's record.
+/// Most answers are results: only one that may hold an error is parsed.
+pub(super) fn note_error(resp: &Response, info: &mut Info) {
+    let Response::Full { body, .. } = resp else {
+        return;
+    };
+    if !contains(body, b"\"error\"") {
+        return;
+    }
+    if let Ok(v) = serde_json::from_slice::<Value>(body) {
+        let err = v.get("error");
+        info.rpc_error = err.and_then(|e| e.get("code")).and_then(Value::as_i64);
+        if info.detail.is_none() {
+            info.detail = err
+                .and_then(|e| e.get("message"))
+                .and_then(Value::as_str)
+                .map(str::to_string);
         }
     }
 }

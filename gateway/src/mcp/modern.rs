@@ -99,12 +99,15 @@ impl Gateway {
             Method::SubscriptionsListen => self.listen(claims, caller, id, params).await,
             // Lists are shaped where they are merged.
             m if super::fanout::ListKind::of(&m).is_some() => {
-                self.request(&claims, caller, id, m, params, info).await
+                let resp = self.request(&claims, caller, id, m, params, info).await;
+                super::handler::note_error(&resp, info);
+                resp
             }
             _ => {
                 let resp = self
                     .request(&claims, caller, id.clone(), method.clone(), params, info)
                     .await;
+                super::handler::note_error(&resp, info);
                 shape.finish(resp, &id, &method).await
             }
         }

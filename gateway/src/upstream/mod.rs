@@ -53,14 +53,31 @@ pub enum UpstreamError {
 impl UpstreamError {
     /// The JSON-RPC code a client sees for this failure.
     pub fn code(&self) -> i64 {
-        match self {
-            UpstreamError::Timeout(_) => jsonrpc::BACKEND_TIMEOUT,
+        let said = match self {
+            UpstreamError::Timeout(_) => return jsonrpc::BACKEND_TIMEOUT,
             UpstreamError::Rpc { code, .. } => *code,
             UpstreamError::Refused { answer, .. } => answer
                 .pointer("/error/code")
                 .and_then(Value::as_i64)
                 .unwrap_or(jsonrpc::BACKEND_UNAVAILABLE),
-            _ => jsonrpc::BACKEND_UNAVAILABLE,
+            _ => return jsonrpc::BACKEND_UNAVAILABLE,
+        };
+        // The backend refusing the gateway's own revision or headers is the backend
+        // failing, not a verdict on the client's request.
+        if self.is_link_error() {
+            jsonrpc::BACKEND_UNAVAILABLE
+        } else {
+            said
+        }
+    }
+
+    /// A refusal of the gateway's own link to the backend (its protocol revision or its
+    /// mirrored headers): not to be relayed as the backend's answer to the client.
+    pub fn is_link_error(&self) -> bool {
+        match self {
+            UpstreamError::Rpc { code, .. } => is_link_code(Some(&Value::from(*code))),
+            UpstreamError::Refused { answer, .. } => is_link_code(answer.pointer("/error/code")),
+            _ => false,
         }
     }
 
@@ -667,6 +684,15 @@ impl Backend {
 
 /// The downstream-session id used by health probes.
 const PROBE_SID: &str = "health-probe";
+
+/// Whether a backend's error code refuses the gateway's own link to it (its protocol
+/// revision or its mirrored headers) rather than the client's request.
+pub fn is_link_code(code: Option<&Value>) -> bool {
+    matches!(
+        code.and_then(Value::as_i64),
+        Some(jsonrpc::HEADER_MISMATCH | jsonrpc::UNSUPPORTED_PROTOCOL_VERSION)
+    )
+}
 
 pub fn to_bytes(v: &Value) -> Bytes {
     Bytes::from(serde_json::to_vec(v).unwrap_or_default())

@@ -303,10 +303,6 @@ async def test_listen_relays_a_modern_backends_change(era):
     assert isinstance(event, ToolsListChanged), event
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "gateway bug (reported to the lead): the backend's -32022, about the gateway's own "
-    "2025 request upstream, reaches the client verbatim instead of docs/errors.md's "
-    "-32001 naming the backend"))
 @pytest.mark.parametrize("mode", ["auto", "legacy"])
 async def test_a_modern_only_backend_forced_to_2025_fails_as_a_backend(era, tmp_path, mode):
     # protocol = "2025" on a server that speaks only 2026-07-28 (a configuration
@@ -361,9 +357,6 @@ async def test_input_required_results_of_a_modern_backend_reach_the_client(era):
                          "Step 2: What is your favorite color?"], asked
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "gateway bug (reported to the lead): /backends/{name}/mcp does not forward "
-    "Mcp-Method/Mcp-Name, so a modern backend refuses the SDK's server/discover (-32020)"))
 @pytest.mark.parametrize("backend", ["modern", "ts"])
 async def test_pass_through_in_the_modern_era(era, backend):
     if era.protocols != "auto":
