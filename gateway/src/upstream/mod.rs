@@ -62,8 +62,8 @@ impl UpstreamError {
                 .unwrap_or(jsonrpc::BACKEND_UNAVAILABLE),
             _ => return jsonrpc::BACKEND_UNAVAILABLE,
         };
-        // The backend refusing the gateway's own revision or headers is the backend
-        // failing, not a verdict on the client's request.
+        // The backend refusing the gateway's own revision is the backend failing, not
+        // a verdict on the client's request.
         if self.is_link_error() {
             jsonrpc::BACKEND_UNAVAILABLE
         } else {
@@ -71,8 +71,8 @@ impl UpstreamError {
         }
     }
 
-    /// A refusal of the gateway's own link to the backend (its protocol revision or its
-    /// mirrored headers): not to be relayed as the backend's answer to the client.
+    /// A refusal of the gateway's own link to the backend (the protocol revision it
+    /// speaks there): not to be relayed as the backend's answer to the client.
     pub fn is_link_error(&self) -> bool {
         match self {
             UpstreamError::Rpc { code, .. } => is_link_code(Some(&Value::from(*code))),
@@ -685,13 +685,12 @@ impl Backend {
 /// The downstream-session id used by health probes.
 const PROBE_SID: &str = "health-probe";
 
-/// Whether a backend's error code refuses the gateway's own link to it (its protocol
-/// revision or its mirrored headers) rather than the client's request.
+/// Whether a backend's error code refuses the gateway's own link to it (the protocol
+/// revision the gateway speaks to it) rather than the client's request. A
+/// HeaderMismatch is the client's: the `Mcp-Param-*` headers it checks are the
+/// client's, forwarded as they came.
 pub fn is_link_code(code: Option<&Value>) -> bool {
-    matches!(
-        code.and_then(Value::as_i64),
-        Some(jsonrpc::HEADER_MISMATCH | jsonrpc::UNSUPPORTED_PROTOCOL_VERSION)
-    )
+    code.and_then(Value::as_i64) == Some(jsonrpc::UNSUPPORTED_PROTOCOL_VERSION)
 }
 
 pub fn to_bytes(v: &Value) -> Bytes {
