@@ -310,10 +310,11 @@ case "$reply" in
 esac
 log "tools/call demo__echo through the layout's gateway: ok"
 
-# As `docker stop` / ECS do: SIGTERM, then Pingora's graceful shutdown (grace period).
+# As `docker stop` / ECS do: SIGTERM, then the drain (docs/operations.md) and Pingora's
+# graceful shutdown; within the task's stopTimeout (45 s, ops/terraform/ecs.tf).
 kill -TERM "$gw_pid"
-for _ in $(seq 400); do kill -0 "$gw_pid" 2>/dev/null || break; sleep 0.05; done
-kill -0 "$gw_pid" 2>/dev/null && fail "the gateway did not stop within 20 s of SIGTERM"
+for _ in $(seq 900); do kill -0 "$gw_pid" 2>/dev/null || break; sleep 0.05; done
+kill -0 "$gw_pid" 2>/dev/null && fail "the gateway did not stop within 45 s of SIGTERM (the ECS stopTimeout)"
 # A mounted configuration named by MCP_GATEWAY_CONFIG (compose.yaml's way) replaces the
 # baked one: the entrypoint validates (-t) the file it names, and fails on a missing one.
 for cfg_case in ok missing; do

@@ -22,11 +22,11 @@ resource "aws_lb" "main" {
 
 resource "aws_lb_target_group" "gateway" {
   #checkov:skip=CKV_AWS_378:TLS ends at the ALB; ALB to task traffic stays inside the VPC's private subnets, limited by security groups to the ALB. The gateway speaks plain HTTP/1.1.
-  name                 = "${var.name}-gw"
-  port                 = local.gateway_port
-  protocol             = "HTTP"
-  target_type          = "ip"
-  vpc_id               = var.vpc_id
+  name        = "${var.name}-gw"
+  port        = local.gateway_port
+  protocol    = "HTTP"
+  target_type = "ip"
+  vpc_id      = var.vpc_id
   # At least the gateway's server.drain_s (ops/config/production.toml), below the
   # gateway container's stopTimeout (ecs.tf); ops/scripts/check-terraform.sh checks both.
   deregistration_delay = 30
