@@ -139,26 +139,8 @@ impl Gateway {
         {
             return refused;
         }
-        let mut extra = Self::identity_headers(&backend, caller);
-        if !info.request_id.is_empty() {
-            extra.push((
-                http::HeaderName::from_static("x-request-id"),
-                info.request_id.clone(),
-            ));
-        }
-        extra.extend(info.param_headers.iter().cloned());
         let mut params = params;
-        if let Some(tp) = &info.traceparent {
-            extra.push((http::HeaderName::from_static("traceparent"), tp.clone()));
-            // Trace context travels in _meta too (2026-07-28 convention), unless the
-            // client put its own there.
-            if let Value::Object(p) = &mut params {
-                let meta = p.entry("_meta").or_insert_with(|| json!({}));
-                if let Value::Object(m) = meta {
-                    m.entry("traceparent").or_insert_with(|| json!(tp));
-                }
-            }
-        }
+        let extra = upstream_extra(&backend, caller, info, &mut params);
         let body = to_bytes(
             &json!({"jsonrpc": "2.0", "id": id, "method": method.as_str(), "params": params}),
         );
@@ -183,18 +165,10 @@ impl Gateway {
         };
         let key = (claims.sid.clone(), id.to_string());
         self.inflight.insert(key.clone(), b);
-        // A modern client cancels by closing the stream; a legacy backend is told so.
         let cancel = match downstream_modern {
-            true => self.upstream(claims, b).await.ok().map(|s| Cancel {
-                backend: backend.clone(),
-                sid: claims.sid.clone(),
-                session: s,
-                id: id.clone(),
-            }),
+            true => self.cancel_for(claims, b, &id).await,
             false => None,
-        }
-        // A modern HTTP backend learns of it from the closed connection itself.
-        .filter(|c| !(version::is_modern(&c.session.version) && c.backend.http().is_some()));
+        };
         let mut guard = InflightGuard {
             map: self.inflight.clone(),
             key,
@@ -236,15 +210,10 @@ impl Gateway {
                     stream: relayed_events(stream, id, backend, guard, refuse_in),
                 }
             }
-            Err(UpstreamError::Refused { status, mut answer })
+            Err(UpstreamError::Refused { status, answer })
                 if !crate::upstream::is_link_code(answer.pointer("/error/code")) =>
             {
-                // A modern backend's refusal (e.g. -32021): relayed with its status to a
-                // modern client, as a JSON-RPC error (HTTP 200) to a legacy one.
-                answer["id"] = id;
-                info.rpc_error = answer.pointer("/error/code").and_then(Value::as_i64);
-                let status = if downstream_modern { status } else { 200 };
-                Response::json(status, &answer)
+                relay_refusal(status, answer, id, downstream_modern, info)
             }
             Err(e) => {
                 info.rpc_error = Some(e.code());
@@ -253,6 +222,23 @@ impl Gateway {
                 backend_error(&id, backend.name(), &e)
             }
         }
+    }
+
+    /// What to tell a legacy backend (or a modern STDIO one) when a modern client closes
+    /// the stream of a call: closing the stream is cancelling it in that era. A modern
+    /// HTTP backend learns of it from the closed connection itself.
+    async fn cancel_for(&self, claims: &SessionClaims, b: usize, id: &Value) -> Option<Cancel> {
+        let backend = self.backends[b].clone();
+        let session = self.upstream(claims, b).await.ok()?;
+        if version::is_modern(&session.version) && backend.http().is_some() {
+            return None;
+        }
+        Some(Cancel {
+            backend,
+            sid: claims.sid.clone(),
+            session,
+            id: id.clone(),
+        })
     }
 
     /// The policy refusal of a routed call, or `None` when the caller may make it.
@@ -348,6 +334,50 @@ fn relayed_events(
         }
     })
     .boxed()
+}
+
+/// The headers a routed call carries upstream besides the body: who calls (as the backend
+/// is configured to be told), the request id, the client's `Mcp-Param-*` and trace
+/// context (the latter also into `_meta`, the 2026-07-28 convention, unless the client
+/// put its own there).
+fn upstream_extra(
+    backend: &Backend,
+    caller: &Caller,
+    info: &Info,
+    params: &mut Value,
+) -> Vec<(http::HeaderName, String)> {
+    let mut extra = Gateway::identity_headers(backend, caller);
+    if !info.request_id.is_empty() {
+        extra.push((
+            http::HeaderName::from_static("x-request-id"),
+            info.request_id.clone(),
+        ));
+    }
+    extra.extend(info.param_headers.iter().cloned());
+    if let Some(tp) = &info.traceparent {
+        extra.push((http::HeaderName::from_static("traceparent"), tp.clone()));
+        if let Value::Object(p) = params {
+            let meta = p.entry("_meta").or_insert_with(|| json!({}));
+            if let Value::Object(m) = meta {
+                m.entry("traceparent").or_insert_with(|| json!(tp));
+            }
+        }
+    }
+    extra
+}
+
+/// A modern backend's refusal (e.g. -32021): relayed with its status to a modern client,
+/// as a JSON-RPC error (HTTP 200) to a legacy one.
+fn relay_refusal(
+    status: u16,
+    mut answer: Value,
+    id: Value,
+    modern: bool,
+    info: &mut Info,
+) -> Response {
+    answer["id"] = id;
+    info.rpc_error = answer.pointer("/error/code").and_then(Value::as_i64);
+    Response::json(if modern { status } else { 200 }, &answer)
 }
 
 fn is_server_request(msg: &Value) -> bool {
