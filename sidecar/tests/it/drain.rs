@@ -156,7 +156,9 @@ async fn sigterm_answers_parked_and_in_flight_requests_then_exits_0() {
 async fn drain_window_ends_with_an_idle_connection_open() {
     let google = FakeGoogle::start().await;
     let mut opts = SidecarOptions::new("drainidle");
-    opts.server = "drain_s = 1\n".into();
+    // The idle connection would outlive the harness deadline: the exit comes from the
+    // window ending.
+    opts.server = "drain_s = 1\nheader_timeout_s = 300\n".into();
     let mut sc = Sidecar::start(&google, &opts).await;
     let addr = sc.url.trim_start_matches("http://").to_string();
     let mut idle = Conn::open(&addr).await;
