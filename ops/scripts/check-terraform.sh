@@ -113,14 +113,17 @@ log "scrape path ok: the collector scrapes the gateway and sidecar metrics ports
 # --- 1b. timeout ordering (rolling deploys lose no request; docs/operations.md) ----------
 # gateway keepalive_timeout_s > ALB idle_timeout; deregistration_delay >= drain_s;
 # grace_period_seconds (ops/pingora.yaml) > drain_s; gateway stopTimeout > both
-# deregistration_delay and stop_delay_s + grace_period_seconds. Values come from the
-# Terraform (variable defaults, overridden by each tfvars), ops/config/production.toml
-# and ops/pingora.yaml.
-"$venv/bin/python" - "$tf_dir" ops/config/production.toml ops/pingora.yaml <<'PY' || fail "timeout ordering"
+# deregistration_delay and stop_delay_s + grace_period_seconds. The sidecar: its target
+# group's deregistration_delay >= its drain_s; its stopTimeout > that delay and >
+# stop_delay_s + drain_s. Values come from the Terraform (variable defaults, overridden
+# by each tfvars), ops/config/production.toml, ops/config/sidecar.production.toml and
+# ops/pingora.yaml.
+"$venv/bin/python" - "$tf_dir" ops/config/production.toml ops/pingora.yaml \
+  ops/config/sidecar.production.toml <<'PY' || fail "timeout ordering"
 import glob, os, re, sys, tomllib
 import hcl2
 
-tf_dir, toml_path, yaml_path = sys.argv[1:4]
+tf_dir, toml_path, yaml_path, sidecar_path = sys.argv[1:5]
 docs = {}
 for path in sorted(glob.glob(os.path.join(tf_dir, "*.tf"))):
     with open(path, encoding="utf-8") as f:
@@ -162,13 +165,13 @@ def number(value, what, tfvars):
     except (TypeError, ValueError):
         sys.exit(f"{what}: {value!r} is not a number or a var reference")
 
-def gateway_stop_timeout():
+def stop_timeout(container):
     for doc in docs.values():
         for loc in doc.get("locals", []):
             for c in loc.get("containers", []) or []:
-                if unq(c.get("name")) == "gateway":
+                if unq(c.get("name")) == container:
                     return c.get("stopTimeout")
-    sys.exit("the gateway container definition (locals.containers) not found")
+    sys.exit(f"the {container} container definition (locals.containers) not found")
 
 with open(toml_path, "rb") as f:
     server = tomllib.load(f).get("server", {})
@@ -179,6 +182,10 @@ m = re.search(r"^grace_period_seconds:\s*(\d+)", open(yaml_path, encoding="utf-8
 if not m:
     sys.exit(f"{yaml_path}: grace_period_seconds is not set")
 grace = float(m.group(1))
+with open(sidecar_path, "rb") as f:
+    sc_server = tomllib.load(f).get("server", {})
+sc_drain = float(sc_server.get("drain_s", 10))
+sc_stop_delay = float(sc_server.get("stop_delay_s", 0))
 
 failures = []
 varsets = {"defaults": {}}
@@ -189,7 +196,10 @@ for label, tfvars in varsets.items():
     idle = number(resource("aws_lb", "main").get("idle_timeout"), "aws_lb.main.idle_timeout", tfvars)
     dereg = number(resource("aws_lb_target_group", "gateway").get("deregistration_delay"),
                    "aws_lb_target_group.gateway.deregistration_delay", tfvars)
-    stop = number(gateway_stop_timeout(), "gateway stopTimeout", tfvars)
+    stop = number(stop_timeout("gateway"), "gateway stopTimeout", tfvars)
+    sc_dereg = number(resource("aws_lb_target_group", "sidecar").get("deregistration_delay"),
+                      "aws_lb_target_group.sidecar.deregistration_delay", tfvars)
+    sc_stop = number(stop_timeout("sidecar"), "sidecar stopTimeout", tfvars)
     checks = [
         (keepalive > idle, f"keepalive_timeout_s {keepalive:g} > ALB idle_timeout {idle:g}"),
         (dereg >= drain, f"deregistration_delay {dereg:g} >= drain_s {drain:g}"),
@@ -197,6 +207,12 @@ for label, tfvars in varsets.items():
         (stop > dereg, f"stopTimeout {stop:g} > deregistration_delay {dereg:g}"),
         (stop > stop_delay + grace,
          f"stopTimeout {stop:g} > stop_delay_s {stop_delay:g} + grace_period_seconds {grace:g}"),
+        (sc_dereg >= sc_drain,
+         f"sidecar deregistration_delay {sc_dereg:g} >= sidecar drain_s {sc_drain:g}"),
+        (sc_stop > sc_dereg,
+         f"sidecar stopTimeout {sc_stop:g} > sidecar deregistration_delay {sc_dereg:g}"),
+        (sc_stop > sc_stop_delay + sc_drain,
+         f"sidecar stopTimeout {sc_stop:g} > stop_delay_s {sc_stop_delay:g} + drain_s {sc_drain:g}"),
     ]
     for ok, what in checks:
         if not ok:

@@ -44,15 +44,18 @@ resource "aws_lb_target_group" "gateway" {
 
 resource "aws_lb_target_group" "sidecar" {
   #checkov:skip=CKV_AWS_378:TLS ends at the ALB; ALB to task traffic stays inside the VPC's private subnets, limited by security groups to the ALB.
-  name                 = "${var.name}-as"
-  port                 = local.sidecar_port
-  protocol             = "HTTP"
-  target_type          = "ip"
-  vpc_id               = var.vpc_id
+  name        = "${var.name}-as"
+  port        = local.sidecar_port
+  protocol    = "HTTP"
+  target_type = "ip"
+  vpc_id      = var.vpc_id
+  # At least the sidecar's server.drain_s (ops/config/sidecar.production.toml), below the
+  # sidecar container's stopTimeout (ecs.tf); ops/scripts/check-terraform.sh checks both.
   deregistration_delay = 30
 
+  # /readyz: 503 as soon as a task drains (SIGTERM), before it stops accepting.
   health_check {
-    path                = "/healthz"
+    path                = "/readyz"
     matcher             = "200"
     interval            = 10
     timeout             = 5

@@ -80,7 +80,9 @@ locals {
       memoryReservation      = var.sidecar_memory
       readonlyRootFilesystem = true
       privileged             = false
-      stopTimeout            = 30
+      # Above the sidecar target group's deregistration_delay and its stop_delay_s +
+      # drain_s (ops/config/sidecar.production.toml); ops/scripts/check-terraform.sh.
+      stopTimeout = 45
       portMappings = [
         { containerPort = local.sidecar_port, protocol = "tcp", name = "oauth" },
       ]

@@ -34,6 +34,8 @@ pub struct App {
     pub lookup_limiter: RateLimiter,
     /// Cookies get `Secure` and the `__Host-` prefix when the issuer is https.
     pub secure_cookies: bool,
+    /// Set when the process is stopping ([`crate::drain`]).
+    pub drain: crate::drain::Drain,
 }
 
 impl App {
@@ -58,6 +60,7 @@ impl App {
             google,
             cimd_http,
             audit,
+            drain: crate::drain::Drain::default(),
         })
     }
 

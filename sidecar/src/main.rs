@@ -4,7 +4,8 @@
 //! `CONFIG_ENV` defaulting to `development`. `${secret:…}` references are loaded from
 //! AWS Secrets Manager before the configuration is validated. Prints
 //! `listening on http://ADDR` on stdout once bound; logs go to stderr. SIGTERM or
-//! SIGINT stops it, writing out the audit queue first.
+//! SIGINT stops it: `/readyz` fails for `server.stop_delay_s`, open connections are
+//! drained for at most `server.drain_s`, then the audit queue is written out.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -169,11 +170,13 @@ async fn run(cli: Cli, cfg: Config) -> anyhow::Result<()> {
     }
     tracing::info!(%addr, issuer = %app.cfg.issuer, mode = ?app.cfg.server.mode,
         audit = if audit_log.is_some() { "audit log" } else { "log" }, "authorization server ready");
-    tokio::select! {
-        _ = mcp_oauth_sidecar::server::serve(listener, app) => {}
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: stopping"),
-        _ = term.recv() => tracing::info!("SIGTERM: stopping"),
-    }
+    let stop = async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: stopping"),
+            _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+        }
+    };
+    mcp_oauth_sidecar::server::serve(listener, app, stop).await;
     if let Some(a) = &audit_log {
         a.shutdown().await;
         tracing::info!("audit log written out");

@@ -9,6 +9,7 @@
 //! a request body must be complete within `body_timeout_s` of its head, else 408 and
 //! the connection is closed.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,10 +29,49 @@ use crate::app::App;
 use crate::http::{client_ip, json, json_cacheable, text, Req, Resp};
 use crate::{authorize, callback, clients, lookups, metadata, token};
 
-/// Serves until the listener fails; also runs key refresh and cleanup.
-pub async fn serve(listener: TcpListener, app: Arc<App>) {
+/// Serves until `stop` completes (or the listener fails), then drains
+/// ([`crate::drain`]): `/readyz` fails for `stop_delay_s` while still accepting, then
+/// accepting stops and open connections are served for at most `drain_s`. Also runs
+/// key refresh and cleanup.
+pub async fn serve(listener: TcpListener, app: Arc<App>, stop: impl Future<Output = ()>) {
     spawn_maintenance(app.clone());
-    let slots = Arc::new(Semaphore::new(app.cfg.server.max_connections));
+    let max = app.cfg.server.max_connections;
+    let slots = Arc::new(Semaphore::new(max));
+    tokio::select! {
+        _ = accept_loop(&listener, &slots, &app) => return,
+        _ = stop => {}
+    }
+    app.drain.begin_stop();
+    let delay = Duration::from_secs(app.cfg.server.stop_delay_s);
+    tracing::info!(
+        stop_delay_s = delay.as_secs(),
+        "stopping: /readyz answers 503, still accepting"
+    );
+    tokio::select! {
+        _ = accept_loop(&listener, &slots, &app) => return,
+        _ = tokio::time::sleep(delay) => {}
+    }
+    drop(listener);
+    app.drain.begin_close();
+    let window = Duration::from_secs(app.cfg.server.drain_s);
+    tracing::info!(
+        drain_s = window.as_secs(),
+        "accepting stopped: serving open connections, each closed after its next response"
+    );
+    // Every connection holds a slot: all slots back means every connection has closed.
+    let all = u32::try_from(max).unwrap_or(u32::MAX);
+    let drained = tokio::time::timeout(window, slots.acquire_many(all)).await;
+    match drained {
+        Ok(_) => tracing::info!("drained: every connection closed"),
+        Err(_) => tracing::info!(
+            open = max - slots.available_permits(),
+            "drain window over: closing the connections left"
+        ),
+    }
+}
+
+/// Accepts connections while slots are free; returns only if the semaphore is closed.
+async fn accept_loop(listener: &TcpListener, slots: &Arc<Semaphore>, app: &Arc<App>) {
     let header_timeout = Duration::from_secs(app.cfg.server.header_timeout_s);
     loop {
         // At the cap, stop accepting: new connections wait in the backlog.
@@ -51,7 +91,11 @@ pub async fn serve(listener: TcpListener, app: Arc<App>) {
             let _slot = slot;
             let svc = service_fn(move |req| {
                 let app = app.clone();
-                async move { Ok::<_, std::convert::Infallible>(handle(&app, req, peer).await) }
+                async move {
+                    let mut resp = handle(&app, req, peer).await;
+                    app.drain.mark(&mut resp);
+                    Ok::<_, std::convert::Infallible>(resp)
+                }
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
@@ -203,6 +247,10 @@ async fn route(app: &App, mut req: Req) -> Resp {
         (&Method::POST, "/register") => clients::register::register(app, &req).await,
         (&Method::GET, "/jwks" | "/.well-known/jwks.json") => json_cacheable(&app.keys.jwks(), 300),
         (&Method::GET, "/healthz") => json(StatusCode::OK, &json!({"status": "ok"})),
+        (&Method::GET, "/readyz") if app.drain.stopping() => json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &json!({"status": "unavailable", "draining": true}),
+        ),
         (&Method::GET, "/readyz") => match app.store.ping().await {
             Ok(()) => json(StatusCode::OK, &json!({"status": "ready"})),
             Err(e) => json(

@@ -15,6 +15,8 @@ pub(super) const DEFAULT_MAX_BODY: usize = 64 * 1024;
 pub(super) const DEFAULT_BODY_TIMEOUT_S: u64 = 10;
 pub(super) const DEFAULT_HEADER_TIMEOUT_S: u64 = 20;
 pub(super) const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+pub(super) const DEFAULT_STOP_DELAY_S: u64 = 0;
+pub(super) const DEFAULT_DRAIN_S: u64 = 10;
 pub(super) const DEFAULT_SCHEMA: &str = "mcp_oauth";
 pub(super) const DEFAULT_POOL: usize = 16;
 pub(super) const DEFAULT_CLEANUP_INTERVAL_S: u64 = 300;
@@ -117,6 +119,8 @@ pub(super) struct RawServer {
     pub(super) body_timeout_s: Num,
     pub(super) header_timeout_s: Num,
     pub(super) max_connections: Num,
+    pub(super) stop_delay_s: Num,
+    pub(super) drain_s: Num,
 }
 
 #[derive(Debug, Deserialize)]

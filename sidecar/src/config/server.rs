@@ -52,6 +52,13 @@ impl Validator<'_> {
                 DEFAULT_MAX_CONNECTIONS,
                 (1, 1_000_000),
             )?,
+            stop_delay_s: self.in_range(
+                &s.stop_delay_s,
+                "server.stop_delay_s",
+                DEFAULT_STOP_DELAY_S,
+                (0, 600),
+            )?,
+            drain_s: self.in_range(&s.drain_s, "server.drain_s", DEFAULT_DRAIN_S, (0, 600))?,
             listen,
             issuer,
         };

@@ -203,6 +203,8 @@ fn abuse_limits_have_defaults_and_are_validated() {
         ("server.body_timeout_s", "body_timeout_s = 0"),
         ("server.max_connections", "max_connections = 0"),
         ("server.header_timeout_s", "header_timeout_s = 301"),
+        ("server.stop_delay_s", "stop_delay_s = 601"),
+        ("server.drain_s", "drain_s = -1"),
     ] {
         let text = format!("[server]\n{bad}\n{MINIMAL}");
         let err = Config::parse(&text, &env).unwrap_err().to_string();

@@ -65,6 +65,12 @@ pub struct ServerConfig {
     pub header_timeout_s: u64,
     /// Connections served at once; more wait in the listen backlog until one ends.
     pub max_connections: usize,
+    /// On SIGTERM/SIGINT, `/readyz` answers 503 this long while the listener still
+    /// accepts, so a health-checking front stops sending first.
+    pub stop_delay_s: u64,
+    /// Then accepting stops, and open connections are served this long at most: each
+    /// request read is answered with `Connection: close`.
+    pub drain_s: u64,
 }
 
 /// `[store]`.

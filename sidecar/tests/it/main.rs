@@ -12,6 +12,7 @@ mod common;
 mod audit_log;
 mod clients;
 mod cursor;
+mod drain;
 mod flow;
 mod load;
 mod observe;

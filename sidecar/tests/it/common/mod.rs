@@ -222,6 +222,8 @@ pub fn schema(tag: &str) -> String {
 
 pub struct SidecarOptions {
     pub schema: String,
+    /// Lines added to `[server]`.
+    pub server: String,
     pub extra: String,
     pub credentials: String,
     pub env: Vec<(String, String)>,
@@ -233,6 +235,7 @@ impl SidecarOptions {
     pub fn new(tag: &str) -> SidecarOptions {
         SidecarOptions {
             schema: schema(tag),
+            server: String::new(),
             extra: String::new(),
             credentials: format!(
                 "[google.credentials]\nsource = \"service_account_key\"\nkey_file = \"{}\"\n",
@@ -263,6 +266,7 @@ impl Sidecar {
             r#"
 [server]
 listen = "127.0.0.1:0"
+{server}
 
 [store]
 url = "{DB_URL}"
@@ -297,6 +301,7 @@ token_uri = "{g}/token"
 lookups_burst = 100000
 "#,
             schema = opts.schema,
+            server = opts.server,
             extra = opts.extra,
             credentials = opts.credentials,
             allowed = serde_json::to_string(&opts.allowed_redirect_uris).expect("allowlist"),
@@ -370,15 +375,20 @@ lookups_burst = 100000
 
 /// Sends SIGTERM to a child this test started and waits for it to exit.
 pub async fn terminate(child: &mut Child) -> std::process::ExitStatus {
+    send_term(child);
+    within("the process to stop after SIGTERM", child.wait())
+        .await
+        .expect("wait")
+}
+
+/// Sends SIGTERM to a child this test started, without waiting.
+pub fn send_term(child: &Child) {
     let pid = child.id().expect("the process is still running");
     let status = std::process::Command::new("kill")
         .args(["-TERM", &pid.to_string()])
         .status()
         .expect("kill -TERM");
     assert!(status.success(), "kill -TERM {pid}");
-    within("the process to stop after SIGTERM", child.wait())
-        .await
-        .expect("wait")
 }
 
 pub async fn drop_schema(schema: &str) {
