@@ -20,7 +20,7 @@ use mcp_gateway::mcp::handler::Gateway;
 use mcp_gateway::mcp::session::Sealer;
 use mcp_gateway::metrics;
 use mcp_gateway::proxy::GatewayProxy;
-use mcp_gateway::secrets::{self, SecretStore};
+use mcp_gateway::secrets::SecretStore;
 use mcp_gateway::services::{Announce, AuditFlush, Probes, SecretRefresh};
 use mcp_gateway::upstream::http::build_client;
 use mcp_gateway::upstream::stdio;
@@ -140,7 +140,7 @@ struct LoadedSecrets {
 
 fn load_secrets(path: &std::path::Path) -> anyhow::Result<Option<LoadedSecrets>> {
     let text = Config::read(path)?;
-    let names = secrets::config_references(&text);
+    let names = config_refs::config_references(&text);
     if names.is_empty() {
         return Ok(None);
     }

@@ -176,7 +176,7 @@ impl GatewayProxy {
             .gateway
             .check_host_origin(&session.req_header().headers)
         {
-            write_response(session, r, &ctx.record.mcp.request_id, &self.drain).await?;
+            write_response(session, r.into(), &ctx.record.mcp.request_id, &self.drain).await?;
             return Ok(());
         }
         if let Err(r) = self.authenticate(session, ctx).await {

@@ -62,11 +62,11 @@ async fn load_config(path: &std::path::Path) -> anyhow::Result<Config> {
     let text = Config::read(path)?;
     let names = config::secret_names_in(&text, &path.display().to_string())?;
     if names.is_empty() {
-        return Ok(Config::load_with(path, None)?);
+        return Ok(Config::from_file_text(&text, path, None)?);
     }
     let store = SecretStore::connect().await;
     store.load(&names).await?;
-    Ok(Config::load_with(path, Some(&store))?)
+    Ok(Config::from_file_text(&text, path, Some(&store))?)
 }
 
 #[tokio::main]

@@ -10,8 +10,12 @@
 
 pub mod diagnostic;
 pub mod expand;
+pub mod names;
+#[cfg(feature = "aws")]
 pub mod secrets;
 
 pub use diagnostic::{line_of, Checked, Diagnostic, Diagnostics, Reported};
 pub use expand::{expand, expand_noting, RefError, Sources, NO_SECRET_STORE};
-pub use secrets::{config_references, referenced_names, SecretError, SecretStore};
+pub use names::{config_references, referenced_names, value_references, Tables};
+#[cfg(feature = "aws")]
+pub use secrets::{SecretError, SecretStore};

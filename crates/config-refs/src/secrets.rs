@@ -20,54 +20,6 @@ pub enum SecretError {
     NotLoaded(String),
 }
 
-/// The names of every secret a configuration text refers to.
-pub fn referenced_names(text: &str) -> BTreeSet<String> {
-    let mut out = BTreeSet::new();
-    let mut rest = text;
-    while let Some(i) = rest.find("${secret:") {
-        let after = &rest[i + "${secret:".len()..];
-        match after.find('}') {
-            Some(end) => {
-                let reference = &after[..end];
-                let name = reference.split('#').next().unwrap_or_default();
-                if !name.is_empty() {
-                    out.insert(name.to_string());
-                }
-                rest = &after[end..];
-            }
-            None => break,
-        }
-    }
-    out
-}
-
-/// The secrets a gateway configuration needs: references in its string values (not in
-/// comments), leaving out backends with `enabled = false`. Text that is not valid TOML
-/// falls back to a scan of the raw text (the config loader reports the TOML error).
-pub fn config_references(text: &str) -> BTreeSet<String> {
-    fn walk(v: &toml::Value, out: &mut BTreeSet<String>) {
-        match v {
-            toml::Value::String(s) => out.extend(referenced_names(s)),
-            toml::Value::Array(a) => a.iter().for_each(|x| walk(x, out)),
-            toml::Value::Table(t) => {
-                if t.get("enabled").and_then(toml::Value::as_bool) == Some(false) {
-                    return;
-                }
-                t.values().for_each(|x| walk(x, out));
-            }
-            _ => {}
-        }
-    }
-    match text.parse::<toml::Table>() {
-        Ok(t) => {
-            let mut out = BTreeSet::new();
-            walk(&toml::Value::Table(t), &mut out);
-            out
-        }
-        Err(_) => referenced_names(text),
-    }
-}
-
 pub struct SecretStore {
     client: Client,
     values: RwLock<BTreeMap<String, String>>,
@@ -158,30 +110,5 @@ impl SecretStore {
                 }
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn config_references_skip_comments_and_disabled_backends() {
-        let text = "# a comment naming ${secret:NAME}\nkey = \"${secret:used#k}\"\n[[backend]]\nname = \"off\"\nenabled = false\nheaders = { A = \"${secret:off}\" }\n[[backend]]\nname = \"on\"\nheaders = { A = \"${secret:on}\" }\n";
-        assert_eq!(
-            config_references(text).into_iter().collect::<Vec<_>>(),
-            vec!["on".to_string(), "used".to_string()]
-        );
-    }
-
-    #[test]
-    fn finds_references() {
-        let names = referenced_names(
-            "a = \"${secret:db#url}\"\nb = \"Bearer ${secret:grafana}\"\nc = \"${env:X}\"\nd = \"${secret:db#user}\"",
-        );
-        assert_eq!(
-            names.into_iter().collect::<Vec<_>>(),
-            vec!["db".to_string(), "grafana".to_string()]
-        );
     }
 }

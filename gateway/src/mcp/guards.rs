@@ -1,5 +1,5 @@
 //! Checks every request passes before it is served: `Host` and `Origin` (DNS rebinding),
-//! `Accept` and `Content-Type`.
+//! `Accept` and `Content-Type`; their refusals are one type, [`GuardRefusal`].
 //!
 //! Not here: identity and policy (the proxy adapter and [`crate::auth`]).
 
@@ -8,19 +8,85 @@ use super::handler::Gateway;
 use super::jsonrpc::{self};
 use http::HeaderMap;
 
+/// Why a request to `/mcp` is refused before any JSON-RPC is read: one type for the
+/// transport's refusals, each with its HTTP status, JSON-RPC code and message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GuardRefusal {
+    /// 403: the `Host` header (lower-cased, port kept) is not in `server.allowed_hosts`.
+    Host(String),
+    /// 403: the `Origin` header (lower-cased, no trailing `/`) is not allowed.
+    Origin(String),
+    /// 405: not POST, GET or DELETE.
+    Method,
+    /// 415: a POST whose `Content-Type` is not `application/json`.
+    ContentType,
+    /// 406: a POST whose `Accept` does not list both JSON and SSE.
+    AcceptPost,
+    /// 406: a GET whose `Accept` does not include `text/event-stream`.
+    AcceptStream,
+}
+
+impl GuardRefusal {
+    pub fn status(&self) -> u16 {
+        match self {
+            GuardRefusal::Host(_) | GuardRefusal::Origin(_) => 403,
+            GuardRefusal::Method => 405,
+            GuardRefusal::ContentType => 415,
+            GuardRefusal::AcceptPost | GuardRefusal::AcceptStream => 406,
+        }
+    }
+
+    pub fn code(&self) -> i64 {
+        jsonrpc::INVALID_REQUEST
+    }
+
+    pub fn message(&self) -> String {
+        match self {
+            GuardRefusal::Host(host) => {
+                format!("Forbidden: Host {host:?} is not allowed (server.allowed_hosts)")
+            }
+            GuardRefusal::Origin(origin) => {
+                format!("Forbidden: Origin {origin:?} is not allowed (server.allowed_origins)")
+            }
+            GuardRefusal::Method => "Method Not Allowed: use POST, GET or DELETE".into(),
+            GuardRefusal::ContentType => {
+                "Unsupported Media Type: Content-Type must be application/json".into()
+            }
+            GuardRefusal::AcceptPost => {
+                "Not Acceptable: Accept must list both application/json and text/event-stream"
+                    .into()
+            }
+            GuardRefusal::AcceptStream => {
+                "Not Acceptable: Accept must include text/event-stream".into()
+            }
+        }
+    }
+
+    /// The answer: a JSON-RPC error without an id (and `Allow` on a 405).
+    pub fn response(&self) -> Response {
+        let r = Response::refuse(self.status(), self.code(), self.message());
+        match self {
+            GuardRefusal::Method => r.with_header("allow", "GET, POST, DELETE".into()),
+            _ => r,
+        }
+    }
+}
+
+impl From<GuardRefusal> for Response {
+    fn from(r: GuardRefusal) -> Response {
+        r.response()
+    }
+}
+
 impl Gateway {
-    /// Host and Origin checks against DNS rebinding; `Err` carries the 403.
-    pub fn check_host_origin(&self, headers: &HeaderMap) -> Result<(), Response> {
+    /// Host and Origin checks against DNS rebinding.
+    pub fn check_host_origin(&self, headers: &HeaderMap) -> Result<(), GuardRefusal> {
         let s = &self.config.server;
         if let Some(host) = headers.get(http::header::HOST) {
             let host = host.to_str().unwrap_or("").to_ascii_lowercase();
             let name = host_without_port(&host);
             if !s.allowed_hosts.iter().any(|h| h == "*" || h == name) {
-                return Err(Response::refuse(
-                    403,
-                    jsonrpc::INVALID_REQUEST,
-                    format!("Forbidden: Host {host:?} is not allowed (server.allowed_hosts)"),
-                ));
+                return Err(GuardRefusal::Host(host));
             }
         }
         if let Some(origin) = headers.get(http::header::ORIGIN) {
@@ -32,15 +98,33 @@ impl Gateway {
             let ok = s.allowed_origins.iter().any(|o| o == "*" || *o == origin)
                 || (s.allow_loopback_origins && is_loopback_origin(&origin));
             if !ok {
-                return Err(Response::refuse(
-                    403,
-                    jsonrpc::INVALID_REQUEST,
-                    format!("Forbidden: Origin {origin:?} is not allowed (server.allowed_origins)"),
-                ));
+                return Err(GuardRefusal::Origin(origin));
             }
         }
         Ok(())
     }
+}
+
+/// A POST's `Content-Type` and `Accept`.
+pub(super) fn check_post_headers(h: &HeaderMap) -> Result<(), GuardRefusal> {
+    if !header_str(h, "content-type")
+        .to_ascii_lowercase()
+        .starts_with("application/json")
+    {
+        return Err(GuardRefusal::ContentType);
+    }
+    if !accepts(h, "application/json") || !accepts(h, "text/event-stream") {
+        return Err(GuardRefusal::AcceptPost);
+    }
+    Ok(())
+}
+
+/// A GET's `Accept`.
+pub(super) fn check_stream_accept(h: &HeaderMap) -> Result<(), GuardRefusal> {
+    if !accepts(h, "text/event-stream") {
+        return Err(GuardRefusal::AcceptStream);
+    }
+    Ok(())
 }
 
 pub(super) fn header_str<'a>(h: &'a HeaderMap, name: &str) -> &'a str {

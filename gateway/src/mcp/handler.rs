@@ -30,9 +30,8 @@ use crate::config::Config;
 use crate::mcp::fanout::ListKind;
 use crate::mcp::forward::collect_answer;
 use crate::mcp::forward::Routed;
-use crate::mcp::guards::accepts;
 use crate::mcp::guards::contains;
-use crate::mcp::guards::header_str;
+use crate::mcp::guards::{check_post_headers, GuardRefusal};
 use crate::upstream::Backend;
 
 pub struct Gateway {
@@ -119,37 +118,19 @@ impl Gateway {
         info: &mut Info,
     ) -> Response {
         if let Err(r) = self.check_host_origin(&req.headers) {
-            return r;
+            return r.into();
         }
         match req.method {
             http::Method::POST => self.post(req, caller, info).await,
             http::Method::GET => self.get(req, caller, info).await,
             http::Method::DELETE => self.delete(req, caller, info).await,
-            _ => Response::refuse(
-                405,
-                jsonrpc::INVALID_REQUEST,
-                "Method Not Allowed: use POST, GET or DELETE",
-            )
-            .with_header("allow", "GET, POST, DELETE".into()),
+            _ => GuardRefusal::Method.into(),
         }
     }
 
     async fn post(self: &Arc<Self>, req: Request, caller: &Caller, info: &mut Info) -> Response {
-        let ct = header_str(&req.headers, "content-type");
-        if !ct.to_ascii_lowercase().starts_with("application/json") {
-            return Response::refuse(
-                415,
-                jsonrpc::INVALID_REQUEST,
-                "Unsupported Media Type: Content-Type must be application/json",
-            );
-        }
-        if !accepts(&req.headers, "application/json") || !accepts(&req.headers, "text/event-stream")
-        {
-            return Response::refuse(
-                406,
-                jsonrpc::INVALID_REQUEST,
-                "Not Acceptable: Accept must list both application/json and text/event-stream",
-            );
+        if let Err(r) = check_post_headers(&req.headers) {
+            return r.into();
         }
         let value: Value = match serde_json::from_slice(&req.body) {
             Ok(v) => v,

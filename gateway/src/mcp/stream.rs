@@ -5,7 +5,6 @@
 
 use super::exchange::{Caller, Info, Request, Response};
 use super::handler::Gateway;
-use super::jsonrpc::{self};
 use super::relay;
 use super::session::SessionClaims;
 use crate::upstream::sse::format_event;
@@ -18,7 +17,7 @@ use std::time::Duration;
 
 /// How often an idle stream gets a comment line, so that proxies keep it open.
 pub(super) const KEEPALIVE: Duration = Duration::from_secs(15);
-use crate::mcp::guards::accepts;
+use crate::mcp::guards::check_stream_accept;
 
 impl Gateway {
     /// GET: one downstream stream fed by each backend's server stream, re-opened with
@@ -29,12 +28,8 @@ impl Gateway {
         caller: &Caller,
         info: &mut Info,
     ) -> Response {
-        if !accepts(&req.headers, "text/event-stream") {
-            return Response::refuse(
-                406,
-                jsonrpc::INVALID_REQUEST,
-                "Not Acceptable: Accept must include text/event-stream",
-            );
+        if let Err(r) = check_stream_accept(&req.headers) {
+            return r.into();
         }
         // Listening before the session is checked: a DELETE in between is not missed.
         let ended = self.session_ended.subscribe();

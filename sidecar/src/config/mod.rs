@@ -29,7 +29,7 @@ use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use config_refs::{line_of, Diagnostics, SecretStore, Sources, NO_SECRET_STORE};
+use config_refs::{line_of, Diagnostics, SecretStore, Sources, Tables, NO_SECRET_STORE};
 use url::Url;
 
 use raw::RawConfig;
@@ -72,19 +72,10 @@ pub fn secret_names(text: &str) -> Result<BTreeSet<String>, ConfigError> {
 }
 
 /// [`secret_names`] of the file at `path` (which errors name).
+/// Every table counts, `enabled = false` ones too: the validator expands them all.
 pub fn secret_names_in(text: &str, path: &str) -> Result<BTreeSet<String>, ConfigError> {
-    fn walk(v: &toml::Value, out: &mut BTreeSet<String>) {
-        match v {
-            toml::Value::String(s) => out.extend(config_refs::referenced_names(s)),
-            toml::Value::Array(items) => items.iter().for_each(|i| walk(i, out)),
-            toml::Value::Table(t) => t.values().for_each(|i| walk(i, out)),
-            _ => {}
-        }
-    }
     let value: toml::Value = toml::from_str(text).map_err(|e| parse_error(text, path, &e))?;
-    let mut out = BTreeSet::new();
-    walk(&value, &mut out);
-    Ok(out)
+    Ok(config_refs::value_references(&value, Tables::All))
 }
 
 impl Config {
@@ -104,7 +95,15 @@ impl Config {
     /// Loads a file; `${secret:…}` references are resolved by `secrets`, which must
     /// already hold every name [`secret_names`] finds.
     pub fn load_with(path: &Path, secrets: Option<&SecretStore>) -> Result<Config, ConfigError> {
-        let text = Config::read(path)?;
+        Config::from_file_text(&Config::read(path)?, path, secrets)
+    }
+
+    /// [`Config::load_with`] of text already read from `path` (which errors name).
+    pub fn from_file_text(
+        text: &str,
+        path: &Path,
+        secrets: Option<&SecretStore>,
+    ) -> Result<Config, ConfigError> {
         let secret = |reference: &str| -> Result<String, String> {
             match secrets {
                 Some(s) => s.resolve(reference).map_err(|e| e.to_string()),
@@ -112,7 +111,7 @@ impl Config {
             }
         };
         let env = |n: &str| std::env::var(n).ok();
-        Config::parse_named(&text, &path.display().to_string(), &env, &secret)
+        Config::parse_named(text, &path.display().to_string(), &env, &secret)
     }
 
     /// Parses config text; `${secret:…}` references are an error.

@@ -12,16 +12,14 @@ async fn registration_is_rate_limited_per_address() {
     let google = FakeGoogle::start().await;
     let mut opts = SidecarOptions::new("ratelimit");
     opts.extra = String::new();
-    let sidecar = Sidecar::start(&google, &opts).await;
     // The harness config allows 1000/min; use a dedicated sidecar with 3/min.
-    let text = std::fs::read_to_string(&sidecar.config_path).unwrap();
-    let text = text.replace(
-        "registration_per_minute = 1000",
-        "registration_per_minute = 3",
-    );
-    std::fs::write(&sidecar.config_path, text).unwrap();
-    let mut sidecar = sidecar;
-    sidecar.restart(&opts).await;
+    let sidecar = Sidecar::start_with(&google, &opts, |c| {
+        *c = c.replace(
+            "registration_per_minute = 1000",
+            "registration_per_minute = 3",
+        )
+    })
+    .await;
     let body = json!({"redirect_uris": ["http://127.0.0.1:1/cb"], "client_name": "x"});
     for _ in 0..3 {
         let (s, v) = register(&sidecar, body.clone()).await;
@@ -115,15 +113,10 @@ async fn private_addresses_are_not_fetched_by_default() {
     let google = FakeGoogle::start().await;
     let mut opts = SidecarOptions::new("ssrf");
     opts.extra = String::new();
-    let sidecar = Sidecar::start(&google, &opts).await;
-    let text = std::fs::read_to_string(&sidecar.config_path).unwrap();
-    std::fs::write(
-        &sidecar.config_path,
-        text.replace("allow_private_cimd = true", "allow_private_cimd = false"),
-    )
-    .unwrap();
-    let mut sidecar = sidecar;
-    sidecar.restart(&opts).await;
+    let sidecar = Sidecar::start_with(&google, &opts, |c| {
+        *c = c.replace("allow_private_cimd = true", "allow_private_cimd = false")
+    })
+    .await;
     let doc = serve_document(|url| {
         json!({"client_id": url, "client_name": "Internal", "redirect_uris": ["http://127.0.0.1:7777/callback"]}).to_string()
     })
@@ -186,18 +179,13 @@ async fn workload_identity_federation_reads_groups() {
             ),
             ("AWS_SESSION_TOKEN".into(), "session".into()),
         ];
-        let sidecar = Sidecar::start(&google, &opts).await;
-        if !subject {
-            // Without admin_subject the service account is impersonated directly.
-            let text = std::fs::read_to_string(&sidecar.config_path).unwrap();
-            std::fs::write(
-                &sidecar.config_path,
-                text.replace("admin_subject = \"alice@example.com\"\n", ""),
-            )
-            .unwrap();
-        }
-        let mut sidecar = sidecar;
-        sidecar.restart(&opts).await;
+        let sidecar = Sidecar::start_with(&google, &opts, |c| {
+            if !subject {
+                // Without admin_subject the service account is impersonated directly.
+                *c = c.replace("admin_subject = \"alice@example.com\"\n", "");
+            }
+        })
+        .await;
         let client = register_public(&sidecar).await;
         let b = browser();
         let (p, code) = sign_in_new(&b, &sidecar, &client, "alice@example.com").await;

@@ -85,17 +85,6 @@ async fn get_authorize(sidecar: &Sidecar, client_id: &str, xff: Option<&str>) ->
     rb.send().await.expect("authorize")
 }
 
-/// Rewrites the running sidecar's configuration with `edit` and restarts it.
-async fn reconfigure(
-    sidecar: &mut Sidecar,
-    opts: &SidecarOptions,
-    edit: impl Fn(String) -> String,
-) {
-    let text = std::fs::read_to_string(&sidecar.config_path).expect("config");
-    std::fs::write(&sidecar.config_path, edit(text)).expect("rewrite config");
-    sidecar.restart(opts).await;
-}
-
 fn retry_after(r: &reqwest::Response) -> u64 {
     r.headers()
         .get("retry-after")
@@ -110,11 +99,10 @@ fn retry_after(r: &reqwest::Response) -> u64 {
 async fn authorize_and_metadata_lookups_are_rate_limited_per_address() {
     let google = FakeGoogle::start().await;
     let opts = SidecarOptions::new("lookuprl");
-    let mut sidecar = Sidecar::start(&google, &opts).await;
     // The harness lifts the limit; this test runs with the defaults, behind a proxy
     // that names the client in X-Forwarded-For (requests without it: the TCP peer).
-    reconfigure(&mut sidecar, &opts, |t| {
-        t.replace("lookups_burst = 100000", "").replace(
+    let sidecar = Sidecar::start_with(&google, &opts, |c| {
+        *c = c.replace("lookups_burst = 100000", "").replace(
             "listen = \"127.0.0.1:0\"",
             "listen = \"127.0.0.1:0\"\nclient_ip_header = \"x-forwarded-for\"",
         )
@@ -233,14 +221,14 @@ async fn wait_count(db: &tokio_postgres::Client, sql: &str, arg: &str, want: i64
 async fn unused_registrations_metadata_clients_and_stale_sign_ins_expire() {
     let google = FakeGoogle::start().await;
     let opts = SidecarOptions::new("expiry");
-    let mut sidecar = Sidecar::start(&google, &opts).await;
-    reconfigure(&mut sidecar, &opts, |t| {
-        t.replace(
-            "allow_http_cimd = true",
-            "allow_http_cimd = true\nunused_registration_ttl_s = 4\ncimd_max_cache_s = 1",
-        )
-        .replace("pool_size = 8", "pool_size = 8\ncleanup_interval_s = 1")
-            + "\n[authorization]\npending_ttl_s = 3\n"
+    let sidecar = Sidecar::start_with(&google, &opts, |c| {
+        *c = c
+            .replace(
+                "allow_http_cimd = true",
+                "allow_http_cimd = true\nunused_registration_ttl_s = 4\ncimd_max_cache_s = 1",
+            )
+            .replace("pool_size = 8", "pool_size = 8\ncleanup_interval_s = 1")
+            + "\n[authorization]\npending_ttl_s = 3\n";
     })
     .await;
     let s = &sidecar.schema;
@@ -450,12 +438,11 @@ async fn slow_bodies_are_cut_off_and_a_sign_in_still_completes() {
 async fn connections_over_the_cap_wait_and_idle_ones_are_closed() {
     let google = FakeGoogle::start().await;
     let opts = SidecarOptions::new("conncap");
-    let mut sidecar = Sidecar::start(&google, &opts).await;
-    reconfigure(&mut sidecar, &opts, |t| {
-        t.replace(
+    let sidecar = Sidecar::start_with(&google, &opts, |c| {
+        *c = c.replace(
             "listen = \"127.0.0.1:0\"",
             "listen = \"127.0.0.1:0\"\nmax_connections = 20\nbody_timeout_s = 2\nheader_timeout_s = 2",
-        )
+        );
     })
     .await;
     let addr = host_port(&sidecar.url);
@@ -516,9 +503,8 @@ async fn ipv6_transition_addresses_are_refused_without_a_connection() {
     let dir = TempDir::new("v6audit");
     let mut opts = SidecarOptions::new("v6");
     opts.extra = audit_table(&audit_schema, &dir);
-    let mut sidecar = Sidecar::start(&google, &opts).await;
-    reconfigure(&mut sidecar, &opts, |t| {
-        t.replace("allow_private_cimd = true", "allow_private_cimd = false")
+    let sidecar = Sidecar::start_with(&google, &opts, |c| {
+        *c = c.replace("allow_private_cimd = true", "allow_private_cimd = false");
     })
     .await;
     // A name that resolves only to loopback: refused by the resolver, a fetch failure.

@@ -133,35 +133,13 @@ pub fn run_to(
     })
 }
 
-/// Expands `${env:NAME}`; any other reference is an error naming `--postgres-url`.
+/// Expands `${env:NAME}` (and `${file:PATH}`) with the workspace's one expander,
+/// [`config_refs::expand`]; `${secret:…}` is an error here (no secret store: the
+/// gateway's `audit` command passes its own expansion to [`run_with`]).
 pub fn expand_env(value: &str) -> anyhow::Result<String> {
-    expand_env_impl(value)
-}
-
-fn expand_env_impl(value: &str) -> anyhow::Result<String> {
-    let mut out = String::with_capacity(value.len());
-    let mut rest = value;
-    while let Some(start) = rest.find("${") {
-        out.push_str(&rest[..start]);
-        let after = &rest[start + 2..];
-        let end = after
-            .find('}')
-            .ok_or_else(|| anyhow!("unterminated \"${{\" in audit.postgres_url"))?;
-        match after[..end].split_once(':') {
-            Some(("env", name)) => out.push_str(
-                &std::env::var(name)
-                    .map_err(|_| anyhow!("environment variable {name} is not set"))?,
-            ),
-            _ => bail!(
-                "audit.postgres_url uses \"${{{}}}\", which this command cannot resolve; \
-                 pass --postgres-url",
-                &after[..end]
-            ),
-        }
-        rest = &after[end + 1..];
-    }
-    out.push_str(rest);
-    Ok(out)
+    let env = |n: &str| std::env::var(n).ok();
+    config_refs::expand(value, &config_refs::Sources::without_secrets(&env))
+        .map_err(|e| anyhow!("audit.postgres_url: {e}; pass --postgres-url"))
 }
 
 enum Source {

@@ -247,23 +247,12 @@ impl SidecarOptions {
     }
 }
 
-pub struct Sidecar {
-    pub child: Child,
-    pub url: String,
-    pub schema: String,
-    pub config_path: PathBuf,
-    _dir: TempDir,
-}
-
-pub const RESOURCE: &str = "http://127.0.0.1:8080/mcp";
-
-impl Sidecar {
-    pub async fn start(google: &FakeGoogle, opts: &SidecarOptions) -> Sidecar {
-        let dir = TempDir::new("sidecar");
-        let g = &google.url;
-        // `credentials` holds [google.credentials]; it must follow [google]'s keys.
-        let config = format!(
-            r#"
+/// The harness's sidecar configuration for `google` and `opts`.
+fn harness_config(google: &FakeGoogle, opts: &SidecarOptions) -> String {
+    let g = &google.url;
+    // `credentials` holds [google.credentials]; it must follow [google]'s keys.
+    format!(
+        r#"
 [server]
 listen = "127.0.0.1:0"
 {server}
@@ -300,12 +289,39 @@ token_uri = "{g}/token"
 [rate_limit]
 lookups_burst = 100000
 "#,
-            schema = opts.schema,
-            server = opts.server,
-            extra = opts.extra,
-            credentials = opts.credentials,
-            allowed = serde_json::to_string(&opts.allowed_redirect_uris).expect("allowlist"),
-        );
+        schema = opts.schema,
+        server = opts.server,
+        extra = opts.extra,
+        credentials = opts.credentials,
+        allowed = serde_json::to_string(&opts.allowed_redirect_uris).expect("allowlist"),
+    )
+}
+
+pub struct Sidecar {
+    pub child: Child,
+    pub url: String,
+    pub schema: String,
+    pub config_path: PathBuf,
+    _dir: TempDir,
+}
+
+pub const RESOURCE: &str = "http://127.0.0.1:8080/mcp";
+
+impl Sidecar {
+    pub async fn start(google: &FakeGoogle, opts: &SidecarOptions) -> Sidecar {
+        Self::start_with(google, opts, |_| {}).await
+    }
+
+    /// As [`Sidecar::start`], the harness's configuration text first changed by `edit`
+    /// (a test's own limits or switches).
+    pub async fn start_with(
+        google: &FakeGoogle,
+        opts: &SidecarOptions,
+        edit: impl FnOnce(&mut String),
+    ) -> Sidecar {
+        let dir = TempDir::new("sidecar");
+        let mut config = harness_config(google, opts);
+        edit(&mut config);
         let path = dir.path.join("sidecar.toml");
         std::fs::write(&path, config).expect("write config");
         Self::start_config(path, opts, dir).await
