@@ -125,7 +125,14 @@ async fn sigterm_answers_parked_and_in_flight_requests_then_exits_0() {
         .await;
 
     send_term(&sc.child);
-    let draining = probe.get("/readyz").await;
+    // The signal is handled asynchronously: ask until readiness fails (or the deadline).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let draining = loop {
+        let r = probe.get("/readyz").await;
+        if r.status == 503 || std::time::Instant::now() > deadline {
+            break r;
+        }
+    };
     assert_eq!(draining.status, 503, "{}", draining.body);
     assert!(draining.body.contains("draining"), "{}", draining.body);
     drop(probe);
