@@ -63,13 +63,10 @@ impl Config {
     /// listener, and with it the default audience.
     pub fn take_ephemeral_ports(&mut self) -> std::io::Result<()> {
         if let Some(addr) = self.metrics_listen.filter(|a| a.port() == 0) {
-            let probe = std::net::TcpListener::bind(addr)?;
-            self.metrics_listen = Some(probe.local_addr()?);
+            self.metrics_listen = Some(hold_free_port(addr)?);
         }
         if self.server.listen.port() == 0 {
-            let probe = std::net::TcpListener::bind(self.server.listen)?;
-            self.server.listen = probe.local_addr()?;
-            drop(probe);
+            self.server.listen = hold_free_port(self.server.listen)?;
             if self.server.public_url.port() == Some(0) {
                 let old_audience = format!(
                     "{}/mcp",
@@ -220,3 +217,23 @@ fn decode_key(raw: &str) -> Result<[u8; 32], String> {
 
 #[cfg(test)]
 mod tests;
+
+/// A free port on `addr`'s address, kept bound (SO_REUSEADDR, not listening) for the
+/// life of the process: the listener binds it again (Pingora sets SO_REUSEADDR too, and
+/// Linux lets both bind while neither listens), and no other process's `bind(…:0)` gets
+/// it in between, as it could after a probe socket was closed.
+fn hold_free_port(addr: std::net::SocketAddr) -> std::io::Result<std::net::SocketAddr> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    let bound = socket
+        .local_addr()?
+        .as_socket()
+        .ok_or_else(|| std::io::Error::other("not an IP socket"))?;
+    static HELD: std::sync::Mutex<Vec<Socket>> = std::sync::Mutex::new(Vec::new());
+    if let Ok(mut held) = HELD.lock() {
+        held.push(socket);
+    }
+    Ok(bound)
+}
