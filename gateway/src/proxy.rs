@@ -138,9 +138,26 @@ impl GatewayProxy {
     }
 
     async fn serve_mcp(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
+        let caller = ctx
+            .record
+            .caller
+            .clone()
+            .unwrap_or_else(|| Arc::new(Caller::anonymous()));
+        // A modern request's head names its method and target: labels and policy first.
+        let early = {
+            let h = session.req_header();
+            self.gateway
+                .precheck(&h.method, &h.headers, &caller, &mut ctx.record.mcp)
+        };
         let Some(body) = self.read_body(session, ctx).await? else {
             return Ok(());
         };
+        if let Some(refused) = early {
+            let resp = refused.answer(&body);
+            ctx.record.http.bytes_out =
+                write_response(session, resp, &ctx.record.mcp.request_id, &self.drain).await?;
+            return Ok(());
+        }
         ctx.record.mcp.traceparent = session
             .req_header()
             .headers
@@ -153,11 +170,6 @@ impl GatewayProxy {
             headers: session.req_header().headers.clone(),
             body,
         };
-        let caller = ctx
-            .record
-            .caller
-            .clone()
-            .unwrap_or_else(|| Arc::new(Caller::anonymous()));
         let resp = self.gateway.handle(req, &caller, &mut ctx.record.mcp).await;
         ctx.record.http.bytes_out =
             write_response(session, resp, &ctx.record.mcp.request_id, &self.drain).await?;
@@ -192,9 +204,21 @@ impl GatewayProxy {
             let r = Refusal::BackendForbidden(backend.name().to_string());
             return self.refuse(session, ctx, r).await;
         }
+        let early = self.gateway.precheck_passthrough(
+            backend,
+            &session.req_header().headers,
+            &caller,
+            &mut ctx.record.mcp,
+        );
         let Some(body) = self.read_body(session, ctx).await? else {
             return Ok(());
         };
+        if let Some(refused) = early {
+            let resp = refused.answer(&body);
+            ctx.record.http.bytes_out =
+                write_response(session, resp, &ctx.record.mcp.request_id, &self.drain).await?;
+            return Ok(());
+        }
         let (method, headers) = {
             let h = session.req_header();
             (h.method.clone(), h.headers.clone())

@@ -61,20 +61,23 @@ pair_run() {
   errs=$((errs + $(field "$j" errors)))
 }
 # pair NAME_A URL_A PID_A TOOL_A NAME_B URL_B PID_B TOOL_B [load args for B]: $rounds
-# rounds, order swapping each round; then `mid` is the median round (by B/A).
+# rounds, order swapping each round; then `mid` is the median round (by B/A). A's load
+# arguments, if any, are in the array a_args (reset after).
 pair() {
   rps_a=(); rps_b=(); ok_a=0; ok_b=0; cpu_a=0; cpu_b=0; pg_a=0; pg_b=0; errs=0
   local round
   for round in $(seq 1 "$rounds"); do
     if (( round % 2 )); then
-      pair_run a "$2" "$3" "$4"; pair_run b "$6" "$7" "$8" "${@:9}"
+      pair_run a "$2" "$3" "$4" "${a_args[@]}"; pair_run b "$6" "$7" "$8" "${@:9}"
     else
-      pair_run b "$6" "$7" "$8" "${@:9}"; pair_run a "$2" "$3" "$4"
+      pair_run b "$6" "$7" "$8" "${@:9}"; pair_run a "$2" "$3" "$4" "${a_args[@]}"
     fi
     echo "  round $round: $1 ${rps_a[-1]%.*} req/s, $5 ${rps_b[-1]%.*} req/s" >&2
   done
   mid=$(median_round "${rps_a[@]}" "${rps_b[@]}")
+  a_args=()
 }
+a_args=()
 
 mock=$(start "$bin/mcp-mock" --http 127.0.0.1:0 --name fast --no-dynamic --json)
 # Audit off in the base configuration: the rows below measure proxying; the audit
@@ -113,6 +116,12 @@ dp=$(field "$d1" p50_ms); pp=$(field "$p1" p50_ms); ap=$(field "$a1" p50_ms)
 row "tools/call p50, 1 conn: direct" "$(printf '%.3f ms' "$dp")" ""
 row "tools/call p50, 1 conn: pass-through" "$(printf '%.3f ms' "$pp")" ""
 row "tools/call p50, 1 conn: aggregated" "$(printf '%.3f ms' "$ap")" "$(python3 -c "print(f'direct + {($ap-$dp):.3f} ms (target ≤ +0.3 ms)')")"
+
+echo "2026-07-28 against 2025 on /mcp…" >&2
+pair "2025" "$gw" "$gw_pid" fast__echo "2026-07-28" "$gw" "$gw_pid" fast__echo --era 2026-07-28
+lr=${rps_a[$mid]}; mr=${rps_b[$mid]}
+row "tools/call, 16 conns: aggregated, 2025 session" "$(printf '%.0f req/s' "$lr")" "median round of $rounds"
+row "tools/call, 16 conns: aggregated, 2026-07-28 stateless" "$(printf '%.0f req/s' "$mr")" "$(python3 -c "print(f'{$mr/$lr:.2f}× 2025 (target ≥ 1.0×, median of $rounds rounds of ${pair_secs}s, order swapping: $(round_ratios "${rps_a[@]}" "${rps_b[@]}")), errors $errs')")"
 
 # Tracing: off must cost nothing against the build before it (BASELINE_GATEWAY: a
 # gateway binary built from the commit before tracing landed; without it the row says
@@ -175,6 +184,17 @@ pair "auth none" "$gw" "$gw_pid" fast__echo "oauth" "$gwa" "$gwa_pid" fast__echo
 nr=${rps_a[$mid]}; orr=${rps_b[$mid]}
 row "tools/call, 16 conns: aggregated, auth none" "$(printf '%.0f req/s' "$nr")" "median round of $rounds"
 row "tools/call, 16 conns: aggregated, auth oauth" "$(printf '%.0f req/s' "$orr")" "$(python3 -c "print(f'{$orr/$nr:.2f}× auth none (target ≥ 0.95×, median of $rounds rounds of ${pair_secs}s, order swapping: $(round_ratios "${rps_a[@]}" "${rps_b[@]}")), errors $errs')")"
+
+echo "tool policy from the 2026-07-28 headers…" >&2
+sed 's/^url = .*/&\ntools = { echo = { allow_users = ["bench@example.com"] } }/' "$work/gwauth.toml" > "$work/gwpolicy.toml"
+gwp=$(start "$bin/mcp-gateway" --config "$work/gwpolicy.toml" -c ops/pingora.yaml)
+gwp_pid=$(proc_last_pid)
+tokp=$(python3 ops/scripts/mint-test-token.py gateway/tests/keys/test-es256-1.pem k1 "$iss" "$gwp")
+a_args=(--era 2026-07-28 --header "authorization: Bearer $token")
+pair "no tool policy" "$gwa" "$gwa_pid" fast__echo "tool policy" "$gwp" "$gwp_pid" fast__echo --era 2026-07-28 --header "authorization: Bearer $tokp"
+xr=${rps_a[$mid]}; yr=${rps_b[$mid]}
+row "tools/call, 16 conns: 2026-07-28, oauth, no tool policy" "$(printf '%.0f req/s' "$xr")" "median round of $rounds"
+row "tools/call, 16 conns: 2026-07-28, oauth, tool policy from headers" "$(printf '%.0f req/s' "$yr")" "$(python3 -c "print(f'{$yr/$xr:.3f}× no policy (target ≥ 0.97×, median of $rounds rounds of ${pair_secs}s, order swapping: $(round_ratios "${rps_a[@]}" "${rps_b[@]}")), errors $errs')")"
 
 echo "tools/call with the PostgreSQL audit log on…" >&2
 schema="bench_$RANDOM$RANDOM"

@@ -9,7 +9,6 @@ use super::handler::Gateway;
 use super::jsonrpc::{self};
 use super::relay;
 use super::session::SessionClaims;
-use crate::auth::policy;
 use crate::mcp::jsonrpc::Method;
 use crate::upstream::modern::fit_params;
 use crate::upstream::sse::format_event;
@@ -252,35 +251,10 @@ impl Gateway {
         info: &mut Info,
     ) -> Option<Response> {
         let tool = params.get("name").and_then(Value::as_str);
-        let allowed = self.may_use(backend, caller)
-            && (*method != Method::ToolsCall
-                || policy::may_use_tool(
-                    self.config.auth.mode,
-                    &backend.config,
-                    tool.unwrap_or_default(),
-                    caller,
-                ));
-        if allowed {
-            return None;
-        }
+        let message = self.policy_refusal(backend, caller, method, tool)?;
         info.rpc_error = Some(jsonrpc::FORBIDDEN);
-        let who = caller.email.as_deref().unwrap_or(&caller.sub);
-        let what = match (method, tool) {
-            (Method::ToolsCall, Some(t)) => format!("tool {t:?} of backend {:?}", backend.name()),
-            _ => format!("backend {:?}", backend.name()),
-        };
-        tracing::info!(backend = backend.name(), user = who, "refused by policy");
-        let message = format!("Forbidden: {who} may not use {what}");
         info.detail = Some(format!("refused by policy: {message}"));
-        Some(Response::json(
-            200,
-            &jsonrpc::error_with_data(
-                id,
-                jsonrpc::FORBIDDEN,
-                message,
-                json!({"backend": backend.name()}),
-            ),
-        ))
+        Some(super::early::policy_answer(id, &message, backend.name()))
     }
 }
 

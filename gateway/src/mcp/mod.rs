@@ -2,6 +2,7 @@
 
 pub mod answers;
 pub mod cursor;
+pub mod early;
 pub mod exchange;
 pub mod fanout;
 pub mod forward;

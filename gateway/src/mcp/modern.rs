@@ -81,6 +81,9 @@ impl Gateway {
             Ok(m) => m,
             Err(r) => {
                 info.rpc_error = Some(r.1);
+                // Labels taken from the head ([`super::early`]) are not trusted now.
+                info.backend = None;
+                info.target = None;
                 return r.0;
             }
         };

@@ -275,6 +275,7 @@ fn inspect(
         Value::Array(items) => items.iter().collect(),
         one => vec![one],
     };
+    let mut recorded = false;
     for m in messages {
         let Some(method) = m.get("method").and_then(Value::as_str) else {
             continue; // a response to the backend's own request
@@ -298,7 +299,9 @@ fn inspect(
             "resources/read" | "resources/subscribe" | "resources/unsubscribe" => name("uri"),
             _ => None,
         };
-        if info.rpc_method.is_none() {
+        if !recorded {
+            // The record describes the first request of a batch.
+            recorded = true;
             info.rpc_method = Some(jsonrpc::Method::parse(method));
             info.target = target.map(str::to_string);
             if let (Some(args), Some(audit)) =

@@ -217,6 +217,118 @@ fn passthrough_audit_rows_name_method_and_tool() {
     assert!(row["args_digest"].is_string(), "{row}");
 }
 
+// ---- 1b. 2026-07-28: policy and labels from the mirrored headers ----
+
+/// POSTs `body` as a 2026-07-28 request to `url` as `email`, with `Mcp-Method:
+/// tools/call` and `Mcp-Name: name`.
+fn modern_call(e: &Env, url: &str, email: &str, name: &str, body: &str) -> Answer {
+    let auth = format!("Bearer {}", e.token(email));
+    Client::new(url).post_raw(
+        body.to_string(),
+        &[
+            ("authorization", &auth),
+            ("mcp-protocol-version", "2026-07-28"),
+            ("mcp-method", "tools/call"),
+            ("mcp-name", name),
+        ],
+    )
+}
+
+#[test]
+fn a_modern_call_is_refused_from_its_headers_before_its_body_is_parsed() {
+    let e = Env::start("");
+    // No _meta: a body the full path refuses 400 -32602. The head alone decides first.
+    let body = r#"{"jsonrpc":"2.0","id":41,"method":"tools/call","params":{"name":"grafana__echo","arguments":{"text":"leak"}}}"#;
+    let a = modern_call(&e, &e.gw.url, "ana@example.com", "grafana__echo", body);
+    assert_eq!(a.status, 200, "{}", a.body);
+    let v = a.json();
+    assert_eq!(
+        (v["id"].clone(), v["error"]["code"].clone()),
+        (json!(41), json!(-32003)),
+        "{}",
+        a.body
+    );
+    assert_eq!(v["error"]["data"]["backend"], "grafana", "{}", a.body);
+    // Someone the rule allows goes on to the body's checks.
+    let a = modern_call(&e, &e.gw.url, "nobody@example.com", "grafana__echo", body);
+    assert_eq!(
+        (a.status, a.json()["error"]["code"].clone()),
+        (400, json!(-32602)),
+        "{}",
+        a.body
+    );
+    // The pass-through route: the backend's own name, and its 403.
+    let a = modern_call(&e, &e.passthrough(), "ana@example.com", "echo", body);
+    assert_eq!(a.status, 403, "{}", a.body);
+    assert_eq!(a.json()["error"]["code"], -32003, "{}", a.body);
+    let mut refused = Vec::new();
+    wait_until(Duration::from_secs(10), || {
+        refused = e
+            .audit_rows()
+            .into_iter()
+            .filter(|r| {
+                r["rpc_error"] == -32003
+                    && r["target"].as_str().is_some_and(|t| t.ends_with("echo"))
+            })
+            .collect();
+        refused.len() == 2
+    });
+    assert!(
+        refused
+            .iter()
+            .all(|r| r["backend"] == "grafana" && r["rpc_method"] == "tools/call"),
+        "{refused:?}"
+    );
+}
+
+#[test]
+fn a_modern_call_refused_for_its_size_is_labelled_from_its_headers() {
+    let e = Env::start("max_body_bytes = 1024");
+    let big = format!(
+        r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"grafana__whoami","arguments":{{"pad":"{}"}}}}}}"#,
+        "x".repeat(2048)
+    );
+    let a = modern_call(&e, &e.gw.url, "ana@example.com", "grafana__whoami", &big);
+    assert_eq!(a.status, 413, "{}", a.body);
+    let mut row = None;
+    wait_until(Duration::from_secs(10), || {
+        row = e.audit_rows().into_iter().find(|r| r["http_status"] == 413);
+        row.is_some()
+    });
+    let row = row.unwrap();
+    assert_eq!(
+        (&row["rpc_method"], &row["backend"], &row["target"]),
+        (
+            &json!("tools/call"),
+            &json!("grafana"),
+            &json!("grafana__whoami")
+        ),
+        "{row}"
+    );
+    // A 2025 request's headers are not trusted for labels (nothing mirrored there).
+    let auth = format!("Bearer {}", e.token("ana@example.com"));
+    let a = Client::new(&e.gw.url).post_raw(
+        big.clone(),
+        &[
+            ("authorization", &auth),
+            ("mcp-protocol-version", "2025-11-25"),
+            ("mcp-method", "tools/call"),
+            ("mcp-name", "grafana__whoami"),
+        ],
+    );
+    assert_eq!(a.status, 413, "{}", a.body);
+    let mut rows = Vec::new();
+    wait_until(Duration::from_secs(10), || {
+        rows = e
+            .audit_rows()
+            .into_iter()
+            .filter(|r| r["http_status"] == 413)
+            .collect();
+        rows.len() == 2
+    });
+    assert!(rows[1]["backend"].is_null(), "{}", rows[1]);
+}
+
 // ---- 2. google-direct: the audience is checked and a Workspace domain required ----
 
 fn fake_google() -> Proc {

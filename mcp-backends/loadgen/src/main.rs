@@ -24,6 +24,21 @@ enum Mode {
     Sessions,
 }
 
+/// The protocol era the load speaks.
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq)]
+enum Era {
+    /// 2025-11-25: `initialize` opens a session per connection; calls carry its id.
+    #[value(name = "2025")]
+    Legacy,
+    /// 2026-07-28: no session; every request carries `_meta` and `Mcp-Method` /
+    /// `Mcp-Name`; each connection starts with one `server/discover`.
+    #[value(name = "2026-07-28")]
+    Modern,
+}
+
+/// The revision a modern request names.
+const MODERN: &str = "2026-07-28";
+
 #[derive(Parser, Debug)]
 #[command(
     name = "mcp-load",
@@ -35,6 +50,9 @@ struct Args {
     url: String,
     #[arg(long, value_enum, default_value = "call")]
     mode: Mode,
+    /// Protocol era of every request (`sessions` mode: 2025 only).
+    #[arg(long, value_enum, default_value = "2025")]
+    era: Era,
     /// Concurrent connections (one session each).
     #[arg(long, default_value_t = 16)]
     connections: usize,
@@ -85,10 +103,11 @@ struct Conn {
     path: String,
     session: Option<String>,
     extra: Vec<(String, String)>,
+    era: Era,
 }
 
 impl Conn {
-    async fn open(url: &hyper::Uri, extra: &[(String, String)]) -> Result<Conn> {
+    async fn open(url: &hyper::Uri, extra: &[(String, String)], era: Era) -> Result<Conn> {
         let host = url.host().ok_or_else(|| anyhow!("url has no host"))?;
         let port = url.port_u16().unwrap_or(80);
         let stream = tokio::net::TcpStream::connect((host, port))
@@ -105,6 +124,7 @@ impl Conn {
             path: url.path().to_string(),
             session: None,
             extra: extra.to_vec(),
+            era,
         })
     }
 
@@ -123,8 +143,20 @@ impl Conn {
         let mut rb = hyper::Request::post(&self.path)
             .header("host", &self.authority)
             .header("content-type", "application/json")
-            .header("accept", "application/json, text/event-stream")
-            .header("mcp-protocol-version", "2025-11-25");
+            .header("accept", "application/json, text/event-stream");
+        match self.era {
+            Era::Legacy => rb = rb.header("mcp-protocol-version", "2025-11-25"),
+            Era::Modern => {
+                rb = rb.header("mcp-protocol-version", MODERN);
+                if let Some(m) = body.get("method").and_then(Value::as_str) {
+                    rb = rb.header("mcp-method", m);
+                }
+                let name = body.pointer("/params/name").or(body.pointer("/params/uri"));
+                if let Some(n) = name.and_then(Value::as_str) {
+                    rb = rb.header("mcp-name", n);
+                }
+            }
+        }
         if let Some(s) = &self.session {
             rb = rb.header("mcp-session-id", s);
         }
@@ -148,7 +180,20 @@ impl Conn {
         Ok((status, sid, close, bytes))
     }
 
+    /// Opens the connection's session (2025), or asks `server/discover` once (2026).
     async fn initialize(&mut self) -> Result<()> {
+        if self.era == Era::Modern {
+            let discover = json!({"jsonrpc":"2.0","id":0,"method":"server/discover",
+                                  "params":{"_meta": modern_meta()}});
+            let (status, _, body) = self.post(&discover).await?;
+            if status != 200 {
+                bail!(
+                    "server/discover: HTTP {status}: {}",
+                    String::from_utf8_lossy(&body)
+                );
+            }
+            return Ok(());
+        }
         let (status, sid, body) = self
             .post(
                 &json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{
@@ -196,8 +241,15 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
+/// The `_meta` every modern request carries.
+fn modern_meta() -> Value {
+    json!({"io.modelcontextprotocol/protocolVersion": MODERN,
+           "io.modelcontextprotocol/clientCapabilities": {},
+           "io.modelcontextprotocol/clientInfo": {"name": "mcp-load", "version": "1"}})
+}
+
 fn call_body(args: &Args) -> Result<Value> {
-    Ok(match args.mode {
+    let mut body = match args.mode {
         Mode::Call => {
             let arguments: Value =
                 serde_json::from_str(&args.arguments).context("--arguments is not JSON")?;
@@ -205,14 +257,22 @@ fn call_body(args: &Args) -> Result<Value> {
                    "params":{"name": args.tool, "arguments": arguments}})
         }
         _ => json!({"jsonrpc":"2.0","id":1,"method":"tools/list","params":{}}),
-    })
+    };
+    if args.era == Era::Modern {
+        body["params"]["_meta"] = modern_meta();
+    }
+    Ok(body)
 }
 
 async fn run_loop(args: Arc<Args>, url: hyper::Uri) -> Result<()> {
     let body = call_body(&args)?;
     if args.no_retry {
+        if args.era == Era::Modern {
+            bail!("--no-retry speaks the 2025 era (one session per run)");
+        }
         return noretry::run(args, url, body).await;
     }
+    let era = args.era;
     let totals = Arc::new(Totals::default());
     let measuring = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
@@ -229,7 +289,7 @@ async fn run_loop(args: Arc<Args>, url: hyper::Uri) -> Result<()> {
         );
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::with_capacity(100_000);
-            let mut conn = Conn::open(&url, &extra).await?;
+            let mut conn = Conn::open(&url, &extra, era).await?;
             conn.initialize().await?;
             while !stop.load(Ordering::Relaxed) {
                 let t = Instant::now();
@@ -237,7 +297,7 @@ async fn run_loop(args: Arc<Args>, url: hyper::Uri) -> Result<()> {
                     Ok((s, _, b)) => is_success(s, &b),
                     Err(_) => {
                         // Reconnect and go on; the error is counted.
-                        conn = Conn::open(&url, &extra).await?;
+                        conn = Conn::open(&url, &extra, era).await?;
                         conn.initialize().await?;
                         false
                     }
@@ -295,6 +355,10 @@ async fn run_loop(args: Arc<Args>, url: hyper::Uri) -> Result<()> {
 
 async fn run_sessions(args: Arc<Args>, url: hyper::Uri) -> Result<()> {
     let started = Instant::now();
+    if args.era == Era::Modern {
+        bail!("--mode sessions opens 2025 sessions: the 2026-07-28 era has none");
+    }
+    let era = args.era;
     let per = args.sessions.div_ceil(args.connections.max(1));
     let mut tasks = Vec::new();
     let extra = parse_headers(&args.headers)?;
@@ -303,7 +367,7 @@ async fn run_sessions(args: Arc<Args>, url: hyper::Uri) -> Result<()> {
         let extra = extra.clone();
         let n = per.min(args.sessions.saturating_sub(w * per));
         tasks.push(tokio::spawn(async move {
-            let mut conn = Conn::open(&url, &extra).await?;
+            let mut conn = Conn::open(&url, &extra, era).await?;
             for _ in 0..n {
                 conn.session = None;
                 conn.initialize().await?;

@@ -48,7 +48,7 @@ async fn worker(
     stop: Arc<AtomicBool>,
     counts: Arc<Counts>,
 ) -> Result<()> {
-    let mut conn = Conn::open(&url, &extra).await?;
+    let mut conn = Conn::open(&url, &extra, super::Era::Legacy).await?;
     conn.initialize().await?;
     counts.connections.fetch_add(1, Ordering::Relaxed);
     let session = conn.session.clone();
@@ -64,7 +64,7 @@ async fn worker(
         }
         let mut c = match current.take() {
             Some(c) => c,
-            None => match Conn::open(&url, &extra).await {
+            None => match Conn::open(&url, &extra, super::Era::Legacy).await {
                 Ok(mut c) => {
                     counts.connections.fetch_add(1, Ordering::Relaxed);
                     c.session = session.clone();
