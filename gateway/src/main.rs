@@ -113,21 +113,23 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let _telemetry = match mcp_gateway::telemetry::init(&config) {
+    let telemetry = match mcp_gateway::telemetry::init(&config) {
         Ok(t) => t,
         Err(e) => {
             eprintln!("mcp-gateway: configuration error: {e:#}");
             return ExitCode::from(2);
         }
     };
-    match run(&mut config, cli.pingora, secrets) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!("{e:#}");
-            eprintln!("mcp-gateway: {e:#}");
-            ExitCode::from(1)
-        }
+    let outcome = run(&mut config, cli.pingora, secrets);
+    if let Err(e) = &outcome {
+        tracing::error!("{e:#}");
+        eprintln!("mcp-gateway: {e:#}");
     }
+    // The spans of the last requests (a drain's included) are still queued.
+    telemetry.shutdown();
+    // Pingora's runtimes and the background services' threads are not joined: a stopped
+    // server exits here rather than waiting on them.
+    std::process::exit(if outcome.is_ok() { 0 } else { 1 })
 }
 
 /// The secrets a config refers to, loaded before the config is validated.
@@ -293,5 +295,5 @@ fn run(config: &mut Config, opt: Opt, secrets: Option<LoadedSecrets>) -> anyhow:
     server.run(RunArgs {
         shutdown_signal: Box::new(DrainSignal { drain }),
     });
-    std::process::exit(0)
+    Ok(())
 }

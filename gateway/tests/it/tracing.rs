@@ -194,3 +194,52 @@ fn off_by_default_the_client_context_is_relayed_unchanged() {
     assert_eq!(at_backend["header"], traceparent.as_str());
     assert_eq!(get_json(&format!("{base}/spans")), json!([]));
 }
+
+/// Spans still queued when the gateway is stopped are exported before it exits: the
+/// batch timer (60 s here) never fires, so only the exit's flush can send them.
+#[test]
+fn spans_queued_at_sigterm_are_exported_before_the_process_exits() {
+    let rx = spawn_receiver();
+    let base = rx.url.trim_end_matches("/mcp").to_string();
+    let cfg = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nstop_delay_s = 0\ndrain_s = 1\n\n[tracing]\nendpoint = \"{base}\"\nsample_ratio = 1.0\n\n[[backend]]\nname = \"traced\"\nurl = \"{}\"\n",
+        rx.url
+    );
+    let mut gw = spawn_gateway_with(&cfg, &[], &[("OTEL_BSP_SCHEDULE_DELAY", "60000")], None);
+    let mut cl = Client::new(&gw.url);
+    cl.initialize();
+    let trace = "5cf92f3577b34da6a3ce929d0e0e4737";
+    let traceparent = format!("00-{trace}-{CLIENT_SPAN}-01");
+    let call = json!({"jsonrpc": "2.0", "id": 4, "method": "tools/call",
+        "params": {"name": "traced__echo", "arguments": {"text": "last"}}});
+    let a = cl.post_raw(
+        serde_json::to_vec(&call).unwrap(),
+        &[("traceparent", traceparent.as_str())],
+    );
+    assert_eq!(a.status, 200, "{}", a.body);
+    let spans_url = format!("{base}/spans");
+    let in_trace = || {
+        get_json(&spans_url)
+            .as_array()
+            .map(|a| a.iter().filter(|s| s["trace_id"] == trace).count())
+            .unwrap_or(0)
+    };
+    assert_eq!(
+        in_trace(),
+        0,
+        "exported before the stop: the test proves nothing"
+    );
+    let rc = unsafe { libc::kill(gw.child.id() as libc::pid_t, libc::SIGTERM) };
+    assert_eq!(rc, 0, "SIGTERM");
+    let mut exited = None;
+    wait_until(Duration::from_secs(30), || {
+        exited = gw.child.try_wait().ok().flatten();
+        exited.is_some()
+    });
+    assert!(exited.is_some_and(|s| s.success()), "{exited:?}");
+    assert!(
+        in_trace() >= 2,
+        "the request and backend-call spans were lost at exit: {:#}",
+        get_json(&spans_url)
+    );
+}
