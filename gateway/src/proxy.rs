@@ -452,6 +452,10 @@ pub async fn write_response(
     }
 }
 
+/// How long a client whose stream a stopping process ended waits before it resumes
+/// (the SSE `retry` field), in milliseconds.
+const RESUME_RETRY_MS: u64 = 1000;
+
 /// The events of an SSE response, as they come. Once the process stops accepting, the
 /// stream ends at the next event boundary when the client can pick it up again: a
 /// stream whose events carry ids (the client resumes with `Last-Event-ID` on the new
@@ -472,6 +476,20 @@ async fn write_events(
                 resumable = cursor.saw_id(),
                 "process stopping: stream ended"
             );
+            // The connection closes with the stream, so the client's resumption (or
+            // reopened GET) goes on a new one: to the new process or another replica.
+            // A `retry` field first (2025-11-25 transports: a server that closes the
+            // connection of a stream it has not ended sends one; the client waits that
+            // long before it reconnects, by which time it has seen the close).
+            let retry = Bytes::from(format!("retry: {RESUME_RETRY_MS}\n\n"));
+            if session
+                .write_response_body(Some(retry), false)
+                .await
+                .is_err()
+            {
+                return Ok(written);
+            }
+            session.set_keepalive(None);
             break;
         }
         let chunk = if stopping {

@@ -284,3 +284,119 @@ fn sigterm_behind_haproxy_loses_no_call() {
     drop(gws);
     drop(mock);
 }
+
+/// Reads `resp` until `done(text so far)` or the end of the stream; the text read.
+fn read_sse_until(resp: &mut reqwest::blocking::Response, done: impl Fn(&str) -> bool) -> String {
+    use std::io::Read;
+    let mut text = String::new();
+    let mut buf = [0u8; 4096];
+    while !done(&text) {
+        match resp.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => text.push_str(&String::from_utf8_lossy(&buf[..n])),
+        }
+    }
+    text
+}
+
+/// The last `id:` of the complete events in `text`.
+fn last_event_id(text: &str) -> Option<String> {
+    let complete = &text[..text.rfind("\n\n")?];
+    complete
+        .lines()
+        .filter_map(|l| l.strip_prefix("id:"))
+        .map(|v| v.trim().to_string())
+        .last()
+}
+
+/// A 2025 client's call whose SSE answer is in flight at an upgrade: the old process
+/// ends the stream at an event boundary (its events carry ids), and the client resumes
+/// with `GET` + `Last-Event-ID` on the new process, which relays it to the backend: the
+/// result arrives there.
+#[test]
+fn a_stream_ended_at_an_upgrade_resumes_on_the_new_process() {
+    let mock = common::spawn_mock("alpha", &["--no-dynamic"]);
+    let dir = common::tempdir();
+    let addr: SocketAddr = format!("127.0.0.1:{}", common::free_port())
+        .parse()
+        .unwrap();
+    let (config, yaml) = configs(&dir, addr, &mock.url, 0);
+    let sock = dir.join(format!("upgrade-{}.sock", addr.port()));
+    let old_log = dir.join("gw-old.log");
+    let (mut old, rx) = start_gateway(&config, &yaml, false, "gw-old", &old_log);
+    rx.recv_timeout(Duration::from_secs(30))
+        .unwrap_or_else(|_| panic!("gateway did not start: {}", tail(&old_log)));
+    let url = format!("http://{addr}/backends/alpha/mcp");
+    let mut cl = common::Client::new(&url);
+    cl.initialize();
+    let sid = cl.session.clone().expect("a session");
+    // The backend answers progress at once and the result after 20 s: long after the
+    // old process has ended the stream.
+    let call = serde_json::json!({"jsonrpc": "2.0", "id": 77, "method": "tools/call",
+        "params": {"name": "slow", "arguments": {"ms": 20000}, "_meta": {"progressToken": "p"}}});
+    let http = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let mut resp = http
+        .post(&url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2025-11-25")
+        .header("mcp-session-id", &sid)
+        .body(call.to_string())
+        .send()
+        .expect("POST");
+    assert_eq!(resp.status(), 200);
+    // A priming event (an id, no data) first, then the progress notification.
+    let first = read_sse_until(&mut resp, |t| {
+        t.contains("notifications/progress") && t.ends_with("\n\n")
+    });
+    assert!(first.contains("notifications/progress"), "{first}");
+
+    let _ = std::fs::remove_file(&sock);
+    let new_log = dir.join("gw-new.log");
+    let (new, rx) = start_gateway(&config, &yaml, true, "gw-new", &new_log);
+    assert!(
+        wait_for_socket(&sock, Duration::from_secs(30)),
+        "the new process did not open its upgrade socket: {}",
+        tail(&new_log)
+    );
+    let rc = unsafe { libc::kill(old.child.id() as libc::pid_t, libc::SIGQUIT) };
+    assert_eq!(rc, 0, "SIGQUIT");
+    rx.recv_timeout(Duration::from_secs(30))
+        .unwrap_or_else(|_| panic!("no hand-over: {}", tail(&new_log)));
+    // The old process ends the stream; nothing of the result came on it.
+    let rest = read_sse_until(&mut resp, |_| false);
+    let seen = format!("{first}{rest}");
+    assert!(!seen.contains("slept"), "the stream was not ended: {seen}");
+    let last = last_event_id(&seen).expect("an event id");
+    // The client waits the stream's `retry` before it reconnects (a MUST of the
+    // 2025-11-25 transport): by then it has seen the old connection close.
+    let retry_ms: u64 = seen
+        .lines()
+        .find_map(|l| l.strip_prefix("retry:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no retry field before the close: {seen}"));
+    std::thread::sleep(Duration::from_millis(retry_ms));
+
+    let mut resumed = http
+        .get(&url)
+        .header("accept", "text/event-stream")
+        .header("mcp-protocol-version", "2025-11-25")
+        .header("mcp-session-id", &sid)
+        .header("last-event-id", &last)
+        .send()
+        .expect("GET with Last-Event-ID");
+    assert_eq!(resumed.status(), 200);
+    let replay = read_sse_until(&mut resumed, |t| t.contains("slept 20000"));
+    let answer = common::sse_messages(&replay)
+        .into_iter()
+        .find(|m| m["id"] == 77)
+        .unwrap_or_else(|| panic!("no result on the resumed stream: {replay}"));
+    assert_eq!(common::text_of(&answer), "slept 20000", "{answer}");
+    let st = exited_within(&mut old.child, Duration::from_secs(30));
+    assert!(st.is_some_and(|s| s.success()), "the old process: {st:?}");
+    drop(new);
+    drop(mock);
+}
