@@ -56,6 +56,8 @@ pub(super) struct FileServer {
     pub(super) log_format: Option<toml::Spanned<String>>,
     pub(super) secrets_refresh_s: Option<u64>,
     pub(super) client_ip_header: Option<String>,
+    pub(super) held_calls_max: Option<usize>,
+    pub(super) held_call_ttl_s: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, Default)]

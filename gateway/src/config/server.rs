@@ -89,6 +89,8 @@ impl Validator<'_> {
             log_format: log_format?,
             secrets_refresh: Duration::from_secs(s.secrets_refresh_s.unwrap_or(300).max(1)),
             client_ip_header: client_ip_header?,
+            held_calls_max: s.held_calls_max.unwrap_or(1000),
+            held_call_ttl: Duration::from_secs(s.held_call_ttl_s.unwrap_or(300).max(1)),
         })
     }
 

@@ -111,6 +111,12 @@ pub struct ServerConfig {
     /// Header holding the client's address when behind a load balancer (its last
     /// entry is used); `None`: the TCP peer.
     pub client_ip_header: Option<http::HeaderName>,
+    /// Calls of 2026-07-28 clients held open at a 2025 backend while the client answers
+    /// its input requests ([`crate::mcp::bridge`]): at most this many at once
+    /// (`server.held_calls_max`, default 1000) ...
+    pub held_calls_max: usize,
+    /// ... each for at most this long (`server.held_call_ttl_s`, default 300 s).
+    pub held_call_ttl: Duration,
 }
 
 /// How long connections live: between two requests, and once the process is stopping.

@@ -138,15 +138,25 @@ impl Gateway {
         {
             return refused;
         }
+        let downstream_modern = version::is_modern(&claims.v);
+        if downstream_modern && super::bridge::is_held_state(&params) {
+            return self.resume_held(caller, &claims.caps, &backend, id, &method, &params, info);
+        }
+        let call_binding = super::bridge::binding(&method, backend.name(), &params);
+        // A modern client's calls share an upstream session per person and client: each
+        // goes with an id of the gateway's, so that two never collide there.
+        let upstream_id = match downstream_modern {
+            true => json!(format!("gw-{}", self.next_upstream_id())),
+            false => id.clone(),
+        };
         let mut params = params;
         let extra = upstream_extra(&backend, caller, info, &mut params);
         let body = to_bytes(
-            &json!({"jsonrpc": "2.0", "id": id, "method": method.as_str(), "params": params}),
+            &json!({"jsonrpc": "2.0", "id": upstream_id, "method": method.as_str(), "params": params}),
         );
         // The body as built fits a legacy backend of a legacy client; any other pairing
         // gets its own (stamped for a modern backend, stripped of modern _meta for a
         // legacy one), with the mirrored headers a modern backend wants.
-        let downstream_modern = version::is_modern(&claims.v);
         let fit = |s: &UpstreamSession| -> (Bytes, Vec<(http::HeaderName, String)>) {
             let upstream_modern = version::is_modern(&s.version);
             if !downstream_modern && !upstream_modern {
@@ -159,13 +169,13 @@ impl Gateway {
             } else {
                 Vec::new()
             };
-            let b = json!({"jsonrpc": "2.0", "id": id, "method": method.as_str(), "params": p});
+            let b = json!({"jsonrpc": "2.0", "id": upstream_id, "method": method.as_str(), "params": p});
             (to_bytes(&b), mirrored)
         };
         let key = (claims.sid.clone(), id.to_string());
         self.inflight.insert(key.clone(), b);
         let cancel = match downstream_modern {
-            true => self.cancel_for(claims, b, &id).await,
+            true => self.cancel_for(claims, b, &upstream_id).await,
             false => None,
         };
         let mut guard = InflightGuard {
@@ -187,6 +197,15 @@ impl Gateway {
             guard.answered = true;
         }
         match r {
+            Ok(Reply::Json(bytes)) if downstream_modern => {
+                match serde_json::from_slice::<Value>(&bytes) {
+                    Ok(mut v) => {
+                        v["id"] = id;
+                        Response::json(200, &v)
+                    }
+                    Err(_) => Response::json_bytes(200, bytes),
+                }
+            }
             Ok(Reply::Json(bytes)) => Response::json_bytes(200, bytes),
             Ok(Reply::Accepted) => backend_error(
                 &id,
@@ -195,18 +214,27 @@ impl Gateway {
             ),
             Ok(Reply::Stream(stream)) => {
                 // A modern client takes no server-to-client requests: the backend's are
-                // answered here, in its session, so that its call can go on.
-                let refuse_in = match downstream_modern {
-                    true => self
-                        .upstream(claims, b)
-                        .await
-                        .ok()
-                        .map(|s| (claims.sid.clone(), s)),
+                // held for it as input requests, or answered here, in the backend's
+                // session, so that its call can go on.
+                let modern = match downstream_modern {
+                    true => self.upstream(claims, b).await.ok().map(|s| Modern {
+                        backend: backend.clone(),
+                        sid: claims.sid.clone(),
+                        bridge: (!version::is_modern(&s.version)).then(|| {
+                            super::bridge::BridgeCtx {
+                                gw: self.clone(),
+                                sub: caller.sub.clone(),
+                                call: call_binding,
+                                caps: claims.caps.clone(),
+                            }
+                        }),
+                        session: s,
+                    }),
                     false => None,
                 };
                 Response::Sse {
                     headers: Vec::new(),
-                    stream: relayed_events(stream, id, backend, guard, refuse_in),
+                    stream: relayed_events(stream, id, upstream_id, backend, guard, modern),
                 }
             }
             Err(UpstreamError::Refused { status, answer })
@@ -258,56 +286,102 @@ impl Gateway {
     }
 }
 
+/// A modern client's call to a legacy backend, as its relay needs it: the backend's
+/// requests to the client are held for the client ([`super::bridge`]) or refused in
+/// the backend's session.
+#[derive(Clone)]
+pub(super) struct Modern {
+    pub(super) backend: Arc<Backend>,
+    pub(super) sid: String,
+    pub(super) session: UpstreamSession,
+    /// `None`: every request refused (the bridge needs a caller to bind the state to).
+    pub(super) bridge: Option<super::bridge::BridgeCtx>,
+}
+
+impl Modern {
+    /// Refuses a backend's request in the background (the relay goes on meanwhile).
+    pub(super) fn refuse_later(&self, msg: Value) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            refuse_server_request(&me.backend, &me.sid, &me.session, &msg).await;
+        });
+    }
+}
+
 /// A backend's SSE answer to a routed call, relayed event by event: its server-to-client
-/// requests get ids the gateway can route back ([`relay`]); the stream ends after the
-/// answer, or with an error answer if the backend fails or closes first.
-fn relayed_events(
+/// requests get ids the gateway can route back ([`relay`]), or, for a modern client,
+/// are held for it as an input-required result ([`super::bridge`]); the stream ends
+/// after the answer (`upstream_id` is what the backend answers with, `id` what the
+/// client asked with), or with an error answer if the backend fails or closes first.
+pub(super) fn relayed_events(
     stream: crate::upstream::http::MessageStream,
     id: Value,
+    upstream_id: Value,
     backend: Arc<Backend>,
     guard: InflightGuard,
-    refuse_in: Option<(String, UpstreamSession)>,
+    modern: Option<Modern>,
 ) -> BoxStream<'static, Bytes> {
     let name = backend.name().to_string();
-    futures::stream::unfold((stream, false, guard), move |(mut s, done, mut guard)| {
-        let (id, name, backend) = (id.clone(), name.clone(), backend.clone());
-        let refuse_in = refuse_in.clone();
+    let start = (Some((stream, guard)), false);
+    futures::stream::unfold(start, move |(state, done)| {
+        let (id, upstream_id) = (id.clone(), upstream_id.clone());
+        let (name, backend, modern) = (name.clone(), backend.clone(), modern.clone());
         async move {
-            if done {
-                return None;
-            }
+            let (mut s, mut guard) = match (state, done) {
+                (Some(x), false) => x,
+                _ => return None,
+            };
             loop {
-                return match s.next().await {
-                    Some(Ok(msg)) if refuse_in.is_some() && is_server_request(&msg) => {
-                        if let Some((sid, session)) = &refuse_in {
-                            refuse_server_request(&backend, sid, session, &msg).await;
+                let item = s.next().await;
+                let event = match item {
+                    Some(Ok(msg)) if modern.is_some() && is_server_request(&msg) => {
+                        let Some(m) = &modern else { continue };
+                        match &m.bridge {
+                            Some(b) if b.can_ask(&msg) => {
+                                match b.hold(msg.clone(), s, guard, m, &upstream_id, &id) {
+                                    // The call is held: this stream ends with the round.
+                                    Ok(round) => return Some((sse(&round), (None, true))),
+                                    Err(back) => {
+                                        (s, guard) = *back;
+                                        refuse_server_request(&backend, &m.sid, &m.session, &msg)
+                                            .await;
+                                    }
+                                }
+                            }
+                            _ => refuse_server_request(&backend, &m.sid, &m.session, &msg).await,
                         }
                         continue;
                     }
                     Some(Ok(mut msg)) => {
                         relay::rewrite_server_request(&name, &mut msg);
-                        let is_answer = msg.get("id") == Some(&id) && msg.get("method").is_none();
+                        let is_answer =
+                            msg.get("id") == Some(&upstream_id) && msg.get("method").is_none();
                         if is_answer {
                             guard.answered = true;
+                            msg["id"] = id.clone();
                         }
-                        Some((format_event(&to_bytes(&msg)), (s, is_answer, guard)))
+                        (sse(&msg), is_answer)
                     }
                     Some(Err(e)) => {
                         guard.answered = true; // the backend side is gone
                         backend.record::<()>(&Err(e.clone()));
-                        let err = backend_error_value(&id, &name, &e);
-                        Some((format_event(&to_bytes(&err)), (s, true, guard)))
+                        (sse(&backend_error_value(&id, &name, &e)), true)
                     }
                     None => {
                         guard.answered = true;
                         let err = backend_error_value(&id, &name, &UpstreamError::Closed);
-                        Some((format_event(&to_bytes(&err)), (s, true, guard)))
+                        (sse(&err), true)
                     }
                 };
+                return Some((event.0, (Some((s, guard)), event.1)));
             }
         }
     })
     .boxed()
+}
+
+fn sse(msg: &Value) -> Bytes {
+    format_event(&to_bytes(msg))
 }
 
 /// The headers a routed call carries upstream besides the body: who calls (as the backend
@@ -354,7 +428,7 @@ fn relay_refusal(
     Response::json(if modern { status } else { 200 }, &answer)
 }
 
-fn is_server_request(msg: &Value) -> bool {
+pub(super) fn is_server_request(msg: &Value) -> bool {
     msg.get("method").is_some() && msg.get("id").is_some_and(|i| !i.is_null())
 }
 

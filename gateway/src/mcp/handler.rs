@@ -56,6 +56,10 @@ pub struct Gateway {
     pub(super) opened_passthrough: DashMap<Box<str>, Arc<super::session::PassthroughSession>>,
     /// The audit log, when enabled: asked how to keep arguments, handed every record.
     pub audit: Option<Arc<dyn crate::record::AuditSink>>,
+    /// Calls held open for a modern client's input responses ([`super::bridge`]).
+    pub holds: super::bridge::Holds,
+    /// The next id of a modern client's call at a backend.
+    upstream_ids: std::sync::atomic::AtomicU64,
 }
 
 impl Gateway {
@@ -86,7 +90,6 @@ impl Gateway {
             .map(|_| std::sync::atomic::AtomicU16::new(0))
             .collect();
         Gateway {
-            config,
             backends,
             sealer: Sealer::new(&key),
             ended: DashMap::new(),
@@ -98,7 +101,19 @@ impl Gateway {
             audit,
             opened: DashMap::new(),
             opened_passthrough: DashMap::new(),
+            holds: super::bridge::Holds::new(
+                config.server.held_calls_max,
+                config.server.held_call_ttl,
+            ),
+            upstream_ids: std::sync::atomic::AtomicU64::new(1),
+            config,
         }
+    }
+
+    /// A fresh id for a modern client's call at a backend.
+    pub(super) fn next_upstream_id(&self) -> u64 {
+        self.upstream_ids
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Seals and opens session ids (the `/mcp` ones and the pass-through route's).

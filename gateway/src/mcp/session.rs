@@ -23,6 +23,10 @@ pub use crate::wire::{caps, UpstreamSession};
 const PREFIX: &str = "g1.";
 const AAD: &[u8] = b"mcp-gateway session v1";
 const AAD_PASSTHROUGH: &[u8] = b"mcp-gateway pass-through session v1";
+/// A held call's `requestState` ([`super::bridge`]): its own prefix, so that a backend's
+/// opaque state (even another gateway's session-like token) is never taken for one.
+pub const HELD_PREFIX: &str = "gh1.";
+const AAD_HELD: &[u8] = b"mcp-gateway held call v1";
 
 /// What a session id carries.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -106,6 +110,21 @@ impl Sealer {
 
     pub fn open_passthrough(&self, token: &str) -> Option<PassthroughSession> {
         serde_json::from_slice(&self.open_bytes(AAD_PASSTHROUGH, token)?).ok()
+    }
+
+    /// Seals a held call's state ([`super::bridge`]).
+    pub fn seal_held(&self, plain: &[u8]) -> String {
+        let token = self.seal_bytes(AAD_HELD, plain);
+        format!(
+            "{HELD_PREFIX}{}",
+            token.strip_prefix(PREFIX).unwrap_or(&token)
+        )
+    }
+
+    /// Opens a held call's state; `None` for anything not sealed by this key as one.
+    pub fn open_held(&self, token: &str) -> Option<Vec<u8>> {
+        let body = token.strip_prefix(HELD_PREFIX)?;
+        self.open_bytes(AAD_HELD, &format!("{PREFIX}{body}"))
     }
 
     fn seal_bytes(&self, aad: &[u8], plain: &[u8]) -> String {

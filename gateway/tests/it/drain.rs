@@ -304,9 +304,9 @@ fn last_event_id(text: &str) -> Option<String> {
     let complete = &text[..text.rfind("\n\n")?];
     complete
         .lines()
-        .filter_map(|l| l.strip_prefix("id:"))
+        .rev()
+        .find_map(|l| l.strip_prefix("id:"))
         .map(|v| v.trim().to_string())
-        .last()
 }
 
 /// A 2025 client's call whose SSE answer is in flight at an upgrade: the old process

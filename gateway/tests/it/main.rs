@@ -14,6 +14,7 @@ mod aggregate;
 mod audit;
 mod audit_e2e;
 mod auth;
+mod bridge;
 mod cli;
 mod drain;
 mod metrics;

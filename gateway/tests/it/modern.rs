@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 const V: &str = "2026-07-28";
 
 /// A legacy mock (`old`) and a modern one (`new`) behind one gateway.
-fn both_eras() -> (Proc, Proc, Proc) {
+pub(crate) fn both_eras() -> (Proc, Proc, Proc) {
     let old = spawn_mock("old", &["--no-dynamic"]);
     let new = spawn_mock("new", &["--no-dynamic", "--protocol", "modern"]);
     let gw = spawn_gateway(&gateway_config(
@@ -18,7 +18,7 @@ fn both_eras() -> (Proc, Proc, Proc) {
     (old, new, gw)
 }
 
-fn meta(caps: Value) -> Value {
+pub(crate) fn meta(caps: Value) -> Value {
     json!({
         "io.modelcontextprotocol/protocolVersion": V,
         "io.modelcontextprotocol/clientCapabilities": caps,
@@ -28,7 +28,13 @@ fn meta(caps: Value) -> Value {
 
 /// Sends one modern request with the headers a conforming client sends; `headers`
 /// replace or add to them.
-fn send(gw: &Proc, id: i64, method: &str, mut params: Value, headers: &[(&str, &str)]) -> Answer {
+pub(crate) fn send(
+    gw: &Proc,
+    id: i64,
+    method: &str,
+    mut params: Value,
+    headers: &[(&str, &str)],
+) -> Answer {
     if params.get("_meta").is_none() {
         params["_meta"] = meta(json!({}));
     }

@@ -329,6 +329,43 @@ fn a_modern_call_refused_for_its_size_is_labelled_from_its_headers() {
     assert!(rows[1]["backend"].is_null(), "{}", rows[1]);
 }
 
+#[test]
+fn a_held_calls_request_state_is_refused_to_another_person() {
+    let e = Env::start("");
+    let meta = json!({"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": {"elicitation": {}},
+        "io.modelcontextprotocol/clientInfo": {"name": "t", "version": "1"}});
+    let name = "grafana__test_elicitation";
+    let body = |id: i64, extra: Value| {
+        let mut p = json!({"name": name, "arguments": {"message": "m"}, "_meta": meta});
+        if let (Value::Object(p), Value::Object(x)) = (&mut p, extra) {
+            p.extend(x);
+        }
+        json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": p}).to_string()
+    };
+    let a = modern_call(&e, &e.gw.url, "ana@example.com", name, &body(1, json!({})));
+    let held = a.response(&json!(1));
+    let state = held["result"]["requestState"]
+        .as_str()
+        .unwrap_or_else(|| panic!("not held: {held}"))
+        .to_string();
+    let retry = json!({"inputResponses": {"r0": {"action": "accept", "content": {}}}, "requestState": state});
+    let a = modern_call(
+        &e,
+        &e.gw.url,
+        "bo@example.com",
+        name,
+        &body(2, retry.clone()),
+    );
+    let r = a.response(&json!(2));
+    assert_eq!(r["error"]["code"], -32602, "{r}");
+    assert!(r.to_string().contains("another person"), "{r}");
+    // Its owner's retry still completes: the refusal did not release the call.
+    let a = modern_call(&e, &e.gw.url, "ana@example.com", name, &body(3, retry));
+    let r = a.response(&json!(3));
+    assert!(text_of(&r).contains("action=accept"), "{r}");
+}
+
 // ---- 2. google-direct: the audience is checked and a Workspace domain required ----
 
 fn fake_google() -> Proc {

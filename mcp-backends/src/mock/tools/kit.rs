@@ -66,6 +66,23 @@ pub async fn run(ctx: &RequestCtx, name: &str, args: &Map<String, Value>) -> Opt
                 Err(reason) => error_result(format!("roots/list failed: {reason}")),
             }
         }
+        "confirm_twice" => {
+            let ask = json!({"message": "Your name?", "requestedSchema": {"type": "object",
+                "properties": {"name": {"type": "string"}}, "required": ["name"]}});
+            let name = match ctx.ask_client("elicitation/create", ask).await {
+                Ok(r) => r["content"]["name"].as_str().unwrap_or("?").to_string(),
+                Err(reason) => return Some(error_result(format!("elicitation failed: {reason}"))),
+            };
+            let sample = json!({"maxTokens": 50, "messages": [{"role": "user",
+                "content": {"type": "text", "text": format!("Greet {name}")}}]});
+            match ctx.ask_client("sampling/createMessage", sample).await {
+                Ok(r) => {
+                    let said = r["content"]["text"].as_str().unwrap_or("?");
+                    text_result(format!("name={name}; sampled={said}"))
+                }
+                Err(reason) => error_result(format!("sampling failed: {reason}")),
+            }
+        }
         _ => return None,
     };
     Some(outcome)

@@ -156,6 +156,11 @@ const FIXED_TOOLS: &[ToolDef] = &[
         "Asks the client for roots/list and returns its answer as JSON",
         &[],
     ),
+    legacy_tool(
+        "confirm_twice",
+        "Asks the client twice in turn (elicitation/create for a name, then sampling/createMessage with it) and returns both answers",
+        &[],
+    ),
 ];
 
 const DYNAMIC_TOOL: ToolDef = tool(
