@@ -357,6 +357,43 @@ async def test_input_required_results_of_a_modern_backend_reach_the_client(era):
                          "Step 2: What is your favorite color?"], asked
 
 
+async def test_a_legacy_backends_requests_to_the_client_are_bridged(era):
+    # The 2025 backend asks by server-to-client requests; the modern SDK only knows
+    # input-required results: the gateway holds the backend's call, hands the SDK its
+    # requests as inputRequests, and answers them with the SDK's retry.
+    asked: list[str] = []
+
+    async def on_elicit(context, params: ElicitRequestParams) -> ElicitResult:
+        asked.append(params.message)
+        return ElicitResult(action="accept", content={"name": "Ada", "username": "ada"})
+
+    async def on_sample(context, params: CreateMessageRequestParams) -> CreateMessageResult:
+        asked.append(params.messages[0].content.text)
+        return CreateMessageResult(role="assistant", content=TextContent(type="text", text=f"Hi {MARKER}"),
+                                   model="m")
+
+    async def on_roots(context) -> ListRootsResult:
+        return ListRootsResult(roots=[Root(uri="file:///work/bridged", name="bridged")])
+
+    async with Client(era.gateway.url, elicitation_callback=on_elicit, sampling_callback=on_sample,
+                      list_roots_callback=on_roots) as client:
+        assert client.protocol_version == MODERN
+
+        async def text(tool: str, args: dict) -> str:
+            r = await client.call_tool(f"legacy__{tool}", args)
+            assert not r.is_error, (tool, r)
+            return "\n".join(c.text for c in r.content if isinstance(c, TextContent))
+
+        elicited = await text("test_elicitation", {"message": "Who are you?"})
+        assert "action=accept" in elicited and "ada" in elicited, elicited
+        sampled = await text("test_sampling", {"prompt": "Say hi"})
+        assert MARKER in sampled, sampled
+        assert "file:///work/bridged" in await text("list_roots", {})
+        # Two rounds: a name by elicitation, then a sampling that uses it.
+        assert await text("confirm_twice", {}) == f"name=Ada; sampled=Hi {MARKER}"
+    assert asked == ["Who are you?", "Say hi", "Your name?", "Greet Ada"], asked
+
+
 @pytest.mark.parametrize("backend", ["modern", "ts"])
 async def test_pass_through_in_the_modern_era(era, backend):
     if era.protocols != "auto":
