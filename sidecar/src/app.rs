@@ -41,7 +41,7 @@ pub struct App {
 impl App {
     pub async fn new(cfg: Config, audit: Arc<dyn AuditSink>) -> Result<App, AppError> {
         let store = Store::connect(&cfg.store).await?;
-        let grace = (cfg.tokens.access_token_ttl_s + 300) as f64;
+        let grace = (cfg.tokens.access_token_ttl + Duration::from_secs(300)).as_secs_f64();
         let keys = KeyRing::load(store.clone(), cfg.tokens.signing_key.clone(), grace).await?;
         let google = Google::new(cfg.google.clone(), format!("{}/callback", cfg.issuer))?;
         check_google_discovery(&google).await?;
@@ -53,7 +53,7 @@ impl App {
                 cfg.rate_limit.lookups_burst,
                 cfg.rate_limit.lookups_per_second,
             ),
-            secure_cookies: cfg.issuer.starts_with("https://"),
+            secure_cookies: cfg.issuer.as_str().starts_with("https://"),
             cfg,
             store,
             keys,

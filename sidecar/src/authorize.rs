@@ -41,7 +41,7 @@ pub fn client_redirect_url(app: &App, redirect_uri: &str, params: &[(&str, &str)
                 for (k, v) in params {
                     q.append_pair(k, v);
                 }
-                q.append_pair("iss", &app.cfg.issuer);
+                q.append_pair("iss", app.cfg.issuer.as_str());
             }
             u.into()
         }
@@ -299,7 +299,7 @@ fn check_request<'q>(
     }
     let resource = match q.get("resource") {
         Some(r) => match app.cfg.find_resource(r) {
-            Some(res) => res.url.clone(),
+            Some(res) => res.url.to_string(),
             None => {
                 return Err(to_client(
                     "invalid_target",
@@ -308,7 +308,7 @@ fn check_request<'q>(
             }
         },
         None if !app.cfg.authorization.require_resource && app.cfg.resources.len() == 1 => {
-            app.cfg.resources[0].url.clone()
+            app.cfg.resources[0].url.to_string()
         }
         None => {
             return Err(to_client(
@@ -370,7 +370,7 @@ async fn begin(
         user_groups: None,
         user_agent: Some(req.user_agent().chars().take(512).collect()),
     };
-    let ttl = app.cfg.authorization.pending_ttl_s as f64;
+    let ttl = app.cfg.authorization.pending_ttl.as_secs_f64();
     if let Err(e) = app.store.insert_pending(&pending, ttl).await {
         tracing::error!(error = %e, "storing an authorization request failed");
         return error_page(
@@ -515,10 +515,10 @@ pub async fn consent(app: &App, req: &Req) -> Resp {
                 hd: p.user_hd.clone(),
                 groups: p.user_groups.clone().unwrap_or_default(),
             };
-            let days = app.cfg.authorization.consent_ttl_days as i32;
+            let ttl = app.cfg.authorization.consent_ttl;
             if let Err(e) = app
                 .store
-                .grant_consent(sub, &p.client_id, &p.resource, &p.scope, days)
+                .grant_consent(sub, &p.client_id, &p.resource, &p.scope, ttl)
                 .await
             {
                 tracing::warn!(error = %e, "recording consent failed");
@@ -545,7 +545,11 @@ pub async fn finish(app: &App, p: &PendingAuthorization, user: &UserRecord) -> R
     };
     let stored = app
         .store
-        .insert_code(&digest(&code), &record, app.cfg.tokens.code_ttl_s as f64)
+        .insert_code(
+            &digest(&code),
+            &record,
+            app.cfg.tokens.code_ttl.as_secs_f64(),
+        )
         .await;
     if let Err(e) = stored {
         tracing::error!(error = %e, "storing an authorization code failed");

@@ -223,10 +223,10 @@ async fn complete(app: &App, req: &Req, p: &PendingAuthorization, user: UserReco
         .create_session(&digest(&session), &user.sub, SESSION_TTL_S as f64)
         .await;
     let consented = if p.consented {
-        let days = app.cfg.authorization.consent_ttl_days as i32;
+        let ttl = app.cfg.authorization.consent_ttl;
         if let Err(e) = app
             .store
-            .grant_consent(&user.sub, &p.client_id, &p.resource, &p.scope, days)
+            .grant_consent(&user.sub, &p.client_id, &p.resource, &p.scope, ttl)
             .await
         {
             tracing::warn!(error = %e, "recording consent failed");

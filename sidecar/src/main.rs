@@ -120,7 +120,7 @@ async fn run(cli: Cli, cfg: Config) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     let mut cfg = cfg;
     if cfg.server.issuer.is_none() {
-        cfg.issuer = format!("http://{addr}");
+        cfg.issuer = config::HttpUrl::parse(&format!("http://{addr}")).context("issuer")?;
     }
     // Before anything is announced, so that a SIGTERM always gets the graceful stop.
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -164,7 +164,7 @@ async fn run(cli: Cli, cfg: Config) -> anyhow::Result<()> {
     }
     if !app.google.tokens.enabled() {
         tracing::warn!(
-            access_token_ttl_s = app.cfg.tokens.access_token_ttl_s,
+            access_token_ttl_s = app.cfg.tokens.access_token_ttl.as_secs(),
             "no Directory credentials ([google.credentials] source = \"none\"): a refresh cannot see offboarding (a suspended, archived or deleted person keeps refreshing until the family's tokens.refresh_token_ttl_s ends), and access tokens live tokens.access_token_ttl_s; configure [google.credentials] for Directory users.get and groups"
         );
     }

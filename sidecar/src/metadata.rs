@@ -24,7 +24,7 @@ pub async fn document(app: &App, req: &Req, oidc: bool) -> Resp {
     let i = &app.cfg.issuer;
     let methods = ["none", "client_secret_basic", "client_secret_post"];
     let mut doc = json!({
-        "issuer": i,
+        "issuer": i.as_str(),
         "authorization_endpoint": format!("{i}/authorize"),
         "token_endpoint": format!("{i}/token"),
         "registration_endpoint": format!("{i}/register"),

@@ -42,7 +42,7 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, stop: impl Future<Outpu
         _ = stop => {}
     }
     app.drain.begin_stop();
-    let delay = Duration::from_secs(app.cfg.server.stop_delay_s);
+    let delay = app.cfg.server.stop_delay;
     tracing::info!(
         stop_delay_s = delay.as_secs(),
         "stopping: /readyz answers 503, still accepting"
@@ -53,7 +53,7 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, stop: impl Future<Outpu
     }
     drop(listener);
     app.drain.begin_close();
-    let window = Duration::from_secs(app.cfg.server.drain_s);
+    let window = app.cfg.server.drain;
     tracing::info!(
         drain_s = window.as_secs(),
         "accepting stopped: serving open connections, each closed after its next response"
@@ -72,7 +72,7 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, stop: impl Future<Outpu
 
 /// Accepts connections while slots are free; returns only if the semaphore is closed.
 async fn accept_loop(listener: &TcpListener, slots: &Arc<Semaphore>, app: &Arc<App>) {
-    let header_timeout = Duration::from_secs(app.cfg.server.header_timeout_s);
+    let header_timeout = app.cfg.server.header_timeout;
     loop {
         // At the cap, stop accepting: new connections wait in the backlog.
         let Ok(slot) = slots.clone().acquire_owned().await else {
@@ -121,7 +121,7 @@ fn spawn_maintenance(app: Arc<App>) {
         }
     });
     tokio::spawn(async move {
-        let every = Duration::from_secs(app.cfg.store.cleanup_interval_s);
+        let every = app.cfg.store.cleanup_interval;
         let mut tick = tokio::time::interval(every);
         loop {
             tick.tick().await;
@@ -139,7 +139,7 @@ async fn handle(app: &App, req: Request<Incoming>, peer: SocketAddr) -> Resp {
     let (parts, body) = req.into_parts();
     let method = parts.method.clone();
     let full_path = parts.uri.path().to_string();
-    let body_timeout = Duration::from_secs(app.cfg.server.body_timeout_s);
+    let body_timeout = app.cfg.server.body_timeout;
     let limited = Limited::new(body, app.cfg.server.max_body_bytes).collect();
     let body = match tokio::time::timeout(body_timeout, limited).await {
         Ok(Ok(b)) => b.to_bytes(),
@@ -211,9 +211,12 @@ fn request_span(req: &Req, route: &'static str) -> tracing::Span {
 }
 
 fn base_path(app: &App) -> String {
-    url::Url::parse(&app.cfg.issuer)
-        .map(|u| u.path().trim_end_matches('/').to_string())
-        .unwrap_or_default()
+    app.cfg
+        .issuer
+        .url()
+        .path()
+        .trim_end_matches('/')
+        .to_string()
 }
 
 async fn route(app: &App, mut req: Req) -> Resp {

@@ -310,7 +310,7 @@ async fn issue_for_code(
             &rec.email,
             &rec.resource,
             &rec.scope,
-            app.cfg.tokens.refresh_token_ttl_s as f64,
+            app.cfg.tokens.refresh_token_ttl.as_secs_f64(),
             &digest(&refresh_token),
         )
         .await
@@ -602,9 +602,9 @@ fn issue(
     refresh_token: &str,
 ) -> Resp {
     let now = now_s();
-    let ttl = app.cfg.tokens.access_token_ttl_s;
+    let ttl = app.cfg.tokens.access_token_ttl.as_secs();
     let claims = AccessClaims {
-        iss: &app.cfg.issuer,
+        iss: app.cfg.issuer.as_str(),
         sub,
         aud: resource,
         exp: now + ttl,

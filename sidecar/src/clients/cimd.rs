@@ -116,8 +116,8 @@ impl Resolve for PublicOnlyResolver {
 pub fn http_client(cfg: &ClientsConfig) -> Result<reqwest::Client, reqwest::Error> {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
-        .timeout(Duration::from_millis(cfg.cimd_timeout_ms))
-        .connect_timeout(Duration::from_millis(cfg.cimd_timeout_ms))
+        .timeout(cfg.cimd_timeout)
+        .connect_timeout(cfg.cimd_timeout)
         .no_proxy()
         .user_agent("mcp-oauth-sidecar (client metadata fetch)")
         .dns_resolver(Arc::new(PublicOnlyResolver {
@@ -161,7 +161,8 @@ pub fn fetch_failed_message(cfg: &ClientsConfig) -> String {
         "the client metadata document could not be fetched: it must be served from a \
          public address, answer HTTP 200 without redirecting within {} ms, and be at most \
          {} bytes",
-        cfg.cimd_timeout_ms, cfg.cimd_max_bytes
+        cfg.cimd_timeout.as_millis(),
+        cfg.cimd_max_bytes
     )
 }
 
@@ -231,7 +232,11 @@ async fn fetch(app: &App, url: &Url) -> Result<(Vec<u8>, u64), String> {
     {
         return Err(too_large());
     }
-    let ttl = max_age(resp.headers(), cfg.cimd_cache_s, cfg.cimd_max_cache_s);
+    let ttl = max_age(
+        resp.headers(),
+        cfg.cimd_cache.as_secs(),
+        cfg.cimd_max_cache.as_secs(),
+    );
     let mut body = Vec::new();
     while let Some(chunk) = resp
         .chunk()

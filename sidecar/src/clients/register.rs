@@ -335,10 +335,7 @@ async fn register_client(app: &App, req: &Req, reg: Registration, detected: Stri
         source_ip: Some(req.client_ip.to_string()),
         created_at: SystemTime::now(),
         // Cleared when the registration first obtains a token (Store::create_family).
-        expires_at: Some(
-            SystemTime::now()
-                + std::time::Duration::from_secs(app.cfg.clients.unused_registration_ttl_s),
-        ),
+        expires_at: Some(SystemTime::now() + app.cfg.clients.unused_registration_ttl),
     };
     if let Err(e) = app.store.put_client(&record).await {
         tracing::error!(error = %e, "storing a client failed");

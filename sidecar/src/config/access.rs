@@ -7,7 +7,7 @@ use url::Url;
 
 use super::raw::*;
 use super::typed::*;
-use super::validate::Validator;
+use super::validate::{Unit, Validator};
 use config_refs::{Checked, Reported};
 
 use super::same_resource;
@@ -34,7 +34,7 @@ impl Validator<'_> {
             };
             if let Some((_, first)) = seen
                 .iter()
-                .find(|(u, _)| same_resource(u, &resource.parsed))
+                .find(|(u, _)| same_resource(u, resource.url.url()))
             {
                 self.conflict(
                     (r.url.span(), first.clone()),
@@ -45,7 +45,7 @@ impl Validator<'_> {
                 failed = true;
                 continue;
             }
-            seen.push((resource.parsed.clone(), r.url.span()));
+            seen.push((resource.url.url().clone(), r.url.span()));
             resources.push(resource);
         }
         if failed {
@@ -57,20 +57,21 @@ impl Validator<'_> {
     /// One `[[resource]]`: an http(s) URL without fragment, and its name.
     fn resource(&self, i: usize, r: &RawResource) -> Checked<Resource> {
         let key = format!("resource[{i}].url");
-        let url = self.string(&r.url, &key)?;
-        let parsed = Url::parse(&url).map_err(|e| self.err(r.url.span(), &key, e.to_string()))?;
-        if parsed.fragment().is_some() || !matches!(parsed.scheme(), "http" | "https") {
-            return Err(self.err(
-                r.url.span(),
-                &key,
-                "must be an http(s) URL without fragment",
-            ));
-        }
+        let url = match HttpUrl::parse(&self.string(&r.url, &key)?) {
+            Ok(u) if u.url().fragment().is_none() => u,
+            Err(UrlError::Parse(e)) => return Err(self.err(r.url.span(), &key, e.to_string())),
+            _ => {
+                return Err(self.err(
+                    r.url.span(),
+                    &key,
+                    "must be an http(s) URL without fragment",
+                ))
+            }
+        };
         let name = self.opt(&r.name, &format!("resource[{i}].name"))?;
         Ok(Resource {
-            name: name.unwrap_or_else(|| url.clone()),
+            name: name.unwrap_or_else(|| url.to_string()),
             url,
-            parsed,
         })
     }
 
@@ -96,14 +97,16 @@ impl Validator<'_> {
             require_resource: a.require_resource.unwrap_or(true),
             scopes_supported,
             default_scope,
-            consent_ttl_days: self.number(
+            consent_ttl: self.duration(
                 &a.consent_ttl_days,
                 "authorization.consent_ttl_days",
+                Unit::Days,
                 DEFAULT_CONSENT_DAYS,
             )?,
-            pending_ttl_s: self.number(
+            pending_ttl: self.duration(
                 &a.pending_ttl_s,
                 "authorization.pending_ttl_s",
+                Unit::Secs,
                 DEFAULT_PENDING_TTL_S,
             )?,
         })
@@ -111,20 +114,23 @@ impl Validator<'_> {
 
     pub(super) fn tokens(&self, t: &RawTokens) -> Checked<TokensConfig> {
         Ok(TokensConfig {
-            access_token_ttl_s: self.in_range(
+            access_token_ttl: self.duration_in(
                 &t.access_token_ttl_s,
                 "tokens.access_token_ttl_s",
+                Unit::Secs,
                 DEFAULT_ACCESS_TTL_S,
                 (30, 86_400),
             )?,
-            refresh_token_ttl_s: self.number(
+            refresh_token_ttl: self.duration(
                 &t.refresh_token_ttl_s,
                 "tokens.refresh_token_ttl_s",
+                Unit::Secs,
                 DEFAULT_REFRESH_TTL_S,
             )?,
-            code_ttl_s: self.in_range(
+            code_ttl: self.duration_in(
                 &t.code_ttl_s,
                 "tokens.code_ttl_s",
+                Unit::Secs,
                 DEFAULT_CODE_TTL_S,
                 (1, 600),
             )?,
@@ -161,25 +167,29 @@ impl Validator<'_> {
                 "clients.cimd_max_bytes",
                 DEFAULT_CIMD_BYTES,
             )?,
-            cimd_timeout_ms: self.number(
+            cimd_timeout: self.duration(
                 &c.cimd_timeout_ms,
                 "clients.cimd_timeout_ms",
+                Unit::Millis,
                 DEFAULT_CIMD_TIMEOUT_MS,
             )?,
-            cimd_cache_s: self.number(
+            cimd_cache: self.duration(
                 &c.cimd_cache_s,
                 "clients.cimd_cache_s",
+                Unit::Secs,
                 DEFAULT_CIMD_CACHE_S,
             )?,
-            cimd_max_cache_s: self.in_range(
+            cimd_max_cache: self.duration_in(
                 &c.cimd_max_cache_s,
                 "clients.cimd_max_cache_s",
+                Unit::Secs,
                 DEFAULT_CIMD_MAX_CACHE_S,
                 (1, 7 * 86_400),
             )?,
-            unused_registration_ttl_s: self.in_range(
+            unused_registration_ttl: self.duration_in(
                 &c.unused_registration_ttl_s,
                 "clients.unused_registration_ttl_s",
+                Unit::Secs,
                 DEFAULT_UNUSED_REGISTRATION_TTL_S,
                 (1, 365 * 86_400),
             )?,

@@ -2,11 +2,10 @@
 //! in (domains, groups) and how the Directory API is reached for groups.
 
 use toml::Spanned;
-use url::Url;
 
 use super::raw::*;
 use super::typed::*;
-use super::validate::Validator;
+use super::validate::{Unit, Validator};
 use config_refs::Checked;
 
 impl Validator<'_> {
@@ -31,13 +30,20 @@ impl Validator<'_> {
             ));
         }
         let issuer = self.or(&g.issuer, "google.issuer", DEFAULT_GOOGLE_ISSUER)?;
-        let issuer = issuer.trim_end_matches('/').to_string();
-        Url::parse(&issuer).map_err(|e| {
-            let span = g.issuer.as_ref().map(Spanned::span).unwrap_or(table);
+        let issuer = HttpUrl::parse(issuer.trim_end_matches('/')).map_err(|e| {
+            let span = g
+                .issuer
+                .as_ref()
+                .map(Spanned::span)
+                .unwrap_or(table.clone());
             self.err(span, "google.issuer", e.to_string())
         })?;
         let admin_subject = self.opt(&g.admin_subject, "google.admin_subject")?;
-        let credentials = self.credentials(g.credentials.as_ref(), admin_subject.is_some())?;
+        let credentials = self.credentials(
+            g.credentials.as_ref(),
+            admin_subject.is_some(),
+            table.clone(),
+        )?;
         Ok(GoogleConfig {
             issuer,
             client_id,
@@ -50,18 +56,20 @@ impl Validator<'_> {
                 .collect(),
             hd_hint: self.opt(&g.hd_hint, "google.hd_hint")?,
             authorization_endpoint: self
-                .opt(&g.authorization_endpoint, "google.authorization_endpoint")?,
-            token_endpoint: self.opt(&g.token_endpoint, "google.token_endpoint")?,
-            jwks_uri: self.opt(&g.jwks_uri, "google.jwks_uri")?,
-            directory_api_base: self.or(
+                .opt_url(&g.authorization_endpoint, "google.authorization_endpoint")?,
+            token_endpoint: self.opt_url(&g.token_endpoint, "google.token_endpoint")?,
+            jwks_uri: self.opt_url(&g.jwks_uri, "google.jwks_uri")?,
+            directory_api_base: self.url_or(
                 &g.directory_api_base,
                 "google.directory_api_base",
                 DEFAULT_DIRECTORY,
+                table,
             )?,
             admin_subject,
-            timeout_ms: self.number(
+            timeout: self.duration(
                 &g.timeout_ms,
                 "google.timeout_ms",
+                Unit::Millis,
                 DEFAULT_GOOGLE_TIMEOUT_MS,
             )?,
             credentials,
@@ -74,16 +82,14 @@ impl Validator<'_> {
         &self,
         c: Option<&Spanned<RawCredentials>>,
         has_admin_subject: bool,
+        google: std::ops::Range<usize>,
     ) -> Checked<CredentialsConfig> {
-        let Some(c) = c else {
-            return Ok(CredentialsConfig {
-                sts_endpoint: DEFAULT_STS.into(),
-                iam_endpoint: DEFAULT_IAM.into(),
-                ..CredentialsConfig::default()
-            });
+        // No table: every key at its default (source `none`).
+        let none = RawCredentials::default();
+        let (table, c) = match c {
+            Some(c) => (c.span(), c.get_ref()),
+            None => (google, &none),
         };
-        let table = c.span();
-        let c = c.get_ref();
         let k = |name: &str| format!("google.credentials.{name}");
         let cfg = CredentialsConfig {
             source: self.word(
@@ -97,11 +103,21 @@ impl Validator<'_> {
             )?,
             key_file: self.opt(&c.key_file, &k("key_file"))?,
             key_json: self.opt(&c.key_json, &k("key_json"))?,
-            token_uri: self.opt(&c.token_uri, &k("token_uri"))?,
+            token_uri: self.opt_url(&c.token_uri, &k("token_uri"))?,
             service_account: self.opt(&c.service_account, &k("service_account"))?,
             audience: self.opt(&c.audience, &k("audience"))?,
-            sts_endpoint: self.or(&c.sts_endpoint, &k("sts_endpoint"), DEFAULT_STS)?,
-            iam_endpoint: self.or(&c.iam_endpoint, &k("iam_endpoint"), DEFAULT_IAM)?,
+            sts_endpoint: self.url_or(
+                &c.sts_endpoint,
+                &k("sts_endpoint"),
+                DEFAULT_STS,
+                table.clone(),
+            )?,
+            iam_endpoint: self.url_or(
+                &c.iam_endpoint,
+                &k("iam_endpoint"),
+                DEFAULT_IAM,
+                table.clone(),
+            )?,
             aws_region: self.opt(&c.aws_region, &k("aws_region"))?,
         };
         let at = c.source.as_ref().map(Spanned::span).unwrap_or(table);

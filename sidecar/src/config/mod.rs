@@ -13,7 +13,8 @@
 //! - [`raw`]: the file as written (serde, spans);
 //! - [`validate`]: the validator (lines, references, scrubbing), the top level and
 //!   `[audit]`; [`server`], [`access`], [`google`]: the tables;
-//! - [`typed`]: the result, re-exported here.
+//! - [`typed`]: the result, re-exported here: durations as `Duration`, URLs as
+//!   [`HttpUrl`] (parsed and checked at start-up), closed sets of words as enums.
 
 mod access;
 mod google;
@@ -161,7 +162,7 @@ impl Config {
         }
         self.resources
             .iter()
-            .find(|r| same_resource(&r.parsed, &req))
+            .find(|r| same_resource(r.url.url(), &req))
     }
 }
 

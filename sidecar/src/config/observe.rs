@@ -2,6 +2,7 @@
 //! same keys as the gateway's, see `mcp_telemetry::traces`).
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 
 use serde::Deserialize;
 
@@ -28,17 +29,17 @@ pub(super) struct RawTracing {
 
 impl Validator<'_> {
     /// `[metrics] listen`: the address of the Prometheus listener, if any.
-    pub(super) fn metrics(&self, m: &RawMetrics) -> Checked<Option<String>> {
+    pub(super) fn metrics(&self, m: &RawMetrics) -> Checked<Option<SocketAddr>> {
         let Some(v) = &m.listen else { return Ok(None) };
         let addr = self.string(v, "metrics.listen")?;
-        if addr.parse::<std::net::SocketAddr>().is_err() {
-            return Err(self.err(
+        match addr.parse::<SocketAddr>() {
+            Ok(a) => Ok(Some(a)),
+            Err(_) => Err(self.err(
                 v.span(),
                 "metrics.listen",
                 format!("{addr:?} is not an address like \"127.0.0.1:9091\""),
-            ));
+            )),
         }
-        Ok(Some(addr))
     }
 
     pub(super) fn tracing(&self, t: &RawTracing) -> Checked<mcp_telemetry::TraceSettings> {

@@ -1,20 +1,21 @@
 //! `[server]` (listener, issuer, abuse limits), `[store]` and `[rate_limit]`.
 
+use std::str::FromStr;
+
 use toml::Spanned;
-use url::Url;
 
 use super::is_loopback_host;
 use super::raw::*;
 use super::typed::*;
-use super::validate::Validator;
+use super::validate::{Unit, Validator};
 use config_refs::Checked;
 
 impl Validator<'_> {
     /// `[server]`, and the issuer it gives (`server.issuer`, default `http://{listen}`).
-    pub(super) fn server(&self, s: &RawServer) -> Checked<(ServerConfig, String)> {
+    pub(super) fn server(&self, s: &RawServer) -> Checked<(ServerConfig, HttpUrl)> {
         let listen = self.or(&s.listen, "server.listen", DEFAULT_LISTEN)?;
-        let issuer = self.opt(&s.issuer, "server.issuer")?;
-        let server = ServerConfig {
+        let written = self.opt(&s.issuer, "server.issuer")?;
+        let mut server = ServerConfig {
             mode: self.word(
                 &s.mode,
                 "server.mode",
@@ -34,15 +35,17 @@ impl Validator<'_> {
                 "server.log_format",
                 &[("pretty", LogFormat::Pretty), ("json", LogFormat::Json)],
             )?,
-            body_timeout_s: self.in_range(
+            body_timeout: self.duration_in(
                 &s.body_timeout_s,
                 "server.body_timeout_s",
+                Unit::Secs,
                 DEFAULT_BODY_TIMEOUT_S,
                 (1, 300),
             )?,
-            header_timeout_s: self.in_range(
+            header_timeout: self.duration_in(
                 &s.header_timeout_s,
                 "server.header_timeout_s",
+                Unit::Secs,
                 DEFAULT_HEADER_TIMEOUT_S,
                 (1, 300),
             )?,
@@ -52,40 +55,50 @@ impl Validator<'_> {
                 DEFAULT_MAX_CONNECTIONS,
                 (1, 1_000_000),
             )?,
-            stop_delay_s: self.in_range(
+            stop_delay: self.duration_in(
                 &s.stop_delay_s,
                 "server.stop_delay_s",
+                Unit::Secs,
                 DEFAULT_STOP_DELAY_S,
                 (0, 600),
             )?,
-            drain_s: self.in_range(&s.drain_s, "server.drain_s", DEFAULT_DRAIN_S, (0, 600))?,
+            drain: self.duration_in(
+                &s.drain_s,
+                "server.drain_s",
+                Unit::Secs,
+                DEFAULT_DRAIN_S,
+                (0, 600),
+            )?,
+            issuer: None,
             listen,
-            issuer,
         };
-        let issuer = self.issuer(&server, s.issuer.as_ref())?;
+        let issuer = self.issuer(&server.listen, written.as_deref(), s.issuer.as_ref())?;
+        server.issuer = written.is_some().then(|| issuer.clone());
         Ok((server, issuer))
     }
 
-    /// The issuer: an http(s) URL without query or fragment, https unless loopback.
-    fn issuer(&self, server: &ServerConfig, written: Option<&Text>) -> Checked<String> {
-        let span = written.map(Spanned::span).unwrap_or(0..0);
-        let issuer = server
-            .issuer
-            .clone()
-            .unwrap_or_else(|| format!("http://{}", server.listen));
-        let issuer = issuer.trim_end_matches('/').to_string();
-        let parsed = Url::parse(&issuer)
-            .map_err(|e| self.err(span.clone(), "server.issuer", e.to_string()))?;
-        if !matches!(parsed.scheme(), "http" | "https")
-            || parsed.query().is_some()
-            || parsed.fragment().is_some()
-        {
-            return Err(self.err(
-                span,
-                "server.issuer",
-                "must be an http(s) URL without query or fragment",
-            ));
-        }
+    /// The issuer (`server.issuer` as `written`, else `http://{listen}`), without a
+    /// trailing `/`: an http(s) URL without query or fragment, https unless loopback.
+    fn issuer(&self, listen: &str, written: Option<&str>, at: Option<&Text>) -> Checked<HttpUrl> {
+        let span = at.map(Spanned::span).unwrap_or(0..0);
+        let issuer = match written {
+            Some(w) => w.to_string(),
+            None => format!("http://{listen}"),
+        };
+        let issuer = match HttpUrl::parse(issuer.trim_end_matches('/')) {
+            Ok(u) if u.url().query().is_none() && u.url().fragment().is_none() => u,
+            Err(UrlError::Parse(e)) => {
+                return Err(self.err(span, "server.issuer", e.to_string()));
+            }
+            _ => {
+                return Err(self.err(
+                    span,
+                    "server.issuer",
+                    "must be an http(s) URL without query or fragment",
+                ))
+            }
+        };
+        let parsed = issuer.url();
         if parsed.scheme() == "http" && !is_loopback_host(parsed.host_str().unwrap_or("")) {
             return Err(self.err(
                 span,
@@ -113,13 +126,24 @@ impl Validator<'_> {
             let span = s.pool_size.as_ref().map(Spanned::span).unwrap_or(0..0);
             return Err(self.err(span, "store.pool_size", "must be at least 1"));
         }
+        let url = self.string(&s.url, "store.url")?;
+        // Parsed as the store will (a URL or `key=value` pairs); the message never
+        // quotes the value, which holds a password.
+        if tokio_postgres::Config::from_str(&url).is_err() {
+            return Err(self.err(
+                s.url.span(),
+                "store.url",
+                "is not a PostgreSQL connection string (postgres://user[:password]@host:port/db)",
+            ));
+        }
         Ok(StoreConfig {
-            url: self.string(&s.url, "store.url")?,
+            url,
             schema,
             pool_size,
-            cleanup_interval_s: self.in_range(
+            cleanup_interval: self.duration_in(
                 &s.cleanup_interval_s,
                 "store.cleanup_interval_s",
+                Unit::Secs,
                 DEFAULT_CLEANUP_INTERVAL_S,
                 (1, 86_400),
             )?,

@@ -1,6 +1,9 @@
 //! The configuration's unit tests: defaults, references, errors (key, line, no secret).
 
+use std::time::Duration;
+
 use super::server::valid_schema_name;
+use super::validate::Unit;
 use super::*;
 
 const MINIMAL: &str = r#"
@@ -25,8 +28,8 @@ fn minimal_config_gets_defaults() {
     assert_eq!(c.server.mode, Mode::Issuer);
     assert_eq!(c.google.client_secret.as_deref(), Some("s3cret"));
     assert_eq!(c.google.allowed_domains, vec!["example.com"]);
-    assert_eq!(c.tokens.access_token_ttl_s, 600);
-    assert_eq!(c.tokens.code_ttl_s, 60);
+    assert_eq!(c.tokens.access_token_ttl, Duration::from_secs(600));
+    assert_eq!(c.tokens.code_ttl, Duration::from_secs(60));
     assert_eq!(c.store.schema, "mcp_oauth");
 }
 
@@ -179,10 +182,13 @@ fn default_path_follows_config_env() {
 fn abuse_limits_have_defaults_and_are_validated() {
     let c = Config::parse(MINIMAL, &env).unwrap();
     assert_eq!(c.rate_limit.lookups_burst, 20);
-    assert_eq!(c.server.body_timeout_s, 10);
+    assert_eq!(c.server.body_timeout, Duration::from_secs(10));
     assert_eq!(c.server.max_connections, 4096);
-    assert_eq!(c.clients.unused_registration_ttl_s, 86_400);
-    assert_eq!(c.store.cleanup_interval_s, 300);
+    assert_eq!(
+        c.clients.unused_registration_ttl,
+        Duration::from_secs(86_400)
+    );
+    assert_eq!(c.store.cleanup_interval, Duration::from_secs(300));
     for (table, key, bad) in [
         (
             "[rate_limit]",
@@ -315,4 +321,120 @@ fn the_same_resource_twice_names_both_lines() {
              <config>:5: `resource[1].url`: the other [[resource]] with this URL"
         )
     );
+}
+
+#[test]
+fn durations_are_read_in_the_unit_their_key_names() {
+    assert_eq!(Unit::Millis.of(1500), Duration::from_millis(1500));
+    assert_eq!(Unit::Secs.of(90), Duration::from_secs(90));
+    assert_eq!(Unit::Days.of(2), Duration::from_secs(2 * 86_400));
+    assert_eq!(Unit::Days.of(u64::MAX), Duration::from_secs(u64::MAX));
+    // Defaults, in the unit of the key.
+    let c = Config::parse(MINIMAL, &env).unwrap();
+    assert_eq!(c.clients.cimd_timeout, Duration::from_millis(3000));
+    assert_eq!(c.google.timeout, Duration::from_millis(10_000));
+    assert_eq!(
+        c.authorization.consent_ttl,
+        Duration::from_secs(90 * 86_400)
+    );
+    assert_eq!(c.tokens.refresh_token_ttl, Duration::from_secs(30 * 86_400));
+    assert_eq!(c.server.stop_delay, Duration::ZERO);
+    // Written values (one of them as a string holding a reference).
+    let text = format!(
+        "[server]\ndrain_s = 7\n{MINIMAL}[clients]\ncimd_timeout_ms = \"${{env:CIMD:-700}}\"\n\
+         cimd_max_cache_s = 120\n[authorization]\nconsent_ttl_days = 3\npending_ttl_s = 45\n"
+    );
+    let c = Config::parse(&text, &env).unwrap();
+    assert_eq!(c.server.drain, Duration::from_secs(7));
+    assert_eq!(c.clients.cimd_timeout, Duration::from_millis(700));
+    assert_eq!(c.clients.cimd_max_cache, Duration::from_secs(120));
+    assert_eq!(c.authorization.consent_ttl, Duration::from_secs(3 * 86_400));
+    assert_eq!(c.authorization.pending_ttl, Duration::from_secs(45));
+    // A bad one still names its key (as written, with the unit) and its line.
+    let text = MINIMAL.replace("[google]\n", "[google]\ntimeout_ms = -5\n");
+    let err = Config::parse_named(&text, "s.toml", &env, &|_| Err("none".into()))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("s.toml:7: `google.timeout_ms`: expected a whole number, found \"-5\""),
+        "{err}"
+    );
+}
+
+#[test]
+fn urls_are_parsed_at_start_up_and_kept_as_written() {
+    let text = MINIMAL.replace(
+        "[google]\n",
+        "[google]\nissuer = \"https://idp.example.com/\"\n\
+         token_endpoint = \"https://idp.example.com/token\"\n",
+    );
+    let c = Config::parse(&text, &env).unwrap();
+    // The issuer loses its trailing `/` (paths are appended to it); nothing else is
+    // rewritten by the parser (a bare origin gets no `/`).
+    assert_eq!(c.google.issuer, "https://idp.example.com");
+    assert_eq!(c.google.issuer.url().host_str(), Some("idp.example.com"));
+    let token = c.google.token_endpoint.as_ref().expect("token_endpoint");
+    assert_eq!(token.as_str(), "https://idp.example.com/token");
+    assert_eq!(c.google.directory_api_base, "https://admin.googleapis.com");
+    assert_eq!(
+        c.google.credentials.sts_endpoint,
+        "https://sts.googleapis.com/v1/token"
+    );
+    assert_eq!(c.issuer.to_string(), "http://127.0.0.1:8090");
+    assert_eq!(c.resources[0].url, "http://127.0.0.1:8080/mcp");
+    assert_eq!(HttpUrl::parse("ftp://x"), Err(UrlError::NotHttp));
+}
+
+#[test]
+fn a_bad_url_names_the_key_and_its_line() {
+    // Each bad value on the line after `[google]`: its line is found in the text.
+    let cases = [
+        (
+            "jwks_uri = \"not a url\"",
+            "google.jwks_uri",
+            "must be an http(s) URL: ",
+        ),
+        (
+            "directory_api_base = \"ftp://admin.example.com\"",
+            "google.directory_api_base",
+            "must be an http(s) URL",
+        ),
+        ("issuer = \"https://\"", "google.issuer", "empty host"),
+    ];
+    for (line, key, message) in cases {
+        let text = MINIMAL.replace("[google]\n", &format!("[google]\n{line}\n"));
+        let at = text.lines().position(|l| l == line).map(|i| i + 1);
+        let err = Config::parse_named(&text, "s.toml", &env, &|_| Err("none".into()))
+            .unwrap_err()
+            .to_string();
+        let want = format!("s.toml:{}: `{key}`: {message}", at.unwrap_or(0));
+        assert!(err.starts_with(&want), "{err} (wanted {want})");
+    }
+    // In [google.credentials], and read from the environment: the line of the value.
+    let text = format!(
+        "{MINIMAL}[google.credentials]\nsts_endpoint = \"${{env:STS:-sts.example.com/v1/token}}\"\n"
+    );
+    let err = Config::parse_named(&text, "s.toml", &env, &|_| Err("none".into()))
+        .unwrap_err()
+        .to_string();
+    let at = text.lines().count();
+    assert!(
+        err.starts_with(&format!(
+            "s.toml:{at}: `google.credentials.sts_endpoint`: must be an http(s) URL: relative URL without a base"
+        )),
+        "{err}"
+    );
+    // A store URL that is no connection string: named, and the value never shown.
+    let text = MINIMAL.replace(
+        "postgres://postgres@127.0.0.1:5432/test",
+        "postgres://app:hunter2@[bad/test",
+    );
+    let err = Config::parse_named(&text, "s.toml", &env, &|_| Err("none".into()))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("s.toml:3: `store.url`: is not a PostgreSQL"),
+        "{err}"
+    );
+    assert!(!err.contains("hunter2"), "{err}");
 }

@@ -11,12 +11,14 @@ use std::cell::RefCell;
 use std::fmt::Display;
 use std::ops::Range;
 use std::str::FromStr;
+use std::time::Duration;
 
 use config_refs::Sources;
 use mcp_audit::AuditConfig;
 use toml::Spanned;
 
 use super::raw::{Num, Number, RawConfig, Text};
+use super::typed::{HttpUrl, UrlError};
 use super::Config;
 use config_refs::{line_of, Checked, Diagnostic, Reported};
 
@@ -45,6 +47,25 @@ impl Quantity for usize {
 }
 impl Quantity for f64 {
     const KIND: &'static str = "a number";
+}
+
+/// The unit a duration key is written in: its suffix (`_ms`, `_s`, `_days`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Unit {
+    Millis,
+    Secs,
+    Days,
+}
+
+impl Unit {
+    /// `n` of this unit.
+    pub(super) fn of(self, n: u64) -> Duration {
+        match self {
+            Unit::Millis => Duration::from_millis(n),
+            Unit::Secs => Duration::from_secs(n),
+            Unit::Days => Duration::from_secs(n.saturating_mul(86_400)),
+        }
+    }
 }
 
 impl Validator<'_> {
@@ -143,6 +164,61 @@ impl Validator<'_> {
             return Ok(default);
         }
         Ok(n)
+    }
+
+    /// A duration written as a whole number of `unit`s (`T` the number's type: what it
+    /// may be written as), `default` in the same unit.
+    pub(super) fn duration<T: Quantity + Into<u64>>(
+        &self,
+        v: &Num,
+        key: &str,
+        unit: Unit,
+        default: T,
+    ) -> Checked<Duration> {
+        Ok(unit.of(self.number(v, key, default)?.into()))
+    }
+
+    /// A duration of `lo ..= hi` `unit`s.
+    pub(super) fn duration_in(
+        &self,
+        v: &Num,
+        key: &str,
+        unit: Unit,
+        default: u64,
+        range: (u64, u64),
+    ) -> Checked<Duration> {
+        Ok(unit.of(self.in_range(v, key, default, range)?))
+    }
+
+    /// An http(s) URL ([`HttpUrl`]); a mistake is recorded at its line.
+    pub(super) fn http_url(&self, v: &Text, key: &str) -> Checked<HttpUrl> {
+        let text = self.string(v, key)?;
+        HttpUrl::parse(&text).map_err(|e| {
+            let message = match e {
+                UrlError::Parse(e) => format!("must be an http(s) URL: {e}"),
+                UrlError::NotHttp => e.to_string(),
+            };
+            self.err(v.span(), key, message)
+        })
+    }
+
+    /// An optional http(s) URL.
+    pub(super) fn opt_url(&self, v: &Option<Text>, key: &str) -> Checked<Option<HttpUrl>> {
+        v.as_ref().map(|v| self.http_url(v, key)).transpose()
+    }
+
+    /// An http(s) URL with a default (a mistake in the default is reported at `table`).
+    pub(super) fn url_or(
+        &self,
+        v: &Option<Text>,
+        key: &str,
+        default: &str,
+        table: Range<usize>,
+    ) -> Checked<HttpUrl> {
+        match v {
+            Some(v) => self.http_url(v, key),
+            None => HttpUrl::parse(default).map_err(|e| self.err(table, key, e.to_string())),
+        }
     }
 
     /// One of a few words (the first is the default).

@@ -113,7 +113,8 @@ impl TokenSource {
                     key: pair,
                     token_uri: c
                         .token_uri
-                        .clone()
+                        .as_ref()
+                        .map(ToString::to_string)
                         .or_else(|| key["token_uri"].as_str().map(str::to_string))
                         .unwrap_or_else(|| GOOGLE_TOKEN_URI.to_string()),
                     subject: cfg.admin_subject.clone().unwrap_or_default(),
@@ -122,8 +123,8 @@ impl TokenSource {
             CredentialSource::WorkloadIdentity => Source::Workload {
                 service_account: c.service_account.clone().unwrap_or_default(),
                 audience: c.audience.clone().unwrap_or_default(),
-                sts: c.sts_endpoint.clone(),
-                iam: c.iam_endpoint.trim_end_matches('/').to_string(),
+                sts: c.sts_endpoint.to_string(),
+                iam: c.iam_endpoint.as_str().trim_end_matches('/').to_string(),
                 region: c
                     .aws_region
                     .clone()
@@ -132,8 +133,8 @@ impl TokenSource {
                     .unwrap_or_else(|| "us-east-1".into()),
                 token_uri: c
                     .token_uri
-                    .clone()
-                    .unwrap_or_else(|| GOOGLE_TOKEN_URI.to_string()),
+                    .as_ref()
+                    .map_or_else(|| GOOGLE_TOKEN_URI.to_string(), ToString::to_string),
                 subject: cfg.admin_subject.clone(),
             },
         };

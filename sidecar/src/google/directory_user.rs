@@ -36,7 +36,7 @@ impl Google {
         }
         let mut u = Url::parse(&format!(
             "{}/admin/directory/v1/users",
-            self.cfg.directory_api_base.trim_end_matches('/')
+            self.cfg.directory_api_base.as_str().trim_end_matches('/')
         ))
         .map_err(|e| GoogleError::Directory(e.to_string()))?;
         u.path_segments_mut()

@@ -98,8 +98,8 @@ pub struct Google {
 impl Google {
     pub fn new(cfg: GoogleConfig, callback_url: String) -> Result<Google, GoogleError> {
         let http = reqwest::Client::builder()
-            .timeout(Duration::from_millis(cfg.timeout_ms))
-            .connect_timeout(Duration::from_millis(cfg.timeout_ms.min(5000)))
+            .timeout(cfg.timeout)
+            .connect_timeout(cfg.timeout.min(Duration::from_millis(5000)))
             .redirect(reqwest::redirect::Policy::none())
             .user_agent("mcp-oauth-sidecar")
             .build()
@@ -128,10 +128,10 @@ impl Google {
         let c = &self.cfg;
         let e = match (&c.authorization_endpoint, &c.token_endpoint, &c.jwks_uri) {
             (Some(a), Some(t), Some(j)) => Endpoints {
-                issuer: c.issuer.clone(),
-                authorization: a.clone(),
-                token: t.clone(),
-                jwks: j.clone(),
+                issuer: c.issuer.to_string(),
+                authorization: a.to_string(),
+                token: t.to_string(),
+                jwks: j.to_string(),
             },
             _ => {
                 let url = format!("{}/.well-known/openid-configuration", c.issuer);
@@ -149,25 +149,25 @@ impl Google {
                         .ok_or_else(|| GoogleError::Discovery(format!("no {k} in {url}")))
                 };
                 let discovered = field("issuer")?;
-                if discovered.trim_end_matches('/') != c.issuer {
+                if discovered.trim_end_matches('/') != c.issuer.as_str() {
                     return Err(GoogleError::IssuerMismatch {
                         url,
-                        configured: c.issuer.clone(),
+                        configured: c.issuer.to_string(),
                         discovered,
                     });
                 }
                 Endpoints {
-                    issuer: c.issuer.clone(),
+                    issuer: c.issuer.to_string(),
                     authorization: match &c.authorization_endpoint {
-                        Some(a) => a.clone(),
+                        Some(a) => a.to_string(),
                         None => field("authorization_endpoint")?,
                     },
                     token: match &c.token_endpoint {
-                        Some(t) => t.clone(),
+                        Some(t) => t.to_string(),
                         None => field("token_endpoint")?,
                     },
                     jwks: match &c.jwks_uri {
-                        Some(j) => j.clone(),
+                        Some(j) => j.to_string(),
                         None => field("jwks_uri")?,
                     },
                 }
@@ -365,7 +365,7 @@ impl Google {
         for _ in 0..50 {
             let mut u = Url::parse(&format!(
                 "{}/admin/directory/v1/groups",
-                self.cfg.directory_api_base.trim_end_matches('/')
+                self.cfg.directory_api_base.as_str().trim_end_matches('/')
             ))
             .map_err(|e| GoogleError::Directory(e.to_string()))?;
             u.query_pairs_mut()

@@ -251,9 +251,11 @@ impl Store {
         client_id: &str,
         resource: &str,
         scope: &str,
-        ttl_days: i32,
+        ttl: std::time::Duration,
     ) -> Result<(), StoreError> {
         let scopes: Vec<&str> = scope.split_whitespace().collect();
+        // `consent_ttl_days` is whole days, and stays so: a day of the calendar.
+        let ttl_days = i32::try_from(ttl.as_secs() / 86_400).unwrap_or(i32::MAX);
         let c = self.conn().await?;
         c.execute(
             "INSERT INTO consents (user_sub, client_id, resource, scopes, expires_at)
