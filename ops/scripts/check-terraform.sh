@@ -115,7 +115,7 @@ log "scrape path ok: the collector scrapes the gateway and sidecar metrics ports
 # grace_period_seconds (ops/pingora.yaml) > drain_s; gateway stopTimeout > both
 # deregistration_delay and stop_delay_s + grace_period_seconds. The sidecar: its target
 # group's deregistration_delay >= its drain_s; its stopTimeout > that delay and >
-# stop_delay_s + drain_s. Values come from the Terraform (variable defaults, overridden
+# stop_delay_s + drain_s; its keepalive_timeout_s > ALB idle_timeout. Values come from the Terraform (variable defaults, overridden
 # by each tfvars), ops/config/production.toml, ops/config/sidecar.production.toml and
 # ops/pingora.yaml.
 "$venv/bin/python" - "$tf_dir" ops/config/production.toml ops/pingora.yaml \
@@ -185,6 +185,7 @@ grace = float(m.group(1))
 with open(sidecar_path, "rb") as f:
     sc_server = tomllib.load(f).get("server", {})
 sc_drain = float(sc_server.get("drain_s", 10))
+sc_keepalive = float(sc_server.get("keepalive_timeout_s", 75))
 sc_stop_delay = float(sc_server.get("stop_delay_s", 0))
 
 failures = []
@@ -207,6 +208,8 @@ for label, tfvars in varsets.items():
         (stop > dereg, f"stopTimeout {stop:g} > deregistration_delay {dereg:g}"),
         (stop > stop_delay + grace,
          f"stopTimeout {stop:g} > stop_delay_s {stop_delay:g} + grace_period_seconds {grace:g}"),
+        (sc_keepalive > idle,
+         f"sidecar keepalive_timeout_s {sc_keepalive:g} > ALB idle_timeout {idle:g}"),
         (sc_dereg >= sc_drain,
          f"sidecar deregistration_delay {sc_dereg:g} >= sidecar drain_s {sc_drain:g}"),
         (sc_stop > sc_dereg,

@@ -10,6 +10,7 @@ pub mod authorize;
 pub mod callback;
 pub mod clients;
 pub mod config;
+pub mod connection;
 pub mod drain;
 pub mod google;
 pub mod google_direct;

@@ -4,8 +4,9 @@
 //!
 //! Slow clients are bounded: at most `[server] max_connections` connections are
 //! served at once (more wait in the kernel's listen backlog, and are served as soon
-//! as one ends, rather than being refused); a request head must arrive within
-//! `header_timeout_s` of the connection being ready for it (new or idle kept-alive);
+//! as one ends, rather than being refused); a request head must be complete within
+//! `header_timeout_s` of its first byte (of the accept, for a new connection), while an
+//! idle kept-alive connection stays open `keepalive_timeout_s` ([`crate::connection`]);
 //! a request body must be complete within `body_timeout_s` of its head, else 408 and
 //! the connection is closed.
 
@@ -26,6 +27,7 @@ use tokio::sync::Semaphore;
 use tracing::Instrument;
 
 use crate::app::App;
+use crate::connection::{watchdog, HeadClock, Watched};
 use crate::http::{client_ip, json, json_cacheable, text, Req, Resp};
 use crate::{authorize, callback, clients, lookups, metadata, token};
 
@@ -73,6 +75,7 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, stop: impl Future<Outpu
 /// Accepts connections while slots are free; returns only if the semaphore is closed.
 async fn accept_loop(listener: &TcpListener, slots: &Arc<Semaphore>, app: &Arc<App>) {
     let header_timeout = app.cfg.server.header_timeout;
+    let keepalive_timeout = app.cfg.server.keepalive_timeout;
     loop {
         // At the cap, stop accepting: new connections wait in the backlog.
         let Ok(slot) = slots.clone().acquire_owned().await else {
@@ -89,20 +92,32 @@ async fn accept_loop(listener: &TcpListener, slots: &Arc<Semaphore>, app: &Arc<A
         let app = app.clone();
         tokio::spawn(async move {
             let _slot = slot;
+            let clock = HeadClock::new();
+            let svc_clock = clock.clone();
             let svc = service_fn(move |req| {
                 let app = app.clone();
+                let clock = svc_clock.clone();
+                clock.request_started();
                 async move {
                     let mut resp = handle(&app, req, peer).await;
                     app.drain.mark(&mut resp);
+                    clock.request_ended();
                     Ok::<_, std::convert::Infallible>(resp)
                 }
             });
+            // hyper's header timer runs while a connection is idle: it is the idle
+            // timeout; the head deadline is the watchdog's (crate::connection).
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(header_timeout)
-                .serve_connection(TokioIo::new(stream), svc);
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "connection ended with an error");
+                .header_read_timeout(keepalive_timeout)
+                .serve_connection(TokioIo::new(Watched::new(stream, clock.clone())), svc);
+            tokio::select! {
+                r = conn => if let Err(e) = r {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                },
+                _ = watchdog(clock, header_timeout) => {
+                    tracing::debug!(%peer, "request head not complete within server.header_timeout_s: connection closed");
+                }
             }
         });
     }

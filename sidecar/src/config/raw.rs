@@ -14,6 +14,7 @@ pub(super) const DEFAULT_LISTEN: &str = "127.0.0.1:8090";
 pub(super) const DEFAULT_MAX_BODY: usize = 64 * 1024;
 pub(super) const DEFAULT_BODY_TIMEOUT_S: u64 = 10;
 pub(super) const DEFAULT_HEADER_TIMEOUT_S: u64 = 20;
+pub(super) const DEFAULT_KEEPALIVE_TIMEOUT_S: u64 = 75;
 pub(super) const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 pub(super) const DEFAULT_STOP_DELAY_S: u64 = 0;
 pub(super) const DEFAULT_DRAIN_S: u64 = 10;
@@ -118,6 +119,7 @@ pub(super) struct RawServer {
     pub(super) log_format: Option<Text>,
     pub(super) body_timeout_s: Num,
     pub(super) header_timeout_s: Num,
+    pub(super) keepalive_timeout_s: Num,
     pub(super) max_connections: Num,
     pub(super) stop_delay_s: Num,
     pub(super) drain_s: Num,

@@ -49,6 +49,13 @@ impl Validator<'_> {
                 DEFAULT_HEADER_TIMEOUT_S,
                 (1, 300),
             )?,
+            keepalive_timeout: self.duration_in(
+                &s.keepalive_timeout_s,
+                "server.keepalive_timeout_s",
+                Unit::Secs,
+                DEFAULT_KEEPALIVE_TIMEOUT_S,
+                (1, 4000),
+            )?,
             max_connections: self.in_range(
                 &s.max_connections,
                 "server.max_connections",

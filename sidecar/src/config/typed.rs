@@ -69,9 +69,12 @@ pub struct ServerConfig {
     /// Slow clients: a request body not complete this long after its head is answered
     /// 408 and its connection closed.
     pub body_timeout: Duration,
-    /// A request head (on a new or an idle kept-alive connection) not complete this
-    /// long after the connection was ready for it: the connection is closed.
+    /// A request head not complete this long after its first byte (after the
+    /// connection was accepted, for its first request): the connection is closed.
     pub header_timeout: Duration,
+    /// A kept-alive connection idle this long (a response sent, no next byte) is
+    /// closed; set above the load balancer's idle timeout ([`crate::connection`]).
+    pub keepalive_timeout: Duration,
     /// Connections served at once; more wait in the listen backlog until one ends.
     pub max_connections: usize,
     /// On SIGTERM/SIGINT, `/readyz` answers 503 this long while the listener still

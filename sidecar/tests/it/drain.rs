@@ -176,3 +176,41 @@ async fn drain_window_ends_with_an_idle_connection_open() {
     assert!(idle.closed().await, "closed when the process exits");
     sc.drop_schema().await;
 }
+
+/// Behind a load balancer whose idle timeout is longer than the head deadline, an idle
+/// kept-alive connection must outlive the head deadline (the balancer reuses it); it
+/// closes after `keepalive_timeout_s`, and a head that starts but stalls is still cut
+/// after `header_timeout_s`.
+#[tokio::test]
+async fn idle_keepalive_outlives_the_head_deadline_and_a_stalled_head_does_not() {
+    let google = FakeGoogle::start().await;
+    let mut opts = SidecarOptions::new("keepalive");
+    opts.server = "header_timeout_s = 1\nkeepalive_timeout_s = 8\n".into();
+    let sc = Sidecar::start(&google, &opts).await;
+    let addr = sc.url.trim_start_matches("http://").to_string();
+    let mut conn = Conn::open(&addr).await;
+    assert_eq!(conn.get("/healthz").await.status, 200);
+    // Idle for twice the head deadline (what is under test is that time passing).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        conn.get("/healthz").await.status,
+        200,
+        "the idle connection was closed at the head deadline"
+    );
+    // Idle past keepalive_timeout_s: closed.
+    assert!(conn.closed().await, "an idle connection is never closed");
+
+    // A head that starts and stalls is cut at the head deadline (1 s), well before the
+    // idle timeout (8 s).
+    let mut stalled = Conn::open(&addr).await;
+    assert_eq!(stalled.get("/healthz").await.status, 200);
+    stalled.send("GET /healthz HTTP/1.1\r\nHost: sid").await;
+    let t = std::time::Instant::now();
+    assert!(stalled.closed().await);
+    assert!(
+        t.elapsed() < Duration::from_secs(6),
+        "a stalled head lived {:?}: cut by the idle timeout, not the head deadline",
+        t.elapsed()
+    );
+    sc.drop_schema().await;
+}

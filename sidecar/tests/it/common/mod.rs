@@ -389,12 +389,15 @@ impl Sidecar {
     }
 }
 
-/// Sends SIGTERM to a child this test started and waits for it to exit.
+/// Sends SIGTERM to a child this test started and waits for it to exit: at most
+/// `stop_delay_s` + `drain_s` (up to 25 s in the production configuration, whose idle
+/// keep-alive connections stay open to the end of the window) and a margin.
 pub async fn terminate(child: &mut Child) -> std::process::ExitStatus {
     send_term(child);
-    within("the process to stop after SIGTERM", child.wait())
-        .await
-        .expect("wait")
+    match tokio::time::timeout(Duration::from_secs(60), child.wait()).await {
+        Ok(status) => status.expect("wait"),
+        Err(_) => panic!("the process did not stop within 60 s of SIGTERM"),
+    }
 }
 
 /// Sends SIGTERM to a child this test started, without waiting.
