@@ -306,7 +306,7 @@ fn last_event_id(text: &str) -> Option<String> {
         .lines()
         .filter_map(|l| l.strip_prefix("id:"))
         .map(|v| v.trim().to_string())
-        .last()
+        .next_back()
 }
 
 /// A 2025 client's call whose SSE answer is in flight at an upgrade: the old process
