@@ -4,8 +4,12 @@
 //! Requests get a gateway id on the way in and their own id back on the way out;
 //! progress tokens likewise. Replies, progress and request-scoped messages reach the
 //! request that caused them; everything else the server says on its own (list
-//! changes, resource updates) is broadcast to every session's server stream. When the
-//! connection ends, every request in flight fails at once.
+//! changes, resource updates) is broadcast to every session's server stream. A modern
+//! server says those only on a `subscriptions/listen` request's stream: [`listen`] keeps
+//! one open while anybody reads them. When the connection ends, every request in flight
+//! fails at once.
+
+mod listen;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -57,6 +61,7 @@ pub struct Channel {
     stop: Mutex<Option<oneshot::Sender<()>>>,
     session: Mutex<Option<UpstreamSession>>,
     closed: Mutex<Option<String>>,
+    listen: Mutex<listen::ListenState>,
 }
 
 impl Channel {
@@ -72,6 +77,7 @@ impl Channel {
             stop: Mutex::new(link.stop),
             session: Mutex::new(None),
             closed: Mutex::new(None),
+            listen: Mutex::new(listen::ListenState::default()),
         });
         let (ended_tx, ended_rx) = oneshot::channel();
         let reader = ch.clone();
@@ -135,6 +141,9 @@ impl Channel {
 
     /// Routes one message from the server.
     fn dispatch(&self, mut msg: Value) {
+        if self.take_listen_message(&mut msg) {
+            return;
+        }
         let method = msg
             .get("method")
             .and_then(Value::as_str)
@@ -220,7 +229,7 @@ impl Channel {
         if self.is_closed() {
             return Err(self.closed_error());
         }
-        let gid = self.next.fetch_add(1, Ordering::Relaxed);
+        let gid = self.next_id();
         let original_id = msg.get("id").cloned().unwrap_or(Value::Null);
         msg["id"] = json!(gid);
         let original_token = msg
@@ -251,6 +260,11 @@ impl Channel {
         ))
     }
 
+    /// A fresh gateway id for a request to the server.
+    fn next_id(&self) -> u64 {
+        self.next.fetch_add(1, Ordering::Relaxed)
+    }
+
     /// Drops a request that will not be waited for any more, telling the server.
     pub fn forget(&self, gid: u64) {
         let removed = self.pending.lock().ok().and_then(|mut p| p.remove(&gid));
@@ -272,7 +286,7 @@ impl Channel {
         found.next().is_none().then_some(first)
     }
 
-    /// A stream of the server's own messages (for sessions' GET streams).
+    /// A stream of the server's own unsolicited messages (see [`Channel::changes`]).
     pub fn subscribe(&self) -> MessageStream {
         let rx = self.events.subscribe();
         Box::pin(futures::stream::unfold(rx, |mut rx| async move {
@@ -417,7 +431,7 @@ impl Channel {
 mod tests {
     use super::*;
 
-    fn link() -> (
+    pub(super) fn link() -> (
         LinkHandle,
         mpsc::Receiver<Bytes>,
         mpsc::Sender<Value>,

@@ -471,7 +471,9 @@ impl Backend {
                 self.listen_upstream(session).await
             }
             Link::Http(h) => h.open_stream(session.id.as_deref(), &session.version).await,
-            Link::Shared(_) | Link::PerSession(_) => Ok(Some(self.channel_for(sid)?.subscribe())),
+            Link::Shared(_) | Link::PerSession(_) => {
+                Ok(Some(self.channel_for(sid)?.changes().await?))
+            }
         }
     }
 

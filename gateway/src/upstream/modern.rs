@@ -184,10 +184,7 @@ impl Backend {
         let Link::Http(h) = &self.link else {
             return Ok(None);
         };
-        let mut params = json!({"notifications": {
-            "toolsListChanged": true, "promptsListChanged": true, "resourcesListChanged": true,
-        }});
-        meta::stamp(&mut params, &json!({}), &Value::Null, None);
+        let params = listen_params();
         let body = json!({"jsonrpc": "2.0", "id": "gw-listen", "method": "subscriptions/listen", "params": params});
         let extra = meta::headers_for(&Method::SubscriptionsListen, &params);
         let opened = h
@@ -200,6 +197,16 @@ impl Backend {
             Reply::Json(_) | Reply::Accepted => Ok(None),
         }
     }
+}
+
+/// The params of the gateway's own `subscriptions/listen` to a modern backend (HTTP or
+/// STDIO): stamped with the gateway's `_meta`, opted in to every list change.
+pub(super) fn listen_params() -> Value {
+    let mut params = json!({"notifications": {
+        "toolsListChanged": true, "promptsListChanged": true, "resourcesListChanged": true,
+    }});
+    meta::stamp(&mut params, &json!({}), &Value::Null, None);
+    params
 }
 
 /// Makes a request body fit for a backend's era: stamped for a modern one; for a legacy

@@ -413,3 +413,134 @@ fn a_modern_stdio_backend_is_discovered_and_used_by_both_eras() {
     // A modern STDIO server answered discover: the legacy-only tools are not listed.
     assert!(!cl.tool_names().contains(&"pipe__test_sampling".to_string()));
 }
+
+/// A gateway in front of one modern STDIO backend, `pipe` (one shared process).
+fn modern_stdio_gateway() -> Proc {
+    let mut cfg = gateway_config(&[], "");
+    cfg.push_str(&format!(
+        "\n[[backend]]\nname = \"pipe\"\ntransport = \"stdio\"\ncommand = \"{}\"\nargs = [\"--stdio\", \"--name\", \"pipe\", \"--no-dynamic\", \"--protocol\", \"modern\"]\ntimeout_ms = 10000\n",
+        mock_bin().display()
+    ));
+    spawn_gateway(&cfg)
+}
+
+/// The JSON-RPC messages of an SSE response, read on a thread as they arrive.
+fn sse_reader(mut resp: reqwest::blocking::Response) -> std::sync::mpsc::Receiver<Value> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = String::new();
+        let mut chunk = [0u8; 4096];
+        let mut sent = 0;
+        while let Ok(n) = std::io::Read::read(&mut resp, &mut chunk) {
+            if n == 0 {
+                return;
+            }
+            buf.push_str(&String::from_utf8_lossy(&chunk[..n]));
+            let all = sse_messages(&buf);
+            for m in all.iter().skip(sent) {
+                if tx.send(m.clone()).is_err() {
+                    return;
+                }
+            }
+            sent = all.len();
+        }
+    });
+    rx
+}
+
+/// Calls `notify` until a `notifications/tools/list_changed` arrives on `events` (the
+/// gateway's listen to the backend is sent asynchronously), and returns it.
+fn list_change(events: &std::sync::mpsc::Receiver<Value>, mut notify: impl FnMut()) -> Value {
+    let start = std::time::Instant::now();
+    loop {
+        notify();
+        let wait = std::time::Instant::now() + std::time::Duration::from_millis(300);
+        while let Some(left) = wait.checked_duration_since(std::time::Instant::now()) {
+            match events.recv_timeout(left) {
+                Ok(m) if m["method"] == "notifications/tools/list_changed" => return m,
+                Ok(_) => {}
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => break,
+                Err(e) => panic!("stream ended: {e}"),
+            }
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(20),
+            "no list_changed relayed"
+        );
+    }
+}
+
+/// A modern STDIO server says its changes only on the stream of a `subscriptions/listen`
+/// it was sent: the gateway sends one on the pipe and relays what it carries to a
+/// modern client's listen stream and a legacy client's GET stream, and sends it again to
+/// the process that replaces a crashed one.
+#[test]
+fn a_modern_stdio_backends_list_changes_reach_both_eras() {
+    let gw = modern_stdio_gateway();
+    let mut params = json!({"notifications": {"toolsListChanged": true}});
+    params["_meta"] = meta(json!({}));
+    let body =
+        json!({"jsonrpc": "2.0", "id": 77, "method": "subscriptions/listen", "params": params});
+    let resp = blocking()
+        .post(&gw.url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", V)
+        .header("mcp-method", "subscriptions/listen")
+        .body(serde_json::to_vec(&body).unwrap())
+        .send()
+        .expect("POST subscriptions/listen");
+    assert_eq!(resp.status().as_u16(), 200);
+    let modern = sse_reader(resp);
+    let ack = modern
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .expect("acknowledgement");
+    assert_eq!(ack["method"], "notifications/subscriptions/acknowledged");
+    let mut id = 100;
+    let mut notify = || {
+        id += 1;
+        let call = json!({"name": "pipe__notify_list_changed", "arguments": {}});
+        send(&gw, id, "tools/call", call, &[]);
+    };
+    let n = list_change(&modern, &mut notify);
+    assert_eq!(
+        n["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"], 77,
+        "{n}"
+    );
+
+    // A 2025 client's GET stream gets it too, without the gateway's subscription tag.
+    let mut cl = Client::new(&gw.url);
+    cl.initialize();
+    let resp = blocking()
+        .get(&gw.url)
+        .header("accept", "text/event-stream")
+        .header("mcp-session-id", cl.session.clone().unwrap())
+        .send()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let legacy = sse_reader(resp);
+    let n = list_change(&legacy, || {
+        cl.call_tool("pipe__notify_list_changed", json!({}));
+    });
+    assert!(n["params"].get("_meta").is_none(), "{n}");
+
+    // The process crashes and is restarted: the new one is sent a listen of its own.
+    send(
+        &gw,
+        2,
+        "tools/call",
+        json!({"name": "pipe__crash", "arguments": {}}),
+        &[],
+    );
+    wait_until(std::time::Duration::from_secs(15), || {
+        let t = &readyz_detail(&gw)["backends"][0]["transport"];
+        t["restarts"].as_u64() >= Some(1) && t["live_connections"] == 1
+    });
+    // What the old process said has been relayed by now: drop it.
+    while modern.try_recv().is_ok() {}
+    let n = list_change(&modern, &mut notify);
+    assert_eq!(
+        n["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"], 77,
+        "{n}"
+    );
+}

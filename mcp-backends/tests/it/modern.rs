@@ -504,6 +504,26 @@ async fn stdio_modern_and_legacy_probe() {
     assert!(seen
         .iter()
         .any(|m| m["id"] == 5 && m["result"]["resultType"] == "complete"));
+    // The test kit's notify_list_changed says it on the listen stream too (the only
+    // place a modern server may).
+    mock.send(&request(
+        6,
+        "tools/call",
+        json!({ "name": "notify_list_changed" }),
+    ))
+    .await;
+    let seen = [mock.next().await, mock.next().await];
+    let change = seen
+        .iter()
+        .find(|m| m["method"] == "notifications/tools/list_changed")
+        .expect("change");
+    assert_eq!(
+        change["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"],
+        4
+    );
+    assert!(seen
+        .iter()
+        .any(|m| m["id"] == 6 && m["result"]["content"][0]["text"] == "ok"));
 
     // A legacy-only mock answers the modern probe with method-not-found.
     let mut legacy = StdioMock::start(&["--no-dynamic"]);

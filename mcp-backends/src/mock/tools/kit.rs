@@ -9,6 +9,7 @@ use sha2::{Digest, Sha256};
 use super::{arg_str, error_result, text_result, ToolOutcome, CRASH_EXIT_CODE};
 use crate::mock::handler::RequestCtx;
 use crate::mock::jsonrpc;
+use crate::mock::modern::listen::Change;
 use crate::mock::session::OutMsg;
 
 /// The test-kit tool `name`, or `None` when it is not one.
@@ -49,10 +50,15 @@ pub async fn run(ctx: &RequestCtx, name: &str, args: &Map<String, Value>) -> Opt
             ToolOutcome::Silent
         }
         "notify_list_changed" => {
-            ctx.session.send_unsolicited(
-                jsonrpc::notification("notifications/tools/list_changed", Value::Null),
-                true,
-            );
+            // Listen streams (modern era) get every change of the server; a legacy
+            // call's own session gets it on its GET stream (stdout on stdio).
+            ctx.server.listeners.announce(&Change::ToolsList);
+            if ctx.modern.is_none() {
+                ctx.session.send_unsolicited(
+                    jsonrpc::notification("notifications/tools/list_changed", Value::Null),
+                    true,
+                );
+            }
             text_result("ok")
         }
         "list_roots" => {

@@ -146,9 +146,9 @@ const FIXED_TOOLS: &[ToolDef] = &[
         "Ends the reply SSE stream without sending the response",
         &[],
     ),
-    legacy_tool(
+    tool(
         "notify_list_changed",
-        "Sends notifications/tools/list_changed on the session's GET stream",
+        "Sends notifications/tools/list_changed: on the session's GET stream (2025 eras), on every listen stream that asked for it (2026-07-28)",
         &[],
     ),
     legacy_tool(
