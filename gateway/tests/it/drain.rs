@@ -7,7 +7,7 @@
 //!
 //! The machine is shared, so the tests assert zero failures, not a rate; the load runs
 //! as fast as it goes unless `MCP_DRAIN_RATE` (calls/s) is set. `MCP_DRAIN_UPGRADES`
-//! sets the number of upgrades (20). The 5,000 calls/s run is
+//! sets the number of upgrades (20), `MCP_DRAIN_CONNECTIONS` the load's connections (8). The 5,000 calls/s run is
 //! `ops/scripts/bench-drain.sh` (release build).
 
 use crate::common;
@@ -26,6 +26,11 @@ fn env_or(name: &str, default: u64) -> u64 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
+}
+
+/// The load's connections: `MCP_DRAIN_CONNECTIONS`, else 8.
+fn connections() -> usize {
+    env_or("MCP_DRAIN_CONNECTIONS", 8) as usize
 }
 
 /// Gateway TOML (drain window 2 s, `stop_delay_s`) and Pingora YAML (grace 4 s).
@@ -151,7 +156,7 @@ fn upgrades_lose_no_call_without_retry() {
         .unwrap_or_else(|_| panic!("gateway did not start: {}", tail(&first_log)));
     wait_healthy(addr);
 
-    let load = Load::start(&format!("http://{addr}/mcp"), &dir, 8);
+    let load = Load::start(&format!("http://{addr}/mcp"), &dir, connections());
     let mut logs = vec![first_log];
     let mut current = first;
     let mut retired: Vec<Gw> = Vec::new();
@@ -257,7 +262,7 @@ fn sigterm_behind_haproxy_loses_no_call() {
     common::wait_until(Duration::from_secs(20), || {
         common::http_get(&format!("http://{front}/readyz")).is_some_and(|(c, _)| c == 200)
     });
-    let load = Load::start(&format!("http://{front}/mcp"), &dir, 8);
+    let load = Load::start(&format!("http://{front}/mcp"), &dir, connections());
     // Let the load spread over both replicas before one of them stops.
     std::thread::sleep(Duration::from_millis(1500));
     let mut stopped = gws.remove(0);
