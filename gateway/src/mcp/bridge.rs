@@ -73,8 +73,9 @@ impl Holds {
         }
     }
 
-    /// Drops the held calls past their time (each is cancelled at its backend).
-    fn sweep(&self) {
+    /// Drops the held calls past their time (each is cancelled at its backend): at every
+    /// new hold, and every `server.health_interval_s` ([`crate::services::probes`]).
+    pub fn sweep(&self) {
         let now = Instant::now();
         self.map.retain(|_, h| h.expires > now);
     }

@@ -142,7 +142,6 @@ impl Gateway {
         if downstream_modern && super::bridge::is_held_state(&params) {
             return self.resume_held(caller, &claims.caps, &backend, id, &method, &params, info);
         }
-        let call_binding = super::bridge::binding(&method, backend.name(), &params);
         // A modern client's calls share an upstream session per person and client: each
         // goes with an id of the gateway's, so that two never collide there.
         let upstream_id = match downstream_modern {
@@ -224,7 +223,9 @@ impl Gateway {
                             super::bridge::BridgeCtx {
                                 gw: self.clone(),
                                 sub: caller.sub.clone(),
-                                call: call_binding,
+                                // Only _meta was added to the params since they were
+                                // routed, and it is not part of the binding.
+                                call: super::bridge::binding(&method, backend.name(), &params),
                                 caps: claims.caps.clone(),
                             }
                         }),

@@ -42,6 +42,8 @@ impl BackgroundService for Probes {
                 }
             }))
             .await;
+            // Calls held for a client's input past their time: cancelled at the backend.
+            self.gateway.holds.sweep();
             tokio::select! {
                 _ = tokio::time::sleep(every) => {}
                 _ = shutdown.changed() => {
