@@ -78,6 +78,17 @@ impl Gateway {
         mut body: Value,
         info: &mut Info,
     ) -> Response {
+        if super::asks::Asks::is_ask_id(&id) {
+            // The gateway's own request (a modern backend's input request).
+            return match self.asks.answer(&claims.sid, &id, body) {
+                Ok(()) => Response::accepted(),
+                Err(_) => Response::refuse(
+                    400,
+                    jsonrpc::INVALID_REQUEST,
+                    format!("Bad Request: response id {id} answers no request waiting in this session (answered already, timed out, or asked in another session)"),
+                ),
+            };
+        }
         let Some((name, original)) = relay::unwrap_id(&id) else {
             return Response::refuse(
                 400,

@@ -154,7 +154,7 @@ pub(super) fn is_held_state(params: &Value) -> bool {
 }
 
 /// The client capability an input request needs.
-fn capability_for(method: &str) -> Option<&'static str> {
+pub(super) fn capability_for(method: &str) -> Option<&'static str> {
     match method {
         "elicitation/create" => Some("elicitation"),
         "sampling/createMessage" => Some("sampling"),

@@ -150,26 +150,12 @@ impl Gateway {
         };
         let mut params = params;
         let extra = upstream_extra(&backend, caller, info, &mut params);
-        let body = to_bytes(
-            &json!({"jsonrpc": "2.0", "id": upstream_id, "method": method.as_str(), "params": params}),
-        );
-        // The body as built fits a legacy backend of a legacy client; any other pairing
-        // gets its own (stamped for a modern backend, stripped of modern _meta for a
-        // legacy one), with the mirrored headers a modern backend wants.
-        let fit = |s: &UpstreamSession| -> (Bytes, Vec<(http::HeaderName, String)>) {
-            let upstream_modern = version::is_modern(&s.version);
-            if !downstream_modern && !upstream_modern {
-                return (body.clone(), Vec::new());
-            }
-            let mut p = params.clone();
-            fit_params(s, &mut p, &claims.caps, &claims.info);
-            let mirrored = if upstream_modern {
-                meta::headers_for(&method, &p)
-            } else {
-                Vec::new()
-            };
-            let b = json!({"jsonrpc": "2.0", "id": upstream_id, "method": method.as_str(), "params": p});
-            (to_bytes(&b), mirrored)
+        let call = Call {
+            b,
+            backend: backend.clone(),
+            method,
+            params,
+            extra,
         };
         let key = (claims.sid.clone(), id.to_string());
         self.inflight.insert(key.clone(), b);
@@ -183,15 +169,32 @@ impl Gateway {
             cancel,
             answered: false,
         };
-        let r = self
-            .in_session(claims, b, |s| {
-                let backend = &backend;
-                let (body, mirrored) = fit(&s);
-                let mut headers = extra.clone();
-                headers.extend(mirrored);
-                async move { backend.send(&claims.sid, &s, body, &headers).await }
-            })
-            .await;
+        let r = call.send(self, claims, &upstream_id).await;
+        // A 2025 client cannot take a modern backend's input-required result: the
+        // gateway asks it the input requests itself ([`super::asks`]).
+        let r = match r {
+            Ok((reply, true)) if !downstream_modern && call.method.may_need_input() => {
+                match reply {
+                    Reply::Json(b) if !super::asks::may_be_input_required(&b) => Ok(Reply::Json(b)),
+                    Reply::Accepted => Ok(Reply::Accepted),
+                    first => {
+                        let asking = super::asks::Asking {
+                            gw: self.clone(),
+                            claims: claims.clone(),
+                            call,
+                            id,
+                            upstream_id,
+                            guard,
+                        };
+                        return Response::Sse {
+                            headers: Vec::new(),
+                            stream: asking.rounds(first),
+                        };
+                    }
+                }
+            }
+            other => other.map(|(reply, _)| reply),
+        };
         if !matches!(r, Ok(Reply::Stream(_))) {
             guard.answered = true;
         }
@@ -225,7 +228,11 @@ impl Gateway {
                                 sub: caller.sub.clone(),
                                 // Only _meta was added to the params since they were
                                 // routed, and it is not part of the binding.
-                                call: super::bridge::binding(&method, backend.name(), &params),
+                                call: super::bridge::binding(
+                                    &call.method,
+                                    backend.name(),
+                                    &call.params,
+                                ),
                                 caps: claims.caps.clone(),
                             }
                         }),
@@ -478,6 +485,54 @@ impl Routed {
     /// A JSON-RPC error answering this request (HTTP 200).
     pub(super) fn refuse(&self, code: i64, message: String) -> Response {
         Response::json(200, &jsonrpc::error(&self.id, code, message))
+    }
+}
+
+/// A routed call as it goes to its backend: what [`Call::send`] needs each time (a
+/// 2025 client's call is sent again for each round of input, [`super::asks`]).
+pub(super) struct Call {
+    pub(super) b: usize,
+    pub(super) backend: Arc<Backend>,
+    pub(super) method: Method,
+    /// As routed (names translated), with the trace context in `_meta`.
+    pub(super) params: Value,
+    /// Identity, request id, `Mcp-Param-*` and trace headers.
+    pub(super) extra: Vec<(http::HeaderName, String)>,
+}
+
+impl Call {
+    /// Sends the call under `upstream_id`, in the session's upstream session (made
+    /// again once if it expired), fitted to the backend's era: the reply, and whether
+    /// the backend speaks 2026-07-28.
+    pub(super) async fn send(
+        &self,
+        gw: &Gateway,
+        claims: &SessionClaims,
+        upstream_id: &Value,
+    ) -> Result<(Reply, bool), UpstreamError> {
+        let downstream_modern = version::is_modern(&claims.v);
+        gw.in_session(claims, self.b, |s| async move {
+            let upstream_modern = version::is_modern(&s.version);
+            let mut mirrored = Vec::new();
+            let body = if !downstream_modern && !upstream_modern {
+                // Both sides legacy: the params as routed.
+                to_bytes(&json!({"jsonrpc": "2.0", "id": upstream_id, "method": self.method.as_str(), "params": &self.params}))
+            } else {
+                // Stamped for a modern backend, stripped of modern _meta for a legacy
+                // one; a modern backend also wants the mirrored headers.
+                let mut p = self.params.clone();
+                fit_params(&s, &mut p, &claims.caps, &claims.info);
+                if upstream_modern {
+                    mirrored = meta::headers_for(&self.method, &p);
+                }
+                to_bytes(&json!({"jsonrpc": "2.0", "id": upstream_id, "method": self.method.as_str(), "params": p}))
+            };
+            let mut headers = self.extra.clone();
+            headers.extend(mirrored);
+            let reply = self.backend.send(&claims.sid, &s, body, &headers).await?;
+            Ok((reply, upstream_modern))
+        })
+        .await
     }
 }
 

@@ -58,6 +58,8 @@ pub struct Gateway {
     pub audit: Option<Arc<dyn crate::record::AuditSink>>,
     /// Calls held open for a modern client's input responses ([`super::bridge`]).
     pub holds: super::bridge::Holds,
+    /// Input requests of modern backends asked of 2025 clients ([`super::asks`]).
+    pub asks: super::asks::Asks,
     /// The next id of a modern client's call at a backend.
     upstream_ids: std::sync::atomic::AtomicU64,
 }
@@ -105,6 +107,7 @@ impl Gateway {
                 config.server.held_calls_max,
                 config.server.held_call_ttl,
             ),
+            asks: super::asks::Asks::new(config.server.held_calls_max, config.server.held_call_ttl),
             upstream_ids: std::sync::atomic::AtomicU64::new(1),
             config,
         }

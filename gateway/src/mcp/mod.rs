@@ -1,6 +1,7 @@
 //! The MCP protocol side of the gateway.
 
 pub mod answers;
+pub mod asks;
 pub mod bridge;
 pub mod cursor;
 pub mod early;

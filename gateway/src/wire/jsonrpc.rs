@@ -94,6 +94,15 @@ impl Method {
         }
     }
 
+    /// Whether a 2026-07-28 server may answer this request with an input-required
+    /// result (multi round-trip requests: `tools/call`, `prompts/get`, `resources/read`).
+    pub fn may_need_input(&self) -> bool {
+        matches!(
+            self,
+            Method::ToolsCall | Method::PromptsGet | Method::ResourcesRead
+        )
+    }
+
     /// A label of bounded cardinality (metrics): a client-chosen name is `"other"`.
     pub fn label(&self) -> &'static str {
         match self {

@@ -11,6 +11,7 @@
 mod common;
 
 mod aggregate;
+mod asks;
 mod audit;
 mod audit_e2e;
 mod auth;

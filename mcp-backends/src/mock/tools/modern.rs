@@ -65,6 +65,11 @@ pub(super) const TOOLS: &[ToolDef] = &[
         "MRTR: asks only with the capabilities the client declared",
         &[],
     ),
+    tool(
+        mrtr::UNCHECKED,
+        "MRTR: asks for elicitation whatever the client declared (breaks the rule)",
+        &[],
+    ),
 ];
 
 /// The tool whose argument is mirrored into a custom header (`x-mcp-header`).

@@ -19,6 +19,9 @@ pub const MULTIPLE_INPUTS: &str = "test_input_required_result_multiple_inputs";
 pub const MULTI_ROUND: &str = "test_input_required_result_multi_round";
 pub const TAMPERED_STATE: &str = "test_input_required_result_tampered_state";
 pub const CAPABILITIES: &str = "test_input_required_result_capabilities";
+/// Not of the suite: asks for elicitation whatever the client declared, as a backend
+/// that breaks the capability rule would (what the gateway does then is tested).
+pub const UNCHECKED: &str = "ask_whatever_the_client_declared";
 /// The MRTR prompt (`prompts/get`).
 pub const PROMPT: &str = "test_input_required_result_prompt";
 
@@ -202,6 +205,7 @@ pub fn run(
         MULTIPLE_INPUTS => multiple,
         MULTI_ROUND => multi_round,
         CAPABILITIES => capabilities,
+        UNCHECKED => unchecked,
         _ => return None,
     };
     Some(
@@ -318,6 +322,17 @@ fn multi_round(ctx: &RequestCtx, round: &Round) -> Result<Value, RpcError> {
                 Ok(input_required(vec![("step1", step1())], Some(state)))
             }
         },
+    }
+}
+
+/// No capability check: an elicitation, then done.
+fn unchecked(_ctx: &RequestCtx, round: &Round) -> Result<Value, RpcError> {
+    match round.accepted_str("anyway", "ok")? {
+        Some(ok) => Ok(text(format!("unchecked: {ok}"))),
+        None => Ok(input_required(
+            vec![("anyway", elicit("Asked anyway", "ok", "string"))],
+            None,
+        )),
     }
 }
 
