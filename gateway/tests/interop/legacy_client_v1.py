@@ -4,8 +4,12 @@ as a client of one MCP URL: run by test_modern_era.py under .tools/venv1/bin/pyt
     python legacy_client_v1.py URL PLAN_JSON
 
 PLAN_JSON and the JSON report printed on stdout are modern_client.mjs's (the wire:
-each POST's JSON-RPC method and HTTP status, seen by an httpx event hook). Exits 1
-(report on stderr) when a step fails.
+each POST's JSON-RPC method and HTTP status, seen by an httpx event hook), plus
+PLAN_JSON's optional "asks": tools whose backends ask the client for input (answered
+by the callbacks below: elicitation accepts `ada-<field>` for each field, sampling
+answers PLAN_JSON's "sampled", roots lists one root), reported as "asked" (each
+request's message or prompt, in order) and their texts in "called". Exits 1 (report
+on stderr) when a step fails.
 """
 
 from __future__ import annotations
@@ -17,7 +21,16 @@ import anyio
 import httpx
 from mcp import ClientSession
 from mcp.client.streamable_http import streamablehttp_client
-from mcp.types import TextContent
+from mcp.shared.context import RequestContext
+from mcp.types import (
+    CreateMessageRequestParams,
+    CreateMessageResult,
+    ElicitRequestParams,
+    ElicitResult,
+    ListRootsResult,
+    Root,
+    TextContent,
+)
 
 
 async def main(url: str, plan: dict) -> dict:
@@ -48,12 +61,30 @@ async def main(url: str, plan: dict) -> dict:
                 return items
         raise AssertionError(f"the {field} list never ended")
 
+    asked: list[str] = []
+    report["asked"] = asked
+
+    async def on_elicit(context: RequestContext, params: ElicitRequestParams) -> ElicitResult:
+        asked.append(params.message)
+        fields = (getattr(params, "requestedSchema", None) or {}).get("properties", {})
+        return ElicitResult(action="accept", content={k: f"ada-{k}" for k in fields})
+
+    async def on_sample(context: RequestContext, params: CreateMessageRequestParams) -> CreateMessageResult:
+        asked.append(params.messages[0].content.text)
+        return CreateMessageResult(role="assistant", model="m",
+                                   content=TextContent(type="text", text=plan.get("sampled", "hi")))
+
+    async def on_roots(context: RequestContext) -> ListRootsResult:
+        return ListRootsResult(roots=[Root(uri="file:///work/v1", name="v1")])
+
     def text_of(content) -> str:
         return "\n".join(c.text for c in content if isinstance(c, TextContent))
 
     try:
         async with streamablehttp_client(url, httpx_client_factory=factory) as (read, write, _):
-            async with ClientSession(read, write) as session:
+            async with ClientSession(read, write, sampling_callback=on_sample,
+                                     elicitation_callback=on_elicit,
+                                     list_roots_callback=on_roots) as session:
                 init = await session.initialize()
                 report["protocolVersion"] = init.protocolVersion
                 report["serverName"] = init.serverInfo.name
@@ -63,7 +94,7 @@ async def main(url: str, plan: dict) -> dict:
                     str(r.uri) for r in await all_pages(session.list_resources, "resources")
                 ]
                 report["called"] = {}
-                for name, args in plan["tools"]:
+                for name, args in plan["tools"] + plan.get("asks", []):
                     r = await session.call_tool(name, args)
                     report["called"][name] = {"text": text_of(r.content), "isError": bool(r.isError)}
                 report["prompted"] = {}

@@ -2,7 +2,10 @@
 // versionNegotiation {mode: 'auto'} against one MCP URL: run by test_modern_era.py.
 //
 //   node modern_client.mjs URL PLAN_JSON
-// PLAN_JSON: {"tools": [[name, args], …], "prompts": [[name, args], …], "resources": [uri, …]}.
+// PLAN_JSON: {"tools": [[name, args], …], "prompts": [[name, args], …], "resources": [uri, …]},
+// and optionally "asks": tools whose backends ask for input, answered by the handlers
+// below (elicitation accepts `ada-<field>` for each field, sampling answers "sampled",
+// roots lists one root); each request's message or prompt is reported in "asked".
 // Prints one JSON report on stdout (test_modern_era.py's Report): the negotiated
 // version, the server's name, the wire (each POST's JSON-RPC method and HTTP status,
 // seen through the transport's fetch), the listed names and what each call returned.
@@ -51,9 +54,23 @@ const textOf = (content) => content.filter((c) => c.type === 'text').map((c) => 
 
 const client = new Client(
   { name: 'interop-ts-client-2.4', version: '1.0.0' },
-  { versionNegotiation: { mode: 'auto' } },
+  {
+    versionNegotiation: { mode: 'auto' },
+    capabilities: { elicitation: {}, sampling: {}, roots: {} },
+  },
 );
-const report = { wire };
+const asked = [];
+client.setRequestHandler('elicitation/create', async (request) => {
+  asked.push(request.params.message);
+  const fields = Object.keys(request.params.requestedSchema?.properties ?? {});
+  return { action: 'accept', content: Object.fromEntries(fields.map((k) => [k, `ada-${k}`])) };
+});
+client.setRequestHandler('sampling/createMessage', async (request) => {
+  asked.push(request.params.messages[0].content.text);
+  return { role: 'assistant', model: 'm', content: { type: 'text', text: plan.sampled ?? 'hi' } };
+});
+client.setRequestHandler('roots/list', async () => ({ roots: [{ uri: 'file:///work/ts', name: 'ts' }] }));
+const report = { wire, asked };
 try {
   await client.connect(new StreamableHTTPClientTransport(new URL(url), { fetch: recordingFetch }));
   report.protocolVersion = client.getNegotiatedProtocolVersion();
@@ -62,7 +79,7 @@ try {
   report.prompts = (await allPages((p) => client.listPrompts(p), 'prompts')).map((p) => p.name);
   report.resources = (await allPages((p) => client.listResources(p), 'resources')).map((r) => r.uri);
   report.called = {};
-  for (const [name, args] of plan.tools) {
+  for (const [name, args] of [...plan.tools, ...(plan.asks ?? [])]) {
     const r = await client.callTool({ name, arguments: args });
     report.called[name] = { text: textOf(r.content), isError: Boolean(r.isError) };
   }

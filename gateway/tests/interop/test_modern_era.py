@@ -190,9 +190,9 @@ def check_modern_wire(wire: list[dict]) -> None:
         assert m in methods, f"{m} never went over the wire: {wire}"
 
 
-def run_client(argv: list[str], what: str) -> dict:
+def run_client(argv: list[str], what: str, plan: dict = PLAN) -> dict:
     done = subprocess.run(
-        [*argv, json.dumps(PLAN)], capture_output=True, text=True, timeout=CLIENT_DEADLINE_S,
+        [*argv, json.dumps(plan)], capture_output=True, text=True, timeout=CLIENT_DEADLINE_S,
         env={**os.environ, "MCP_INTEROP_NODE_MODULES": str(NPM_MODULES)},
     )
     assert done.returncode == 0, f"{what} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}"
@@ -353,6 +353,9 @@ async def test_input_required_results_of_a_modern_backend_reach_the_client(era):
             "Multi-round complete for ada-name who likes ada-color")
         assert await text("test_input_required_result_sampling") == f"Sampling result: {MARKER}"
         assert await text("test_input_required_result_list_roots") == "Found 1 root(s)"
+        r = await client.call_tool("ts__confirm_twice", {})
+        assert not r.is_error, r
+        assert r.content[0].text == f"name=ada-name; sampled={MARKER}", r
     assert asked[:3] == ["What is your name?", "Step 1: What is your name?",
                          "Step 2: What is your favorite color?"], asked
 
@@ -392,6 +395,58 @@ async def test_a_legacy_backends_requests_to_the_client_are_bridged(era):
         # Two rounds: a name by elicitation, then a sampling that uses it.
         assert await text("confirm_twice", {}) == f"name=Ada; sampled=Hi {MARKER}"
     assert asked == ["Who are you?", "Say hi", "Your name?", "Greet Ada"], asked
+
+
+def test_a_2025_client_answers_a_modern_backends_input_requests(era):
+    # The other way round: the modern backends (the mock and the TypeScript SDK's
+    # server) answer input_required; mcp 1.x knows only server-to-client requests.
+    # The gateway asks them on the call's stream, retries with the answers, and the
+    # client sees one call with one result, two rounds or not.
+    plan = {"tools": [], "prompts": [], "resources": [], "sampled": f"Hi {MARKER}", "asks": [
+        ["modern__test_input_required_result_elicitation", {}],
+        ["modern__test_input_required_result_sampling", {}],
+        ["modern__test_input_required_result_list_roots", {}],
+        ["modern__test_input_required_result_multi_round", {}],
+        ["ts__confirm_twice", {}],
+    ]}
+    report = run_client([str(V1_PYTHON), str(V1_CLIENT), era.gateway.url], "legacy_client_v1.py", plan)
+    assert report["protocolVersion"] == LEGACY
+    texts = {name: c["text"] for name, c in report["called"].items() if not c["isError"]}
+    assert texts == {
+        "modern__test_input_required_result_elicitation": "Hello, ada-name!",
+        "modern__test_input_required_result_sampling": f"Sampling result: Hi {MARKER}",
+        "modern__test_input_required_result_list_roots": "Found 1 root(s)",
+        "modern__test_input_required_result_multi_round":
+            "Multi-round complete for ada-name who likes ada-color",
+        "ts__confirm_twice": f"name=ada-name; sampled=Hi {MARKER}",
+    }, report["called"]
+    assert report["asked"] == [
+        "What is your name?", "What is the capital of France?",
+        "Step 1: What is your name?", "Step 2: What is your favorite color?",
+        "Your name?", "Greet ada-name",
+    ], report["asked"]
+
+
+def test_the_typescript_client_2_answers_input_requests_of_both_eras(era):
+    # @modelcontextprotocol/client 2.4 speaks 2026-07-28: the modern backends' input
+    # requests reach it as they are, the legacy backend's are bridged (held calls).
+    plan = {"tools": [], "prompts": [], "resources": [], "sampled": f"Hi {MARKER}", "asks": [
+        ["modern__test_input_required_result_multi_round", {}],
+        ["ts__confirm_twice", {}],
+        ["legacy__test_elicitation", {"message": "Who are you?"}],
+        ["legacy__confirm_twice", {}],
+    ]}
+    report = run_client([str(NODE), str(TS_CLIENT), era.gateway.url], "modern_client.mjs", plan)
+    assert report["protocolVersion"] == MODERN
+    texts = {name: c["text"] for name, c in report["called"].items() if not c["isError"]}
+    assert texts.keys() == {name for name, _ in plan["asks"]}, report["called"]
+    assert texts["modern__test_input_required_result_multi_round"] == (
+        "Multi-round complete for ada-name who likes ada-color")
+    assert texts["ts__confirm_twice"] == f"name=ada-name; sampled=Hi {MARKER}"
+    assert "action=accept" in texts["legacy__test_elicitation"], texts
+    assert texts["legacy__confirm_twice"] == f"name=ada-name; sampled=Hi {MARKER}", texts
+    assert report["asked"][:4] == ["Step 1: What is your name?", "Step 2: What is your favorite color?",
+                                   "Your name?", "Greet ada-name"], report["asked"]
 
 
 @pytest.mark.parametrize("backend", ["modern", "ts"])

@@ -276,8 +276,8 @@ async def test_sampling_and_progress_cross_the_stdio_pipe(peers):
     async def on_progress(value, total, message):
         progress.append((value, total))
 
-    # mode="legacy": a server-to-client request (sampling) from a 2025 backend reaches
-    # only a client of the 2025 era; bridging it to 2026-07-28 is later work.
+    # mode="legacy": the server-to-client request is relayed as it is (a 2026-07-28
+    # client gets it bridged: the next test).
     async with Client(peers.gateway.url, sampling_callback=on_sample, mode="legacy") as client:
         with anyio.fail_after(30):
             sampled = await client.call_tool("everything__trigger-sampling-request", {"prompt": MARKER})
@@ -295,6 +295,28 @@ async def test_sampling_and_progress_cross_the_stdio_pipe(peers):
         assert not done.is_error, done
         assert "Long running operation completed" in text_of(done)
         assert progress == [(1, 3), (2, 3), (3, 3)]
+
+
+async def test_a_modern_clients_retry_answers_a_2025_servers_sampling(peers):
+    # A 2026-07-28 client takes no server-to-client request: the gateway holds
+    # server-everything's call, hands the client its sampling request as an
+    # input-required result, and answers the held request with the SDK's retry.
+    seen: list[CreateMessageRequestParams] = []
+    answer = f"bridged {uuid.uuid4()}"
+
+    async def on_sample(context, params: CreateMessageRequestParams) -> CreateMessageResult:
+        seen.append(params)
+        return CreateMessageResult(
+            role="assistant", content=TextContent(type="text", text=answer), model="interop-model"
+        )
+
+    async with Client(peers.gateway.url, sampling_callback=on_sample) as client:
+        assert client.protocol_version == "2026-07-28"
+        with anyio.fail_after(30):
+            sampled = await client.call_tool("everything__trigger-sampling-request", {"prompt": MARKER})
+        assert not sampled.is_error, sampled
+        assert len(seen) == 1 and MARKER in seen[0].messages[0].content.text, seen
+        assert answer in text_of(sampled)
 
 
 async def test_readyz_reports_the_transports(peers):

