@@ -1,7 +1,7 @@
 // The official MCP TypeScript SDK (@modelcontextprotocol/sdk 1.x) as a client of the gateway.
 //
-// Starts three mcp-mock backends (alpha, beta, gamma) and one gateway in front of them
-// (prefixed names), then drives the gateway's /mcp with `Client` +
+// Starts three mcp-mock backends (alpha, beta, gamma), a 2026-07-28 one (delta) and one
+// gateway in front of them (prefixed names), then drives the gateway's /mcp with `Client` +
 // `StreamableHTTPClientTransport`, answering elicitation/create and
 // sampling/createMessage with request handlers, as an application would.
 //
@@ -28,6 +28,7 @@ const sdkDir = join(nodeModules, '@modelcontextprotocol/sdk/dist/esm');
 const STARTUP_DEADLINE_MS = 30_000;
 const OVERALL_DEADLINE_MS = 120_000;
 const BACKENDS = ['alpha', 'beta', 'gamma'];
+const MODERN = 'delta';
 
 // ---------------------------------------------------------------- checks
 
@@ -115,10 +116,13 @@ async function startStack() {
   for (const name of BACKENDS) {
     mocks[name] = startProc(`mock-${name}`, [mockBin, '--http', '127.0.0.1:0', '--name', name, '--no-dynamic']);
   }
+  // A 2026-07-28 backend too (spoken to statelessly): its input-required results
+  // reach this 2025 client as requests on the call's stream.
+  mocks[MODERN] = startProc(`mock-${MODERN}`, [mockBin, '--http', '127.0.0.1:0', '--name', MODERN, '--no-dynamic', '--protocol', 'modern']);
   const mockUrls = {};
-  for (const name of BACKENDS) mockUrls[name] = await waitListening(mocks[name]);
+  for (const name of [...BACKENDS, MODERN]) mockUrls[name] = await waitListening(mocks[name]);
   const config = ['[server]', 'listen = "127.0.0.1:0"', ''];
-  for (const name of BACKENDS) {
+  for (const name of [...BACKENDS, MODERN]) {
     config.push('[[backend]]', `name = "${name}"`, `url = "${mockUrls[name]}"`, 'prefix = true', 'timeout_ms = 10000', '');
   }
   const configPath = join(workdir, 'gateway.toml');
@@ -227,7 +231,9 @@ async function run() {
   });
 
   await step('tools/list', async () => {
-    const names = (await listAll(client, 'listTools', 'tools')).map((t) => t.name);
+    const all = (await listAll(client, 'listTools', 'tools')).map((t) => t.name);
+    check(`tools/list: ${MODERN}__echo present`, all.includes(`${MODERN}__echo`));
+    const names = all.filter((n) => !n.startsWith(`${MODERN}__`));
     for (const b of BACKENDS) check(`tools/list: ${b}__echo present`, names.includes(`${b}__echo`));
     check('tools/list: no duplicate names', new Set(names).size === names.length);
     const expected = BACKENDS.flatMap((b) => backendTools.map((t) => `${b}__${t}`)).sort();
@@ -337,6 +343,37 @@ async function run() {
     const arg1 = `one-${randomUUID()}`;
     const withArgs = await client.getPrompt({ name: 'alpha__test_prompt_with_arguments', arguments: { arg1, arg2: 'two' } });
     eq('prompts/get with arguments', withArgs.messages[0]?.content?.text, `Prompt with arguments: arg1='${arg1}', arg2='two'`);
+  });
+
+  await step('input requests of a 2026-07-28 backend', async () => {
+    // Multi round-trip requests, answered by this 2025 client's request handlers.
+    const asked = [];
+    const { client: c2 } = await connect(gatewayUrl, {
+      elicit: async (req) => {
+        asked.push(req.params.message);
+        const fields = Object.keys(req.params.requestedSchema?.properties ?? {});
+        return { action: 'accept', content: Object.fromEntries(fields.map((k) => [k, `grace-${k}`])) };
+      },
+      sample: async (req) => {
+        asked.push(req.params.messages[0].content.text);
+        return { role: 'assistant', content: { type: 'text', text: 'Paris' }, model: 'interop-test-model' };
+      },
+      roots: async () => ({ roots: [{ uri: 'file:///work/interop', name: 'interop' }] }),
+    });
+    const text = async (name) => {
+      const r = await c2.callTool({ name: `${MODERN}__${name}`, arguments: {} });
+      check(`input requests: ${name} not an error`, !r.isError, textOf(r));
+      return textOf(r);
+    };
+    eq('input requests: elicitation', await text('test_input_required_result_elicitation'), 'Hello, grace-name!');
+    eq('input requests: sampling', await text('test_input_required_result_sampling'), 'Sampling result: Paris');
+    eq('input requests: two rounds', await text('test_input_required_result_multi_round'),
+      'Multi-round complete for grace-name who likes grace-color');
+    eq('input requests: three kinds in one round', await text('test_input_required_result_multiple_inputs'),
+      'Name: grace-name; Greeting: Paris; Roots: 1');
+    eq('input requests: what the handlers were asked', asked.slice(0, 4), ['What is your name?',
+      'What is the capital of France?', 'Step 1: What is your name?', 'Step 2: What is your favorite color?']);
+    await c2.close();
   });
 
   await step('session termination', async () => {
