@@ -22,6 +22,10 @@ enum Mode {
     List,
     /// Open --sessions sessions, keep them, report, hold for --hold seconds.
     Sessions,
+    /// One call of --tool at a time, a tool whose server asks the client for input:
+    /// every request answered as a client of --era does (asking.rs); prints the
+    /// latency of the whole round trip.
+    Asking,
 }
 
 /// The protocol era the load speaks.
@@ -95,6 +99,7 @@ struct Args {
     stop_file: Option<std::path::PathBuf>,
 }
 
+mod asking;
 mod noretry;
 
 struct Conn {
@@ -416,6 +421,16 @@ async fn main() -> Result<()> {
     let work = async {
         match args.mode {
             Mode::Sessions => run_sessions(args.clone(), url).await,
+            Mode::Asking => {
+                let arguments: Value =
+                    serde_json::from_str(&args.arguments).context("--arguments is not JSON")?;
+                let extra = parse_headers(&args.headers)?;
+                let times = (args.warmup, args.duration);
+                asking::run(
+                    url, extra, args.era, &args.tool, arguments, times, args.json,
+                )
+                .await
+            }
             _ => run_loop(args.clone(), url).await,
         }
     };
