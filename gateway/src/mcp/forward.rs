@@ -139,6 +139,27 @@ impl Gateway {
             return refused;
         }
         let downstream_modern = version::is_modern(&claims.v);
+        if !downstream_modern
+            && matches!(
+                method,
+                Method::ResourcesSubscribe | Method::ResourcesUnsubscribe
+            )
+        {
+            // A modern backend has no resources/subscribe: the gateway keeps it.
+            if let Ok(s) = self.upstream(claims, b).await {
+                if version::is_modern(&s.version) {
+                    let uri = params.get("uri").and_then(Value::as_str).unwrap_or("");
+                    let at = (claims.sid.as_str(), b);
+                    return super::subscriptions::answer(
+                        &self.subscriptions,
+                        at,
+                        &id,
+                        &method,
+                        uri,
+                    );
+                }
+            }
+        }
         if downstream_modern && super::bridge::is_held_state(&params) {
             return self.resume_held(caller, &claims.caps, &backend, id, &method, &params, info);
         }

@@ -60,6 +60,8 @@ pub struct Gateway {
     pub holds: super::bridge::Holds,
     /// Input requests of modern backends asked of 2025 clients ([`super::asks`]).
     pub asks: super::asks::Asks,
+    /// 2025 sessions' resource subscriptions at modern backends ([`super::subscriptions`]).
+    pub subscriptions: super::subscriptions::Subscriptions,
     /// The next id of a modern client's call at a backend.
     upstream_ids: std::sync::atomic::AtomicU64,
 }
@@ -108,6 +110,7 @@ impl Gateway {
                 config.server.held_call_ttl,
             ),
             asks: super::asks::Asks::new(config.server.held_calls_max, config.server.held_call_ttl),
+            subscriptions: Default::default(),
             upstream_ids: std::sync::atomic::AtomicU64::new(1),
             config,
         }

@@ -278,6 +278,7 @@ impl Gateway {
             self.ended.retain(|_, e| *e > now);
         }
         self.ended.insert(claims.sid.clone(), expiry);
+        self.subscriptions.end_session(&claims.sid);
         let _ = self.session_ended.send(claims.sid.as_str().into());
         Response::Full {
             status: 200,

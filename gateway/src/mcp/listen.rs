@@ -16,10 +16,11 @@ use serde_json::{json, Map, Value};
 use super::exchange::{Caller, Response};
 use super::handler::Gateway;
 use super::session::SessionClaims;
-use super::stream::{tokio_stream_interval, tokio_stream_receiver, KEEPALIVE};
+use super::stream::{tokio_stream_interval, tokio_stream_receiver, Wanted, KEEPALIVE};
 use crate::upstream::sse::format_event;
 use crate::upstream::to_bytes;
 use crate::wire::meta::SUBSCRIPTION_ID;
+use std::collections::HashMap;
 
 /// What a client opted in to, as `subscriptions/listen` names it.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -113,7 +114,8 @@ impl Gateway {
     ) -> Response {
         let filter = Filter::read(params.as_ref().and_then(|p| p.get("notifications")));
         let claims = Arc::new(claims);
-        self.subscribe_resources(&claims, caller, &filter.uris)
+        let mut at_modern = self
+            .subscribe_resources(&claims, caller, &filter.uris)
             .await;
         let (tx, rx) = tokio::sync::mpsc::channel::<Value>(256);
         for b in self
@@ -123,7 +125,11 @@ impl Gateway {
             .map(|b| b.index)
         {
             let (gw, claims, tx) = (self.clone(), claims.clone(), tx.clone());
-            tokio::spawn(async move { gw.pump_server_stream(claims, b, tx).await });
+            let uris = at_modern.remove(&b).unwrap_or_default();
+            tokio::spawn(async move {
+                gw.pump_server_stream(claims, b, tx, Wanted::Fixed(uris))
+                    .await
+            });
         }
         drop(tx);
         let ack = json!({
@@ -144,9 +150,17 @@ impl Gateway {
         }
     }
 
-    /// Asks the backend that owns each URI to send its updates (`resources/subscribe` in
-    /// the person's upstream session); a URI no backend owns is left out silently.
-    async fn subscribe_resources(&self, claims: &SessionClaims, caller: &Caller, uris: &[String]) {
+    /// Asks the backend that owns each URI to send its updates: a legacy backend with
+    /// `resources/subscribe` in the person's upstream session; a modern backend's own
+    /// listen stream names them (returned: backend → its URIs). A URI no backend owns is
+    /// left out silently.
+    async fn subscribe_resources(
+        &self,
+        claims: &SessionClaims,
+        caller: &Caller,
+        uris: &[String],
+    ) -> HashMap<usize, Vec<String>> {
+        let mut at_modern: HashMap<usize, Vec<String>> = HashMap::new();
         for uri in uris {
             let Some((b, original)) = self.resolve_uri(claims, caller, uri) else {
                 continue;
@@ -157,18 +171,24 @@ impl Gateway {
                     let p = json!({"uri": original});
                     async move {
                         if crate::wire::version::is_modern(&s.version) {
-                            return Ok(Value::Null); // its own listen stream carries them
+                            return Ok(true);
                         }
                         backend
                             .request(&claims.sid, &s, "resources/subscribe", p)
                             .await
+                            .map(|_| false)
                     }
                 })
                 .await;
-            if let Err(e) = r {
-                tracing::debug!(backend = backend.name(), uri, error = %e, "cannot subscribe upstream");
+            match r {
+                Ok(true) => at_modern.entry(b).or_default().push(original),
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::debug!(backend = backend.name(), uri, error = %e, "cannot subscribe upstream")
+                }
             }
         }
+        at_modern
     }
 }
 

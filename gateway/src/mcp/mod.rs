@@ -20,5 +20,6 @@ pub mod relay;
 pub mod routing;
 pub mod session;
 pub mod stream;
+pub mod subscriptions;
 
 pub use crate::wire::{jsonrpc, version};

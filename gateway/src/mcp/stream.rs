@@ -9,11 +9,13 @@ use super::relay;
 use super::session::SessionClaims;
 use crate::upstream::sse::format_event;
 use crate::upstream::{to_bytes, UpstreamError};
+use crate::wire::version;
 use bytes::Bytes;
 use futures::StreamExt;
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::watch;
 
 /// How often an idle stream gets a comment line, so that proxies keep it open.
 pub(super) const KEEPALIVE: Duration = Duration::from_secs(15);
@@ -46,7 +48,9 @@ impl Gateway {
             .map(|b| b.index)
         {
             let (gw, claims, tx) = (self.clone(), claims.clone(), tx.clone());
-            tokio::spawn(async move { gw.pump_server_stream(claims, b, tx).await });
+            tokio::spawn(
+                async move { gw.pump_server_stream(claims, b, tx, Wanted::Session).await },
+            );
         }
         drop(tx);
         let keepalive =
@@ -64,14 +68,19 @@ impl Gateway {
         }
     }
 
+    /// Relays backend `b`'s change notifications to `tx` until it closes, opening the
+    /// backend's stream again (with backoff) when it ends; for a modern backend, with the
+    /// resource URIs `wanted`, listened for again as they change.
     pub(super) async fn pump_server_stream(
         self: Arc<Self>,
         claims: Arc<SessionClaims>,
         b: usize,
         tx: tokio::sync::mpsc::Sender<Value>,
+        wanted: Wanted,
     ) {
         let backend = self.backends[b].clone();
         let mut backoff = Duration::from_millis(500);
+        let mut watched: Option<watch::Receiver<Vec<String>>> = None;
         loop {
             // An ended session's stream stops; and it never re-creates an upstream
             // session (that would start a per-session process nobody will use).
@@ -80,7 +89,15 @@ impl Gateway {
             }
             let open = async {
                 let s = self.upstream(&claims, b).await?;
-                backend.open_stream(&claims.sid, &s).await
+                let uris = match &wanted {
+                    Wanted::Fixed(uris) => uris.clone(),
+                    Wanted::Session if version::is_modern(&s.version) => watched
+                        .get_or_insert_with(|| self.subscriptions.watch(&claims.sid, b))
+                        .borrow_and_update()
+                        .clone(),
+                    Wanted::Session => Vec::new(),
+                };
+                backend.open_stream(&claims.sid, &s, &uris).await
             };
             let opened = tokio::select! {
                 r = open => r,
@@ -89,10 +106,15 @@ impl Gateway {
             match opened {
                 Ok(Some(mut stream)) => {
                     backoff = Duration::from_millis(500);
+                    let mut resubscribe = false;
                     loop {
                         let item = tokio::select! {
                             i = stream.next() => i,
                             _ = tx.closed() => return,
+                            Ok(()) = changed(&mut watched) => {
+                                resubscribe = true;
+                                break;
+                            }
                         };
                         match item {
                             Some(Ok(mut msg)) => {
@@ -107,6 +129,9 @@ impl Gateway {
                             }
                             None => break,
                         }
+                    }
+                    if resubscribe {
+                        continue; // listened for again at once, with the new URIs
                     }
                 }
                 Ok(None) => return, // the backend has no server stream
@@ -157,4 +182,24 @@ pub(super) fn with_keepalive(
         }
     })
     .boxed()
+}
+
+/// The resource URIs a backend's change stream is opened with.
+pub(super) enum Wanted {
+    /// A 2026-07-28 client's `resourceSubscriptions` (theirs at this backend).
+    Fixed(Vec<String>),
+    /// A 2025 session's `GET` stream: what it subscribed to at a modern backend
+    /// ([`super::subscriptions`]), as it changes.
+    Session,
+}
+
+/// Resolves when the watched URIs change; never without a watch (or once its sender
+/// is gone: the select's `Ok(())` pattern then disables the branch).
+async fn changed(
+    watched: &mut Option<watch::Receiver<Vec<String>>>,
+) -> Result<(), watch::error::RecvError> {
+    match watched {
+        Some(rx) => rx.changed().await,
+        None => std::future::pending().await,
+    }
 }

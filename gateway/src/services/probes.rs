@@ -44,6 +44,8 @@ impl BackgroundService for Probes {
             .await;
             // Calls held for a client's input past their time: cancelled at the backend.
             self.gateway.holds.sweep();
+            // Resource subscriptions of 2025 sessions no stream has read for a day.
+            self.gateway.subscriptions.sweep();
             tokio::select! {
                 _ = tokio::time::sleep(every) => {}
                 _ = shutdown.changed() => {

@@ -461,14 +461,18 @@ impl Backend {
         r
     }
 
+    /// The backend's stream of change notifications: a legacy backend's `GET` stream,
+    /// a modern one's `subscriptions/listen` (HTTP: with `uris` as its
+    /// `resourceSubscriptions`; STDIO: list changes only, on the pipe's one listen).
     pub async fn open_stream(
         &self,
         sid: &str,
         session: &UpstreamSession,
+        uris: &[String],
     ) -> Result<Option<MessageStream>, UpstreamError> {
         match &self.link {
             Link::Http(_) if version::is_modern(&session.version) => {
-                self.listen_upstream(session).await
+                self.listen_upstream(session, uris).await
             }
             Link::Http(h) => h.open_stream(session.id.as_deref(), &session.version).await,
             Link::Shared(_) | Link::PerSession(_) => {

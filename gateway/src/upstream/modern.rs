@@ -180,11 +180,15 @@ impl Backend {
     pub(super) async fn listen_upstream(
         &self,
         session: &UpstreamSession,
+        uris: &[String],
     ) -> Result<Option<super::MessageStream>, UpstreamError> {
         let Link::Http(h) = &self.link else {
             return Ok(None);
         };
-        let params = listen_params();
+        let mut params = listen_params();
+        if !uris.is_empty() {
+            params["notifications"]["resourceSubscriptions"] = json!(uris);
+        }
         let body = json!({"jsonrpc": "2.0", "id": "gw-listen", "method": "subscriptions/listen", "params": params});
         let extra = meta::headers_for(&Method::SubscriptionsListen, &params);
         let opened = h

@@ -24,5 +24,6 @@ mod protocol;
 mod secrets;
 mod security;
 mod stdio;
+mod subscriptions;
 mod tracing;
 mod upgrade;

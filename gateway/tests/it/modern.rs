@@ -425,7 +425,9 @@ fn modern_stdio_gateway() -> Proc {
 }
 
 /// The JSON-RPC messages of an SSE response, read on a thread as they arrive.
-fn sse_reader(mut resp: reqwest::blocking::Response) -> std::sync::mpsc::Receiver<Value> {
+pub(crate) fn sse_reader(
+    mut resp: reqwest::blocking::Response,
+) -> std::sync::mpsc::Receiver<Value> {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let mut buf = String::new();
@@ -450,14 +452,24 @@ fn sse_reader(mut resp: reqwest::blocking::Response) -> std::sync::mpsc::Receive
 
 /// Calls `notify` until a `notifications/tools/list_changed` arrives on `events` (the
 /// gateway's listen to the backend is sent asynchronously), and returns it.
-fn list_change(events: &std::sync::mpsc::Receiver<Value>, mut notify: impl FnMut()) -> Value {
+fn list_change(events: &std::sync::mpsc::Receiver<Value>, notify: impl FnMut()) -> Value {
+    notified(events, "notifications/tools/list_changed", notify)
+}
+
+/// Calls `notify` until a notification `method` arrives on `events` (within 20 s), and
+/// returns it.
+pub(crate) fn notified(
+    events: &std::sync::mpsc::Receiver<Value>,
+    method: &str,
+    mut notify: impl FnMut(),
+) -> Value {
     let start = std::time::Instant::now();
     loop {
         notify();
         let wait = std::time::Instant::now() + std::time::Duration::from_millis(300);
         while let Some(left) = wait.checked_duration_since(std::time::Instant::now()) {
             match events.recv_timeout(left) {
-                Ok(m) if m["method"] == "notifications/tools/list_changed" => return m,
+                Ok(m) if m["method"] == method => return m,
                 Ok(_) => {}
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => break,
                 Err(e) => panic!("stream ended: {e}"),
@@ -465,7 +477,7 @@ fn list_change(events: &std::sync::mpsc::Receiver<Value>, mut notify: impl FnMut
         }
         assert!(
             start.elapsed() < std::time::Duration::from_secs(20),
-            "no list_changed relayed"
+            "no {method} relayed"
         );
     }
 }

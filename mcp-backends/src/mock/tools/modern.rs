@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde_json::{json, Map, Value};
 
 use super::{mrtr, text_result, tool, ToolDef, ToolOutcome};
+use crate::mock::catalog::WATCHED_URI;
 use crate::mock::handler::RequestCtx;
 use crate::mock::jsonrpc::RpcError;
 use crate::mock::modern::listen::{announce, Change};
@@ -145,6 +146,14 @@ pub async fn run(
             };
             let reached = announce(&ctx.server, &change);
             text_result(format!("change announced to {reached} listen stream(s)"))
+        }
+        "test_trigger_resource_update" => {
+            let version = ctx.server.bump_watched();
+            let change = Change::ResourceUpdated(WATCHED_URI.to_string());
+            let reached = announce(&ctx.server, &change);
+            text_result(format!(
+                "{WATCHED_URI} at version {version}, announced to {reached} listen stream(s)"
+            ))
         }
         _ => return mrtr::run(ctx, name, params),
     };
