@@ -397,21 +397,28 @@ async def test_a_legacy_backends_requests_to_the_client_are_bridged(era):
     assert asked == ["Who are you?", "Say hi", "Your name?", "Greet Ada"], asked
 
 
-def test_a_2025_client_answers_a_modern_backends_input_requests(era):
-    # The other way round: the modern backends (the mock and the TypeScript SDK's
-    # server) answer input_required; mcp 1.x knows only server-to-client requests.
-    # The gateway asks them on the call's stream, retries with the answers, and the
-    # client sees one call with one result, two rounds or not.
+def test_a_2025_client_answers_input_requests_of_both_eras(era):
+    # The modern backends (the mock and the TypeScript SDK's server) answer
+    # input_required; mcp 1.x knows only server-to-client requests. The gateway asks
+    # them on the call's stream, retries with the answers, and the client sees one call
+    # with one result, two rounds or not. The legacy backend's requests reach it as
+    # they are.
     plan = {"tools": [], "prompts": [], "resources": [], "sampled": f"Hi {MARKER}", "asks": [
         ["modern__test_input_required_result_elicitation", {}],
         ["modern__test_input_required_result_sampling", {}],
         ["modern__test_input_required_result_list_roots", {}],
         ["modern__test_input_required_result_multi_round", {}],
         ["ts__confirm_twice", {}],
+        # The same era on both sides: the 2025 backend's requests relayed as they are.
+        ["legacy__test_elicitation", {"message": "Who are you?"}],
+        ["legacy__test_sampling", {"prompt": "Say hi"}],
+        ["legacy__confirm_twice", {}],
     ]}
     report = run_client([str(V1_PYTHON), str(V1_CLIENT), era.gateway.url], "legacy_client_v1.py", plan)
     assert report["protocolVersion"] == LEGACY
     texts = {name: c["text"] for name, c in report["called"].items() if not c["isError"]}
+    assert "action=accept" in texts.pop("legacy__test_elicitation", ""), report["called"]
+    assert MARKER in texts.pop("legacy__test_sampling", ""), report["called"]
     assert texts == {
         "modern__test_input_required_result_elicitation": "Hello, ada-name!",
         "modern__test_input_required_result_sampling": f"Sampling result: Hi {MARKER}",
@@ -419,11 +426,13 @@ def test_a_2025_client_answers_a_modern_backends_input_requests(era):
         "modern__test_input_required_result_multi_round":
             "Multi-round complete for ada-name who likes ada-color",
         "ts__confirm_twice": f"name=ada-name; sampled=Hi {MARKER}",
+        "legacy__confirm_twice": f"name=ada-name; sampled=Hi {MARKER}",
     }, report["called"]
     assert report["asked"] == [
         "What is your name?", "What is the capital of France?",
         "Step 1: What is your name?", "Step 2: What is your favorite color?",
         "Your name?", "Greet ada-name",
+        "Who are you?", "Say hi", "Your name?", "Greet ada-name",
     ], report["asked"]
 
 
