@@ -139,26 +139,11 @@ impl Gateway {
             return refused;
         }
         let downstream_modern = version::is_modern(&claims.v);
-        if !downstream_modern
-            && matches!(
-                method,
-                Method::ResourcesSubscribe | Method::ResourcesUnsubscribe
-            )
+        if let Some(kept) = self
+            .keep_subscription(claims, b, &id, &method, &params)
+            .await
         {
-            // A modern backend has no resources/subscribe: the gateway keeps it.
-            if let Ok(s) = self.upstream(claims, b).await {
-                if version::is_modern(&s.version) {
-                    let uri = params.get("uri").and_then(Value::as_str).unwrap_or("");
-                    let at = (claims.sid.as_str(), b);
-                    return super::subscriptions::answer(
-                        &self.subscriptions,
-                        at,
-                        &id,
-                        &method,
-                        uri,
-                    );
-                }
-            }
+            return kept;
         }
         if downstream_modern && super::bridge::is_held_state(&params) {
             return self.resume_held(caller, &claims.caps, &backend, id, &method, &params, info);
@@ -173,7 +158,7 @@ impl Gateway {
         let extra = upstream_extra(&backend, caller, info, &mut params);
         let call = Call {
             b,
-            backend: backend.clone(),
+            backend,
             method,
             params,
             extra,
@@ -184,13 +169,70 @@ impl Gateway {
             true => self.cancel_for(claims, b, &upstream_id).await,
             false => None,
         };
-        let mut guard = InflightGuard {
+        let guard = InflightGuard {
             map: self.inflight.clone(),
             key,
             cancel,
             answered: false,
         };
         let r = call.send(self, claims, &upstream_id).await;
+        let sent = Sent {
+            call,
+            id,
+            upstream_id,
+            guard,
+        };
+        self.answer_sent(claims, caller, sent, r, info).await
+    }
+
+    /// A 2025 client's `resources/subscribe`/`unsubscribe` at a modern backend, which has
+    /// neither: kept by the gateway ([`super::subscriptions`]). `None` for anything else.
+    async fn keep_subscription(
+        &self,
+        claims: &SessionClaims,
+        b: usize,
+        id: &Value,
+        method: &Method,
+        params: &Value,
+    ) -> Option<Response> {
+        let subscribing = matches!(
+            method,
+            Method::ResourcesSubscribe | Method::ResourcesUnsubscribe
+        );
+        if !subscribing || version::is_modern(&claims.v) {
+            return None;
+        }
+        let s = self.upstream(claims, b).await.ok()?;
+        if !version::is_modern(&s.version) {
+            return None;
+        }
+        let uri = params.get("uri").and_then(Value::as_str).unwrap_or("");
+        let at = (claims.sid.as_str(), b);
+        Some(super::subscriptions::answer(
+            &self.subscriptions,
+            at,
+            id,
+            method,
+            uri,
+        ))
+    }
+
+    /// The client's answer from the backend's reply to a sent call.
+    async fn answer_sent(
+        self: &Arc<Self>,
+        claims: &SessionClaims,
+        caller: &Caller,
+        sent: Sent,
+        r: Result<(Reply, bool), UpstreamError>,
+        info: &mut Info,
+    ) -> Response {
+        let downstream_modern = version::is_modern(&claims.v);
+        let Sent {
+            call,
+            id,
+            upstream_id,
+            mut guard,
+        } = sent;
         // A 2025 client cannot take a modern backend's input-required result: the
         // gateway asks it the input requests itself ([`super::asks`]).
         let r = match r {
@@ -219,6 +261,7 @@ impl Gateway {
         if !matches!(r, Ok(Reply::Stream(_))) {
             guard.answered = true;
         }
+        let backend = call.backend.clone();
         match r {
             Ok(Reply::Json(bytes)) if downstream_modern => {
                 match serde_json::from_slice::<Value>(&bytes) {
@@ -236,29 +279,8 @@ impl Gateway {
                 &UpstreamError::Protocol("it answered a request with no body".into()),
             ),
             Ok(Reply::Stream(stream)) => {
-                // A modern client takes no server-to-client requests: the backend's are
-                // held for it as input requests, or answered here, in the backend's
-                // session, so that its call can go on.
                 let modern = match downstream_modern {
-                    true => self.upstream(claims, b).await.ok().map(|s| Modern {
-                        backend: backend.clone(),
-                        sid: claims.sid.clone(),
-                        bridge: (!version::is_modern(&s.version)).then(|| {
-                            super::bridge::BridgeCtx {
-                                gw: self.clone(),
-                                sub: caller.sub.clone(),
-                                // Only _meta was added to the params since they were
-                                // routed, and it is not part of the binding.
-                                call: super::bridge::binding(
-                                    &call.method,
-                                    backend.name(),
-                                    &call.params,
-                                ),
-                                caps: claims.caps.clone(),
-                            }
-                        }),
-                        session: s,
-                    }),
+                    true => self.modern_relay(claims, caller, &call).await,
                     false => None,
                 };
                 Response::Sse {
@@ -278,6 +300,33 @@ impl Gateway {
                 backend_error(&id, backend.name(), &e)
             }
         }
+    }
+
+    /// How a modern client's streamed call relays the backend's server-to-client
+    /// requests, which that client takes none of: held for it as input requests (a
+    /// legacy backend, [`super::bridge`]), or answered here in the backend's session so
+    /// that its call can go on.
+    async fn modern_relay(
+        self: &Arc<Self>,
+        claims: &SessionClaims,
+        caller: &Caller,
+        call: &Call,
+    ) -> Option<Modern> {
+        let s = self.upstream(claims, call.b).await.ok()?;
+        let bridge = (!version::is_modern(&s.version)).then(|| super::bridge::BridgeCtx {
+            gw: self.clone(),
+            sub: caller.sub.clone(),
+            // Only _meta was added to the params since they were routed, and it is not
+            // part of the binding.
+            call: super::bridge::binding(&call.method, call.backend.name(), &call.params),
+            caps: claims.caps.clone(),
+        });
+        Some(Modern {
+            backend: call.backend.clone(),
+            sid: claims.sid.clone(),
+            session: s,
+            bridge,
+        })
     }
 
     /// What to tell a legacy backend (or a modern STDIO one) when a modern client closes
@@ -555,6 +604,16 @@ impl Call {
         })
         .await
     }
+}
+
+/// A call sent to its backend, with what its answer needs.
+struct Sent {
+    call: Call,
+    /// The client's id.
+    id: Value,
+    /// The id the backend answers with.
+    upstream_id: Value,
+    guard: InflightGuard,
 }
 
 pub(super) struct InflightGuard {
