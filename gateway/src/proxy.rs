@@ -48,15 +48,17 @@ pub struct Ctx {
     span: tracing::Span,
 }
 
-/// The request's span, continuing the client's trace (`traceparent`, `tracestate`).
+/// The request's span, continuing the client's trace (`traceparent`, `tracestate`);
+/// `Span::none()` unless tracing is on and the request is sampled.
 fn request_span(session: &Session) -> tracing::Span {
-    let span = mcp_telemetry::span!("mcp.request", otel.kind = "server");
-    if !span.is_none() {
-        let h = &session.req_header().headers;
-        let get = |n: &str| h.get(n).and_then(|v| v.to_str().ok());
-        mcp_telemetry::propagate::continue_from(&span, get("traceparent"), get("tracestate"));
+    if !mcp_telemetry::on() {
+        return tracing::Span::none();
     }
-    span
+    let h = &session.req_header().headers;
+    let get = |n: &str| h.get(n).and_then(|v| v.to_str().ok());
+    mcp_telemetry::head::request_span("mcp.request", get("traceparent"), get("tracestate"), || {
+        mcp_telemetry::span!("mcp.request", otel.kind = "server")
+    })
 }
 
 fn request_id(session: &Session) -> String {

@@ -10,8 +10,11 @@
 //!   atomics, the text encoding).
 //!
 //! Why spans go through [`span!`]: when tracing is off no span is created at all (an
-//! atomic load and `Span::none()`), so the request path pays nothing for it.
+//! atomic load and `Span::none()`), so the request path pays nothing for it. A request
+//! decides first whether it is sampled ([`head::request_span`]); the spans under it are
+//! [`child_span!`]s, made only under a span that exists.
 
+pub mod head;
 pub mod logs;
 pub mod prom;
 pub mod propagate;
@@ -46,6 +49,19 @@ pub(crate) fn set_on(v: bool) {
 macro_rules! span {
     ($($arg:tt)*) => {
         if $crate::on() {
+            ::tracing::info_span!(target: "otel", $($arg)*)
+        } else {
+            ::tracing::Span::none()
+        }
+    };
+}
+
+/// A span under the current one (target [`TARGET`]): `Span::none()` when tracing is off
+/// or when there is no current span (a request sampled out: [`head::request_span`]).
+#[macro_export]
+macro_rules! child_span {
+    ($($arg:tt)*) => {
+        if $crate::on() && !::tracing::Span::current().is_none() {
             ::tracing::info_span!(target: "otel", $($arg)*)
         } else {
             ::tracing::Span::none()

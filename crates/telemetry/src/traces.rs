@@ -144,7 +144,7 @@ impl Resolved {
             .build();
         Ok(SdkTracerProvider::builder()
             .with_batch_exporter(exporter)
-            .with_sampler(self.sampler.clone())
+            .with_sampler(crate::head::HeadSampler::new(self.sampler.clone()))
             .with_resource(resource)
             .build())
     }

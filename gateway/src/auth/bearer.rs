@@ -146,7 +146,7 @@ impl Authenticator {
         }
         self.misses.fetch_add(1, Ordering::Relaxed);
         // A span for a validation only (a cache hit costs nothing worth tracing).
-        let span = mcp_telemetry::span!("auth.validate_token", otel.kind = "internal");
+        let span = mcp_telemetry::child_span!("auth.validate_token", otel.kind = "internal");
         let (identity, expires_at) = async {
             Ok::<_, AuthError>(match self.cfg.mode {
                 AuthMode::GoogleDirect => {

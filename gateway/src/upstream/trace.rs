@@ -26,7 +26,7 @@ pub(super) fn transport(t: &Transport) -> &'static str {
 
 /// A client span for one exchange with `backend`.
 pub(super) fn exchange_span(backend: &str, transport: &'static str, method: Option<&str>) -> Span {
-    let span = mcp_telemetry::span!("mcp.backend_call", otel.kind = "client");
+    let span = mcp_telemetry::child_span!("mcp.backend_call", otel.kind = "client");
     if !span.is_none() {
         mcp_telemetry::rename(&span, format!("{} {backend}", method.unwrap_or("exchange")));
         mcp_telemetry::attr(&span, "mcp.backend", backend.to_string());

@@ -195,6 +195,70 @@ fn off_by_default_the_client_context_is_relayed_unchanged() {
     assert_eq!(get_json(&format!("{base}/spans")), json!([]));
 }
 
+/// Head sampling: a request the sampler leaves out gets no span at all, and the client's
+/// context goes to the backend as it came (as with tracing off); a client's sampled
+/// context is still recorded under a parent-based sampler whose own ratio is 0.
+#[test]
+fn a_request_sampled_out_makes_no_span_and_relays_the_clients_context() {
+    let rx = spawn_receiver();
+    let base = rx.url.trim_end_matches("/mcp").to_string();
+    let cfg = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n\n[tracing]\nendpoint = \"{base}\"\nsample_ratio = 0.0\n\n[[backend]]\nname = \"traced\"\nurl = \"{}\"\n",
+        rx.url
+    );
+    let gw = spawn_gateway_with(&cfg, &[], &[("OTEL_BSP_SCHEDULE_DELAY", "50")], None);
+    let mut cl = Client::new(&gw.url);
+    cl.initialize();
+    // What the backend saw of the last call (`what` names it in a failure).
+    let seen_by_backend = |what: &str| -> Value {
+        let seen = get_json(&format!("{base}/seen"));
+        seen.as_array()
+            .and_then(|a| a.iter().rfind(|s| s["method"] == "tools/call").cloned())
+            .unwrap_or_else(|| panic!("the backend saw no call {what:?}: {seen:#}"))
+    };
+    let call = |text: &str, traceparent: Option<&str>| {
+        let body = json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call",
+            "params": {"name": "traced__echo", "arguments": {"text": text}}});
+        let headers: Vec<(&str, &str)> = traceparent
+            .map(|t| ("traceparent", t))
+            .into_iter()
+            .collect();
+        let a = cl.post_raw(serde_json::to_vec(&body).unwrap(), &headers);
+        assert_eq!(a.status, 200, "{}", a.body);
+    };
+
+    let unsampled = format!("00-{TRACE}-{CLIENT_SPAN}-00");
+    call("out", Some(&unsampled));
+    assert_eq!(seen_by_backend("out")["header"], unsampled.as_str());
+    call("none", None);
+    assert_eq!(seen_by_backend("none")["header"], Value::Null);
+
+    let sampled = format!("00-{TRACE}-{CLIENT_SPAN}-01");
+    call("in", Some(&sampled));
+    let header = seen_by_backend("in")["header"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        header.starts_with(&format!("00-{TRACE}-")) && !header.contains(CLIENT_SPAN),
+        "{header}"
+    );
+    let spans_url = format!("{base}/spans");
+    wait_until(Duration::from_secs(20), || {
+        get_json(&spans_url)
+            .as_array()
+            .is_some_and(|a| a.len() >= 2)
+    });
+    // Only the sampled call's spans: its request and its backend call.
+    let spans = get_json(&spans_url);
+    let spans = spans.as_array().cloned().unwrap_or_default();
+    assert!(spans.iter().all(|s| s["trace_id"] == TRACE), "{spans:#?}");
+    assert!(
+        spans.iter().any(|s| s["parent_span_id"] == CLIENT_SPAN),
+        "{spans:#?}"
+    );
+}
+
 /// Spans still queued when the gateway is stopped are exported before it exits: the
 /// batch timer (60 s here) never fires, so only the exit's flush can send them.
 #[test]
