@@ -125,6 +125,7 @@ impl GatewayProxy {
     /// Writes a refusal's answer, noting its JSON-RPC code in the record.
     async fn refuse(&self, session: &mut Session, ctx: &mut Ctx, r: Refusal) -> Result<()> {
         ctx.record.mcp.rpc_error = Some(r.code());
+        let too_large = matches!(r, Refusal::BodyTooLarge(_));
         if r.closes_connection() {
             // The rest of the body is not read, so the connection cannot be reused.
             session.set_keepalive(None);
@@ -136,6 +137,9 @@ impl GatewayProxy {
             &self.drain,
         )
         .await?;
+        if too_large {
+            linger(session).await;
+        }
         Ok(())
     }
 
@@ -323,6 +327,24 @@ impl GatewayProxy {
             }
         }
     }
+}
+
+/// After a 413, the rest of the body is read and dropped for a moment (bounded in time
+/// and bytes) before the connection closes: closed with the body unread, the socket
+/// resets, and a client still sending loses the answer (nginx's lingering close).
+async fn linger(session: &mut Session) {
+    const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
+    const LINGER_MAX_BYTES: usize = 64 << 20;
+    let drain = async {
+        let mut read = 0;
+        while let Ok(Some(chunk)) = session.read_request_body().await {
+            read += chunk.len();
+            if read > LINGER_MAX_BYTES {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER, drain).await;
 }
 
 /// Why a request is not served, as a value: each is turned into its HTTP status,

@@ -338,6 +338,12 @@ impl Shape {
             } => {
                 let body = match serde_json::from_slice::<Value>(&body) {
                     Ok(mut v) => {
+                        // The one answer of a JSON reply is this request's, whatever id
+                        // the backend answered with (the gateway's own upstream id):
+                        // set here, so that the answer is parsed once.
+                        if v.get("method").is_none() && v.get("id").is_some() {
+                            v["id"] = id.clone();
+                        }
                         self.message(&mut v, id, method);
                         crate::upstream::to_bytes(&v)
                     }
