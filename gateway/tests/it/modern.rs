@@ -482,15 +482,9 @@ pub(crate) fn notified(
     }
 }
 
-/// A modern STDIO server says its changes only on the stream of a `subscriptions/listen`
-/// it was sent: the gateway sends one on the pipe and relays what it carries to a
-/// modern client's listen stream and a legacy client's GET stream, and sends it again to
-/// the process that replaces a crashed one.
-#[test]
-fn a_modern_stdio_backends_list_changes_reach_both_eras() {
-    let gw = modern_stdio_gateway();
-    let mut params = json!({"notifications": {"toolsListChanged": true}});
-    params["_meta"] = meta(json!({}));
+/// A `subscriptions/listen` (id 77) opting in to `notifications`: its stream's messages.
+pub(crate) fn listen(gw: &Proc, notifications: Value) -> std::sync::mpsc::Receiver<Value> {
+    let params = json!({"notifications": notifications, "_meta": meta(json!({}))});
     let body =
         json!({"jsonrpc": "2.0", "id": 77, "method": "subscriptions/listen", "params": params});
     let resp = blocking()
@@ -499,11 +493,21 @@ fn a_modern_stdio_backends_list_changes_reach_both_eras() {
         .header("accept", "application/json, text/event-stream")
         .header("mcp-protocol-version", V)
         .header("mcp-method", "subscriptions/listen")
-        .body(serde_json::to_vec(&body).unwrap())
+        .body(serde_json::to_vec(&body).expect("json"))
         .send()
         .expect("POST subscriptions/listen");
     assert_eq!(resp.status().as_u16(), 200);
-    let modern = sse_reader(resp);
+    sse_reader(resp)
+}
+
+/// A modern STDIO server says its changes only on the stream of a `subscriptions/listen`
+/// it was sent: the gateway sends one on the pipe and relays what it carries to a
+/// modern client's listen stream and a legacy client's GET stream, and sends it again to
+/// the process that replaces a crashed one.
+#[test]
+fn a_modern_stdio_backends_list_changes_reach_both_eras() {
+    let gw = modern_stdio_gateway();
+    let modern = listen(&gw, json!({"toolsListChanged": true}));
     let ack = modern
         .recv_timeout(std::time::Duration::from_secs(10))
         .expect("acknowledgement");

@@ -4,7 +4,7 @@
 //! stream, and stop after `resources/unsubscribe`. Real `mcp-mock` processes.
 
 use crate::common::*;
-use crate::modern::{meta, notified, send, sse_reader};
+use crate::modern::{listen, notified, send, sse_reader};
 use serde_json::{json, Value};
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
@@ -84,21 +84,7 @@ fn a_legacy_clients_subscription_at_a_modern_backend_reaches_its_get_stream() {
 #[test]
 fn a_modern_clients_resource_subscriptions_reach_a_modern_backend() {
     let (_new, gw) = modern_backend();
-    let mut params = json!({"notifications": {"resourceSubscriptions": [WATCHED]}});
-    params["_meta"] = meta(json!({}));
-    let body =
-        json!({"jsonrpc": "2.0", "id": 77, "method": "subscriptions/listen", "params": params});
-    let resp = blocking()
-        .post(&gw.url)
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .header("mcp-protocol-version", "2026-07-28")
-        .header("mcp-method", "subscriptions/listen")
-        .body(serde_json::to_vec(&body).expect("json"))
-        .send()
-        .expect("POST subscriptions/listen");
-    assert_eq!(resp.status().as_u16(), 200);
-    let events = sse_reader(resp);
+    let events = listen(&gw, json!({"resourceSubscriptions": [WATCHED]}));
     let n = notified(&events, UPDATED, || touch(&gw));
     assert_eq!(n["params"]["uri"], WATCHED, "{n}");
     assert_eq!(
