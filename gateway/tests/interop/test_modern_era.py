@@ -1,11 +1,13 @@
 """MCP 2026-07-28 (the stateless era) through the gateway, with official clients.
 
-One gateway in front of three kinds of backend, all prefixed, each test run twice:
+One gateway in front of four backends, all prefixed, each test run twice:
 with `protocol` left to discovery ("auto") and with it set ("2025" / "2026-07-28"):
   legacy   mcp-mock (2025 revisions only: the gateway keeps a session with it)
   modern   mcp-mock --protocol modern (2026-07-28 only: spoken to statelessly)
   ts       ts_server.mjs, a server written with the official TypeScript SDK 2.4
            (@modelcontextprotocol/server), 2026-07-28 only (`legacy: 'reject'`)
+  ts1      ts_server_v1.mjs, a server written with the TypeScript SDK 1.x
+           (@modelcontextprotocol/sdk), 2025 era: its tools ask the client for input
 Three clients run one plan (PLAN: a tool, a prompt and a resource of each backend):
   - Python `mcp` 2.3 (`mcp.Client`, mode="auto"), in process, its HTTP seen through an
     httpx event hook;
@@ -64,6 +66,7 @@ pytestmark = pytest.mark.anyio
 
 HERE = Path(__file__).resolve().parent
 TS_SERVER = HERE / "ts_server.mjs"
+TS_SERVER_V1 = HERE / "ts_server_v1.mjs"
 TS_CLIENT = HERE / "modern_client.mjs"
 V1_CLIENT = HERE / "legacy_client_v1.py"
 V1_PYTHON = Path(os.environ.get("MCP_INTEROP_PYTHON_V1", REPO / ".tools/venv1/bin/python"))
@@ -117,7 +120,7 @@ class Era:
 # Each backend's `protocol`: left to discovery, or set (the same eras, named).
 PROTOCOLS = {
     "auto": {},
-    "configured": {"legacy": "2025", "modern": "2026-07-28", "ts": "2026-07-28"},
+    "configured": {"legacy": "2025", "modern": "2026-07-28", "ts": "2026-07-28", "ts1": "2025"},
 }
 
 
@@ -134,11 +137,13 @@ def era(request, tmp_path_factory):
         modern = g.add(start_mock("modern", workdir, "--protocol", "modern"))
         ts = g.add(start("ts-server", [str(NODE), str(TS_SERVER)], workdir,
                          env={"MCP_INTEROP_NODE_MODULES": str(NPM_MODULES)}))
+        ts1 = g.add(start("ts-server-v1", [str(NODE), str(TS_SERVER_V1)], workdir,
+                          env={"MCP_INTEROP_NODE_MODULES": str(NPM_MODULES)}))
         protocols = PROTOCOLS[request.param]
         backends = [
             {"name": name, "url": p.url, "prefix": True, "timeout_ms": 10000}
             | ({"protocol": protocols[name]} if name in protocols else {})
-            for name, p in (("legacy", legacy), ("modern", modern), ("ts", ts))
+            for name, p in (("legacy", legacy), ("modern", modern), ("ts", ts), ("ts1", ts1))
         ]
         yield Era(g, g.add(start_gateway_config(backends, workdir)), ts, request.param)
 
@@ -394,7 +399,12 @@ async def test_a_legacy_backends_requests_to_the_client_are_bridged(era):
         assert "file:///work/bridged" in await text("list_roots", {})
         # Two rounds: a name by elicitation, then a sampling that uses it.
         assert await text("confirm_twice", {}) == f"name=Ada; sampled=Hi {MARKER}"
-    assert asked == ["Who are you?", "Say hi", "Your name?", "Greet Ada"], asked
+        # The same through a server written with the TypeScript SDK 1.x.
+        r = await client.call_tool("ts1__ask_twice", {})
+        assert not r.is_error, r
+        assert r.content[0].text == f"name=Ada; sampled=Hi {MARKER}", r
+    assert asked == ["Who are you?", "Say hi", "Your name?", "Greet Ada",
+                     "Your name, please?", "Greet Ada"], asked
 
 
 def test_a_2025_client_answers_input_requests_of_both_eras(era):
@@ -409,10 +419,13 @@ def test_a_2025_client_answers_input_requests_of_both_eras(era):
         ["modern__test_input_required_result_list_roots", {}],
         ["modern__test_input_required_result_multi_round", {}],
         ["ts__confirm_twice", {}],
-        # The same era on both sides: the 2025 backend's requests relayed as they are.
+        # The same era on both sides: the 2025 backends' requests relayed as they are.
         ["legacy__test_elicitation", {"message": "Who are you?"}],
         ["legacy__test_sampling", {"prompt": "Say hi"}],
         ["legacy__confirm_twice", {}],
+        ["ts1__ask_name", {}],
+        ["ts1__ask_llm", {}],
+        ["ts1__ask_twice", {}],
     ]}
     report = run_client([str(V1_PYTHON), str(V1_CLIENT), era.gateway.url], "legacy_client_v1.py", plan)
     assert report["protocolVersion"] == LEGACY
@@ -427,12 +440,16 @@ def test_a_2025_client_answers_input_requests_of_both_eras(era):
             "Multi-round complete for ada-name who likes ada-color",
         "ts__confirm_twice": f"name=ada-name; sampled=Hi {MARKER}",
         "legacy__confirm_twice": f"name=ada-name; sampled=Hi {MARKER}",
+        "ts1__ask_name": "Hello, ada-name!",
+        "ts1__ask_llm": f"The model says: Hi {MARKER}",
+        "ts1__ask_twice": f"name=ada-name; sampled=Hi {MARKER}",
     }, report["called"]
     assert report["asked"] == [
         "What is your name?", "What is the capital of France?",
         "Step 1: What is your name?", "Step 2: What is your favorite color?",
         "Your name?", "Greet ada-name",
         "Who are you?", "Say hi", "Your name?", "Greet ada-name",
+        "Who are you?", "Say something", "Your name, please?", "Greet ada-name",
     ], report["asked"]
 
 
@@ -444,6 +461,9 @@ def test_the_typescript_client_2_answers_input_requests_of_both_eras(era):
         ["ts__confirm_twice", {}],
         ["legacy__test_elicitation", {"message": "Who are you?"}],
         ["legacy__confirm_twice", {}],
+        ["ts1__ask_name", {}],
+        ["ts1__ask_llm", {}],
+        ["ts1__ask_twice", {}],
     ]}
     report = run_client([str(NODE), str(TS_CLIENT), era.gateway.url], "modern_client.mjs", plan)
     assert report["protocolVersion"] == MODERN
@@ -454,6 +474,10 @@ def test_the_typescript_client_2_answers_input_requests_of_both_eras(era):
     assert texts["ts__confirm_twice"] == f"name=ada-name; sampled=Hi {MARKER}"
     assert "action=accept" in texts["legacy__test_elicitation"], texts
     assert texts["legacy__confirm_twice"] == f"name=ada-name; sampled=Hi {MARKER}", texts
+    # The TypeScript SDK 1.x server's requests, held by the gateway: SDKs on both sides.
+    assert texts["ts1__ask_name"] == "Hello, ada-name!", texts
+    assert texts["ts1__ask_llm"] == f"The model says: Hi {MARKER}", texts
+    assert texts["ts1__ask_twice"] == f"name=ada-name; sampled=Hi {MARKER}", texts
     assert report["asked"][:4] == ["Step 1: What is your name?", "Step 2: What is your favorite color?",
                                    "Your name?", "Greet ada-name"], report["asked"]
 
