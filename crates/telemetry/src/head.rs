@@ -10,15 +10,12 @@
 //! root (so a ratio is not applied twice) and decides every other span as configured.
 
 use std::cell::Cell;
-use std::collections::HashMap;
 use std::sync::OnceLock;
 
-use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::trace::{
     Link, SamplingDecision, SamplingResult, SpanKind, TraceContextExt, TraceId,
 };
 use opentelemetry::{Context, KeyValue};
-use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator, Sampler, ShouldSample};
 use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -69,18 +66,6 @@ impl ShouldSample for HeadSampler {
     }
 }
 
-/// The client's trace context, when it sent a valid one.
-fn parent_of(traceparent: Option<&str>, tracestate: Option<&str>) -> Option<Context> {
-    let tp = traceparent?;
-    let mut carrier = HashMap::with_capacity(2);
-    carrier.insert("traceparent".to_string(), tp.to_string());
-    if let Some(ts) = tracestate {
-        carrier.insert("tracestate".to_string(), ts.to_string());
-    }
-    let cx = TraceContextPropagator::new().extract(&carrier);
-    cx.span().span_context().is_valid().then_some(cx)
-}
-
 /// Whether the configured sampler records a request with this parent (or, without
 /// one, a new trace).
 fn sampled(parent: Option<&Context>, name: &str) -> bool {
@@ -108,7 +93,7 @@ pub fn request_span(
     if !crate::on() {
         return Span::none();
     }
-    let parent = parent_of(traceparent, tracestate);
+    let parent = crate::propagate::extract(traceparent, tracestate);
     if !sampled(parent.as_ref(), name) {
         return Span::none();
     }
@@ -133,10 +118,22 @@ mod tests {
         let _ = CONFIGURED.set(s);
         let on = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
         let off = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00";
-        assert!(sampled(parent_of(Some(on), None).as_ref(), "r"));
-        assert!(!sampled(parent_of(Some(off), None).as_ref(), "r"));
+        assert!(sampled(
+            crate::propagate::extract(Some(on), None).as_ref(),
+            "r"
+        ));
+        assert!(!sampled(
+            crate::propagate::extract(Some(off), None).as_ref(),
+            "r"
+        ));
         // No parent (or an invalid one): the root's ratio, here 0.
-        assert!(!sampled(parent_of(None, None).as_ref(), "r"));
-        assert!(!sampled(parent_of(Some("garbage"), None).as_ref(), "r"));
+        assert!(!sampled(
+            crate::propagate::extract(None, None).as_ref(),
+            "r"
+        ));
+        assert!(!sampled(
+            crate::propagate::extract(Some("garbage"), None).as_ref(),
+            "r"
+        ));
     }
 }

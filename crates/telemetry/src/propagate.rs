@@ -13,18 +13,27 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 /// that the client's trace continues through it. Nothing when tracing is off, when
 /// there is no header, or when it does not parse.
 pub fn continue_from(span: &Span, traceparent: Option<&str>, tracestate: Option<&str>) {
-    let Some(tp) = traceparent.filter(|_| crate::on() && !span.is_none()) else {
+    if !crate::on() || span.is_none() {
         return;
-    };
+    }
+    if let Some(cx) = extract(traceparent, tracestate) {
+        let _ = span.set_parent(cx);
+    }
+}
+
+/// The trace context a `traceparent` (and `tracestate`) names, when it is a valid one.
+pub fn extract(
+    traceparent: Option<&str>,
+    tracestate: Option<&str>,
+) -> Option<opentelemetry::Context> {
+    let tp = traceparent?;
     let mut carrier = HashMap::with_capacity(2);
     carrier.insert("traceparent".to_string(), tp.to_string());
     if let Some(ts) = tracestate {
         carrier.insert("tracestate".to_string(), ts.to_string());
     }
     let cx = TraceContextPropagator::new().extract(&carrier);
-    if cx.span().span_context().is_valid() {
-        let _ = span.set_parent(cx);
-    }
+    cx.span().span_context().is_valid().then_some(cx)
 }
 
 /// The `traceparent` naming `span` as the parent of what is sent on its behalf;

@@ -33,13 +33,12 @@ use futures::StreamExt;
 use serde_json::{json, Map, Value};
 use tokio::sync::{mpsc, oneshot};
 
-use super::forward::{backend_error_value, Call, InflightGuard};
+use super::forward::{backend_error_value, sse, Call, InflightGuard};
 use super::handler::Gateway;
 use super::jsonrpc;
 use super::relay;
 use super::session::SessionClaims;
-use crate::upstream::sse::format_event;
-use crate::upstream::{to_bytes, Reply, UpstreamError};
+use crate::upstream::{Reply, UpstreamError};
 
 /// The ids of the gateway's own requests to a client start with this.
 const ASK_PREFIX: &str = "mcpgw-ask:";
@@ -145,15 +144,11 @@ impl Drop for Opened<'_> {
 /// Whether a JSON answer may be an input-required result (a cheap look first: most
 /// are not, and need not be parsed).
 pub(super) fn may_be_input_required(body: &[u8]) -> bool {
-    memchr::memmem::find(body, b"input_required").is_some()
+    super::guards::contains(body, b"input_required")
 }
 
 fn is_input_required(answer: &Value) -> bool {
     answer.pointer("/result/resultType").and_then(Value::as_str) == Some("input_required")
-}
-
-fn sse(msg: &Value) -> Bytes {
-    format_event(&to_bytes(msg))
 }
 
 /// A 2025 client's call to a modern backend whose answer may ask for input.

@@ -451,7 +451,8 @@ pub(super) fn relayed_events(
     .boxed()
 }
 
-fn sse(msg: &Value) -> Bytes {
+/// One JSON-RPC message as an SSE event.
+pub(super) fn sse(msg: &Value) -> Bytes {
     format_event(&to_bytes(msg))
 }
 

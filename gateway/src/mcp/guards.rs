@@ -170,7 +170,7 @@ pub(super) fn is_loopback_origin(origin: &str) -> bool {
 
 /// True when `needle` occurs in `haystack`.
 pub(super) fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
+    memchr::memmem::find(haystack, needle).is_some()
 }
 
 #[cfg(test)]

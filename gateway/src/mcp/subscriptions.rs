@@ -45,20 +45,22 @@ pub struct Subscriptions {
 
 impl Subscriptions {
     /// The URIs session `sid` watches at backend `b`, as they change.
+    /// (Nothing subscribed yet: an empty entry, which a later subscribe fills.)
     pub(super) fn watch(&self, sid: &str, b: usize) -> watch::Receiver<Vec<String>> {
-        match self.map.get(&(sid.to_string(), b)) {
-            Some(e) => e.uris.subscribe(),
-            // Nothing yet: a receiver whose sender stays (a later subscribe adds it).
-            None => self
-                .map
-                .entry((sid.to_string(), b))
-                .or_insert_with(|| Entry {
-                    uris: watch::channel(Vec::new()).0,
-                    touched: Instant::now(),
-                })
-                .uris
-                .subscribe(),
-        }
+        self.entry(sid, b).uris.subscribe()
+    }
+
+    fn entry(
+        &self,
+        sid: &str,
+        b: usize,
+    ) -> dashmap::mapref::one::RefMut<'_, (String, usize), Entry> {
+        self.map
+            .entry((sid.to_string(), b))
+            .or_insert_with(|| Entry {
+                uris: watch::channel(Vec::new()).0,
+                touched: Instant::now(),
+            })
     }
 
     /// `resources/subscribe` (`on`) or `unsubscribe` of `uri` at backend `b`; the error
@@ -70,10 +72,7 @@ impl Subscriptions {
                 "the gateway keeps subscriptions for {MAX_ENTRIES} sessions at most: try again later"
             ));
         }
-        let mut entry = self.map.entry(key).or_insert_with(|| Entry {
-            uris: watch::channel(Vec::new()).0,
-            touched: Instant::now(),
-        });
+        let mut entry = self.entry(sid, b);
         entry.touched = Instant::now();
         let mut full = false;
         entry.uris.send_if_modified(|uris| {

@@ -14,8 +14,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use serde_json::{json, Map, Value};
 
 use super::{percentile, Conn, Era, MODERN};
@@ -96,22 +95,9 @@ impl Asker {
         let mut call = Conn::open(url, extra, era).await?;
         let mut answers = Conn::open(url, extra, era).await?;
         if era == Era::Legacy {
-            let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
-                "protocolVersion": "2025-11-25", "capabilities": capabilities(),
-                "clientInfo": {"name": "mcp-load", "version": "1"}}});
-            let (status, sid, body) = call.post(&init).await?;
-            if status != 200 || sid.is_none() {
-                bail!(
-                    "initialize: HTTP {status}: {}",
-                    String::from_utf8_lossy(&body)
-                );
-            }
-            call.session = sid;
-            let (status, _, _) = call
-                .post(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
-                .await?;
-            if status != 202 {
-                bail!("notifications/initialized: HTTP {status}");
+            call.initialize_with(capabilities()).await?;
+            if call.session.is_none() {
+                bail!("initialize: no Mcp-Session-Id");
             }
             answers.session = call.session.clone();
         }
@@ -140,18 +126,7 @@ impl Asker {
         let body = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
             "params": {"name": self.tool, "arguments": self.arguments}});
         let c = &mut self.call;
-        let mut rb = hyper::Request::post(&c.path)
-            .header("host", &c.authority)
-            .header("content-type", "application/json")
-            .header("accept", "application/json, text/event-stream")
-            .header("mcp-protocol-version", "2025-11-25");
-        if let Some(s) = &c.session {
-            rb = rb.header("mcp-session-id", s);
-        }
-        for (k, v) in &c.extra {
-            rb = rb.header(k.as_str(), v.as_str());
-        }
-        let req = rb.body(Full::new(Bytes::from(serde_json::to_vec(&body)?)))?;
+        let req = c.request(&body)?;
         c.sender.ready().await?;
         let resp = c.sender.send_request(req).await?;
         if resp.status() != 200 {

@@ -145,6 +145,25 @@ impl Conn {
     }
 
     async fn send(&mut self, body: &Value) -> Result<(u16, Option<String>, bool, Bytes)> {
+        let req = self.request(body)?;
+        self.sender.ready().await?;
+        let resp = self.sender.send_request(req).await?;
+        let status = resp.status().as_u16();
+        let sid = resp
+            .headers()
+            .get("mcp-session-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let close = resp.headers().get_all("connection").iter().any(|v| {
+            v.to_str()
+                .is_ok_and(|v| v.to_ascii_lowercase().contains("close"))
+        });
+        let bytes = resp.into_body().collect().await?.to_bytes();
+        Ok((status, sid, close, bytes))
+    }
+
+    /// A POST of `body` with the headers of this connection's era and session.
+    fn request(&self, body: &Value) -> Result<hyper::Request<Full<Bytes>>> {
         let mut rb = hyper::Request::post(&self.path)
             .header("host", &self.authority)
             .header("content-type", "application/json")
@@ -168,25 +187,16 @@ impl Conn {
         for (k, v) in &self.extra {
             rb = rb.header(k.as_str(), v.as_str());
         }
-        let req = rb.body(Full::new(Bytes::from(serde_json::to_vec(body)?)))?;
-        self.sender.ready().await?;
-        let resp = self.sender.send_request(req).await?;
-        let status = resp.status().as_u16();
-        let sid = resp
-            .headers()
-            .get("mcp-session-id")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        let close = resp.headers().get_all("connection").iter().any(|v| {
-            v.to_str()
-                .is_ok_and(|v| v.to_ascii_lowercase().contains("close"))
-        });
-        let bytes = resp.into_body().collect().await?.to_bytes();
-        Ok((status, sid, close, bytes))
+        Ok(rb.body(Full::new(Bytes::from(serde_json::to_vec(body)?)))?)
     }
 
     /// Opens the connection's session (2025), or asks `server/discover` once (2026).
     async fn initialize(&mut self) -> Result<()> {
+        self.initialize_with(json!({})).await
+    }
+
+    /// [`Conn::initialize`], declaring client capabilities `caps`.
+    async fn initialize_with(&mut self, caps: Value) -> Result<()> {
         if self.era == Era::Modern {
             let discover = json!({"jsonrpc":"2.0","id":0,"method":"server/discover",
                                   "params":{"_meta": modern_meta()}});
@@ -202,7 +212,7 @@ impl Conn {
         let (status, sid, body) = self
             .post(
                 &json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{
-                "protocolVersion":"2025-11-25","capabilities":{},
+                "protocolVersion":"2025-11-25","capabilities":caps,
                 "clientInfo":{"name":"mcp-load","version":"1"}}}),
             )
             .await?;
