@@ -4,7 +4,7 @@ conftest's, on sys.path)."""
 from __future__ import annotations
 
 from mcp import Client
-from mcp_types import CallToolResult, TextContent
+from mcp_types import CallToolResult, CreateMessageRequestParams, CreateMessageResult, TextContent
 
 
 def text_of(result: CallToolResult) -> str:
@@ -31,3 +31,18 @@ async def all_tools(client: Client) -> list:
 
 async def all_resources(client: Client) -> list:
     return await all_pages(client.list_resources, "resources")
+
+
+def recording_sampler(answer: str):
+    """A sampling callback that answers `answer` and records what it was asked: (the list
+    of requests' params, the callback)."""
+    seen: list[CreateMessageRequestParams] = []
+
+    async def on_sample(context, params: CreateMessageRequestParams) -> CreateMessageResult:
+        seen.append(params)
+        return CreateMessageResult(
+            role="assistant", content=TextContent(type="text", text=answer),
+            model="interop-test-model", stop_reason="endTurn",
+        )
+
+    return seen, on_sample

@@ -195,6 +195,17 @@ def check_modern_wire(wire: list[dict]) -> None:
         assert m in methods, f"{m} never went over the wire: {wire}"
 
 
+def asking_plan(asks: list) -> dict:
+    """A plan of tools that ask the client for input (answered by the client's callbacks,
+    sampling with `Hi MARKER`)."""
+    return {"tools": [], "prompts": [], "resources": [], "sampled": f"Hi {MARKER}", "asks": asks}
+
+
+def answered(report: dict) -> dict:
+    """The text of each call of a report that did not fail."""
+    return {name: c["text"] for name, c in report["called"].items() if not c["isError"]}
+
+
 def run_client(argv: list[str], what: str, plan: dict = PLAN) -> dict:
     done = subprocess.run(
         [*argv, json.dumps(plan)], capture_output=True, text=True, timeout=CLIENT_DEADLINE_S,
@@ -413,7 +424,7 @@ def test_a_2025_client_answers_input_requests_of_both_eras(era):
     # them on the call's stream, retries with the answers, and the client sees one call
     # with one result, two rounds or not. The legacy backend's requests reach it as
     # they are.
-    plan = {"tools": [], "prompts": [], "resources": [], "sampled": f"Hi {MARKER}", "asks": [
+    plan = asking_plan([
         ["modern__test_input_required_result_elicitation", {}],
         ["modern__test_input_required_result_sampling", {}],
         ["modern__test_input_required_result_list_roots", {}],
@@ -426,10 +437,10 @@ def test_a_2025_client_answers_input_requests_of_both_eras(era):
         ["ts1__ask_name", {}],
         ["ts1__ask_llm", {}],
         ["ts1__ask_twice", {}],
-    ]}
+    ])
     report = run_client([str(V1_PYTHON), str(V1_CLIENT), era.gateway.url], "legacy_client_v1.py", plan)
     assert report["protocolVersion"] == LEGACY
-    texts = {name: c["text"] for name, c in report["called"].items() if not c["isError"]}
+    texts = answered(report)
     assert "action=accept" in texts.pop("legacy__test_elicitation", ""), report["called"]
     assert MARKER in texts.pop("legacy__test_sampling", ""), report["called"]
     assert texts == {
@@ -456,7 +467,7 @@ def test_a_2025_client_answers_input_requests_of_both_eras(era):
 def test_the_typescript_client_2_answers_input_requests_of_both_eras(era):
     # @modelcontextprotocol/client 2.4 speaks 2026-07-28: the modern backends' input
     # requests reach it as they are, the legacy backend's are bridged (held calls).
-    plan = {"tools": [], "prompts": [], "resources": [], "sampled": f"Hi {MARKER}", "asks": [
+    plan = asking_plan([
         ["modern__test_input_required_result_multi_round", {}],
         ["ts__confirm_twice", {}],
         ["legacy__test_elicitation", {"message": "Who are you?"}],
@@ -464,10 +475,10 @@ def test_the_typescript_client_2_answers_input_requests_of_both_eras(era):
         ["ts1__ask_name", {}],
         ["ts1__ask_llm", {}],
         ["ts1__ask_twice", {}],
-    ]}
+    ])
     report = run_client([str(NODE), str(TS_CLIENT), era.gateway.url], "modern_client.mjs", plan)
     assert report["protocolVersion"] == MODERN
-    texts = {name: c["text"] for name, c in report["called"].items() if not c["isError"]}
+    texts = answered(report)
     assert texts.keys() == {name for name, _ in plan["asks"]}, report["called"]
     assert texts["modern__test_input_required_result_multi_round"] == (
         "Multi-round complete for ada-name who likes ada-color")

@@ -36,7 +36,7 @@ from mcp_types import (
     ToolListChangedNotification,
 )
 
-from mcp_helpers import all_pages, all_resources, all_tools, text_of
+from mcp_helpers import all_pages, all_resources, all_tools, recording_sampler, text_of
 
 pytestmark = pytest.mark.anyio
 
@@ -109,17 +109,8 @@ async def test_elicitation_is_relayed_to_the_client(stack):
 
 
 async def test_sampling_is_relayed_to_the_client(stack):
-    seen: list[CreateMessageRequestParams] = []
     answer = f"sampled answer {uuid.uuid4()}"
-
-    async def on_sample(context, params: CreateMessageRequestParams) -> CreateMessageResult:
-        seen.append(params)
-        return CreateMessageResult(
-            role="assistant",
-            content=TextContent(type="text", text=answer),
-            model="interop-test-model",
-            stop_reason="endTurn",
-        )
+    seen, on_sample = recording_sampler(answer)
 
     prompt = f"What is 2+2? {uuid.uuid4()}"
     async with Client(stack.url, sampling_callback=on_sample, mode=LEGACY_ERA) as client:

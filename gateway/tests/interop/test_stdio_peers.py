@@ -23,9 +23,8 @@ import anyio
 import pytest
 from mcp import Client, MCPError
 from mcp.client.stdio import StdioServerParameters
-from mcp_types import CreateMessageRequestParams, CreateMessageResult, TextContent
 
-from mcp_helpers import all_tools, text_of
+from mcp_helpers import all_tools, recording_sampler, text_of
 
 from conftest import (
     EVERYTHING_JS,
@@ -262,14 +261,8 @@ async def test_concurrent_sessions_share_one_process(peers):
 async def test_sampling_and_progress_cross_the_stdio_pipe(peers):
     # server-everything asks the client for a sampling/createMessage over its stdout;
     # the gateway relays it to this client and the answer back down the pipe.
-    seen: list[CreateMessageRequestParams] = []
     answer = f"sampled {uuid.uuid4()}"
-
-    async def on_sample(context, params: CreateMessageRequestParams) -> CreateMessageResult:
-        seen.append(params)
-        return CreateMessageResult(
-            role="assistant", content=TextContent(type="text", text=answer), model="interop-model"
-        )
+    seen, on_sample = recording_sampler(answer)
 
     progress: list[tuple[float, float | None]] = []
 
@@ -301,14 +294,8 @@ async def test_a_modern_clients_retry_answers_a_2025_servers_sampling(peers):
     # A 2026-07-28 client takes no server-to-client request: the gateway holds
     # server-everything's call, hands the client its sampling request as an
     # input-required result, and answers the held request with the SDK's retry.
-    seen: list[CreateMessageRequestParams] = []
     answer = f"bridged {uuid.uuid4()}"
-
-    async def on_sample(context, params: CreateMessageRequestParams) -> CreateMessageResult:
-        seen.append(params)
-        return CreateMessageResult(
-            role="assistant", content=TextContent(type="text", text=answer), model="interop-model"
-        )
+    seen, on_sample = recording_sampler(answer)
 
     async with Client(peers.gateway.url, sampling_callback=on_sample) as client:
         assert client.protocol_version == "2026-07-28"

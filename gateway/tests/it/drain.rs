@@ -11,7 +11,7 @@
 //! `ops/scripts/bench-drain.sh` (release build).
 
 use crate::common;
-use crate::upgrade::{exited_within, start_gateway, tail, wait_for_socket, Gw};
+use crate::upgrade::{exited_within, hand_over, start_gateway, tail, Gw};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -162,18 +162,9 @@ fn upgrades_lose_no_call_without_retry() {
     let mut retired: Vec<Gw> = Vec::new();
     for n in 1..=upgrades {
         // Each hand-over runs while the previous old processes still drain.
-        let _ = std::fs::remove_file(&sock);
         let log = dir.join(format!("gw-{n}.log"));
-        let (next, rx) = start_gateway(&config, &yaml, true, "gw-next", &log);
-        assert!(
-            wait_for_socket(&sock, Duration::from_secs(30)),
-            "upgrade {n}: the new process did not open its upgrade socket: {}",
-            tail(&log)
-        );
-        let rc = unsafe { libc::kill(current.child.id() as libc::pid_t, libc::SIGQUIT) };
-        assert_eq!(rc, 0, "SIGQUIT");
-        rx.recv_timeout(Duration::from_secs(30))
-            .unwrap_or_else(|_| panic!("upgrade {n}: no hand-over: {}", tail(&log)));
+        let files = (config.as_path(), yaml.as_path(), sock.as_path());
+        let next = hand_over(files, &current, "gw-next", &log, &format!("upgrade {n}"));
         logs.push(log);
         retired.push(std::mem::replace(&mut current, next));
         // A process exits 5 s (Pingora's CLOSE_TIMEOUT) + the grace period after its
@@ -359,18 +350,9 @@ fn a_stream_ended_at_an_upgrade_resumes_on_the_new_process() {
     });
     assert!(first.contains("notifications/progress"), "{first}");
 
-    let _ = std::fs::remove_file(&sock);
     let new_log = dir.join("gw-new.log");
-    let (new, rx) = start_gateway(&config, &yaml, true, "gw-new", &new_log);
-    assert!(
-        wait_for_socket(&sock, Duration::from_secs(30)),
-        "the new process did not open its upgrade socket: {}",
-        tail(&new_log)
-    );
-    let rc = unsafe { libc::kill(old.child.id() as libc::pid_t, libc::SIGQUIT) };
-    assert_eq!(rc, 0, "SIGQUIT");
-    rx.recv_timeout(Duration::from_secs(30))
-        .unwrap_or_else(|_| panic!("no hand-over: {}", tail(&new_log)));
+    let files = (config.as_path(), yaml.as_path(), sock.as_path());
+    let new = hand_over(files, &old, "gw-new", &new_log, "the upgrade");
     // The old process ends the stream; nothing of the result came on it.
     let rest = read_sse_until(&mut resp, |_| false);
     let seen = format!("{first}{rest}");

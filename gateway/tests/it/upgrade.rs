@@ -114,6 +114,30 @@ pub(super) fn start_gateway(
     (Gw { child, name }, rx)
 }
 
+/// A zero-downtime upgrade from `old`: a new process started with `-u` (`name`, its log
+/// in `log`) takes the listening sockets over through `sock` once `old` gets SIGQUIT.
+/// `what` names the hand-over in a failure.
+pub(super) fn hand_over(
+    (config, yaml, sock): (&Path, &Path, &Path),
+    old: &Gw,
+    name: &'static str,
+    log: &Path,
+    what: &str,
+) -> Gw {
+    let _ = std::fs::remove_file(sock);
+    let (new, rx) = start_gateway(config, yaml, true, name, log);
+    assert!(
+        wait_for_socket(sock, Duration::from_secs(30)),
+        "{what}: the new process did not open its upgrade socket: {}",
+        tail(log)
+    );
+    let rc = unsafe { libc::kill(old.child.id() as libc::pid_t, libc::SIGQUIT) };
+    assert_eq!(rc, 0, "SIGQUIT");
+    rx.recv_timeout(Duration::from_secs(30))
+        .unwrap_or_else(|_| panic!("{what}: no hand-over: {}", tail(log)));
+    new
+}
+
 pub(super) fn exited_within(
     child: &mut Child,
     limit: Duration,
@@ -351,7 +375,7 @@ pub(super) fn wait_for_socket(path: &Path, limit: Duration) -> bool {
     false
 }
 
-pub(super) fn tail(path: &PathBuf) -> String {
+pub(super) fn tail(path: &Path) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(15)..].join("\n")

@@ -448,6 +448,18 @@ async fn mixed_mode_selects_the_era_per_request() {
         .is_some_and(|v| v.contains(&json!("2025-11-25"))));
 }
 
+/// A tools list change among `seen`, tagged with listen request `sub`.
+fn assert_list_change_of(seen: &[Value], sub: i64) {
+    let change = seen
+        .iter()
+        .find(|m| m["method"] == "notifications/tools/list_changed")
+        .unwrap_or_else(|| panic!("no change in {seen:?}"));
+    assert_eq!(
+        change["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"],
+        sub
+    );
+}
+
 #[tokio::test]
 async fn stdio_modern_and_legacy_probe() {
     let mut mock = StdioMock::start(&["--protocol", "modern", "--no-dynamic"]);
@@ -493,14 +505,7 @@ async fn stdio_modern_and_legacy_probe() {
     while seen.len() < 2 {
         seen.push(mock.next().await);
     }
-    let change = seen
-        .iter()
-        .find(|m| m["method"] == "notifications/tools/list_changed")
-        .expect("change");
-    assert_eq!(
-        change["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"],
-        4
-    );
+    assert_list_change_of(&seen, 4);
     assert!(seen
         .iter()
         .any(|m| m["id"] == 5 && m["result"]["resultType"] == "complete"));
@@ -513,14 +518,7 @@ async fn stdio_modern_and_legacy_probe() {
     ))
     .await;
     let seen = [mock.next().await, mock.next().await];
-    let change = seen
-        .iter()
-        .find(|m| m["method"] == "notifications/tools/list_changed")
-        .expect("change");
-    assert_eq!(
-        change["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"],
-        4
-    );
+    assert_list_change_of(&seen, 4);
     assert!(seen
         .iter()
         .any(|m| m["id"] == 6 && m["result"]["content"][0]["text"] == "ok"));
