@@ -10,10 +10,10 @@ use super::jsonrpc::{self};
 use super::relay;
 use super::session::SessionClaims;
 use crate::mcp::jsonrpc::Method;
-use crate::upstream::modern::fit_params;
+use crate::upstream::modern::{fit_params, ForLegacy};
 use crate::upstream::sse::format_event;
 use crate::upstream::Backend;
-use crate::upstream::{to_bytes, Reply, UpstreamError};
+use crate::upstream::{request_bytes, to_bytes, Reply, UpstreamError};
 use crate::wire::meta;
 use crate::wire::version;
 use crate::wire::UpstreamSession;
@@ -263,8 +263,8 @@ impl Gateway {
         }
         let backend = call.backend.clone();
         match r {
-            // A modern client's answer gets its id back where it is shaped (modern.rs
-            // Shape::finish), which parses it anyway.
+            // A modern client's answer gets its id back where it is shaped
+            // (shape.rs, Shape::finish).
             Ok(Reply::Json(bytes)) => Response::json_bytes(200, bytes),
             Ok(Reply::Accepted) => backend_error(
                 &id,
@@ -578,18 +578,19 @@ impl Call {
         gw.in_session(claims, self.b, |s| async move {
             let upstream_modern = version::is_modern(&s.version);
             let mut mirrored = Vec::new();
-            let body = if !downstream_modern && !upstream_modern {
+            let method = self.method.as_str();
+            let body = match (downstream_modern, upstream_modern) {
                 // Both sides legacy: the params as routed.
-                to_bytes(&json!({"jsonrpc": "2.0", "id": upstream_id, "method": self.method.as_str(), "params": &self.params}))
-            } else {
-                // Stamped for a modern backend, stripped of modern _meta for a legacy
-                // one; a modern backend also wants the mirrored headers.
-                let mut p = self.params.clone();
-                fit_params(&s, &mut p, &claims.caps, &claims.info);
-                if upstream_modern {
+                (false, false) => request_bytes(upstream_id, method, &self.params),
+                // Stripped of the modern client's _meta for a legacy backend.
+                (true, false) => request_bytes(upstream_id, method, ForLegacy(&self.params)),
+                // Stamped for a modern backend, which also wants the mirrored headers.
+                (_, true) => {
+                    let mut p = self.params.clone();
+                    fit_params(&s, &mut p, &claims.caps, &claims.info);
                     mirrored = meta::headers_for(&self.method, &p);
+                    request_bytes(upstream_id, method, &p)
                 }
-                to_bytes(&json!({"jsonrpc": "2.0", "id": upstream_id, "method": self.method.as_str(), "params": p}))
             };
             let mut headers = self.extra.clone();
             headers.extend(mirrored);

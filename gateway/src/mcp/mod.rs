@@ -19,6 +19,7 @@ pub mod passthrough;
 pub mod relay;
 pub mod routing;
 pub mod session;
+pub mod shape;
 pub mod stream;
 pub mod subscriptions;
 

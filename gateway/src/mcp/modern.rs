@@ -5,7 +5,7 @@
 //! checked in the order the transport chapter gives (header present, `_meta` complete,
 //! header = body, revision spoken, method known), then served by the same verbs as a
 //! legacy session's requests, on a per-request "session" that lives nowhere
-//! ([`Gateway::stateless_claims`]); its answer is shaped for the era ([`Shape`]).
+//! ([`Gateway::stateless_claims`]); its answer is shaped for the era ([`super::shape`]).
 //!
 //! Not here: `subscriptions/listen` ([`super::listen`]); the legacy path
 //! ([`super::lifecycle`]).
@@ -20,6 +20,7 @@ use super::exchange::{Caller, Info, Response};
 use super::handler::Gateway;
 use super::jsonrpc::{self, Message, Method};
 use super::session::{now_secs, SessionClaims};
+use super::shape::Shape;
 use crate::config::AuthMode;
 use crate::upstream::UpstreamError;
 use crate::wire::caps::{self, Caps};
@@ -57,7 +58,7 @@ impl Gateway {
         caller: &Caller,
         info: &mut Info,
     ) -> Response {
-        let (id, method, params) = match msg {
+        let (id, method, mut params) = match msg {
             Message::Request { id, method, params } => (id, method, params),
             // No client notification is defined on Streamable HTTP in this revision
             // (cancelling is closing the stream): accepted and dropped.
@@ -77,7 +78,7 @@ impl Gateway {
             }
         };
         info.rpc_method = Some(method.clone());
-        let meta = match check(headers, &id, &method, params.as_ref()) {
+        let meta = match check(headers, &id, &method, params.as_mut()) {
             Ok(m) => m,
             Err(r) => {
                 info.rpc_error = Some(r.1);
@@ -92,11 +93,11 @@ impl Gateway {
             .filter(|(k, _)| k.as_str().starts_with("mcp-param-"))
             .filter_map(|(k, v)| Some((k.clone(), v.to_str().ok()?.to_string())))
             .collect();
-        let claims = self.stateless_claims(caller, &meta);
         let shape = Shape {
             log: meta.log_level.is_some(),
             private: self.config.auth.mode != AuthMode::None,
         };
+        let claims = self.stateless_claims(caller, meta);
         match method {
             Method::ServerDiscover => self.discover(&claims, caller, &id).await,
             Method::SubscriptionsListen => self.listen(claims, caller, id, params).await,
@@ -119,24 +120,14 @@ impl Gateway {
     /// The per-request session of a modern request: never sealed, never stored. Its id
     /// is stable per person and client, so a legacy backend's upstream session opened for
     /// one request serves the next ([`Gateway::upstream`] keeps it).
-    pub(super) fn stateless_claims(&self, caller: &Caller, meta: &RequestMeta) -> SessionClaims {
-        let mut h = Sha256::new();
-        h.update(caller.sub.as_bytes());
-        h.update([0]);
-        h.update(meta.caps.to_string().as_bytes());
-        h.update([0]);
-        h.update(meta.info.to_string().as_bytes());
-        let digest = h.finalize();
-        let sid: String = std::iter::once("m".to_string())
-            .chain(digest[..15].iter().map(|b| format!("{b:02x}")))
-            .collect();
+    pub(super) fn stateless_claims(&self, caller: &Caller, meta: RequestMeta) -> SessionClaims {
         SessionClaims {
-            sid,
+            sid: stateless_sid(&caller.sub, &meta.caps, &meta.info),
             sub: caller.sub.clone(),
             iat: now_secs(),
             v: version::MODERN_LATEST.to_string(),
-            caps: meta.caps.clone(),
-            info: meta.info.clone(),
+            caps: meta.caps,
+            info: meta.info,
             up: Default::default(),
         }
     }
@@ -178,6 +169,30 @@ impl Gateway {
     }
 }
 
+/// The id of a modern request's per-request session: `m` and 30 hex digits of a
+/// SHA-256 over the person and the client's capabilities and identity (serialized into
+/// the hash, not into a string first). A strong hash: two people never share an id, so
+/// never an upstream session, whatever a client puts in its `_meta`.
+fn stateless_sid(sub: &str, caps: &Value, info: &Value) -> String {
+    use std::io::Write;
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut h = Sha256::new();
+    h.update(sub.as_bytes());
+    h.update([0]);
+    // Writing into a hash cannot fail; a failure would only make another id.
+    let _ = serde_json::to_writer(&mut h, caps);
+    let _ = h.write_all(&[0]);
+    let _ = serde_json::to_writer(&mut h, info);
+    let digest = h.finalize();
+    let mut sid = String::with_capacity(31);
+    sid.push('m');
+    for b in &digest[..15] {
+        sid.push(HEX[usize::from(b >> 4)] as char);
+        sid.push(HEX[usize::from(b & 15)] as char);
+    }
+    sid
+}
+
 /// Who answers: the gateway itself.
 pub(super) fn server_info() -> Value {
     json!({"name": "mcp-gateway", "title": "MCP Gateway", "version": env!("CARGO_PKG_VERSION")})
@@ -189,7 +204,7 @@ fn check(
     headers: &HeaderMap,
     id: &Value,
     method: &Method,
-    params: Option<&Value>,
+    mut params: Option<&mut Value>,
 ) -> Result<RequestMeta, (Response, i64)> {
     let fail =
         |status, code, message: String, data| Err((refuse(id, status, code, message, data), code));
@@ -203,7 +218,7 @@ fn check(
             None,
         );
     };
-    let meta = match RequestMeta::read(params) {
+    let meta = match RequestMeta::take(params.as_deref_mut()) {
         Ok(m) => m,
         Err(why) => {
             return fail(
@@ -240,7 +255,7 @@ fn check(
             Some(json!({"supported": supported, "requested": meta.version})),
         );
     }
-    if let Err(why) = mirrored_headers_match(headers, method, params) {
+    if let Err(why) = mirrored_headers_match(headers, method, params.as_deref()) {
         return fail(400, jsonrpc::HEADER_MISMATCH, why, None);
     }
     if !served(method) {
@@ -311,139 +326,4 @@ fn served(method: &Method) -> bool {
             | Method::ResourcesRead
             | Method::CompletionComplete
     )
-}
-
-/// How often a modern client's call stream gets a comment while it waits, so that a
-/// closed stream (the client cancelling) is noticed.
-const CALL_KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(3);
-
-/// How an answer is shaped for a modern client.
-#[derive(Clone, Copy, Debug)]
-pub(super) struct Shape {
-    /// The request set a log level: `notifications/message` may reach it.
-    pub log: bool,
-    /// Answers depend on who asks (authentication on): `cacheScope` is `private`.
-    pub private: bool,
-}
-
-impl Shape {
-    /// Shapes a served answer: every result gets `resultType`, a read its cache hints.
-    async fn finish(self, resp: Response, id: &Value, method: &Method) -> Response {
-        match resp {
-            Response::Full {
-                status,
-                content_type,
-                headers,
-                body,
-            } => {
-                let body = match serde_json::from_slice::<Value>(&body) {
-                    Ok(mut v) => {
-                        // The one answer of a JSON reply is this request's, whatever id
-                        // the backend answered with (the gateway's own upstream id):
-                        // set here, so that the answer is parsed once.
-                        if v.get("method").is_none() && v.get("id").is_some() {
-                            v["id"] = id.clone();
-                        }
-                        self.message(&mut v, id, method);
-                        crate::upstream::to_bytes(&v)
-                    }
-                    Err(_) => body,
-                };
-                Response::Full {
-                    status,
-                    content_type,
-                    headers,
-                    body,
-                }
-            }
-            Response::Sse { headers, stream } => {
-                use futures::StreamExt;
-                let (id, method) = (id.clone(), method.clone());
-                let mut parser =
-                    crate::upstream::sse::Parser::new(crate::upstream::http::MAX_MESSAGE);
-                let stream = stream.map(move |chunk| {
-                    parser.push(&chunk);
-                    let mut out = Vec::new();
-                    while let Ok(Some(ev)) = parser.next_event() {
-                        let Ok(mut v) = serde_json::from_str::<Value>(&ev.data) else {
-                            continue;
-                        };
-                        if self.keep(&v) {
-                            self.message(&mut v, &id, &method);
-                            out.extend_from_slice(&crate::upstream::sse::format_event(
-                                &crate::upstream::to_bytes(&v),
-                            ));
-                        }
-                    }
-                    bytes::Bytes::from(out)
-                });
-                let stream = stream
-                    .filter(|b| futures::future::ready(!b.is_empty()))
-                    .boxed();
-                Response::Sse {
-                    headers,
-                    stream: super::stream::with_keepalive(stream, CALL_KEEPALIVE),
-                }
-            }
-        }
-    }
-
-    /// Whether a message on a call's stream may reach a modern client: no requests of
-    /// the server's own (those are input requests in this era), no log lines unasked.
-    fn keep(&self, v: &Value) -> bool {
-        match v.get("method").and_then(Value::as_str) {
-            None => true,
-            Some(_) if v.get("id").is_some_and(|i| !i.is_null()) => false,
-            Some("notifications/message") => self.log,
-            Some(_) => true,
-        }
-    }
-
-    /// Shapes the answer to `id` in place; other messages are left alone.
-    fn message(&self, v: &mut Value, id: &Value, method: &Method) {
-        if v.get("id") != Some(id) {
-            return;
-        }
-        let Some(Value::Object(r)) = v.get_mut("result") else {
-            return;
-        };
-        r.entry("resultType").or_insert_with(|| json!("complete"));
-        let cacheable = matches!(method, Method::ResourcesRead)
-            && r.get("resultType") == Some(&json!("complete"));
-        if cacheable {
-            r.entry("ttlMs").or_insert(json!(0));
-            let scope = if self.private { "private" } else { "public" };
-            r.entry("cacheScope").or_insert(json!(scope));
-        }
-    }
-}
-
-/// Lists are shaped where they are merged ([`super::fanout`]): the smallest `ttlMs` of
-/// the pages, `private` when any page or the caller's filter makes it so.
-#[derive(Debug, Clone, Copy, Default)]
-pub(super) struct CacheHints {
-    pub ttl_ms: Option<u64>,
-    pub private: bool,
-}
-
-impl CacheHints {
-    /// Takes one backend page's hints into account (a page without them: not cacheable).
-    pub(super) fn add_page(&mut self, page: &Value) {
-        let ttl = page.get("ttlMs").and_then(Value::as_u64).unwrap_or(0);
-        self.ttl_ms = Some(self.ttl_ms.map_or(ttl, |t| t.min(ttl)));
-        if page.get("cacheScope").and_then(Value::as_str) == Some("private") {
-            self.private = true;
-        }
-    }
-
-    pub(super) fn write(self, result: &mut serde_json::Map<String, Value>, per_person: bool) {
-        result.insert("resultType".into(), json!("complete"));
-        result.insert("ttlMs".into(), json!(self.ttl_ms.unwrap_or(0)));
-        let scope = if self.private || per_person {
-            "private"
-        } else {
-            "public"
-        };
-        result.insert("cacheScope".into(), json!(scope));
-    }
 }

@@ -616,6 +616,25 @@ pub fn to_bytes(v: &Value) -> Bytes {
     Bytes::from(serde_json::to_vec(v).unwrap_or_default())
 }
 
+/// A JSON-RPC request's bytes, its params serialized where they are (not copied into a
+/// new `Value` first, as `json!` would).
+pub fn request_bytes(id: &Value, method: &str, params: impl serde::Serialize) -> Bytes {
+    #[derive(serde::Serialize)]
+    struct Request<'a, P> {
+        jsonrpc: &'static str,
+        id: &'a Value,
+        method: &'a str,
+        params: P,
+    }
+    let r = Request {
+        jsonrpc: "2.0",
+        id,
+        method,
+        params,
+    };
+    Bytes::from(serde_json::to_vec(&r).unwrap_or_default())
+}
+
 fn rpc_error(resp: &Value) -> UpstreamError {
     let err = resp.get("error");
     UpstreamError::Rpc {

@@ -7,7 +7,8 @@
 
 use std::sync::atomic::Ordering;
 
-use serde_json::{json, Value};
+use serde::ser::{Serialize, SerializeMap, Serializer};
+use serde_json::{json, Map, Value};
 
 use super::http::Reply;
 use super::{final_response, to_bytes, Backend, Link, UpstreamError};
@@ -213,6 +214,14 @@ pub(super) fn listen_params() -> Value {
     params
 }
 
+/// The modern client's `_meta` keys, which mean nothing to a legacy backend.
+const MODERN_META: [&str; 4] = [
+    meta::PROTOCOL_VERSION,
+    meta::CLIENT_CAPABILITIES,
+    meta::CLIENT_INFO,
+    meta::LOG_LEVEL,
+];
+
 /// Makes a request body fit for a backend's era: stamped for a modern one; for a legacy
 /// one, the modern client's `_meta` keys taken out (they mean nothing there).
 pub fn fit_params(
@@ -224,18 +233,80 @@ pub fn fit_params(
     if version::is_modern(&session.version) {
         meta::stamp(params, client_caps, client_info, None);
     } else if let Some(Value::Object(m)) = params.get_mut("_meta") {
-        for k in [
-            meta::PROTOCOL_VERSION,
-            meta::CLIENT_CAPABILITIES,
-            meta::CLIENT_INFO,
-            meta::LOG_LEVEL,
-        ] {
+        for k in MODERN_META {
             m.remove(k);
         }
         if m.is_empty() {
             if let Value::Object(p) = params {
                 p.remove("_meta");
             }
+        }
+    }
+}
+
+/// Params as [`fit_params`] leaves them for a legacy backend, serialized without a copy
+/// (a modern client's every call to a legacy backend goes through here).
+pub struct ForLegacy<'a>(pub &'a Value);
+
+impl Serialize for ForLegacy<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let Value::Object(params) = self.0 else {
+            return self.0.serialize(s);
+        };
+        let mut map = s.serialize_map(None)?;
+        for (k, v) in params {
+            match v {
+                Value::Object(m) if k == "_meta" => {
+                    if m.keys().any(|k| !MODERN_META.contains(&k.as_str())) {
+                        map.serialize_entry(k, &KeptMeta(m))?;
+                    }
+                }
+                _ => map.serialize_entry(k, v)?,
+            }
+        }
+        map.end()
+    }
+}
+
+/// A `_meta` without the modern client's keys.
+struct KeptMeta<'a>(&'a Map<String, Value>);
+
+impl Serialize for KeptMeta<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(
+            self.0
+                .iter()
+                .filter(|(k, _)| !MODERN_META.contains(&k.as_str())),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn params_for_a_legacy_backend_are_the_fitted_ones_uncopied() {
+        let legacy = UpstreamSession {
+            id: None,
+            version: "2025-11-25".into(),
+            caps: Default::default(),
+        };
+        for p in [
+            json!({"name": "t", "arguments": {"a": [1, {"b": null}]}}),
+            json!({"name": "t", "_meta": {meta::LOG_LEVEL: "info"}}),
+            json!({"name": "t", "_meta": {meta::LOG_LEVEL: "info", "progressToken": 7, "traceparent": "00-x"}}),
+            json!({"_meta": {}}),
+            json!({"_meta": 3}),
+            json!([1, 2]),
+            Value::Null,
+        ] {
+            let mut fitted = p.clone();
+            fit_params(&legacy, &mut fitted, &json!({}), &Value::Null);
+            let streamed: Value =
+                serde_json::from_slice(&serde_json::to_vec(&ForLegacy(&p)).unwrap_or_default())
+                    .unwrap_or_default();
+            assert_eq!(streamed, fitted, "{p}");
         }
     }
 }

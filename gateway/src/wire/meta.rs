@@ -37,32 +37,33 @@ pub struct RequestMeta {
 }
 
 impl RequestMeta {
-    /// Reads the metadata of a request's params; `Err` names what is missing (answered
-    /// with -32602 Invalid params).
-    pub fn read(params: Option<&Value>) -> Result<RequestMeta, String> {
+    /// Takes the metadata out of a request's params (moved, not copied: what goes
+    /// upstream gets it again from the request's claims, [`stamp`], or not at all, a
+    /// legacy backend); `Err` names what is missing (answered with -32602 Invalid
+    /// params), and leaves the params as they were. `logLevel` stays where it is.
+    pub fn take(params: Option<&mut Value>) -> Result<RequestMeta, String> {
         let Some(meta) = params
-            .and_then(|p| p.get("_meta"))
-            .and_then(Value::as_object)
+            .and_then(|p| p.get_mut("_meta"))
+            .and_then(Value::as_object_mut)
         else {
             return Err("params._meta is missing: a 2026-07-28 request carries its protocol version and client capabilities there".into());
         };
-        let version = match meta.get(PROTOCOL_VERSION) {
-            Some(Value::String(v)) => v.clone(),
-            _ => {
-                return Err(format!(
-                    "params._meta[{PROTOCOL_VERSION:?}] is missing or not a string"
-                ))
-            }
+        if !matches!(meta.get(PROTOCOL_VERSION), Some(Value::String(_))) {
+            return Err(format!(
+                "params._meta[{PROTOCOL_VERSION:?}] is missing or not a string"
+            ));
+        }
+        if !matches!(meta.get(CLIENT_CAPABILITIES), Some(Value::Object(_))) {
+            return Err(format!(
+                "params._meta[{CLIENT_CAPABILITIES:?}] is missing or not an object"
+            ));
+        }
+        let version = match meta.remove(PROTOCOL_VERSION) {
+            Some(Value::String(v)) => v,
+            _ => String::new(),
         };
-        let caps = match meta.get(CLIENT_CAPABILITIES) {
-            Some(c @ Value::Object(_)) => c.clone(),
-            _ => {
-                return Err(format!(
-                    "params._meta[{CLIENT_CAPABILITIES:?}] is missing or not an object"
-                ))
-            }
-        };
-        let info = meta.get(CLIENT_INFO).cloned().unwrap_or(Value::Null);
+        let caps = meta.remove(CLIENT_CAPABILITIES).unwrap_or_default();
+        let info = meta.remove(CLIENT_INFO).unwrap_or(Value::Null);
         let log_level = meta
             .get(LOG_LEVEL)
             .and_then(Value::as_str)
@@ -201,18 +202,37 @@ mod tests {
     }
 
     #[test]
-    fn reads_and_refuses_meta() {
-        let ok = json!({"_meta": {PROTOCOL_VERSION: "2026-07-28", CLIENT_CAPABILITIES: {}, LOG_LEVEL: "info"}});
-        let m = RequestMeta::read(Some(&ok)).unwrap();
-        assert_eq!(m.version, "2026-07-28");
-        assert_eq!(m.info, Value::Null);
-        assert_eq!(m.log_level, Some(LogLevel::Info));
-        assert!(RequestMeta::read(Some(&json!({}))).is_err());
-        assert!(
-            RequestMeta::read(Some(&json!({"_meta": {PROTOCOL_VERSION: "2026-07-28"}}))).is_err()
-        );
-        assert!(RequestMeta::read(Some(&json!({"_meta": {CLIENT_CAPABILITIES: {}}}))).is_err());
+    fn takes_and_refuses_meta() {
+        let ok = json!({"name": "t", "_meta": {PROTOCOL_VERSION: "2026-07-28", CLIENT_CAPABILITIES: {"roots": {}}, CLIENT_INFO: {"name": "c"}, LOG_LEVEL: "info", "progressToken": 1}});
         assert!(RequestMeta::present(Some(&ok)));
+        let mut p = ok.clone();
+        let m = RequestMeta::take(Some(&mut p)).unwrap();
+        assert_eq!(m.version, "2026-07-28");
+        assert_eq!(m.caps, json!({"roots": {}}));
+        assert_eq!(m.info, json!({"name": "c"}));
+        assert_eq!(m.log_level, Some(LogLevel::Info));
+        // Moved out; the client's own keys and its log level stay.
+        assert_eq!(
+            p,
+            json!({"name": "t", "_meta": {LOG_LEVEL: "info", "progressToken": 1}})
+        );
+        let mut bare = json!({"_meta": {PROTOCOL_VERSION: "2026-07-28", CLIENT_CAPABILITIES: {}}});
+        assert_eq!(
+            RequestMeta::take(Some(&mut bare)).unwrap().info,
+            Value::Null
+        );
+        for bad in [
+            json!({}),
+            json!({"_meta": {PROTOCOL_VERSION: "2026-07-28"}}),
+            json!({"_meta": {PROTOCOL_VERSION: "2026-07-28", CLIENT_CAPABILITIES: []}}),
+            json!({"_meta": {PROTOCOL_VERSION: 7, CLIENT_CAPABILITIES: {}}}),
+            json!({"_meta": {CLIENT_CAPABILITIES: {}}}),
+        ] {
+            let mut p = bad.clone();
+            assert!(RequestMeta::take(Some(&mut p)).is_err(), "{bad}");
+            assert_eq!(p, bad, "a refused request's params are left alone");
+        }
+        assert!(RequestMeta::take(None).is_err());
     }
 
     #[test]

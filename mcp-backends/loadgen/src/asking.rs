@@ -126,7 +126,7 @@ impl Asker {
         let body = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
             "params": {"name": self.tool, "arguments": self.arguments}});
         let c = &mut self.call;
-        let req = c.request(&body)?;
+        let req = c.request(&super::Prepared::of(&body)?)?;
         c.sender.ready().await?;
         let resp = c.sender.send_request(req).await?;
         if resp.status() != 200 {

@@ -134,17 +134,22 @@ impl Conn {
     }
 
     async fn post(&mut self, body: &Value) -> Result<(u16, Option<String>, Bytes)> {
+        self.post_prepared(&Prepared::of(body)?).await
+    }
+
+    /// [`Conn::post`] of a body made ready once (the load loop sends the same one).
+    async fn post_prepared(&mut self, body: &Prepared) -> Result<(u16, Option<String>, Bytes)> {
         let (status, sid, _, bytes) = self.send(body).await?;
         Ok((status, sid, bytes))
     }
 
     /// One call: (status, answered with `Connection: close`, body).
-    async fn post_full(&mut self, body: &Value) -> Result<(u16, bool, Bytes)> {
+    async fn post_full(&mut self, body: &Prepared) -> Result<(u16, bool, Bytes)> {
         let (status, _, close, bytes) = self.send(body).await?;
         Ok((status, close, bytes))
     }
 
-    async fn send(&mut self, body: &Value) -> Result<(u16, Option<String>, bool, Bytes)> {
+    async fn send(&mut self, body: &Prepared) -> Result<(u16, Option<String>, bool, Bytes)> {
         let req = self.request(body)?;
         self.sender.ready().await?;
         let resp = self.sender.send_request(req).await?;
@@ -163,31 +168,34 @@ impl Conn {
     }
 
     /// A POST of `body` with the headers of this connection's era and session.
-    fn request(&self, body: &Value) -> Result<hyper::Request<Full<Bytes>>> {
-        let mut rb = hyper::Request::post(&self.path)
-            .header("host", &self.authority)
-            .header("content-type", "application/json")
-            .header("accept", "application/json, text/event-stream");
+    fn request(&self, body: &Prepared) -> Result<hyper::Request<Full<Bytes>>> {
+        let mut h = Vec::with_capacity(8);
+        h.push(("host", self.authority.as_str()));
+        h.push(("content-type", "application/json"));
+        h.push(("accept", "application/json, text/event-stream"));
         match self.era {
-            Era::Legacy => rb = rb.header("mcp-protocol-version", "2025-11-25"),
+            Era::Legacy => h.push(("mcp-protocol-version", "2025-11-25")),
             Era::Modern => {
-                rb = rb.header("mcp-protocol-version", MODERN);
-                if let Some(m) = body.get("method").and_then(Value::as_str) {
-                    rb = rb.header("mcp-method", m);
+                h.push(("mcp-protocol-version", MODERN));
+                if let Some(m) = &body.method {
+                    h.push(("mcp-method", m));
                 }
-                let name = body.pointer("/params/name").or(body.pointer("/params/uri"));
-                if let Some(n) = name.and_then(Value::as_str) {
-                    rb = rb.header("mcp-name", n);
+                if let Some(n) = &body.name {
+                    h.push(("mcp-name", n));
                 }
             }
         }
         if let Some(s) = &self.session {
-            rb = rb.header("mcp-session-id", s);
+            h.push(("mcp-session-id", s));
+        }
+        let mut rb = hyper::Request::post(&self.path);
+        for (k, v) in h {
+            rb = rb.header(k, v);
         }
         for (k, v) in &self.extra {
             rb = rb.header(k.as_str(), v.as_str());
         }
-        Ok(rb.body(Full::new(Bytes::from(serde_json::to_vec(body)?)))?)
+        Ok(rb.body(Full::new(body.bytes.clone()))?)
     }
 
     /// Opens the connection's session (2025), or asks `server/discover` once (2026).
@@ -263,6 +271,26 @@ fn modern_meta() -> Value {
            "io.modelcontextprotocol/clientInfo": {"name": "mcp-load", "version": "1"}})
 }
 
+/// A request body serialized once, with what its modern headers mirror (the era of a
+/// connection decides whether they are sent): a load loop sends the same body again and
+/// again, and what it costs to make is not part of what is measured.
+struct Prepared {
+    bytes: Bytes,
+    method: Option<String>,
+    name: Option<String>,
+}
+
+impl Prepared {
+    fn of(body: &Value) -> Result<Prepared> {
+        let text = |v: Option<&Value>| v.and_then(Value::as_str).map(str::to_string);
+        Ok(Prepared {
+            bytes: Bytes::from(serde_json::to_vec(body)?),
+            method: text(body.get("method")),
+            name: text(body.pointer("/params/name").or(body.pointer("/params/uri"))),
+        })
+    }
+}
+
 fn call_body(args: &Args) -> Result<Value> {
     let mut body = match args.mode {
         Mode::Call => {
@@ -280,7 +308,7 @@ fn call_body(args: &Args) -> Result<Value> {
 }
 
 async fn run_loop(args: Arc<Args>, url: hyper::Uri) -> Result<()> {
-    let body = call_body(&args)?;
+    let body = Arc::new(Prepared::of(&call_body(&args)?)?);
     if args.no_retry {
         if args.era == Era::Modern {
             bail!("--no-retry speaks the 2025 era (one session per run)");
@@ -308,7 +336,7 @@ async fn run_loop(args: Arc<Args>, url: hyper::Uri) -> Result<()> {
             conn.initialize().await?;
             while !stop.load(Ordering::Relaxed) {
                 let t = Instant::now();
-                let ok = match conn.post(&body).await {
+                let ok = match conn.post_prepared(&body).await {
                     Ok((s, _, b)) => is_success(s, &b),
                     Err(_) => {
                         // Reconnect and go on; the error is counted.

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::{is_success, Args, Conn};
 
@@ -43,7 +43,7 @@ impl Counts {
 async fn worker(
     url: hyper::Uri,
     extra: Vec<(String, String)>,
-    body: Value,
+    body: Arc<super::Prepared>,
     per_second: f64,
     stop: Arc<AtomicBool>,
     counts: Arc<Counts>,
@@ -100,7 +100,7 @@ async fn worker(
     Ok(())
 }
 
-pub async fn run(args: Arc<Args>, url: hyper::Uri, body: Value) -> Result<()> {
+pub async fn run(args: Arc<Args>, url: hyper::Uri, body: Arc<super::Prepared>) -> Result<()> {
     let extra = crate::parse_headers(&args.headers)?;
     let counts = Arc::new(Counts::default());
     let stop = Arc::new(AtomicBool::new(false));
