@@ -165,10 +165,12 @@ impl Gateway {
         };
         let key = (claims.sid.clone(), id.to_string());
         self.inflight.insert(key.clone(), b);
-        let cancel = match downstream_modern {
-            true => self.cancel_for(claims, b, &upstream_id).await,
-            false => None,
-        };
+        let cancel = downstream_modern.then(|| Cancel {
+            gw: self.clone(),
+            b,
+            sid: claims.sid.clone(),
+            id: upstream_id.clone(),
+        });
         let guard = InflightGuard {
             map: self.inflight.clone(),
             key,
@@ -319,23 +321,6 @@ impl Gateway {
             sid: claims.sid.clone(),
             session: s,
             bridge,
-        })
-    }
-
-    /// What to tell a legacy backend (or a modern STDIO one) when a modern client closes
-    /// the stream of a call: closing the stream is cancelling it in that era. A modern
-    /// HTTP backend learns of it from the closed connection itself.
-    async fn cancel_for(&self, claims: &SessionClaims, b: usize, id: &Value) -> Option<Cancel> {
-        let backend = self.backends[b].clone();
-        let session = self.upstream(claims, b).await.ok()?;
-        if version::is_modern(&session.version) && backend.http().is_some() {
-            return None;
-        }
-        Some(Cancel {
-            backend,
-            sid: claims.sid.clone(),
-            session,
-            id: id.clone(),
         })
     }
 
@@ -621,12 +606,42 @@ pub(super) struct InflightGuard {
     pub(super) answered: bool,
 }
 
-/// A legacy backend's call on behalf of a modern client, to cancel if it is dropped.
+/// A modern client's call, to cancel upstream if it is dropped before its answer: closing
+/// the stream is cancelling in that era. A legacy backend (or a modern STDIO one) is told
+/// with `notifications/cancelled` in the upstream session the call went in (looked up
+/// only then: most calls are answered); a modern HTTP backend learns of it from the
+/// closed connection itself.
 pub(super) struct Cancel {
-    backend: Arc<Backend>,
+    gw: Arc<Gateway>,
+    b: usize,
     sid: String,
-    session: UpstreamSession,
+    /// The id the backend knows the call by.
     id: Value,
+}
+
+impl Cancel {
+    async fn send(self) {
+        let backend = self.gw.backends[self.b].clone();
+        let Some(session) = self
+            .gw
+            .overrides
+            .get(&(self.sid.clone(), self.b))
+            .map(|s| s.clone())
+        else {
+            return;
+        };
+        if version::is_modern(&session.version) && backend.http().is_some() {
+            return;
+        }
+        let note = json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+            "params": {"requestId": self.id, "reason": "the client closed its response stream"}});
+        if let Err(e) = backend
+            .send(&self.sid, &session, to_bytes(&note), &[])
+            .await
+        {
+            tracing::debug!(backend = backend.name(), error = %e, "cannot cancel upstream");
+        }
+    }
 }
 
 impl Drop for InflightGuard {
@@ -635,20 +650,9 @@ impl Drop for InflightGuard {
         let (Some(c), false) = (self.cancel.take(), self.answered) else {
             return;
         };
-        let Ok(rt) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        rt.spawn(async move {
-            let note = json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
-                "params": {"requestId": c.id, "reason": "the client closed its response stream"}});
-            if let Err(e) = c
-                .backend
-                .send(&c.sid, &c.session, to_bytes(&note), &[])
-                .await
-            {
-                tracing::debug!(backend = c.backend.name(), error = %e, "cannot cancel upstream");
-            }
-        });
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(c.send());
+        }
     }
 }
 

@@ -83,10 +83,14 @@ impl Gateway {
     pub fn check_host_origin(&self, headers: &HeaderMap) -> Result<(), GuardRefusal> {
         let s = &self.config.server;
         if let Some(host) = headers.get(http::header::HOST) {
-            let host = host.to_str().unwrap_or("").to_ascii_lowercase();
-            let name = host_without_port(&host);
-            if !s.allowed_hosts.iter().any(|h| h == "*" || h == name) {
-                return Err(GuardRefusal::Host(host));
+            let host = host.to_str().unwrap_or("");
+            let name = host_without_port(host);
+            if !s
+                .allowed_hosts
+                .iter()
+                .any(|h| h == "*" || h.eq_ignore_ascii_case(name))
+            {
+                return Err(GuardRefusal::Host(host.to_ascii_lowercase()));
             }
         }
         if let Some(origin) = headers.get(http::header::ORIGIN) {
@@ -136,13 +140,11 @@ pub(super) fn accepts(h: &HeaderMap, mime: &str) -> bool {
     let major = mime.split('/').next().unwrap_or("");
     h.get_all(http::header::ACCEPT).iter().any(|v| {
         v.to_str().unwrap_or("").split(',').any(|part| {
-            let m = part
-                .split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase();
-            m == mime || m == "*/*" || m == format!("{major}/*")
+            let m = part.split(';').next().unwrap_or("").trim();
+            let wildcard = m
+                .split_once('/')
+                .is_some_and(|(a, b)| b == "*" && (a == "*" || a.eq_ignore_ascii_case(major)));
+            wildcard || m.eq_ignore_ascii_case(mime)
         })
     })
 }
@@ -197,6 +199,18 @@ mod tests {
             "text/event-stream"
         ));
         assert!(!accepts(&headers(&[]), "application/json"));
+        assert!(accepts(
+            &headers(&[("accept", "Application/*;q=0.5, TEXT/Event-Stream")]),
+            "application/json"
+        ));
+        assert!(accepts(
+            &headers(&[("accept", "text/plain, TEXT/Event-Stream ; q=1")]),
+            "text/event-stream"
+        ));
+        assert!(!accepts(
+            &headers(&[("accept", "*/json, text/*")]),
+            "application/json"
+        ));
     }
 
     #[test]
