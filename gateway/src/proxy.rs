@@ -13,6 +13,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
+use http::{header, HeaderName};
 use pingora::http::ResponseHeader;
 use pingora::prelude::*;
 use pingora::proxy::{ProxyHttp, Session};
@@ -62,7 +63,7 @@ fn request_span(session: &Session) -> tracing::Span {
 }
 
 fn request_id(session: &Session) -> String {
-    if let Some(v) = session.req_header().headers.get("x-request-id") {
+    if let Some(v) = session.req_header().headers.get(X_REQUEST_ID) {
         if let Ok(s) = v.to_str() {
             if !s.is_empty()
                 && s.len() <= 128
@@ -423,7 +424,7 @@ impl Refusal {
 fn keepalive_header(session: &Session, h: &mut ResponseHeader, drain: &Drain) -> Result<()> {
     if session.get_keepalive().is_some() {
         let n = drain.lifetimes().advertised_s();
-        h.insert_header("keep-alive", format!("timeout={n}"))?;
+        h.insert_header(KEEP_ALIVE, format!("timeout={n}"))?;
     }
     Ok(())
 }
@@ -443,11 +444,12 @@ pub async fn write_response(
             body,
         } => {
             let mut h = ResponseHeader::build(status, Some(headers.len() + 3))?;
+            // Names as constants: a name given as text is parsed on every response.
             if let Some(ct) = content_type {
-                h.insert_header("content-type", ct)?;
+                h.insert_header(header::CONTENT_TYPE, ct)?;
             }
-            h.insert_header("content-length", body.len().to_string())?;
-            h.insert_header("x-request-id", request_id)?;
+            h.insert_header(header::CONTENT_LENGTH, body.len().to_string())?;
+            h.insert_header(X_REQUEST_ID, request_id)?;
             for (k, v) in headers {
                 h.insert_header(k, v)?;
             }
@@ -475,6 +477,9 @@ pub async fn write_response(
         }
     }
 }
+
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 
 /// How long a client whose stream a stopping process ended waits before it resumes
 /// (the SSE `retry` field), in milliseconds.

@@ -34,6 +34,7 @@ use serde_json::{json, Map, Value};
 use tokio::sync::{mpsc, oneshot};
 
 use super::forward::{backend_error_value, sse, Call, InflightGuard};
+use super::guards::Needle;
 use super::handler::Gateway;
 use super::jsonrpc;
 use super::relay;
@@ -144,7 +145,8 @@ impl Drop for Opened<'_> {
 /// Whether a JSON answer may be an input-required result (a cheap look first: most
 /// are not, and need not be parsed).
 pub(super) fn may_be_input_required(body: &[u8]) -> bool {
-    super::guards::contains(body, b"input_required")
+    static INPUT_REQUIRED: Needle = Needle::new(b"input_required");
+    super::guards::contains(body, &INPUT_REQUIRED)
 }
 
 fn is_input_required(answer: &Value) -> bool {

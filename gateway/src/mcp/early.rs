@@ -34,15 +34,15 @@ impl Mirrored {
     /// `None` unless the request names a modern revision in `MCP-Protocol-Version`, has
     /// no session, and carries a readable `Mcp-Method`.
     pub fn read(headers: &HeaderMap) -> Option<Mirrored> {
-        let text = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
-        if !text("mcp-protocol-version").is_some_and(version::is_modern)
-            || headers.contains_key("mcp-session-id")
+        let text = |n: &http::HeaderName| headers.get(n).and_then(|v| v.to_str().ok());
+        if !text(&meta::MCP_PROTOCOL_VERSION).is_some_and(version::is_modern)
+            || headers.contains_key(meta::MCP_SESSION_ID)
         {
             return None;
         }
         Some(Mirrored {
-            method: Method::parse(text("mcp-method")?),
-            name: text("mcp-name").and_then(meta::decode_header),
+            method: Method::parse(text(&meta::MCP_METHOD)?),
+            name: text(&meta::MCP_NAME).and_then(meta::decode_header),
         })
     }
 }

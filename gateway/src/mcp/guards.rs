@@ -170,9 +170,28 @@ pub(super) fn is_loopback_origin(origin: &str) -> bool {
     matches!(host_without_port(rest), "localhost" | "127.0.0.1" | "[::1]")
 }
 
+/// A byte string looked for in many bodies, its searcher built once (building one
+/// costs more than searching a small body). Kept in a `static`.
+pub(super) struct Needle {
+    bytes: &'static [u8],
+    finder: std::sync::OnceLock<memchr::memmem::Finder<'static>>,
+}
+
+impl Needle {
+    pub(super) const fn new(bytes: &'static [u8]) -> Needle {
+        Needle {
+            bytes,
+            finder: std::sync::OnceLock::new(),
+        }
+    }
+}
+
 /// True when `needle` occurs in `haystack`.
-pub(super) fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    memchr::memmem::find(haystack, needle).is_some()
+pub(super) fn contains(haystack: &[u8], needle: &Needle) -> bool {
+    let finder = needle
+        .finder
+        .get_or_init(|| memchr::memmem::Finder::new(needle.bytes));
+    finder.find(haystack).is_some()
 }
 
 #[cfg(test)]

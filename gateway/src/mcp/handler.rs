@@ -30,9 +30,10 @@ use crate::config::Config;
 use crate::mcp::fanout::ListKind;
 use crate::mcp::forward::collect_answer;
 use crate::mcp::forward::Routed;
-use crate::mcp::guards::contains;
 use crate::mcp::guards::{check_post_headers, GuardRefusal};
+use crate::mcp::guards::{contains, Needle};
 use crate::upstream::Backend;
+use crate::wire::meta::MCP_SESSION_ID;
 
 pub struct Gateway {
     pub config: Arc<Config>,
@@ -177,7 +178,7 @@ impl Gateway {
                 );
             }
         };
-        if req.headers.get("mcp-session-id").is_none() {
+        if req.headers.get(MCP_SESSION_ID).is_none() {
             // The era is chosen per request: a sessionless request that names a modern
             // revision (header or _meta) is served statelessly.
             let params = match &msg {
@@ -220,7 +221,7 @@ impl Gateway {
     ) -> Response {
         let claims = match self.open_session(headers, caller) {
             Ok(c) => c,
-            Err(_) if headers.get("mcp-session-id").is_none() => {
+            Err(_) if headers.get(MCP_SESSION_ID).is_none() => {
                 return Response::refuse(
                     400,
                     jsonrpc::INVALID_REQUEST,
@@ -349,7 +350,8 @@ pub(super) fn note_error(resp: &Response, info: &mut Info) {
     let Response::Full { body, .. } = resp else {
         return;
     };
-    if !contains(body, b"\"error\"") {
+    static ERROR: Needle = Needle::new(b"\"error\"");
+    if !contains(body, &ERROR) {
         return;
     }
     if let Ok(v) = serde_json::from_slice::<Value>(body) {

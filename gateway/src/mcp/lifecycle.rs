@@ -11,6 +11,7 @@ use super::session::{caps, now_secs, SessionClaims, UpstreamSession};
 use super::version;
 use crate::upstream::UpstreamError;
 use crate::wire::caps::Caps;
+use crate::wire::meta::{MCP_PROTOCOL_VERSION, MCP_SESSION_ID};
 use bytes::Bytes;
 use futures::Future;
 use http::HeaderMap;
@@ -24,7 +25,7 @@ impl Gateway {
         headers: &HeaderMap,
         caller: &Caller,
     ) -> Result<Arc<SessionClaims>, Response> {
-        let Some(token) = headers.get("mcp-session-id") else {
+        let Some(token) = headers.get(MCP_SESSION_ID) else {
             return Err(Response::refuse(
                 400,
                 jsonrpc::INVALID_REQUEST,
@@ -58,7 +59,7 @@ impl Gateway {
         {
             return Err(not_found());
         }
-        if let Some(v) = headers.get("mcp-protocol-version") {
+        if let Some(v) = headers.get(MCP_PROTOCOL_VERSION) {
             let v = v.to_str().unwrap_or("");
             if !version::is_supported(v) {
                 return Err(Response::refuse(

@@ -41,7 +41,7 @@ fn refuse(id: &Value, status: u16, code: i64, message: String, data: Option<Valu
 /// header names a revision that is not a legacy one, or its `_meta` names a revision.
 pub(super) fn is_modern_request(headers: &HeaderMap, params: Option<&Value>) -> bool {
     match headers
-        .get("mcp-protocol-version")
+        .get(meta::MCP_PROTOCOL_VERSION)
         .map(|v| v.to_str().unwrap_or(""))
     {
         Some(v) => !version::is_supported(v),
@@ -208,8 +208,8 @@ fn check(
 ) -> Result<RequestMeta, (Response, i64)> {
     let fail =
         |status, code, message: String, data| Err((refuse(id, status, code, message, data), code));
-    let header = |name: &str| headers.get(name).map(|v| v.to_str().map_err(|_| ()));
-    let Some(Ok(hv)) = header("mcp-protocol-version") else {
+    let header = |name: &http::HeaderName| headers.get(name).map(|v| v.to_str().map_err(|_| ()));
+    let Some(Ok(hv)) = header(&meta::MCP_PROTOCOL_VERSION) else {
         return fail(
             400,
             jsonrpc::HEADER_MISMATCH,
@@ -279,8 +279,8 @@ pub(crate) fn mirrored_headers_match(
     method: &Method,
     params: Option<&Value>,
 ) -> Result<(), String> {
-    let header = |name: &str| headers.get(name).map(|v| v.to_str().map_err(|_| ()));
-    match header("mcp-method") {
+    let header = |name: &http::HeaderName| headers.get(name).map(|v| v.to_str().map_err(|_| ()));
+    match header(&meta::MCP_METHOD) {
         Some(Ok(m)) if m == method.as_str() => {}
         Some(Ok(m)) => {
             return Err(format!(
@@ -294,7 +294,7 @@ pub(crate) fn mirrored_headers_match(
         return Ok(());
     };
     match (
-        header("mcp-name")
+        header(&meta::MCP_NAME)
             .and_then(Result::ok)
             .map(meta::decode_header),
         body,

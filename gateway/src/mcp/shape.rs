@@ -13,7 +13,7 @@ use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
 use super::exchange::Response;
-use super::guards::contains;
+use super::guards::{contains, Needle};
 use super::jsonrpc::Method;
 
 /// How often a modern client's call stream gets a comment while it waits, so that a
@@ -132,10 +132,13 @@ impl Shape {
         };
         // Most results name none of the era's keys (and escape nothing that could
         // spell one): nothing to look for then.
-        let plain = memchr::memchr(b'\\', result).is_none()
-            && ![&b"\"resultType\""[..], b"\"ttlMs\"", b"\"cacheScope\""]
-                .iter()
-                .any(|k| contains(result, k));
+        static KEYS: [Needle; 3] = [
+            Needle::new(b"\"resultType\""),
+            Needle::new(b"\"ttlMs\""),
+            Needle::new(b"\"cacheScope\""),
+        ];
+        let plain =
+            memchr::memchr(b'\\', result).is_none() && !KEYS.iter().any(|k| contains(result, k));
         let present: Present = match plain {
             true => Present::default(),
             false => serde_json::from_slice(result).ok()?,

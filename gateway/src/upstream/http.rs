@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::Stream;
-use http::{HeaderMap, HeaderValue};
+use http::{header, HeaderMap, HeaderValue};
 use pingora::http::RequestHeader;
 use pingora::protocols::http::v1::client::HttpSession as ClientSession;
 use pingora::upstreams::peer::HttpPeer;
@@ -16,6 +16,8 @@ use url::Url;
 
 use super::sse;
 use super::UpstreamError;
+
+use crate::wire::meta::{MCP_PROTOCOL_VERSION, MCP_SESSION_ID};
 
 /// Largest single message accepted from a backend.
 pub const MAX_MESSAGE: usize = 32 * 1024 * 1024;
@@ -261,19 +263,20 @@ impl HttpUpstream {
         let mut h =
             RequestHeader::build(method, self.target.path.as_bytes(), Some(8 + extra.len()))
                 .map_err(bad)?;
-        h.insert_header("host", self.target.authority.as_str())
+        // Names as constants: a name given as text is parsed again on every call.
+        h.insert_header(header::HOST, self.target.authority.as_str())
             .map_err(bad)?;
-        h.insert_header("accept", accept).map_err(bad)?;
+        h.insert_header(header::ACCEPT, accept).map_err(bad)?;
         if let Some(b) = body {
-            h.insert_header("content-type", "application/json")
+            h.insert_header(header::CONTENT_TYPE, "application/json")
                 .map_err(bad)?;
-            h.insert_header("content-length", b.len().to_string())
+            h.insert_header(header::CONTENT_LENGTH, b.len().to_string())
                 .map_err(bad)?;
         }
-        h.insert_header("mcp-protocol-version", version)
+        h.insert_header(MCP_PROTOCOL_VERSION, version)
             .map_err(bad)?;
         if let Some(s) = session {
-            h.insert_header("mcp-session-id", s).map_err(bad)?;
+            h.insert_header(MCP_SESSION_ID, s).map_err(bad)?;
         }
         if let Ok(configured) = self.headers.read() {
             for (k, v) in configured.iter() {

@@ -21,6 +21,10 @@ pub const SERVER_INFO: &str = "io.modelcontextprotocol/serverInfo";
 pub const SUBSCRIPTION_ID: &str = "io.modelcontextprotocol/subscriptionId";
 
 pub const MCP_METHOD: HeaderName = HeaderName::from_static("mcp-method");
+/// The transport's own headers, as constants (a name given as text is parsed on every
+/// lookup).
+pub const MCP_SESSION_ID: HeaderName = HeaderName::from_static("mcp-session-id");
+pub const MCP_PROTOCOL_VERSION: HeaderName = HeaderName::from_static("mcp-protocol-version");
 pub const MCP_NAME: HeaderName = HeaderName::from_static("mcp-name");
 
 /// What a modern request says about its client, read once from `params._meta`.
