@@ -79,10 +79,17 @@ pair() {
 }
 a_args=()
 
-mock=$(start "$bin/mcp-mock" --http 127.0.0.1:0 --name fast --no-dynamic --json)
-# Audit off in the base configuration: the rows below measure proxying; the audit
-# rows measure what the audit log adds.
-cat > "$work/gw.toml" <<EOT
+# A fresh backend and base gateway (audit off: the rows below measure proxying; the audit
+# rows measure what the audit log adds). Every ratio row starts from fresh processes: one
+# that has served a minute of load costs several % more per call than a new one (seen
+# with every build, the b1b0fa9 baseline too), so a row comparing a process that served
+# the rows before it with a new one would measure their ages.
+fresh() {
+  local p
+  for p in ${mock_pid:-} ${gw_pid:-}; do kill -KILL "$p" 2>/dev/null || true; done
+  mock=$(start "$bin/mcp-mock" --http 127.0.0.1:0 --name fast --no-dynamic --json)
+  mock_pid=$(proc_last_pid)
+  cat > "$work/gw.toml" <<EOT
 [server]
 listen = "127.0.0.1:0"
 [audit]
@@ -91,9 +98,11 @@ enabled = false
 name = "fast"
 url = "$mock"
 EOT
-gw=$(start "$bin/mcp-gateway" --config "$work/gw.toml" -c ops/pingora.yaml)
-gw_pid=$(proc_last_pid)
-pass="${gw%/mcp}/backends/fast/mcp"
+  gw=$(start "$bin/mcp-gateway" --config "$work/gw.toml" -c ops/pingora.yaml)
+  gw_pid=$(proc_last_pid)
+  pass="${gw%/mcp}/backends/fast/mcp"
+}
+fresh
 
 rows=()
 row() { rows+=("| $1 | $2 | $3 |"); }
@@ -107,6 +116,7 @@ a1=$(load --url "$gw" --connections 1 --tool fast__echo)
 
 dr=$(field "$d16" rps)
 row "tools/call, 16 conns: direct to backend" "$(printf '%.0f req/s' "$dr")" "errors $(field "$d16" errors)"
+fresh
 echo "aggregated against pass-through…" >&2
 pair "pass-through" "$pass" "$gw_pid" echo "aggregated" "$gw" "$gw_pid" fast__echo
 pr=${rps_a[$mid]}; ar=${rps_b[$mid]}
@@ -117,6 +127,7 @@ row "tools/call p50, 1 conn: direct" "$(printf '%.3f ms' "$dp")" ""
 row "tools/call p50, 1 conn: pass-through" "$(printf '%.3f ms' "$pp")" ""
 row "tools/call p50, 1 conn: aggregated" "$(printf '%.3f ms' "$ap")" "$(python3 -c "print(f'direct + {($ap-$dp):.3f} ms (target ≤ +0.3 ms)')")"
 
+fresh
 echo "2026-07-28 against 2025 on /mcp…" >&2
 pair "2025" "$gw" "$gw_pid" fast__echo "2026-07-28" "$gw" "$gw_pid" fast__echo --era 2026-07-28
 lr=${rps_a[$mid]}; mr=${rps_b[$mid]}
@@ -127,6 +138,7 @@ row "tools/call, 16 conns: aggregated, 2026-07-28 stateless" "$(printf '%.0f req
 # gateway binary built from the commit before tracing landed; without it the row says
 # so), and on at 1 % sampling, exporting to a real OTLP receiver, at least 0.95×.
 if [ -n "${BASELINE_GATEWAY:-}" ]; then
+  fresh
   echo "tracing off against the baseline binary…" >&2
   gwb=$(start "$BASELINE_GATEWAY" --config "$work/gw.toml" -c ops/pingora.yaml)
   gwb_pid=$(proc_last_pid)
@@ -136,6 +148,7 @@ if [ -n "${BASELINE_GATEWAY:-}" ]; then
 else
   row "tools/call, 16 conns: aggregated, tracing off" "not measured" "set BASELINE_GATEWAY to a build without tracing (target ≥ 0.98×)"
 fi
+fresh
 echo "tracing on at 1 % sampling…" >&2
 otlp=$(start .tools/venv/bin/python gateway/tests/interop/otlp_receiver.py)
 cat > "$work/gwtrace.toml" <<EOT
@@ -156,6 +169,7 @@ pair "tracing off" "$gw" "$gw_pid" fast__echo "tracing 1 %" "$gwt" "$gwt_pid" fa
 fr0=${rps_a[$mid]}; tr1=${rps_b[$mid]}
 row "tools/call, 16 conns: aggregated, tracing on (1 %)" "$(printf '%.0f req/s' "$tr1")" "$(python3 -c "print(f'{$tr1/$fr0:.3f}× tracing off (target ≥ 0.95×, median of $rounds rounds of ${pair_secs}s, order swapping: $(round_ratios "${rps_a[@]}" "${rps_b[@]}")), errors $errs')")"
 
+fresh
 echo "authenticated tools/call (oauth, cached validation)…" >&2
 iss_dir="$work/issuer"
 mkdir -p "$iss_dir/.well-known"
@@ -186,6 +200,12 @@ row "tools/call, 16 conns: aggregated, auth none" "$(printf '%.0f req/s' "$nr")"
 row "tools/call, 16 conns: aggregated, auth oauth" "$(printf '%.0f req/s' "$orr")" "$(python3 -c "print(f'{$orr/$nr:.2f}× auth none (target ≥ 0.95×, median of $rounds rounds of ${pair_secs}s, order swapping: $(round_ratios "${rps_a[@]}" "${rps_b[@]}")), errors $errs')")"
 
 echo "tool policy from the 2026-07-28 headers…" >&2
+fresh
+kill -KILL "$gwa_pid" 2>/dev/null || true
+sed -i "s|^url = .*|url = \"$mock\"|" "$work/gwauth.toml"
+gwa=$(start "$bin/mcp-gateway" --config "$work/gwauth.toml" -c ops/pingora.yaml)
+gwa_pid=$(proc_last_pid)
+token=$(python3 ops/scripts/mint-test-token.py gateway/tests/keys/test-es256-1.pem k1 "$iss" "$gwa")
 sed 's/^url = .*/&\ntools = { echo = { allow_users = ["bench@example.com"] } }/' "$work/gwauth.toml" > "$work/gwpolicy.toml"
 gwp=$(start "$bin/mcp-gateway" --config "$work/gwpolicy.toml" -c ops/pingora.yaml)
 gwp_pid=$(proc_last_pid)
@@ -196,6 +216,7 @@ xr=${rps_a[$mid]}; yr=${rps_b[$mid]}
 row "tools/call, 16 conns: 2026-07-28, oauth, no tool policy" "$(printf '%.0f req/s' "$xr")" "median round of $rounds"
 row "tools/call, 16 conns: 2026-07-28, oauth, tool policy from headers" "$(printf '%.0f req/s' "$yr")" "$(python3 -c "print(f'{$yr/$xr:.3f}× no policy (target ≥ 0.97×, median of $rounds rounds of ${pair_secs}s, order swapping: $(round_ratios "${rps_a[@]}" "${rps_b[@]}")), errors $errs')")"
 
+fresh
 echo "tools/call with the PostgreSQL audit log on…" >&2
 schema="bench_$RANDOM$RANDOM"
 cat > "$work/gwaudit.toml" <<EOT
