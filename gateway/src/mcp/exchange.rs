@@ -102,27 +102,30 @@ impl Response {
 
     /// Puts the request's id into an error body built without it.
     pub(super) fn answering(self, id: &Value) -> Response {
+        self.map_full_body(|body| match serde_json::from_slice::<Value>(&body) {
+            Ok(mut v) if v.get("error").is_some() => {
+                v["id"] = id.clone();
+                to_bytes(&v)
+            }
+            _ => body,
+        })
+    }
+
+    /// A full answer with its body rewritten by `f` (status and headers kept); a stream
+    /// as it is.
+    pub(super) fn map_full_body(self, f: impl FnOnce(Bytes) -> Bytes) -> Response {
         match self {
             Response::Full {
                 status,
                 content_type,
                 headers,
                 body,
-            } => {
-                let body = match serde_json::from_slice::<Value>(&body) {
-                    Ok(mut v) if v.get("error").is_some() => {
-                        v["id"] = id.clone();
-                        to_bytes(&v)
-                    }
-                    _ => body,
-                };
-                Response::Full {
-                    status,
-                    content_type,
-                    headers,
-                    body,
-                }
-            }
+            } => Response::Full {
+                status,
+                content_type,
+                headers,
+                body: f(body),
+            },
             other => other,
         }
     }

@@ -32,24 +32,12 @@ pub(super) struct Shape {
 impl Shape {
     /// Shapes a served answer to request `id`.
     pub(super) async fn finish(self, resp: Response, id: &Value, method: &Method) -> Response {
+        let resp = resp.map_full_body(|body| match self.splice(&body, id, method) {
+            Some(spliced) => spliced.into(),
+            None => self.reparse(body, id, method),
+        });
         match resp {
-            Response::Full {
-                status,
-                content_type,
-                headers,
-                body,
-            } => {
-                let body = match self.splice(&body, id, method) {
-                    Some(spliced) => spliced.into(),
-                    None => self.reparse(body, id, method),
-                };
-                Response::Full {
-                    status,
-                    content_type,
-                    headers,
-                    body,
-                }
-            }
+            full @ Response::Full { .. } => full,
             Response::Sse { headers, stream } => {
                 use futures::StreamExt;
                 let (id, method) = (id.clone(), method.clone());
