@@ -10,7 +10,7 @@ use super::jsonrpc::{self};
 use super::relay;
 use super::session::SessionClaims;
 use crate::mcp::jsonrpc::Method;
-use crate::upstream::modern::{fit_params, ForLegacy};
+use crate::upstream::modern::ForLegacy;
 use crate::upstream::sse::format_event;
 use crate::upstream::Backend;
 use crate::upstream::{request_bytes, to_bytes, Reply, UpstreamError};
@@ -572,7 +572,7 @@ impl Call {
                 // Stamped for a modern backend, which also wants the mirrored headers.
                 (_, true) => {
                     let mut p = self.params.clone();
-                    fit_params(&s, &mut p, &claims.caps, &claims.info);
+                    meta::stamp(&mut p, &claims.caps, &claims.info, None);
                     mirrored = meta::headers_for(&self.method, &p);
                     request_bytes(upstream_id, method, &p)
                 }

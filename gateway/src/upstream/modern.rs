@@ -222,30 +222,9 @@ const MODERN_META: [&str; 4] = [
     meta::LOG_LEVEL,
 ];
 
-/// Makes a request body fit for a backend's era: stamped for a modern one; for a legacy
-/// one, the modern client's `_meta` keys taken out (they mean nothing there).
-pub fn fit_params(
-    session: &UpstreamSession,
-    params: &mut Value,
-    client_caps: &Value,
-    client_info: &Value,
-) {
-    if version::is_modern(&session.version) {
-        meta::stamp(params, client_caps, client_info, None);
-    } else if let Some(Value::Object(m)) = params.get_mut("_meta") {
-        for k in MODERN_META {
-            m.remove(k);
-        }
-        if m.is_empty() {
-            if let Value::Object(p) = params {
-                p.remove("_meta");
-            }
-        }
-    }
-}
-
-/// Params as [`fit_params`] leaves them for a legacy backend, serialized without a copy
-/// (a modern client's every call to a legacy backend goes through here).
+/// A modern client's params as a legacy backend gets them: serialized without a copy and
+/// without the modern `_meta` keys (an emptied `_meta` left out too). A modern backend's
+/// params are stamped instead ([`meta::stamp`]).
 pub struct ForLegacy<'a>(pub &'a Value);
 
 impl Serialize for ForLegacy<'_> {
@@ -286,27 +265,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn params_for_a_legacy_backend_are_the_fitted_ones_uncopied() {
-        let legacy = UpstreamSession {
-            id: None,
-            version: "2025-11-25".into(),
-            caps: Default::default(),
-        };
-        for p in [
-            json!({"name": "t", "arguments": {"a": [1, {"b": null}]}}),
-            json!({"name": "t", "_meta": {meta::LOG_LEVEL: "info"}}),
-            json!({"name": "t", "_meta": {meta::LOG_LEVEL: "info", "progressToken": 7, "traceparent": "00-x"}}),
-            json!({"_meta": {}}),
-            json!({"_meta": 3}),
-            json!([1, 2]),
-            Value::Null,
-        ] {
-            let mut fitted = p.clone();
-            fit_params(&legacy, &mut fitted, &json!({}), &Value::Null);
+    fn params_for_a_legacy_backend_lose_the_modern_meta_uncopied() {
+        let cases = [
+            (
+                json!({"name": "t", "arguments": {"a": [1, {"b": null}]}}),
+                json!({"name": "t", "arguments": {"a": [1, {"b": null}]}}),
+            ),
+            (
+                json!({"name": "t", "_meta": {meta::LOG_LEVEL: "info"}}),
+                json!({"name": "t"}),
+            ),
+            (
+                json!({"name": "t", "_meta": {meta::LOG_LEVEL: "info", meta::CLIENT_INFO: {}, "progressToken": 7, "traceparent": "00-x"}}),
+                json!({"name": "t", "_meta": {"progressToken": 7, "traceparent": "00-x"}}),
+            ),
+            (json!({"_meta": {}}), json!({})),
+            (json!({"_meta": 3}), json!({"_meta": 3})),
+            (json!([1, 2]), json!([1, 2])),
+            (Value::Null, Value::Null),
+        ];
+        for (p, expected) in cases {
             let streamed: Value =
                 serde_json::from_slice(&serde_json::to_vec(&ForLegacy(&p)).unwrap_or_default())
                     .unwrap_or_default();
-            assert_eq!(streamed, fitted, "{p}");
+            assert_eq!(streamed, expected, "{p}");
         }
     }
 }
