@@ -3,7 +3,8 @@
 //! JSON lines carry, in this order: `timestamp` (RFC 3339, UTC), `level`, `target`,
 //! `message`, the event's own fields (`request_id` on request lines, …), and
 //! `trace_id`/`span_id` when tracing is on and the line is written inside a span.
-//! `pretty` is for people at a terminal and has no fixed shape.
+//! `pretty` is for people at a terminal and has no fixed shape (coloured only when stderr
+//! is a terminal and `NO_COLOR` is unset).
 
 use std::fmt;
 
@@ -62,7 +63,10 @@ pub fn init(
     let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     let fmt = match format {
         LogFormat::Json => fmt.event_format(JsonLine).boxed(),
-        LogFormat::Pretty => fmt.compact().boxed(),
+        // Colours only for a person at a terminal: a file, a pipe or a log collector
+        // would get the escape codes as text (and they cost more than the rest of a
+        // line to write).
+        LogFormat::Pretty => fmt.compact().with_ansi(colours()).boxed(),
     };
     let registry = tracing_subscriber::registry().with(fmt.with_filter(filter));
     let Some(traces) = traces else {
@@ -85,6 +89,12 @@ pub fn init(
     Ok(Telemetry {
         provider: Some(provider),
     })
+}
+
+/// Whether pretty lines are coloured: stderr is a terminal and `NO_COLOR` is not set.
+fn colours() -> bool {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none()
 }
 
 /// Writes an event as one JSON object on one line.

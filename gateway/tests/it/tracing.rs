@@ -165,6 +165,32 @@ fn a_client_trace_continues_through_gateway_and_backend() {
     );
 }
 
+/// The default (`pretty`) log written to a file is plain text: colours are for a
+/// terminal only (escape codes in a log file or a collector are noise, and cost more
+/// to write than the rest of the line).
+#[test]
+fn pretty_lines_off_a_terminal_are_plain_text() {
+    let mock = spawn_mock("plain", &[]);
+    let cfg = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n\n[[backend]]\nname = \"plain\"\nurl = \"{}\"\n",
+        mock.url
+    );
+    let log = tempdir().join("gateway.log");
+    let gw = spawn_gateway_with(&cfg, &[], &[], Some(&log));
+    Client::new(&gw.url).initialize();
+    let read = || std::fs::read_to_string(&log).unwrap_or_default();
+    wait_until(Duration::from_secs(10), || {
+        read()
+            .lines()
+            .any(|l| l.contains("request") && l.contains("initialize"))
+    });
+    let logged = read();
+    assert!(
+        !logged.contains('\u{1b}'),
+        "escape codes in the log: {logged:?}"
+    );
+}
+
 /// Without `[tracing]` nor `OTEL_*`, no span is made: the client's `traceparent` goes
 /// to the backend as it came, and nothing reaches a receiver.
 #[test]
