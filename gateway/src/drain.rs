@@ -35,13 +35,20 @@ use crate::config::Lifetimes;
 #[derive(Debug)]
 pub struct Drain {
     lifetimes: Lifetimes,
+    /// `timeout=N` of the `Keep-Alive` header, made once (every response carries it).
+    keep_alive: http::HeaderValue,
     draining: AtomicBool,
     stopping: watch::Sender<bool>,
 }
 
 impl Drain {
     pub fn new(lifetimes: Lifetimes) -> Arc<Drain> {
+        let n = lifetimes.advertised_s();
+        // Digits after `timeout=`: always a valid header value.
+        let keep_alive = http::HeaderValue::try_from(format!("timeout={n}"))
+            .unwrap_or(http::HeaderValue::from_static("timeout=5"));
         Arc::new(Drain {
+            keep_alive,
             lifetimes,
             draining: AtomicBool::new(false),
             stopping: watch::Sender::new(false),
@@ -50,6 +57,12 @@ impl Drain {
 
     pub fn lifetimes(&self) -> &Lifetimes {
         &self.lifetimes
+    }
+
+    /// The value of the `Keep-Alive` header responses carry: `timeout=N`, N the
+    /// advertised lifetime ([`Lifetimes::advertised_s`]).
+    pub fn keep_alive(&self) -> &http::HeaderValue {
+        &self.keep_alive
     }
 
     /// SIGTERM was received: `/readyz` answers 503 from now on.

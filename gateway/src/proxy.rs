@@ -19,7 +19,6 @@ use pingora::prelude::*;
 use pingora::proxy::{ProxyHttp, Session};
 use rand::RngCore;
 use serde_json::Value;
-use tracing::Instrument;
 
 use crate::audit::AuditEvent;
 use crate::auth::bearer::Authenticator;
@@ -423,8 +422,7 @@ impl Refusal {
 /// honours it retires the connection before a drain could end under it.
 fn keepalive_header(session: &Session, h: &mut ResponseHeader, drain: &Drain) -> Result<()> {
     if session.get_keepalive().is_some() {
-        let n = drain.lifetimes().advertised_s();
-        h.insert_header(KEEP_ALIVE, format!("timeout={n}"))?;
+        h.insert_header(KEEP_ALIVE, drain.keep_alive().clone())?;
     }
     Ok(())
 }
@@ -645,7 +643,7 @@ impl ProxyHttp for GatewayProxy {
             false => tracing::Span::none(),
         };
         ctx.span = span.clone();
-        self.serve_route(session, ctx).instrument(span).await?;
+        mcp_telemetry::in_span!(span, self.serve_route(session, ctx))?;
         Ok(true)
     }
 

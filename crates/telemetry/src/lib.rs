@@ -69,6 +69,23 @@ macro_rules! child_span {
     };
 }
 
+/// Awaits a future inside `span`, instrumented only when the span is real. A span that
+/// exports nothing (tracing off, a request sampled out) costs nothing this way:
+/// `Instrumented` takes the future by value, and moving a request's or a backend call's
+/// future copies kilobytes of state machine on every call. `$fut` is written out twice,
+/// once per branch, so that each is built where it is awaited.
+#[macro_export]
+macro_rules! in_span {
+    ($span:expr, $fut:expr) => {{
+        let span: &::tracing::Span = &$span;
+        if span.is_none() {
+            $fut.await
+        } else {
+            ::tracing::Instrument::instrument($fut, span.clone()).await
+        }
+    }};
+}
+
 /// Sets an attribute on `span` when it is exported (nothing when tracing is off).
 pub fn attr(span: &tracing::Span, key: &'static str, value: impl Into<opentelemetry::Value>) {
     if on() && !span.is_none() {

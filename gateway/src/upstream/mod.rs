@@ -203,7 +203,7 @@ impl Backend {
         let span = self.span(trace::method_of(&body).as_deref());
         let (body, extra) = trace::propagate(&span, body, extra);
         let started = Instant::now();
-        let r = async {
+        let r = mcp_telemetry::in_span!(span, async {
             match &self.link {
                 Link::Http(h) => h
                     .post(session.id.as_deref(), &session.version, body, &extra)
@@ -215,9 +215,7 @@ impl Backend {
                     Err(e) => Err(e),
                 },
             }
-        }
-        .instrument(span.clone())
-        .await;
+        });
         trace::finish(&span, self.name(), started, &r);
         self.record(&r);
         r
