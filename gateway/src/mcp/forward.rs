@@ -163,8 +163,12 @@ impl Gateway {
             params,
             extra,
         };
-        let key = (claims.sid.clone(), id.to_string());
-        self.inflight.insert(key.clone(), b);
+        // A 2025 client's notifications/cancelled finds its call here; a modern client
+        // cancels by closing the stream (its `Cancel`), so its calls need no entry.
+        let key = (!downstream_modern).then(|| (claims.sid.clone(), id.to_string()));
+        if let Some(key) = &key {
+            self.inflight.insert(key.clone(), b);
+        }
         let cancel = downstream_modern.then(|| Cancel {
             gw: self.clone(),
             b,
@@ -598,7 +602,8 @@ struct Sent {
 
 pub(super) struct InflightGuard {
     pub(super) map: Arc<DashMap<(String, String), usize>>,
-    pub(super) key: (String, String),
+    /// The call's entry in the map (a 2025 client's calls only).
+    pub(super) key: Option<(String, String)>,
     /// Whom to tell when the call is dropped before its answer (a modern client that
     /// closed its stream, a legacy backend that would otherwise go on).
     pub(super) cancel: Option<Cancel>,
@@ -646,7 +651,9 @@ impl Cancel {
 
 impl Drop for InflightGuard {
     fn drop(&mut self) {
-        self.map.remove(&self.key);
+        if let Some(key) = &self.key {
+            self.map.remove(key);
+        }
         let (Some(c), false) = (self.cancel.take(), self.answered) else {
             return;
         };

@@ -63,6 +63,8 @@ pub struct Gateway {
     pub asks: super::asks::Asks,
     /// 2025 sessions' resource subscriptions at modern backends ([`super::subscriptions`]).
     pub subscriptions: super::subscriptions::Subscriptions,
+    /// Modern requests' per-request sessions, made once per person and client.
+    pub(super) stateless: super::modern::StatelessClaims,
     /// The next id of a modern client's call at a backend.
     upstream_ids: std::sync::atomic::AtomicU64,
 }
@@ -112,6 +114,7 @@ impl Gateway {
             ),
             asks: super::asks::Asks::new(config.server.held_calls_max, config.server.held_call_ttl),
             subscriptions: Default::default(),
+            stateless: super::modern::StatelessClaims::new(),
             upstream_ids: std::sync::atomic::AtomicU64::new(1),
             config,
         }

@@ -107,13 +107,12 @@ impl Gateway {
     /// every backend the person may use, until the client closes the stream.
     pub(super) async fn listen(
         self: &Arc<Self>,
-        claims: SessionClaims,
+        claims: Arc<SessionClaims>,
         caller: &Caller,
         id: Value,
         params: Option<Value>,
     ) -> Response {
         let filter = Filter::read(params.as_ref().and_then(|p| p.get("notifications")));
-        let claims = Arc::new(claims);
         let mut at_modern = self
             .subscribe_resources(&claims, caller, &filter.uris)
             .await;

@@ -5,13 +5,14 @@
 //! checked in the order the transport chapter gives (header present, `_meta` complete,
 //! header = body, revision spoken, method known), then served by the same verbs as a
 //! legacy session's requests, on a per-request "session" that lives nowhere
-//! ([`Gateway::stateless_claims`]); its answer is shaped for the era ([`super::shape`]).
+//! ([`StatelessClaims`]); its answer is shaped for the era ([`super::shape`]).
 //!
 //! Not here: `subscriptions/listen` ([`super::listen`]); the legacy path
 //! ([`super::lifecycle`]).
 
 use std::sync::Arc;
 
+use dashmap::DashMap;
 use http::HeaderMap;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -97,7 +98,7 @@ impl Gateway {
             log: meta.log_level.is_some(),
             private: self.config.auth.mode != AuthMode::None,
         };
-        let claims = self.stateless_claims(caller, meta);
+        let claims = self.stateless.claims(&caller.sub, meta);
         match method {
             Method::ServerDiscover => self.discover(&claims, caller, &id).await,
             Method::SubscriptionsListen => self.listen(claims, caller, id, params).await,
@@ -114,21 +115,6 @@ impl Gateway {
                 super::handler::note_error(&resp, info);
                 shape.finish(resp, &id, &method).await
             }
-        }
-    }
-
-    /// The per-request session of a modern request: never sealed, never stored. Its id
-    /// is stable per person and client, so a legacy backend's upstream session opened for
-    /// one request serves the next ([`Gateway::upstream`] keeps it).
-    pub(super) fn stateless_claims(&self, caller: &Caller, meta: RequestMeta) -> SessionClaims {
-        SessionClaims {
-            sid: stateless_sid(&caller.sub, &meta.caps, &meta.info),
-            sub: caller.sub.clone(),
-            iat: now_secs(),
-            v: version::MODERN_LATEST.to_string(),
-            caps: meta.caps,
-            info: meta.info,
-            up: Default::default(),
         }
     }
 
@@ -166,6 +152,76 @@ impl Gateway {
             "_meta": {meta::SERVER_INFO: server_info()},
         });
         Response::json(200, &jsonrpc::result(id, result))
+    }
+}
+
+/// The per-request sessions of modern requests: never sealed, never sent. A session's
+/// id is stable per person and client, so a legacy backend's upstream session opened
+/// for one request serves the next ([`Gateway::upstream`] keeps it). A client sends the
+/// same capabilities and identity with every request: its claims (and their SHA-256 id)
+/// are made once and kept here, by a keyed hash of person and client (bounded: emptied
+/// when full; a hit is checked field by field, so a collision only makes them again).
+pub(crate) struct StatelessClaims {
+    keys: std::collections::hash_map::RandomState,
+    made: DashMap<u64, Arc<SessionClaims>>,
+}
+
+impl StatelessClaims {
+    const MAX: usize = 10_000;
+
+    pub(crate) fn new() -> StatelessClaims {
+        StatelessClaims {
+            keys: Default::default(),
+            made: DashMap::new(),
+        }
+    }
+
+    /// The claims of `sub`'s request that carried `meta`.
+    pub(super) fn claims(&self, sub: &str, meta: RequestMeta) -> Arc<SessionClaims> {
+        let key = self.key(sub, &meta.caps, &meta.info);
+        let same = |c: &SessionClaims| c.sub == sub && c.caps == meta.caps && c.info == meta.info;
+        // The map's guard is dropped before anything is inserted (same shard).
+        let made = self.made.get(&key).filter(|c| same(c)).map(|c| c.clone());
+        if let Some(c) = made {
+            return c;
+        }
+        let c = Arc::new(SessionClaims {
+            sid: stateless_sid(sub, &meta.caps, &meta.info),
+            sub: sub.to_string(),
+            iat: now_secs(),
+            v: version::MODERN_LATEST.to_string(),
+            caps: meta.caps,
+            info: meta.info,
+            up: Default::default(),
+        });
+        if self.made.len() >= Self::MAX {
+            self.made.clear();
+        }
+        self.made.insert(key, c.clone());
+        c
+    }
+
+    fn key(&self, sub: &str, caps: &Value, info: &Value) -> u64 {
+        use std::hash::{BuildHasher, Hasher};
+        /// Serialized JSON written straight into the hasher.
+        struct Into<'a, H>(&'a mut H);
+        impl<H: Hasher> std::io::Write for Into<'_, H> {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.write(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut h = self.keys.build_hasher();
+        h.write(sub.as_bytes());
+        h.write_u8(0);
+        // Writing into a hash cannot fail; a failure would only make another key.
+        let _ = serde_json::to_writer(Into(&mut h), caps);
+        h.write_u8(0);
+        let _ = serde_json::to_writer(Into(&mut h), info);
+        h.finish()
     }
 }
 
@@ -326,4 +382,47 @@ fn served(method: &Method) -> bool {
             | Method::ResourcesRead
             | Method::CompletionComplete
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(caps: Value, info: Value) -> RequestMeta {
+        RequestMeta {
+            version: version::MODERN_LATEST.to_string(),
+            caps,
+            info,
+            log_level: None,
+        }
+    }
+
+    #[test]
+    fn stateless_claims_are_made_once_per_person_and_client() {
+        let made = StatelessClaims::new();
+        let client = || meta(json!({"roots": {}}), json!({"name": "c", "version": "1"}));
+        let a = made.claims("alice", client());
+        let again = made.claims("alice", client());
+        assert!(
+            Arc::ptr_eq(&a, &again),
+            "the same person and client: made once"
+        );
+        assert_eq!(a.sid, stateless_sid("alice", &a.caps, &a.info));
+        assert!(a.sid.starts_with('m') && a.sid.len() == 31);
+        assert_eq!(a.v, version::MODERN_LATEST);
+        // Another person, other capabilities, another client: other sessions.
+        let others = [
+            made.claims("bob", client()),
+            made.claims(
+                "alice",
+                meta(json!({}), json!({"name": "c", "version": "1"})),
+            ),
+            made.claims("alice", meta(json!({"roots": {}}), Value::Null)),
+        ];
+        for o in &others {
+            assert_ne!(o.sid, a.sid);
+        }
+        assert_eq!(others[0].sub, "bob");
+        assert_eq!(made.claims("bob", client()).sid, others[0].sid);
+    }
 }
