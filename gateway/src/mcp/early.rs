@@ -42,7 +42,9 @@ impl Mirrored {
         }
         Some(Mirrored {
             method: Method::parse(text(&meta::MCP_METHOD)?),
-            name: text(&meta::MCP_NAME).and_then(meta::decode_header),
+            name: text(&meta::MCP_NAME)
+                .and_then(meta::decode_header)
+                .map(|n| n.into_owned()),
         })
     }
 }

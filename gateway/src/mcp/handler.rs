@@ -33,7 +33,7 @@ use crate::mcp::forward::Routed;
 use crate::mcp::guards::{check_post_headers, GuardRefusal};
 use crate::mcp::guards::{contains, Needle};
 use crate::upstream::Backend;
-use crate::wire::meta::MCP_SESSION_ID;
+use crate::wire::meta::{MCP_PROTOCOL_VERSION, MCP_SESSION_ID};
 
 pub struct Gateway {
     pub config: Arc<Config>,
@@ -156,6 +156,18 @@ impl Gateway {
     async fn post(self: &Arc<Self>, req: Request, caller: &Caller, info: &mut Info) -> Response {
         if let Err(r) = check_post_headers(&req.headers) {
             return r.into();
+        }
+        // A modern request by its header, in the plain case, is read in one pass (its
+        // metadata as text); anything else below.
+        if req.headers.get(MCP_SESSION_ID).is_none()
+            && req
+                .headers
+                .get(MCP_PROTOCOL_VERSION)
+                .is_some_and(|v| !super::version::is_supported(v.to_str().unwrap_or("")))
+        {
+            if let Some(r) = crate::wire::request::ModernRequest::read(&req.body) {
+                return self.modern_read(&req.headers, r, caller, info).await;
+            }
         }
         let value: Value = match serde_json::from_slice(&req.body) {
             Ok(v) => v,

@@ -26,6 +26,7 @@ use crate::config::AuthMode;
 use crate::upstream::UpstreamError;
 use crate::wire::caps::{self, Caps};
 use crate::wire::meta::{self, RequestMeta};
+use crate::wire::request::{ModernRequest, RawMeta};
 use crate::wire::version;
 
 /// A modern request refused before it is served: HTTP status, JSON-RPC code, message,
@@ -48,6 +49,25 @@ pub(super) fn is_modern_request(headers: &HeaderMap, params: Option<&Value>) -> 
         Some(v) => !version::is_supported(v),
         None => RequestMeta::present(params),
     }
+}
+
+/// A modern request that passed its checks, with its per-request session.
+struct Checked {
+    id: Value,
+    method: Method,
+    params: Option<Value>,
+    claims: Arc<SessionClaims>,
+    /// The request set a log level.
+    log: bool,
+}
+
+/// A refusal of [`check`], recorded: the labels taken from the head
+/// ([`super::early`]) are not trusted now.
+fn refused((resp, code): Refusal, info: &mut Info) -> Response {
+    info.rpc_error = Some(code);
+    info.backend = None;
+    info.target = None;
+    resp
 }
 
 impl Gateway {
@@ -81,24 +101,76 @@ impl Gateway {
         info.rpc_method = Some(method.clone());
         let meta = match check(headers, &id, &method, params.as_mut()) {
             Ok(m) => m,
-            Err(r) => {
-                info.rpc_error = Some(r.1);
-                // Labels taken from the head ([`super::early`]) are not trusted now.
-                info.backend = None;
-                info.target = None;
-                return r.0;
-            }
+            Err(r) => return refused(r, info),
         };
+        let log = meta.log_level.is_some();
+        let claims = self.stateless.claims(&caller.sub, meta);
+        let checked = Checked {
+            id,
+            method,
+            params,
+            claims,
+            log,
+        };
+        self.serve_modern(headers, checked, caller, info).await
+    }
+
+    /// Serves a modern request read in one pass ([`ModernRequest`]): the same checks
+    /// after the metadata (complete, by construction), the claims found by its text.
+    pub(super) async fn modern_read(
+        self: &Arc<Self>,
+        headers: &HeaderMap,
+        r: ModernRequest<'_>,
+        caller: &Caller,
+        info: &mut Info,
+    ) -> Response {
+        let ModernRequest {
+            id,
+            method,
+            params,
+            meta,
+        } = r;
+        info.rpc_method = Some(method.clone());
+        let checked = header_version(headers, &id).and_then(|hv| {
+            check_after_meta(headers, hv, &id, &method, &meta.version, Some(&params))
+        });
+        if let Err(r) = checked {
+            return refused(r, info);
+        }
+        let checked = Checked {
+            claims: self.stateless.claims_of_text(&caller.sub, &meta),
+            log: meta.log_level.is_some(),
+            id,
+            method,
+            params: Some(params),
+        };
+        self.serve_modern(headers, checked, caller, info).await
+    }
+
+    /// Serves a checked modern request by its method; its answer shaped for the era.
+    async fn serve_modern(
+        self: &Arc<Self>,
+        headers: &HeaderMap,
+        checked: Checked,
+        caller: &Caller,
+        info: &mut Info,
+    ) -> Response {
+        let Checked {
+            id,
+            method,
+            params,
+            claims,
+            log,
+        } = checked;
         info.param_headers = headers
             .iter()
             .filter(|(k, _)| k.as_str().starts_with("mcp-param-"))
             .filter_map(|(k, v)| Some((k.clone(), v.to_str().ok()?.to_string())))
             .collect();
         let shape = Shape {
-            log: meta.log_level.is_some(),
+            log,
             private: self.config.auth.mode != AuthMode::None,
         };
-        let claims = self.stateless.claims(&caller.sub, meta);
         match method {
             Method::ServerDiscover => self.discover(&claims, caller, &id).await,
             Method::SubscriptionsListen => self.listen(claims, caller, id, params).await,
@@ -164,6 +236,9 @@ impl Gateway {
 pub(crate) struct StatelessClaims {
     keys: std::collections::hash_map::RandomState,
     made: DashMap<u64, Arc<SessionClaims>>,
+    /// The same claims by the metadata's text as sent ([`ModernRequest`]): capabilities
+    /// and identity, NUL between them (JSON text never holds one).
+    by_text: DashMap<u64, (Box<str>, Arc<SessionClaims>)>,
 }
 
 impl StatelessClaims {
@@ -173,6 +248,7 @@ impl StatelessClaims {
         StatelessClaims {
             keys: Default::default(),
             made: DashMap::new(),
+            by_text: DashMap::new(),
         }
     }
 
@@ -198,6 +274,51 @@ impl StatelessClaims {
             self.made.clear();
         }
         self.made.insert(key, c.clone());
+        c
+    }
+
+    /// The claims of `sub`'s request whose metadata was read as text: found by that
+    /// text, made from its values the first time (the same claims, and id, as
+    /// [`StatelessClaims::claims`] makes of them).
+    pub(super) fn claims_of_text(&self, sub: &str, meta: &RawMeta<'_>) -> Arc<SessionClaims> {
+        use std::hash::{BuildHasher, Hasher};
+        let caps = meta.caps.get();
+        let info = meta.info.map_or("", |i| i.get());
+        let mut h = self.keys.build_hasher();
+        h.write(sub.as_bytes());
+        h.write_u8(0);
+        h.write(caps.as_bytes());
+        h.write_u8(0);
+        h.write(info.as_bytes());
+        let key = h.finish();
+        let found = self
+            .by_text
+            .get(&key)
+            .filter(|e| e.1.sub == sub && e.0.split_once('\0') == Some((caps, info)))
+            .map(|e| e.1.clone());
+        if let Some(c) = found {
+            return c;
+        }
+        // Text the parser accepted is JSON: read again, it cannot fail.
+        let value = |t: &str| serde_json::from_str::<Value>(t).unwrap_or(Value::Null);
+        let c = self.claims(
+            sub,
+            RequestMeta {
+                version: meta.version.clone(),
+                caps: value(caps),
+                info: if info.is_empty() {
+                    Value::Null
+                } else {
+                    value(info)
+                },
+                log_level: meta.log_level,
+            },
+        );
+        if self.by_text.len() >= Self::MAX {
+            self.by_text.clear();
+        }
+        self.by_text
+            .insert(key, (format!("{caps}\0{info}").into(), c.clone()));
         c
     }
 
@@ -254,78 +375,99 @@ pub(super) fn server_info() -> Value {
     json!({"name": "mcp-gateway", "title": "MCP Gateway", "version": env!("CARGO_PKG_VERSION")})
 }
 
-/// Checks a modern request in the transport chapter's order; `Err` carries the refusal
-/// and its JSON-RPC code (for the request record).
+/// A refused modern request: the answer and its JSON-RPC code (for the request record).
+type Refusal = (Response, i64);
+
+fn refusal(id: &Value, status: u16, code: i64, message: String, data: Option<Value>) -> Refusal {
+    (refuse(id, status, code, message, data), code)
+}
+
+/// Checks a modern request in the transport chapter's order (header present, `_meta`
+/// complete, header = body, revision spoken, method known) and takes its metadata out.
 fn check(
     headers: &HeaderMap,
     id: &Value,
     method: &Method,
     mut params: Option<&mut Value>,
-) -> Result<RequestMeta, (Response, i64)> {
-    let fail =
-        |status, code, message: String, data| Err((refuse(id, status, code, message, data), code));
-    let header = |name: &http::HeaderName| headers.get(name).map(|v| v.to_str().map_err(|_| ()));
-    let Some(Ok(hv)) = header(&meta::MCP_PROTOCOL_VERSION) else {
-        return fail(
+) -> Result<RequestMeta, Refusal> {
+    let hv = header_version(headers, id)?;
+    let meta = RequestMeta::take(params.as_deref_mut()).map_err(|why| {
+        refusal(
+            id,
+            400,
+            jsonrpc::INVALID_PARAMS,
+            format!("Invalid params: {why}"),
+            None,
+        )
+    })?;
+    check_after_meta(headers, hv, id, method, &meta.version, params.as_deref())?;
+    Ok(meta)
+}
+
+/// The `MCP-Protocol-Version` header, which a modern request must carry.
+fn header_version<'h>(headers: &'h HeaderMap, id: &Value) -> Result<&'h str, Refusal> {
+    match headers.get(meta::MCP_PROTOCOL_VERSION).map(|v| v.to_str()) {
+        Some(Ok(v)) => Ok(v),
+        _ => Err(refusal(
+            id,
             400,
             jsonrpc::HEADER_MISMATCH,
             "Header mismatch: the MCP-Protocol-Version header is missing or not visible ASCII"
                 .into(),
             None,
-        );
-    };
-    let meta = match RequestMeta::take(params.as_deref_mut()) {
-        Ok(m) => m,
-        Err(why) => {
-            return fail(
-                400,
-                jsonrpc::INVALID_PARAMS,
-                format!("Invalid params: {why}"),
-                None,
-            )
-        }
-    };
-    if hv != meta.version {
-        return fail(
+        )),
+    }
+}
+
+/// The checks after the metadata: header = body, revision spoken, mirrored headers,
+/// method known.
+fn check_after_meta(
+    headers: &HeaderMap,
+    hv: &str,
+    id: &Value,
+    method: &Method,
+    version: &str,
+    params: Option<&Value>,
+) -> Result<(), Refusal> {
+    if hv != version {
+        return Err(refusal(
+            id,
             400,
             jsonrpc::HEADER_MISMATCH,
             format!(
-                "Header mismatch: MCP-Protocol-Version header value {hv:?} does not match body value {:?}",
-                meta.version
+                "Header mismatch: MCP-Protocol-Version header value {hv:?} does not match body value {version:?}"
             ),
             None,
-        );
+        ));
     }
-    if !version::is_modern(&meta.version) {
+    if !version::is_modern(version) {
         // The same list as server/discover's supportedVersions: the revisions a
         // stateless request may name (the legacy ones start with initialize).
         let supported = version::MODERN;
-        return fail(
+        return Err(refusal(
+            id,
             400,
             jsonrpc::UNSUPPORTED_PROTOCOL_VERSION,
             format!(
-                "Unsupported protocol version {:?}: stateless requests speak {}; earlier revisions start with initialize",
-                meta.version,
+                "Unsupported protocol version {version:?}: stateless requests speak {}; earlier revisions start with initialize",
                 version::MODERN.join(", ")
             ),
-            Some(json!({"supported": supported, "requested": meta.version})),
-        );
+            Some(json!({"supported": supported, "requested": version})),
+        ));
     }
-    if let Err(why) = mirrored_headers_match(headers, method, params.as_deref()) {
-        return fail(400, jsonrpc::HEADER_MISMATCH, why, None);
+    if let Err(why) = mirrored_headers_match(headers, method, params) {
+        return Err(refusal(id, 400, jsonrpc::HEADER_MISMATCH, why, None));
     }
     if !served(method) {
-        return fail(
+        return Err(refusal(
+            id,
             404,
             jsonrpc::METHOD_NOT_FOUND,
-            format!(
-                "Method not found: {method} (not part of protocol {})",
-                meta.version
-            ),
+            format!("Method not found: {method} (not part of protocol {version})"),
             None,
-        );
+        ));
     }
-    Ok(meta)
+    Ok(())
 }
 
 /// Whether `Mcp-Method` and (for calls, prompts and reads) `Mcp-Name` say what the body

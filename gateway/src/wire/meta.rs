@@ -5,6 +5,8 @@
 //! Why here: the downstream handler validates these, the upstream side stamps them on
 //! requests to modern backends; both read the same words.
 
+use std::borrow::Cow;
+
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use http::HeaderName;
@@ -165,17 +167,18 @@ pub fn encode_header(v: &str) -> String {
 
 /// Decodes a header value that may use the Base64 sentinel; `None` when the sentinel's
 /// content is not Base64 of UTF-8, or the plain value has characters a header may not.
-pub fn decode_header(v: &str) -> Option<String> {
+/// A plain value is borrowed, not copied.
+pub fn decode_header(v: &str) -> Option<Cow<'_, str>> {
     if let Some(inner) = v
         .strip_prefix(SENTINEL_HEAD)
         .and_then(|r| r.strip_suffix(SENTINEL_TAIL))
     {
         let bytes = STANDARD.decode(inner).ok()?;
-        return String::from_utf8(bytes).ok();
+        return String::from_utf8(bytes).ok().map(Cow::Owned);
     }
     v.bytes()
         .all(|b| b == b'\t' || (0x20..0x7f).contains(&b))
-        .then(|| v.to_string())
+        .then_some(Cow::Borrowed(v))
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 pub mod caps;
 pub mod jsonrpc;
 pub mod meta;
+pub mod request;
 pub mod version;
 
 /// The gateway's session with one backend.
