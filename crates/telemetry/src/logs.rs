@@ -10,7 +10,6 @@ use std::fmt;
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::SdkTracerProvider;
-use serde_json::{Map, Value};
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
 use tracing_subscriber::filter::{filter_fn, EnvFilter};
@@ -97,8 +96,19 @@ fn colours() -> bool {
     std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none()
 }
 
-/// Writes an event as one JSON object on one line.
+/// Writes an event as one JSON object on one line, written as it is read (no map of
+/// values in between: a request's access line is written on every call).
 pub struct JsonLine;
+
+/// The line's own keys; an event field of the same name takes its place.
+const OWN: [&str; 6] = [
+    "timestamp",
+    "level",
+    "target",
+    "message",
+    "trace_id",
+    "span_id",
+];
 
 impl<S, N> FormatEvent<S, N> for JsonLine
 where
@@ -111,63 +121,130 @@ where
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
-        let mut time = String::with_capacity(32);
-        SystemTime.format_time(&mut Writer::new(&mut time))?;
+        let mut fields = Fields::default();
+        event.record(&mut fields);
         let meta = event.metadata();
-        let mut line = Map::new();
-        line.insert("timestamp".into(), Value::String(time));
-        line.insert("level".into(), Value::String(meta.level().to_string()));
-        line.insert("target".into(), Value::String(meta.target().to_string()));
-        line.insert("message".into(), Value::String(String::new()));
-        event.record(&mut Fields(&mut line));
-        if let Some((trace, span)) = crate::propagate::current_ids() {
-            line.insert("trace_id".into(), Value::String(trace));
-            line.insert("span_id".into(), Value::String(span));
+        let mut line = Line(Vec::with_capacity(192 + fields.text.len()));
+        if !fields.has("timestamp") {
+            let mut time = String::with_capacity(32);
+            SystemTime.format_time(&mut Writer::new(&mut time))?;
+            line.key("timestamp");
+            line.string(&time)?;
         }
-        let text = serde_json::to_string(&line).map_err(|_| fmt::Error)?;
-        writeln!(writer, "{text}")
+        if !fields.has("level") {
+            line.key("level");
+            line.string(meta.level().as_str())?;
+        }
+        if !fields.has("target") {
+            line.key("target");
+            line.string(meta.target())?;
+        }
+        line.key("message");
+        match &fields.message {
+            Some(m) => line.0.extend_from_slice(m),
+            None => line.0.extend_from_slice(b"\"\""),
+        }
+        line.0.extend_from_slice(&fields.text);
+        if !fields.has("trace_id") {
+            if let Some((trace, span)) = crate::propagate::current_ids() {
+                line.key("trace_id");
+                line.string(&trace)?;
+                line.key("span_id");
+                line.string(&span)?;
+            }
+        }
+        line.0.extend_from_slice(b"}\n");
+        writer.write_str(std::str::from_utf8(&line.0).map_err(|_| fmt::Error)?)
     }
 }
 
-/// Collects an event's fields into the line (`message` included).
-struct Fields<'a>(&'a mut Map<String, Value>);
+/// A line being written: `{` and keys with their values.
+struct Line(Vec<u8>);
 
-impl Fields<'_> {
-    fn put(&mut self, field: &Field, v: Value) {
+impl Line {
+    fn key(&mut self, name: &str) {
+        self.0.push(if self.0.is_empty() { b'{' } else { b',' });
+        self.0.push(b'"');
+        self.0.extend_from_slice(name.as_bytes());
+        self.0.extend_from_slice(b"\":");
+    }
+    fn string(&mut self, v: &str) -> fmt::Result {
+        serde_json::to_writer(&mut self.0, v).map_err(|_| fmt::Error)
+    }
+}
+
+/// An event's fields as `,"name":value` text; its `message` apart (it goes first).
+#[derive(Default)]
+struct Fields {
+    text: Vec<u8>,
+    message: Option<Vec<u8>>,
+    /// Which of [`OWN`] the event names itself (bit i: `OWN[i]`).
+    own: u8,
+}
+
+impl Fields {
+    fn has(&self, name: &str) -> bool {
+        OWN.iter()
+            .position(|o| *o == name)
+            .is_some_and(|i| self.own & (1 << i) != 0)
+    }
+
+    /// Writes `field` with the value `write` writes.
+    fn put(&mut self, field: &Field, write: impl Fn(&mut Vec<u8>) -> serde_json::Result<()>) {
         let name = field.name();
         // `r#type` and the like arrive with their raw-identifier prefix.
         let name = name.strip_prefix("r#").unwrap_or(name);
-        self.0.insert(name.to_string(), v);
+        if name == "message" {
+            let mut m = Vec::new();
+            self.message = write(&mut m).is_ok().then_some(m);
+            return;
+        }
+        if let Some(i) = OWN.iter().position(|o| *o == name) {
+            self.own |= 1 << i;
+        }
+        self.text.push(b',');
+        // A value that cannot be written (none can) leaves `null`, never half a line.
+        let _ = serde_json::to_writer(&mut self.text, name);
+        self.text.push(b':');
+        let at = self.text.len();
+        if write(&mut self.text).is_err() {
+            self.text.truncate(at);
+            self.text.extend_from_slice(b"null");
+        }
     }
 }
 
-impl Visit for Fields<'_> {
+impl Visit for Fields {
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.put(field, Value::String(value.to_string()));
+        self.put(field, |w| serde_json::to_writer(w, value));
     }
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.put(field, Value::Bool(value));
+        self.put(field, |w| serde_json::to_writer(w, &value));
     }
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.put(field, Value::from(value));
+        self.put(field, |w| serde_json::to_writer(w, &value));
     }
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.put(field, Value::from(value));
+        self.put(field, |w| serde_json::to_writer(w, &value));
     }
     fn record_f64(&mut self, field: &Field, value: f64) {
-        self.put(field, Value::from(value));
+        // Not a number or infinite: null, as JSON has no such number.
+        self.put(field, |w| serde_json::to_writer(w, &value));
     }
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        self.put(field, Value::String(value.to_string()));
+        let text = value.to_string();
+        self.put(field, |w| serde_json::to_writer(w, &text));
     }
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        self.put(field, Value::String(format!("{value:?}")));
+        let text = format!("{value:?}");
+        self.put(field, |w| serde_json::to_writer(w, &text));
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
     use std::sync::{Arc, Mutex};
 
     #[derive(Clone, Default)]
@@ -206,5 +283,53 @@ mod tests {
         assert!(v["timestamp"].as_str().unwrap().ends_with('Z'), "{v}");
         assert!(v["target"].as_str().unwrap().contains("logs"), "{v}");
         assert!(v.get("trace_id").is_none());
+    }
+
+    /// The line's own keys come first, in their order; a field of the same name takes
+    /// the place of one; text is escaped; a number JSON cannot hold is null.
+    #[test]
+    fn own_keys_first_fields_escaped_and_shadowing() {
+        let buf = Buf::default();
+        let w = buf.clone();
+        let sub = tracing_subscriber::fmt()
+            .with_writer(move || w.clone())
+            .event_format(JsonLine)
+            .finish();
+        let err = std::io::Error::other("broken \"pipe\"");
+        tracing::subscriber::with_default(sub, || {
+            tracing::warn!(
+                target = "tools/call",
+                r#type = "x",
+                ratio = f64::NAN,
+                quoted = "a\"b\\c\n",
+                ok = true,
+                error = &err as &(dyn std::error::Error + 'static),
+                "done {}",
+                1
+            );
+            tracing::info!(n = -3i64);
+        });
+        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert!(lines[0].starts_with("{\"timestamp\":\""), "{text}");
+        let v: Value = serde_json::from_str(lines[0]).unwrap();
+        assert_eq!(v["target"], "tools/call", "the event's field: {v}");
+        assert_eq!(v["message"], "done 1");
+        assert_eq!(v["level"], "WARN");
+        assert_eq!(v["type"], "x");
+        assert_eq!(v["ratio"], Value::Null);
+        assert_eq!(v["quoted"], "a\"b\\c\n");
+        assert_eq!(v["ok"], true);
+        assert_eq!(v["error"], "broken \"pipe\"");
+        let order: Vec<usize> = ["\"timestamp\"", "\"level\"", "\"message\"", "\"quoted\""]
+            .iter()
+            .map(|k| lines[0].find(k).unwrap())
+            .collect();
+        assert!(order.windows(2).all(|p| p[0] < p[1]), "{text}");
+        let v: Value = serde_json::from_str(lines[1]).unwrap();
+        assert_eq!(v["message"], "");
+        assert_eq!(v["n"], -3);
+        assert!(v["target"].as_str().unwrap().contains("logs"), "{v}");
     }
 }
