@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Instructions per proxied call, counted (not timed): the gateway runs under valgrind's
+# callgrind, instrumented only while mcp-load sends calls on one connection; the count of
+# every gateway thread over that window, divided by the calls answered. A shared VM's
+# req/s swing by ±20 % from minute to minute; instruction counts move by ~2 %, so this is
+# where a change of a few % per call shows. What it does not see: time spent waiting, in
+# the kernel, or on other cores (the req/s rows of bench.sh do). Prints a Markdown table.
+#
+#   ops/scripts/bench-instructions.sh [--seconds N]
+#
+# --seconds: the counted window of each row (default 8; under callgrind a call takes ~5 ms).
+# BASELINE_GATEWAY: another gateway binary to count the 2025 call on (the tracing
+# row of bench.sh uses the same variable); without it that row is left out.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/../.." && pwd)"
+cd "$root"
+secs=8
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --seconds) secs="${2:?--seconds needs a number}"; shift 2 ;;
+    *) echo "unknown option $1 (--seconds N)" >&2; exit 2 ;;
+  esac
+done
+[[ "$secs" =~ ^[1-9][0-9]*$ ]] || { echo "--seconds takes a positive whole number" >&2; exit 2; }
+if ! command -v valgrind >/dev/null 2>&1; then
+  [ "$(id -u)" = 0 ] || { echo "valgrind is missing: sudo apt-get install -y valgrind" >&2; exit 1; }
+  echo "installing valgrind…" >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind >/dev/null
+fi
+cargo build --release -q -p mcp-gateway -p mcp-backends -p mcp-loadgen
+bin="$root/target/release"
+work=$(mktemp -d)
+. "$root/ops/scripts/lib.sh"
+proc_init "$work"
+cleanup() { proc_stop_all; rm -rf "$work"; }
+trap cleanup EXIT
+
+mock=$(PROC_STDERR=/dev/null proc_start mock TERM 15 "$bin/mcp-mock" --http 127.0.0.1:0 --name fast --no-dynamic --json)
+cat > "$work/gw.toml" <<EOT
+[server]
+listen = "127.0.0.1:0"
+[audit]
+enabled = false
+[[backend]]
+name = "fast"
+url = "$mock"
+EOT
+
+# count NAME GATEWAY [load args…]: instructions per call of GATEWAY (echoed).
+count() {
+  local name=$1 gw=$2 url pid out ok ir; shift 2
+  url=$(proc_start "$name" INT 120 valgrind --tool=callgrind --instr-atstart=no \
+    --callgrind-out-file="$work/$name.cg" "$gw" --config "$work/gw.toml" -c ops/pingora.yaml)
+  pid=$(proc_last_pid)
+  # Warm: connections pooled, upstream sessions open, code translated.
+  "$bin/mcp-load" --json --duration 3 --url "$url" --connections 1 --tool fast__echo "$@" >/dev/null
+  callgrind_control -i on "$pid" >/dev/null 2>&1
+  out=$("$bin/mcp-load" --json --duration "$secs" --url "$url" --connections 1 --tool fast__echo "$@")
+  callgrind_control -d "$pid" >/dev/null 2>&1
+  callgrind_control -i off "$pid" >/dev/null 2>&1
+  ok=$(python3 -c "import json,sys; print(json.loads(sys.argv[1])['ok'])" "$out")
+  ir=$(cat "$work/$name".cg* | awk '/^summary:/ {s += $2} END {print s + 0}')
+  kill -INT "$pid" 2>/dev/null || true
+  [ "$ok" -gt 0 ] && [ "$ir" -gt 0 ] || { echo "no calls counted for $name" >&2; exit 1; }
+  echo $(( ir / ok ))
+}
+
+echo "2025 call…" >&2
+legacy=$(count legacy "$bin/mcp-gateway" --era 2025)
+echo "2026-07-28 call…" >&2
+modern=$(count modern "$bin/mcp-gateway" --era 2026-07-28)
+rows=("| tools/call, 2025 session | $legacy | |")
+rows+=("| tools/call, 2026-07-28 stateless | $modern | $(python3 -c "print(f'{$modern/$legacy:.3f}× the 2025 call')") |")
+if [ -n "${BASELINE_GATEWAY:-}" ]; then
+  echo "2025 call on the baseline build…" >&2
+  base=$(count baseline "$BASELINE_GATEWAY" --era 2025)
+  rows+=("| tools/call, 2025 session, baseline build | $base | this build: $(python3 -c "print(f'{$legacy/$base:.3f}×')") |")
+fi
+echo "| call (1 connection, ${secs}s counted) | instructions per call | note |"
+echo "|---|---|---|"
+printf '%s\n' "${rows[@]}"
