@@ -9,6 +9,8 @@
 #   ops/scripts/bench-instructions.sh [--seconds N]
 #
 # --seconds: the counted window of each row (default 8; under callgrind a call takes ~5 ms).
+# Rows: the 2025 call, the 2026-07-28 call, the 2025 call with tracing on at 1 % (to a
+# real OTLP/HTTP receiver: .tools/, from install-tools.sh --test), and with
 # BASELINE_GATEWAY: another gateway binary to count the 2025 call on (the tracing
 # row of bench.sh uses the same variable); without it that row is left out.
 set -euo pipefail
@@ -46,11 +48,26 @@ name = "fast"
 url = "$mock"
 EOT
 
-# count NAME GATEWAY [load args…]: instructions per call of GATEWAY (echoed).
+# Tracing on at 1 %, exporting to a real OTLP/HTTP receiver (as bench.sh's row).
+otlp=$(PROC_STDERR=/dev/null proc_start otlp TERM 30 .tools/venv/bin/python gateway/tests/interop/otlp_receiver.py)
+cat > "$work/gwtrace.toml" <<EOT
+[server]
+listen = "127.0.0.1:0"
+[audit]
+enabled = false
+[tracing]
+endpoint = "${otlp%/mcp}"
+sample_ratio = 0.01
+[[backend]]
+name = "fast"
+url = "$mock"
+EOT
+
+# count NAME GATEWAY CONFIG [load args…]: instructions per call of GATEWAY (echoed).
 count() {
-  local name=$1 gw=$2 url pid out ok ir; shift 2
+  local name=$1 gw=$2 cfg=$3 url pid out ok ir; shift 3
   url=$(proc_start "$name" INT 120 valgrind --tool=callgrind --instr-atstart=no \
-    --callgrind-out-file="$work/$name.cg" "$gw" --config "$work/gw.toml" -c ops/pingora.yaml)
+    --callgrind-out-file="$work/$name.cg" "$gw" --config "$cfg" -c ops/pingora.yaml)
   pid=$(proc_last_pid)
   # Warm: connections pooled, upstream sessions open, code translated.
   "$bin/mcp-load" --json --duration 3 --url "$url" --connections 1 --tool fast__echo "$@" >/dev/null
@@ -66,14 +83,17 @@ count() {
 }
 
 echo "2025 call…" >&2
-legacy=$(count legacy "$bin/mcp-gateway" --era 2025)
+legacy=$(count legacy "$bin/mcp-gateway" "$work/gw.toml" --era 2025)
 echo "2026-07-28 call…" >&2
-modern=$(count modern "$bin/mcp-gateway" --era 2026-07-28)
+modern=$(count modern "$bin/mcp-gateway" "$work/gw.toml" --era 2026-07-28)
+echo "2025 call, tracing on at 1 %…" >&2
+traced=$(count traced "$bin/mcp-gateway" "$work/gwtrace.toml" --era 2025)
 rows=("| tools/call, 2025 session | $legacy | |")
 rows+=("| tools/call, 2026-07-28 stateless | $modern | $(python3 -c "print(f'{$modern/$legacy:.3f}× the 2025 call')") |")
+rows+=("| tools/call, 2025 session, tracing on at 1 % | $traced | $(python3 -c "print(f'{$traced/$legacy:.3f}× tracing off')") |")
 if [ -n "${BASELINE_GATEWAY:-}" ]; then
   echo "2025 call on the baseline build…" >&2
-  base=$(count baseline "$BASELINE_GATEWAY" --era 2025)
+  base=$(count baseline "$BASELINE_GATEWAY" "$work/gw.toml" --era 2025)
   rows+=("| tools/call, 2025 session, baseline build | $base | this build: $(python3 -c "print(f'{$legacy/$base:.3f}×')") |")
 fi
 echo "| call (1 connection, ${secs}s counted) | instructions per call | note |"

@@ -82,7 +82,13 @@ pub fn init(
         .with_tracked_inactivity(false)
         .with_threads(false)
         .with_location(false)
-        .with_filter(filter_fn(|m| m.is_span() && m.target() == crate::TARGET));
+        // Every span for OpenTelemetry is made at INFO ([`crate::span!`]): the hint keeps
+        // the process-wide level at the log filter's, so `debug!`/`trace!` callsites in
+        // the libraries stay off at a glance instead of asking each layer.
+        .with_filter(
+            filter_fn(|m| m.is_span() && m.target() == crate::TARGET)
+                .with_max_level_hint(tracing::Level::INFO),
+        );
     registry.with(otel).init();
     crate::set_on(true);
     Ok(Telemetry {

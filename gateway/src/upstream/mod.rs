@@ -200,7 +200,7 @@ impl Backend {
         extra: &[(::http::HeaderName, String)],
     ) -> Result<Reply, UpstreamError> {
         self.requests.fetch_add(1, Ordering::Relaxed);
-        let span = self.span(trace::method_of(&body).as_deref());
+        let span = self.span(|| trace::method_of(&body));
         let (body, extra) = trace::propagate(&span, body, extra);
         let started = Instant::now();
         let r = mcp_telemetry::in_span!(span, async {
@@ -221,8 +221,8 @@ impl Backend {
         r
     }
 
-    /// The span of one exchange with this backend.
-    fn span(&self, method: Option<&str>) -> tracing::Span {
+    /// The span of one exchange with this backend (`method` asked only when it exports).
+    fn span(&self, method: impl FnOnce() -> Option<String>) -> tracing::Span {
         trace::exchange_span(
             self.name(),
             trace::transport(&self.config.transport),
@@ -308,7 +308,7 @@ impl Backend {
         client_info: &Value,
     ) -> Result<UpstreamSession, UpstreamError> {
         self.requests.fetch_add(1, Ordering::Relaxed);
-        let span = self.span(Some("initialize"));
+        let span = self.span(|| Some("initialize".into()));
         let started = Instant::now();
         let r = match self.modern_session().await {
             Ok(Some(s)) => Ok(s),
@@ -415,7 +415,7 @@ impl Backend {
         }
         let mut req = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
         self.requests.fetch_add(1, Ordering::Relaxed);
-        let span = self.span(Some(method));
+        let span = self.span(|| Some(method.to_string()));
         let mut extra = mirrored;
         if let Some(tp) = mcp_telemetry::propagate::traceparent(&span) {
             trace::set_meta_traceparent(&mut req, &tp);

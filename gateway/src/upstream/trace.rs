@@ -24,10 +24,18 @@ pub(super) fn transport(t: &Transport) -> &'static str {
     }
 }
 
-/// A client span for one exchange with `backend`.
-pub(super) fn exchange_span(backend: &str, transport: &'static str, method: Option<&str>) -> Span {
+/// A client span for one exchange with `backend`; `method` is asked only for a span
+/// that is exported (a request sampled out makes none, and reading the method of a
+/// serialized body is a parse).
+pub(super) fn exchange_span(
+    backend: &str,
+    transport: &'static str,
+    method: impl FnOnce() -> Option<String>,
+) -> Span {
     let span = mcp_telemetry::child_span!("mcp.backend_call", otel.kind = "client");
     if !span.is_none() {
+        let method = method();
+        let method = method.as_deref();
         mcp_telemetry::rename(&span, format!("{} {backend}", method.unwrap_or("exchange")));
         mcp_telemetry::attr(&span, "mcp.backend", backend.to_string());
         mcp_telemetry::attr(&span, "network.transport", transport);
@@ -38,11 +46,8 @@ pub(super) fn exchange_span(backend: &str, transport: &'static str, method: Opti
     span
 }
 
-/// The JSON-RPC method of a serialized message (read only when tracing is on).
+/// The JSON-RPC method of a serialized message.
 pub(super) fn method_of(body: &Bytes) -> Option<String> {
-    if !mcp_telemetry::on() {
-        return None;
-    }
     let v: Value = serde_json::from_slice(body).ok()?;
     v.get("method").and_then(Value::as_str).map(str::to_string)
 }
