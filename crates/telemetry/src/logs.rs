@@ -269,18 +269,24 @@ mod tests {
         }
     }
 
-    #[test]
-    fn one_line_with_the_common_fields() {
+    /// What `events` log as JSON lines.
+    fn json_lines(events: impl FnOnce()) -> String {
         let buf = Buf::default();
         let w = buf.clone();
         let sub = tracing_subscriber::fmt()
             .with_writer(move || w.clone())
             .event_format(JsonLine)
             .finish();
-        tracing::subscriber::with_default(sub, || {
+        tracing::subscriber::with_default(sub, events);
+        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        text
+    }
+
+    #[test]
+    fn one_line_with_the_common_fields() {
+        let text = json_lines(|| {
             tracing::info!(request_id = "r1", status = 200u16, ms = 1.5, "request");
         });
-        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
         let v: Value = serde_json::from_str(text.trim()).unwrap();
         assert_eq!(v["message"], "request");
         assert_eq!(v["level"], "INFO");
@@ -295,14 +301,8 @@ mod tests {
     /// the place of one; text is escaped; a number JSON cannot hold is null.
     #[test]
     fn own_keys_first_fields_escaped_and_shadowing() {
-        let buf = Buf::default();
-        let w = buf.clone();
-        let sub = tracing_subscriber::fmt()
-            .with_writer(move || w.clone())
-            .event_format(JsonLine)
-            .finish();
         let err = std::io::Error::other("broken \"pipe\"");
-        tracing::subscriber::with_default(sub, || {
+        let text = json_lines(|| {
             tracing::warn!(
                 target = "tools/call",
                 r#type = "x",
@@ -315,7 +315,6 @@ mod tests {
             );
             tracing::info!(n = -3i64);
         });
-        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 2, "{text}");
         assert!(lines[0].starts_with("{\"timestamp\":\""), "{text}");
