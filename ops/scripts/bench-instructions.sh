@@ -38,30 +38,25 @@ cleanup() { proc_stop_all; rm -rf "$work"; }
 trap cleanup EXIT
 
 mock=$(PROC_STDERR=/dev/null proc_start mock TERM 15 "$bin/mcp-mock" --http 127.0.0.1:0 --name fast --no-dynamic --json)
-cat > "$work/gw.toml" <<EOT
+# config [SECTION…]: the gateway's configuration, with SECTION (TOML lines) added.
+config() {
+  cat <<EOT
 [server]
 listen = "127.0.0.1:0"
 [audit]
 enabled = false
+${1:-}
 [[backend]]
 name = "fast"
 url = "$mock"
 EOT
-
+}
+config > "$work/gw.toml"
 # Tracing on at 1 %, exporting to a real OTLP/HTTP receiver (as bench.sh's row).
 otlp=$(PROC_STDERR=/dev/null proc_start otlp TERM 30 .tools/venv/bin/python gateway/tests/interop/otlp_receiver.py)
-cat > "$work/gwtrace.toml" <<EOT
-[server]
-listen = "127.0.0.1:0"
-[audit]
-enabled = false
-[tracing]
-endpoint = "${otlp%/mcp}"
-sample_ratio = 0.01
-[[backend]]
-name = "fast"
-url = "$mock"
-EOT
+config "[tracing]
+endpoint = \"${otlp%/mcp}\"
+sample_ratio = 0.01" > "$work/gwtrace.toml"
 
 # count NAME GATEWAY CONFIG [load args…]: instructions per call of GATEWAY (echoed).
 count() {
