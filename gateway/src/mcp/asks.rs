@@ -33,7 +33,8 @@ use futures::StreamExt;
 use serde_json::{json, Map, Value};
 use tokio::sync::{mpsc, oneshot};
 
-use super::forward::{backend_error_value, sse, Call, InflightGuard};
+use super::call::{Call, Ids, InflightGuard};
+use super::forward::{backend_error_value, sse};
 use super::guards::Needle;
 use super::handler::Gateway;
 use super::jsonrpc;
@@ -222,7 +223,11 @@ impl Asking {
             }
             // The retry is a request of its own: an id of its own (the spec's rule).
             upstream_id = json!(format!("gw-{}", self.gw.next_upstream_id()));
-            reply = match self.call.send(&self.gw, &self.claims, &upstream_id).await {
+            let ids = Ids {
+                client: &upstream_id,
+                shared: &upstream_id,
+            };
+            reply = match self.call.send(&self.gw, &self.claims, ids).await {
                 Ok((r, _)) => r,
                 Err(UpstreamError::Refused { answer, .. })
                     if !crate::upstream::is_link_code(answer.pointer("/error/code")) =>

@@ -27,8 +27,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 
+use super::call::InflightGuard;
 use super::exchange::{Caller, Info, Response};
-use super::forward::{relayed_events, InflightGuard, Modern};
+use super::forward::{relayed_events, Modern};
 use super::handler::Gateway;
 use super::jsonrpc::{self, Method};
 use super::session::{now_secs, HELD_PREFIX};

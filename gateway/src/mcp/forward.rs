@@ -4,21 +4,19 @@
 //! Why ids are rewritten: backends pick colliding ids ([`super::relay`]). Not here: which
 //! backend (that is [`super::routing`]).
 
+use super::call::{upstream_extra, Call, Cancel, Ids, InflightGuard, Sent};
 use super::exchange::{Caller, Info, Response};
 use super::handler::Gateway;
 use super::jsonrpc::{self};
 use super::relay;
 use super::session::SessionClaims;
 use crate::mcp::jsonrpc::Method;
-use crate::upstream::modern::ForLegacy;
 use crate::upstream::sse::format_event;
 use crate::upstream::Backend;
-use crate::upstream::{request_bytes, to_bytes, Reply, UpstreamError};
-use crate::wire::meta;
+use crate::upstream::{to_bytes, Reply, UpstreamError};
 use crate::wire::version;
 use crate::wire::UpstreamSession;
 use bytes::Bytes;
-use dashmap::DashMap;
 use futures::stream::BoxStream;
 use futures::StreamExt;
 use serde_json::{json, Value};
@@ -148,9 +146,9 @@ impl Gateway {
         if downstream_modern && super::bridge::is_held_state(&params) {
             return self.resume_held(caller, &claims.caps, &backend, id, &method, &params, info);
         }
-        // A modern client's calls share an upstream session per person and client: each
-        // goes with an id of the gateway's, so that two never collide there.
-        let upstream_id = match downstream_modern {
+        // A modern client's calls may share an upstream session or pipe: there, each goes
+        // with an id of the gateway's, so that two never collide ([`Call::send`]).
+        let shared_id = match downstream_modern {
             true => json!(format!("gw-{}", self.next_upstream_id())),
             false => id.clone(),
         };
@@ -173,7 +171,7 @@ impl Gateway {
             gw: self.clone(),
             b,
             sid: claims.sid.clone(),
-            id: upstream_id.clone(),
+            id: shared_id.clone(),
         });
         let guard = InflightGuard {
             map: self.inflight.clone(),
@@ -181,7 +179,15 @@ impl Gateway {
             cancel,
             answered: false,
         };
-        let r = call.send(self, claims, &upstream_id).await;
+        let ids = Ids {
+            client: &id,
+            shared: &shared_id,
+        };
+        let r = call.send(self, claims, ids).await;
+        let upstream_id = match &r {
+            Ok((_, modern)) if call.keeps_client_id(downstream_modern, *modern) => id.clone(),
+            _ => shared_id,
+        };
         let sent = Sent {
             call,
             id,
@@ -445,36 +451,6 @@ pub(super) fn sse(msg: &Value) -> Bytes {
     format_event(&to_bytes(msg))
 }
 
-/// The headers a routed call carries upstream besides the body: who calls (as the backend
-/// is configured to be told), the request id, the client's `Mcp-Param-*` and trace
-/// context (the latter also into `_meta`, the 2026-07-28 convention, unless the client
-/// put its own there).
-fn upstream_extra(
-    backend: &Backend,
-    caller: &Caller,
-    info: &Info,
-    params: &mut Value,
-) -> Vec<(http::HeaderName, String)> {
-    let mut extra = Gateway::identity_headers(backend, caller);
-    if !info.request_id.is_empty() {
-        extra.push((
-            http::HeaderName::from_static("x-request-id"),
-            info.request_id.clone(),
-        ));
-    }
-    extra.extend(info.param_headers.iter().cloned());
-    if let Some(tp) = &info.traceparent {
-        extra.push((http::HeaderName::from_static("traceparent"), tp.clone()));
-        if let Value::Object(p) = params {
-            let meta = p.entry("_meta").or_insert_with(|| json!({}));
-            if let Value::Object(m) = meta {
-                m.entry("traceparent").or_insert_with(|| json!(tp));
-            }
-        }
-    }
-    extra
-}
-
 /// A modern backend's refusal (e.g. -32021): relayed with its status to a modern client,
 /// as a JSON-RPC error (HTTP 200) to a legacy one.
 fn relay_refusal(
@@ -538,128 +514,6 @@ impl Routed {
     /// A JSON-RPC error answering this request (HTTP 200).
     pub(super) fn refuse(&self, code: i64, message: String) -> Response {
         Response::json(200, &jsonrpc::error(&self.id, code, message))
-    }
-}
-
-/// A routed call as it goes to its backend: what [`Call::send`] needs each time (a
-/// 2025 client's call is sent again for each round of input, [`super::asks`]).
-pub(super) struct Call {
-    pub(super) b: usize,
-    pub(super) backend: Arc<Backend>,
-    pub(super) method: Method,
-    /// As routed (names translated), with the trace context in `_meta`.
-    pub(super) params: Value,
-    /// Identity, request id, `Mcp-Param-*` and trace headers.
-    pub(super) extra: Vec<(http::HeaderName, String)>,
-}
-
-impl Call {
-    /// Sends the call under `upstream_id`, in the session's upstream session (made
-    /// again once if it expired), fitted to the backend's era: the reply, and whether
-    /// the backend speaks 2026-07-28.
-    pub(super) async fn send(
-        &self,
-        gw: &Gateway,
-        claims: &SessionClaims,
-        upstream_id: &Value,
-    ) -> Result<(Reply, bool), UpstreamError> {
-        let downstream_modern = version::is_modern(&claims.v);
-        gw.in_session(claims, self.b, |s| async move {
-            let upstream_modern = version::is_modern(&s.version);
-            let mut mirrored = Vec::new();
-            let method = self.method.as_str();
-            let body = match (downstream_modern, upstream_modern) {
-                // Both sides legacy: the params as routed.
-                (false, false) => request_bytes(upstream_id, method, &self.params),
-                // Stripped of the modern client's _meta for a legacy backend.
-                (true, false) => request_bytes(upstream_id, method, ForLegacy(&self.params)),
-                // Stamped for a modern backend, which also wants the mirrored headers.
-                (_, true) => {
-                    let mut p = self.params.clone();
-                    meta::stamp(&mut p, &claims.caps, &claims.info, None);
-                    mirrored = meta::headers_for(&self.method, &p);
-                    request_bytes(upstream_id, method, &p)
-                }
-            };
-            let mut headers = self.extra.clone();
-            headers.extend(mirrored);
-            let reply = self.backend.send(&claims.sid, &s, body, &headers).await?;
-            Ok((reply, upstream_modern))
-        })
-        .await
-    }
-}
-
-/// A call sent to its backend, with what its answer needs.
-struct Sent {
-    call: Call,
-    /// The client's id.
-    id: Value,
-    /// The id the backend answers with.
-    upstream_id: Value,
-    guard: InflightGuard,
-}
-
-pub(super) struct InflightGuard {
-    pub(super) map: Arc<DashMap<(String, String), usize>>,
-    /// The call's entry in the map (a 2025 client's calls only).
-    pub(super) key: Option<(String, String)>,
-    /// Whom to tell when the call is dropped before its answer (a modern client that
-    /// closed its stream, a legacy backend that would otherwise go on).
-    pub(super) cancel: Option<Cancel>,
-    /// The answer went out: nothing to cancel.
-    pub(super) answered: bool,
-}
-
-/// A modern client's call, to cancel upstream if it is dropped before its answer: closing
-/// the stream is cancelling in that era. A legacy backend (or a modern STDIO one) is told
-/// with `notifications/cancelled` in the upstream session the call went in (looked up
-/// only then: most calls are answered); a modern HTTP backend learns of it from the
-/// closed connection itself.
-pub(super) struct Cancel {
-    gw: Arc<Gateway>,
-    b: usize,
-    sid: String,
-    /// The id the backend knows the call by.
-    id: Value,
-}
-
-impl Cancel {
-    async fn send(self) {
-        let backend = self.gw.backends[self.b].clone();
-        let Some(session) = self
-            .gw
-            .overrides
-            .get(&(self.sid.clone(), self.b))
-            .map(|s| s.clone())
-        else {
-            return;
-        };
-        if version::is_modern(&session.version) && backend.http().is_some() {
-            return;
-        }
-        let note = json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
-            "params": {"requestId": self.id, "reason": "the client closed its response stream"}});
-        if let Err(e) = backend
-            .send(&self.sid, &session, to_bytes(&note), &[])
-            .await
-        {
-            tracing::debug!(backend = backend.name(), error = %e, "cannot cancel upstream");
-        }
-    }
-}
-
-impl Drop for InflightGuard {
-    fn drop(&mut self) {
-        if let Some(key) = &self.key {
-            self.map.remove(key);
-        }
-        let (Some(c), false) = (self.cancel.take(), self.answered) else {
-            return;
-        };
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            rt.spawn(c.send());
-        }
     }
 }
 

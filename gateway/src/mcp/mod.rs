@@ -3,6 +3,7 @@
 pub mod answers;
 pub mod asks;
 pub mod bridge;
+pub mod call;
 pub mod cursor;
 pub mod early;
 pub mod exchange;

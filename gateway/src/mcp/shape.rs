@@ -32,9 +32,14 @@ pub(super) struct Shape {
 impl Shape {
     /// Shapes a served answer to request `id`.
     pub(super) async fn finish(self, resp: Response, id: &Value, method: &Method) -> Response {
-        let resp = resp.map_full_body(|body| match self.splice(&body, id, method) {
-            Some(spliced) => spliced.into(),
-            None => self.reparse(body, id, method),
+        let resp = resp.map_full_body(|body| {
+            if self.shaped(&body, id, method) {
+                return body;
+            }
+            match self.splice(&body, id, method) {
+                Some(spliced) => spliced.into(),
+                None => self.reparse(body, id, method),
+            }
         });
         match resp {
             full @ Response::Full { .. } => full,
@@ -68,6 +73,47 @@ impl Shape {
                 }
             }
         }
+    }
+
+    /// Whether the JSON answer is this era's answer to `id` as it is: a modern backend's
+    /// to a call that kept the client's id ([`super::call::Call::keeps_client_id`]).
+    /// Read once, the result's members skipped but for the era's keys; any doubt
+    /// (another id, no `resultType`, a read without its cache hints) is `false`, and
+    /// [`Shape::splice`] makes it one. A legacy backend's answer names no `resultType`:
+    /// it stops at a byte search.
+    fn shaped(self, body: &[u8], id: &Value, method: &Method) -> bool {
+        #[derive(Deserialize)]
+        struct Shaped<'a> {
+            #[serde(borrow, default, deserialize_with = "present")]
+            jsonrpc: Option<&'a RawValue>,
+            #[serde(borrow, default, deserialize_with = "present")]
+            id: Option<&'a RawValue>,
+            #[serde(borrow, default, deserialize_with = "present")]
+            method: Option<&'a RawValue>,
+            #[serde(borrow, default)]
+            result: Option<Present<'a>>,
+        }
+        static RESULT_TYPE: Needle = Needle::new(b"\"resultType\"");
+        if !contains(body, &RESULT_TYPE) {
+            return false;
+        }
+        let Ok(answer) = serde_json::from_slice::<Shaped>(body) else {
+            return false;
+        };
+        let (Some(result), None) = (answer.result, answer.method) else {
+            return false;
+        };
+        let same_id = answer
+            .id
+            .zip(serde_json::to_string(id).ok())
+            .is_some_and(|(a, ours)| a.get() == ours);
+        let Some(kind) = result.result_type.filter(|_| same_id) else {
+            return false;
+        };
+        let hints = !matches!(method, Method::ResourcesRead)
+            || kind.get() != r#""complete""#
+            || (result.ttl_ms.is_some() && result.cache_scope.is_some());
+        answer.jsonrpc.is_some_and(|v| v.get() == r#""2.0""#) && hints
     }
 
     /// The JSON answer parsed, shaped and written again (what [`Shape::splice`] leaves).
@@ -291,6 +337,101 @@ mod tests {
                     assert_eq!(a, b, "{body} {method}");
                     assert_eq!(a["id"], id);
                 }
+            }
+        }
+    }
+
+    /// An answer passed on as it is would be shaped to itself; everything else is not
+    /// passed on (a legacy backend's answer, another id, a nested `resultType`, a read
+    /// without its cache hints, anything that is not one answer).
+    #[test]
+    fn only_an_answer_shaping_would_not_change_is_passed_as_it_is() {
+        let shape = Shape {
+            log: false,
+            private: true,
+        };
+        let call = Method::ToolsCall;
+        let read = Method::ResourcesRead;
+        let cases = [
+            (
+                r#"{"jsonrpc":"2.0","id":7,"result":{"content":[],"resultType":"complete"}}"#,
+                &call,
+                true,
+            ),
+            (
+                r#"{"result":{"resultType":"input_required","inputRequests":{}},"id":7,"jsonrpc":"2.0"}"#,
+                &call,
+                true,
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":7,"result":{"contents":[],"resultType":"complete","ttlMs":5,"cacheScope":"public"}}"#,
+                &read,
+                true,
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":7,"result":{"contents":[],"resultType":"complete"}}"#,
+                &read,
+                false,
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":7,"result":{"content":[]}}"#,
+                &call,
+                false,
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":"gw-1","result":{"resultType":"complete"}}"#,
+                &call,
+                false,
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":"7","result":{"resultType":"complete"}}"#,
+                &call,
+                false,
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":7,"result":{"structuredContent":{"resultType":"x"}}}"#,
+                &call,
+                false,
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":7,"result":{"resultType":"a","resultType":"b"}}"#,
+                &call,
+                false,
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":7,"id":7,"result":{"resultType":"complete"}}"#,
+                &call,
+                false,
+            ),
+            (
+                r#"{"jsonrpc":"1.0","id":7,"result":{"resultType":"complete"}}"#,
+                &call,
+                false,
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":7,"method":"x","result":{"resultType":"complete"}}"#,
+                &call,
+                false,
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":7,"error":{"code":1,"message":"resultType"}}"#,
+                &call,
+                false,
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":7,"result":{"resultType":"complete"}"#,
+                &call,
+                false,
+            ),
+        ];
+        let id = json!(7);
+        for (body, method, passed) in cases {
+            assert_eq!(shape.shaped(body.as_bytes(), &id, method), passed, "{body}");
+            if passed {
+                let shaped = shape.reparse(body.as_bytes().to_vec().into(), &id, method);
+                let a: Value = serde_json::from_str(body).unwrap_or_default();
+                let b: Value = serde_json::from_slice(&shaped).unwrap_or_default();
+                assert_eq!(a, b, "{body}");
             }
         }
     }

@@ -374,7 +374,7 @@ impl Channel {
         let info = if client_info.is_object() {
             client_info.clone()
         } else {
-            json!({"name": "mcp-gateway", "version": env!("CARGO_PKG_VERSION")})
+            crate::wire::meta::gateway_info()
         };
         let req = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
             "protocolVersion": version::LATEST, "capabilities": client_caps, "clientInfo": info}});

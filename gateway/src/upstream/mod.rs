@@ -361,7 +361,7 @@ impl Backend {
         let info = if client_info.is_object() {
             client_info.clone()
         } else {
-            json!({"name": "mcp-gateway", "version": env!("CARGO_PKG_VERSION")})
+            crate::wire::meta::gateway_info()
         };
         let req = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
             "protocolVersion": version,

@@ -224,7 +224,7 @@ const MODERN_META: [&str; 4] = [
 
 /// A modern client's params as a legacy backend gets them: serialized without a copy and
 /// without the modern `_meta` keys (an emptied `_meta` left out too). A modern backend's
-/// params are stamped instead ([`meta::stamp`]).
+/// params are stamped instead ([`ForModern`]).
 pub struct ForLegacy<'a>(pub &'a Value);
 
 impl Serialize for ForLegacy<'_> {
@@ -247,6 +247,78 @@ impl Serialize for ForLegacy<'_> {
     }
 }
 
+/// A call's params as a modern backend gets them: serialized without a copy, with the
+/// client's metadata put into `_meta` as [`meta::stamp`] would (the protocol version the
+/// gateway's; the capabilities and identity the client's, unless the params name their
+/// own; every other `_meta` key kept).
+pub struct ForModern<'a> {
+    pub params: &'a Value,
+    pub caps: &'a Value,
+    pub info: &'a Value,
+}
+
+impl Serialize for ForModern<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        static EMPTY: std::sync::OnceLock<Map<String, Value>> = std::sync::OnceLock::new();
+        let empty = EMPTY.get_or_init(Map::new);
+        let params = match self.params {
+            Value::Object(p) => p,
+            _ => empty,
+        };
+        let kept = match params.get("_meta") {
+            Some(Value::Object(m)) => m,
+            _ => empty,
+        };
+        let mut map = s.serialize_map(None)?;
+        for (k, v) in params.iter().filter(|(k, _)| *k != "_meta") {
+            map.serialize_entry(k, v)?;
+        }
+        map.serialize_entry(
+            "_meta",
+            &StampedMeta {
+                kept,
+                caps: self.caps,
+                info: self.info,
+            },
+        )?;
+        map.end()
+    }
+}
+
+/// `_meta` stamped for a modern backend ([`ForModern`]).
+struct StampedMeta<'a> {
+    kept: &'a Map<String, Value>,
+    caps: &'a Value,
+    info: &'a Value,
+}
+
+impl Serialize for StampedMeta<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(None)?;
+        for (k, v) in self
+            .kept
+            .iter()
+            .filter(|(k, _)| *k != meta::PROTOCOL_VERSION)
+        {
+            map.serialize_entry(k, v)?;
+        }
+        map.serialize_entry(meta::PROTOCOL_VERSION, version::MODERN_LATEST)?;
+        if !self.kept.contains_key(meta::CLIENT_CAPABILITIES) {
+            match self.caps {
+                caps @ Value::Object(_) => map.serialize_entry(meta::CLIENT_CAPABILITIES, caps)?,
+                _ => map.serialize_entry(meta::CLIENT_CAPABILITIES, &Map::new())?,
+            }
+        }
+        if !self.kept.contains_key(meta::CLIENT_INFO) {
+            match self.info {
+                info @ Value::Object(_) => map.serialize_entry(meta::CLIENT_INFO, info)?,
+                _ => map.serialize_entry(meta::CLIENT_INFO, &meta::gateway_info())?,
+            }
+        }
+        map.end()
+    }
+}
+
 /// A `_meta` without the modern client's keys.
 struct KeptMeta<'a>(&'a Map<String, Value>);
 
@@ -263,6 +335,42 @@ impl Serialize for KeptMeta<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn params_for_a_modern_backend_say_what_stamped_ones_say() {
+        let caps = json!({"sampling": {}});
+        let info = json!({"name": "c", "version": "1"});
+        let params = [
+            json!({"name": "t", "arguments": {"a": [1, {"b": null}]}}),
+            json!({"name": "t", "_meta": {"progressToken": 7, meta::PROTOCOL_VERSION: "2025-11-25"}}),
+            json!({"name": "t", "_meta": {meta::CLIENT_CAPABILITIES: {"roots": {}}, meta::CLIENT_INFO: {"name": "own"}}}),
+            json!({"_meta": 3}),
+            json!({"_meta": {}}),
+            json!([1, 2]),
+            Value::Null,
+        ];
+        let clients = [
+            (caps.clone(), info.clone()),
+            (Value::Null, Value::Null),
+            (json!([]), json!("x")),
+        ];
+        for p in &params {
+            for (caps, info) in &clients {
+                let mut stamped = p.clone();
+                meta::stamp(&mut stamped, caps, info, None);
+                let streamed: Value = serde_json::from_slice(
+                    &serde_json::to_vec(&ForModern {
+                        params: p,
+                        caps,
+                        info,
+                    })
+                    .unwrap_or_default(),
+                )
+                .unwrap_or_default();
+                assert_eq!(streamed, stamped, "{p} with {caps}, {info}");
+            }
+        }
+    }
 
     #[test]
     fn params_for_a_legacy_backend_lose_the_modern_meta_uncopied() {

@@ -120,12 +120,17 @@ pub fn stamp(params: &mut Value, caps: &Value, info: &Value, log_level: Option<L
     let info = if info.is_object() {
         info.clone()
     } else {
-        json!({"name": "mcp-gateway", "version": env!("CARGO_PKG_VERSION")})
+        gateway_info()
     };
     m.entry(CLIENT_INFO).or_insert(info);
     if let Some(level) = log_level {
         m.entry(LOG_LEVEL).or_insert_with(|| json!(level));
     }
+}
+
+/// The gateway's own identity, stamped where a client sent none.
+pub fn gateway_info() -> Value {
+    json!({"name": "mcp-gateway", "version": env!("CARGO_PKG_VERSION")})
 }
 
 /// The body value `Mcp-Name` mirrors: `params.name` of `tools/call` and `prompts/get`,

@@ -232,6 +232,45 @@ fn a_modern_client_uses_legacy_and_modern_backends_statelessly() {
     );
 }
 
+/// A modern client's call keeps its own id where it cannot collide with another's (a
+/// modern HTTP backend: an exchange of its own) and goes under one of the gateway's
+/// where it could (a legacy backend's upstream session, shared per person and client; a
+/// STDIO backend's pipe numbers its calls itself); the client gets its own id back every
+/// time.
+#[test]
+fn a_modern_call_keeps_its_id_only_where_it_cannot_collide() {
+    let (_old, _new, gw) = both_eras();
+    let pipe = modern_stdio_gateway();
+    for (gw, tool, own) in [
+        (&gw, "new__whoami", true),
+        (&gw, "old__whoami", false),
+        (&pipe, "pipe__whoami", false),
+    ] {
+        let a = send(
+            gw,
+            41,
+            "tools/call",
+            json!({"name": tool, "arguments": {}}),
+            &[],
+        );
+        let r = a.response(&json!(41));
+        assert_eq!(r["result"]["resultType"], "complete", "{tool}: {r}");
+        let who: Value = serde_json::from_str(&text_of(&r)).expect("whoami JSON");
+        assert_eq!(
+            who["id"] == json!(41),
+            own,
+            "{tool}: the backend saw {}",
+            who["id"]
+        );
+        if tool == "old__whoami" {
+            assert!(
+                who["id"].as_str().is_some_and(|i| i.starts_with("gw-")),
+                "{who}"
+            );
+        }
+    }
+}
+
 #[test]
 fn a_legacy_client_reaches_a_modern_backend() {
     let (_old, _new, gw) = both_eras();

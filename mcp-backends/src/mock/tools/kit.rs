@@ -21,6 +21,7 @@ pub async fn run(ctx: &RequestCtx, name: &str, args: &Map<String, Value>) -> Opt
             json!({
                 "server": server_name,
                 "session": ctx.session.id,
+                "id": ctx.request_id,
                 "headers": Value::Object((*ctx.headers).clone()),
             })
             .to_string(),

@@ -127,7 +127,7 @@ const FIXED_TOOLS: &[ToolDef] = &[
     ),
     tool(
         "whoami",
-        "Returns the server name, the session id and the HTTP request headers as JSON",
+        "Returns the server name, the session id, the request's JSON-RPC id and the HTTP request headers as JSON",
         &[],
     ),
     tool(
