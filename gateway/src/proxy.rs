@@ -158,12 +158,15 @@ impl GatewayProxy {
         let Some(body) = self.read_body(session, ctx).await? else {
             return Ok(());
         };
-        if let Some(refused) = early {
-            let resp = refused.answer(&body);
-            ctx.record.http.bytes_out =
-                write_response(session, resp, &ctx.record.mcp.request_id, &self.drain).await?;
-            return Ok(());
-        }
+        let head = match early {
+            Ok(head) => head,
+            Err(refused) => {
+                let resp = refused.answer(&body);
+                ctx.record.http.bytes_out =
+                    write_response(session, resp, &ctx.record.mcp.request_id, &self.drain).await?;
+                return Ok(());
+            }
+        };
         ctx.record.mcp.traceparent = session
             .req_header()
             .headers
@@ -175,6 +178,7 @@ impl GatewayProxy {
             method: session.req_header().method.clone(),
             headers: session.req_header().headers.clone(),
             body,
+            head,
         };
         let resp = self.gateway.handle(req, &caller, &mut ctx.record.mcp).await;
         ctx.record.http.bytes_out =

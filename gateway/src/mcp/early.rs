@@ -49,6 +49,26 @@ impl Mirrored {
     }
 }
 
+/// What the head of a modern POST said, checked (Host/Origin, then backend and tool
+/// policy): carried with its request ([`super::exchange::Request::head`]), so that the
+/// body is compared with it rather than the headers read and decoded again.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Head {
+    pub mirrored: Mirrored,
+}
+
+impl Head {
+    /// Whether the body's method and name are what the head said (`false` leaves the
+    /// answer, and its precise message, to reading the headers).
+    pub(super) fn matches(&self, method: &Method, params: Option<&Value>) -> bool {
+        self.mirrored.method == *method
+            && match meta::name_of(method, params) {
+                None => true,
+                Some(body) => body.is_some() && body == self.mirrored.name.as_deref(),
+            }
+    }
+}
+
 /// A request refused from its head: answered once its id is read.
 #[derive(Debug)]
 pub struct EarlyRefusal {
@@ -87,33 +107,42 @@ pub(super) fn policy_answer(id: &Value, message: &str, backend: &str) -> Respons
 
 impl Gateway {
     /// Fills the record's method, target and backend from the head of a modern POST, and
-    /// decides backend and tool policy. `None`: not a modern request, or nothing to
-    /// refuse here (the body path decides).
+    /// decides backend and tool policy: the refusal, or what the head said (`None`: not
+    /// a modern request, or one whose Host/Origin the body path refuses).
     pub fn precheck(
         &self,
         http_method: &http::Method,
         headers: &HeaderMap,
         caller: &Caller,
         info: &mut Info,
-    ) -> Option<EarlyRefusal> {
+    ) -> Result<Option<Head>, EarlyRefusal> {
         // The mark of a modern request first: a 2025 one stops at one header lookup.
         if http_method != http::Method::POST {
-            return None;
+            return Ok(None);
         }
-        let m = Mirrored::read(headers)?;
+        let Some(mirrored) = Mirrored::read(headers) else {
+            return Ok(None);
+        };
         if self.check_host_origin(headers).is_err() {
-            return None;
+            return Ok(None);
         }
-        info.rpc_method = Some(m.method.clone());
-        if !matches!(m.method, Method::ToolsCall | Method::PromptsGet) {
-            return None;
-        }
-        let name = m.name?;
-        let (b, original) = self.resolve_name(&name)?;
+        info.rpc_method = Some(mirrored.method.clone());
+        let head = Head { mirrored };
+        let m = &head.mirrored;
+        let name = match (&m.method, &m.name) {
+            (Method::ToolsCall | Method::PromptsGet, Some(name)) => name,
+            _ => return Ok(Some(head)),
+        };
+        let Some((b, original)) = self.resolve_name(name) else {
+            return Ok(Some(head));
+        };
         let backend = &self.backends[b];
-        info.target = Some(name);
+        info.target = Some(name.clone());
         info.backend = Some(backend.name().to_string());
-        self.refuse_early(backend, caller, &m.method, &original, info, false)
+        match self.refuse_early(backend, caller, &m.method, &original, info, false) {
+            Some(refused) => Err(refused),
+            None => Ok(Some(head)),
+        }
     }
 
     /// The same on `/backends/{name}/mcp`: names there are the backend's own.
@@ -232,6 +261,28 @@ mod tests {
         assert_eq!(m.name.as_deref(), Some("café"));
         let no_method = headers(&[("mcp-protocol-version", "2026-07-28")]);
         assert_eq!(Mirrored::read(&no_method), None);
+    }
+
+    #[test]
+    fn the_head_matches_only_a_body_that_says_the_same() {
+        let head = |method, name: Option<&str>| Head {
+            mirrored: Mirrored {
+                method,
+                name: name.map(str::to_string),
+            },
+        };
+        let call = head(Method::ToolsCall, Some("a__echo"));
+        let params = json!({"name": "a__echo"});
+        assert!(call.matches(&Method::ToolsCall, Some(&params)));
+        assert!(!call.matches(&Method::ToolsCall, Some(&json!({"name": "a__other"}))));
+        assert!(!call.matches(&Method::ToolsCall, Some(&json!({}))));
+        assert!(!call.matches(&Method::ToolsCall, None));
+        assert!(!call.matches(&Method::PromptsGet, Some(&params)));
+        // A name the head could not decode matches no body.
+        assert!(!head(Method::ToolsCall, None).matches(&Method::ToolsCall, Some(&params)));
+        let list = head(Method::ToolsList, None);
+        assert!(list.matches(&Method::ToolsList, None));
+        assert!(!list.matches(&Method::PromptsList, None));
     }
 
     #[test]

@@ -14,6 +14,10 @@ pub struct Request {
     pub method: Method,
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// What a modern request's head said, checked before the body was read
+    /// ([`Gateway::precheck`](super::handler::Gateway::precheck)): its Host and Origin
+    /// passed, its method and name are compared with the body's.
+    pub head: Option<super::early::Head>,
 }
 
 /// Who is calling (anonymous without authentication).

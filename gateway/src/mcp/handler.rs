@@ -142,8 +142,11 @@ impl Gateway {
         caller: &Caller,
         info: &mut Info,
     ) -> Response {
-        if let Err(r) = self.check_host_origin(&req.headers) {
-            return r.into();
+        // A modern request's head passed this check already (precheck).
+        if req.head.is_none() {
+            if let Err(r) = self.check_host_origin(&req.headers) {
+                return r.into();
+            }
         }
         match req.method {
             http::Method::POST => self.post(req, caller, info).await,
@@ -166,7 +169,7 @@ impl Gateway {
                 .is_some_and(|v| !super::version::is_supported(v.to_str().unwrap_or("")))
         {
             if let Some(r) = crate::wire::request::ModernRequest::read(&req.body) {
-                return self.modern_read(&req.headers, r, caller, info).await;
+                return self.modern_read(&req, r, caller, info).await;
             }
         }
         let value: Value = match serde_json::from_slice(&req.body) {
@@ -203,7 +206,7 @@ impl Gateway {
                 Message::Response { .. } => None,
             };
             if super::modern::is_modern_request(&req.headers, params) {
-                return self.modern(&req.headers, msg, caller, info).await;
+                return self.modern(&req, msg, caller, info).await;
             }
         }
         if let Message::Request { method, id, params } = &msg {

@@ -17,7 +17,7 @@ use http::HeaderMap;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use super::exchange::{Caller, Info, Response};
+use super::exchange::{Caller, Info, Request, Response};
 use super::handler::Gateway;
 use super::jsonrpc::{self, Message, Method};
 use super::session::{now_secs, SessionClaims};
@@ -74,7 +74,7 @@ impl Gateway {
     /// Serves one modern message.
     pub(super) async fn modern(
         self: &Arc<Self>,
-        headers: &HeaderMap,
+        req: &Request,
         msg: Message,
         caller: &Caller,
         info: &mut Info,
@@ -99,7 +99,7 @@ impl Gateway {
             }
         };
         info.rpc_method = Some(method.clone());
-        let meta = match check(headers, &id, &method, params.as_mut()) {
+        let meta = match check(req, &id, &method, params.as_mut()) {
             Ok(m) => m,
             Err(r) => return refused(r, info),
         };
@@ -112,14 +112,14 @@ impl Gateway {
             claims,
             log,
         };
-        self.serve_modern(headers, checked, caller, info).await
+        self.serve_modern(&req.headers, checked, caller, info).await
     }
 
     /// Serves a modern request read in one pass ([`ModernRequest`]): the same checks
     /// after the metadata (complete, by construction), the claims found by its text.
     pub(super) async fn modern_read(
         self: &Arc<Self>,
-        headers: &HeaderMap,
+        req: &Request,
         r: ModernRequest<'_>,
         caller: &Caller,
         info: &mut Info,
@@ -131,9 +131,8 @@ impl Gateway {
             meta,
         } = r;
         info.rpc_method = Some(method.clone());
-        let checked = header_version(headers, &id).and_then(|hv| {
-            check_after_meta(headers, hv, &id, &method, &meta.version, Some(&params))
-        });
+        let checked = header_version(&req.headers, &id)
+            .and_then(|hv| check_after_meta(req, hv, &id, &method, &meta.version, Some(&params)));
         if let Err(r) = checked {
             return refused(r, info);
         }
@@ -144,7 +143,7 @@ impl Gateway {
             method,
             params: Some(params),
         };
-        self.serve_modern(headers, checked, caller, info).await
+        self.serve_modern(&req.headers, checked, caller, info).await
     }
 
     /// Serves a checked modern request by its method; its answer shaped for the era.
@@ -269,6 +268,7 @@ impl StatelessClaims {
             caps: meta.caps,
             info: meta.info,
             up: Default::default(),
+            stamped: Default::default(),
         });
         if self.made.len() >= Self::MAX {
             self.made.clear();
@@ -385,12 +385,12 @@ fn refusal(id: &Value, status: u16, code: i64, message: String, data: Option<Val
 /// Checks a modern request in the transport chapter's order (header present, `_meta`
 /// complete, header = body, revision spoken, method known) and takes its metadata out.
 fn check(
-    headers: &HeaderMap,
+    req: &Request,
     id: &Value,
     method: &Method,
     mut params: Option<&mut Value>,
 ) -> Result<RequestMeta, Refusal> {
-    let hv = header_version(headers, id)?;
+    let hv = header_version(&req.headers, id)?;
     let meta = RequestMeta::take(params.as_deref_mut()).map_err(|why| {
         refusal(
             id,
@@ -400,7 +400,7 @@ fn check(
             None,
         )
     })?;
-    check_after_meta(headers, hv, id, method, &meta.version, params.as_deref())?;
+    check_after_meta(req, hv, id, method, &meta.version, params.as_deref())?;
     Ok(meta)
 }
 
@@ -419,10 +419,10 @@ fn header_version<'h>(headers: &'h HeaderMap, id: &Value) -> Result<&'h str, Ref
     }
 }
 
-/// The checks after the metadata: header = body, revision spoken, mirrored headers,
-/// method known.
+/// The checks after the metadata: header = body, revision spoken, mirrored headers
+/// (compared with what the head said, when it was read before the body), method known.
 fn check_after_meta(
-    headers: &HeaderMap,
+    req: &Request,
     hv: &str,
     id: &Value,
     method: &Method,
@@ -455,8 +455,11 @@ fn check_after_meta(
             Some(json!({"supported": supported, "requested": version})),
         ));
     }
-    if let Err(why) = mirrored_headers_match(headers, method, params) {
-        return Err(refusal(id, 400, jsonrpc::HEADER_MISMATCH, why, None));
+    let seen = req.head.as_ref().is_some_and(|h| h.matches(method, params));
+    if !seen {
+        if let Err(why) = mirrored_headers_match(&req.headers, method, params) {
+            return Err(refusal(id, 400, jsonrpc::HEADER_MISMATCH, why, None));
+        }
     }
     if !served(method) {
         return Err(refusal(

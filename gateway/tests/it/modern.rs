@@ -271,6 +271,33 @@ fn a_modern_call_keeps_its_id_only_where_it_cannot_collide() {
     }
 }
 
+/// Host and Origin guard a modern request as they guard a 2025 one, whether or not its
+/// head names a call that the head's own checks could route.
+#[test]
+fn dns_rebinding_is_refused_in_the_modern_era_too() {
+    let (_old, _new, gw) = both_eras();
+    for (method, params) in [
+        (
+            "tools/call",
+            json!({"name": "new__echo", "arguments": {"text": "x"}}),
+        ),
+        ("tools/list", json!({})),
+    ] {
+        for (header, value, status) in [
+            ("origin", "http://evil.example.com", 403),
+            ("host", "evil.example.com", 403),
+            ("origin", "http://localhost:5173", 200),
+        ] {
+            let a = send(&gw, 5, method, params.clone(), &[(header, value)]);
+            assert_eq!(
+                a.status, status,
+                "{method} with {header}: {value}: {}",
+                a.body
+            );
+        }
+    }
+}
+
 #[test]
 fn a_legacy_client_reaches_a_modern_backend() {
     let (_old, _new, gw) = both_eras();
