@@ -96,6 +96,7 @@ impl Call {
                         params: &self.params,
                         caps: &claims.caps,
                         info: &claims.info,
+                        stamped: &claims.stamped,
                     };
                     request_bytes(id, method, params)
                 }

@@ -48,6 +48,9 @@ pub struct SessionClaims {
     /// Upstream sessions by backend name.
     #[serde(default)]
     pub up: BTreeMap<String, UpstreamSession>,
+    /// The `_meta` stamped for a modern backend, written at the first call.
+    #[serde(skip)]
+    pub stamped: crate::upstream::modern::StampCache,
 }
 
 impl SessionClaims {
@@ -62,6 +65,7 @@ impl SessionClaims {
             caps,
             info,
             up: BTreeMap::new(),
+            stamped: Default::default(),
         }
     }
 }

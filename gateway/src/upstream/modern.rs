@@ -8,6 +8,7 @@
 use std::sync::atomic::Ordering;
 
 use serde::ser::{Serialize, SerializeMap, Serializer};
+use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 
 use super::http::Reply;
@@ -255,6 +256,26 @@ pub struct ForModern<'a> {
     pub params: &'a Value,
     pub caps: &'a Value,
     pub info: &'a Value,
+    /// The client's stamped `_meta` when the params carry none of their own: the same
+    /// for every call of a client, written once.
+    pub stamped: &'a StampCache,
+}
+
+/// A client's `_meta` as a modern backend gets it ([`ForModern`]), written at its first
+/// call. Kept with the client's claims; not part of what they say (equal to any other).
+#[derive(Default, Clone)]
+pub struct StampCache(std::sync::OnceLock<Box<RawValue>>);
+
+impl PartialEq for StampCache {
+    fn eq(&self, _: &StampCache) -> bool {
+        true
+    }
+}
+
+impl std::fmt::Debug for StampCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StampCache")
+    }
 }
 
 impl Serialize for ForModern<'_> {
@@ -273,14 +294,20 @@ impl Serialize for ForModern<'_> {
         for (k, v) in params.iter().filter(|(k, _)| *k != "_meta") {
             map.serialize_entry(k, v)?;
         }
-        map.serialize_entry(
-            "_meta",
-            &StampedMeta {
-                kept,
-                caps: self.caps,
-                info: self.info,
+        let meta = StampedMeta {
+            kept,
+            caps: self.caps,
+            info: self.info,
+        };
+        let cache = &self.stamped.0;
+        match cache.get() {
+            Some(raw) if kept.is_empty() => map.serialize_entry("_meta", raw)?,
+            None if kept.is_empty() => match serde_json::value::to_raw_value(&meta) {
+                Ok(raw) => map.serialize_entry("_meta", cache.get_or_init(|| raw))?,
+                Err(_) => map.serialize_entry("_meta", &meta)?,
             },
-        )?;
+            _ => map.serialize_entry("_meta", &meta)?,
+        }
         map.end()
     }
 }
@@ -354,8 +381,10 @@ mod tests {
             (Value::Null, Value::Null),
             (json!([]), json!("x")),
         ];
-        for p in &params {
-            for (caps, info) in &clients {
+        for (caps, info) in &clients {
+            // One client's cache for all its calls: written by the first, read by the rest.
+            let cache = StampCache::default();
+            for p in &params {
                 let mut stamped = p.clone();
                 meta::stamp(&mut stamped, caps, info, None);
                 let streamed: Value = serde_json::from_slice(
@@ -363,6 +392,7 @@ mod tests {
                         params: p,
                         caps,
                         info,
+                        stamped: &cache,
                     })
                     .unwrap_or_default(),
                 )

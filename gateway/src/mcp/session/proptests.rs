@@ -38,6 +38,7 @@ fn arb_claims() -> impl Strategy<Value = SessionClaims> {
             caps,
             info,
             up,
+            stamped: Default::default(),
         })
 }
 
