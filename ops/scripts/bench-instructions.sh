@@ -9,7 +9,8 @@
 #   ops/scripts/bench-instructions.sh [--seconds N]
 #
 # --seconds: the counted window of each row (default 8; under callgrind a call takes ~5 ms).
-# Rows: the 2025 call, the 2026-07-28 call, the 2025 call with tracing on at 1 % (to a
+# Rows: the 2025 call, the 2026-07-28 call (both to a legacy backend), the 2026-07-28 call
+# to a modern backend, the 2025 call with tracing on at 1 % (to a
 # real OTLP/HTTP receiver: .tools/, from install-tools.sh --test), and with
 # BASELINE_GATEWAY: another gateway binary to count the 2025 call on (the tracing
 # row of bench.sh uses the same variable); without it that row is left out.
@@ -52,6 +53,9 @@ url = "$mock"
 EOT
 }
 config > "$work/gw.toml"
+# The same gateway in front of a modern backend (the 2026-07-28 era end to end).
+mockm=$(PROC_STDERR=/dev/null proc_start mockm TERM 15 "$bin/mcp-mock" --http 127.0.0.1:0 --name fast --no-dynamic --json --protocol modern)
+sed "s|$mock|$mockm|" "$work/gw.toml" > "$work/gwmodern.toml"
 # Tracing on at 1 %, exporting to a real OTLP/HTTP receiver (as bench.sh's row).
 otlp=$(PROC_STDERR=/dev/null proc_start otlp TERM 30 .tools/venv/bin/python gateway/tests/interop/otlp_receiver.py)
 config "[tracing]
@@ -67,7 +71,8 @@ count() {
   # Warm: connections pooled, upstream sessions open, code translated.
   "$bin/mcp-load" --json --duration 3 --url "$url" --connections 1 --tool fast__echo "$@" >/dev/null
   callgrind_control -i on "$pid" >/dev/null 2>&1
-  out=$("$bin/mcp-load" --json --duration "$secs" --url "$url" --connections 1 --tool fast__echo "$@")
+  # No warm-up in the counted run: its calls would be counted but not in `ok`.
+  out=$("$bin/mcp-load" --json --warmup 0 --duration "$secs" --url "$url" --connections 1 --tool fast__echo "$@")
   callgrind_control -d "$pid" >/dev/null 2>&1
   callgrind_control -i off "$pid" >/dev/null 2>&1
   ok=$(python3 -c "import json,sys; print(json.loads(sys.argv[1])['ok'])" "$out")
@@ -81,10 +86,13 @@ echo "2025 call…" >&2
 legacy=$(count legacy "$bin/mcp-gateway" "$work/gw.toml" --era 2025)
 echo "2026-07-28 call…" >&2
 modern=$(count modern "$bin/mcp-gateway" "$work/gw.toml" --era 2026-07-28)
+echo "2026-07-28 call to a modern backend…" >&2
+ended=$(count ended "$bin/mcp-gateway" "$work/gwmodern.toml" --era 2026-07-28)
 echo "2025 call, tracing on at 1 %…" >&2
 traced=$(count traced "$bin/mcp-gateway" "$work/gwtrace.toml" --era 2025)
 rows=("| tools/call, 2025 session | $legacy | |")
 rows+=("| tools/call, 2026-07-28 stateless | $modern | $(python3 -c "print(f'{$modern/$legacy:.3f}× the 2025 call')") |")
+rows+=("| tools/call, 2026-07-28 stateless, modern backend | $ended | $(python3 -c "print(f'{$ended/$legacy:.3f}× the 2025 call')") |")
 rows+=("| tools/call, 2025 session, tracing on at 1 % | $traced | $(python3 -c "print(f'{$traced/$legacy:.3f}× tracing off')") |")
 if [ -n "${BASELINE_GATEWAY:-}" ]; then
   echo "2025 call on the baseline build…" >&2
