@@ -22,13 +22,8 @@ while [ $# -gt 0 ]; do
   esac
 done
 [[ "$secs" =~ ^[1-9][0-9]*$ && "$rounds" =~ ^[1-9][0-9]*$ ]] || { echo "--seconds and --rounds take positive whole numbers" >&2; exit 2; }
-cargo build --release -q -p mcp-gateway -p mcp-backends -p mcp-loadgen
-bin="$root/target/release"
-work=$(mktemp -d)
 . "$root/ops/scripts/lib.sh"
-proc_init "$work"
-cleanup() { proc_stop_all; rm -rf "$work"; }
-trap cleanup EXIT
+bench_init
 start() {
   PROC_STDERR=/dev/null proc_start "p$RANDOM" TERM 15 "$@" || { echo "could not start: $*" >&2; exit 1; }
 }

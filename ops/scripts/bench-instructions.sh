@@ -30,13 +30,8 @@ if ! command -v valgrind >/dev/null 2>&1; then
   echo "installing valgrind…" >&2
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind >/dev/null
 fi
-cargo build --release -q -p mcp-gateway -p mcp-backends -p mcp-loadgen
-bin="$root/target/release"
-work=$(mktemp -d)
 . "$root/ops/scripts/lib.sh"
-proc_init "$work"
-cleanup() { proc_stop_all; rm -rf "$work"; }
-trap cleanup EXIT
+bench_init
 
 mock=$(PROC_STDERR=/dev/null proc_start mock TERM 15 "$bin/mcp-mock" --http 127.0.0.1:0 --name fast --no-dynamic --json)
 # config [SECTION…]: the gateway's configuration, with SECTION (TOML lines) added.

@@ -19,15 +19,10 @@ while [ $# -gt 0 ]; do
   esac
 done
 [[ "$secs" =~ ^[1-9][0-9]*$ && "$rounds" =~ ^[1-9][0-9]*$ ]] || { echo "--seconds and --rounds take positive whole numbers" >&2; exit 2; }
-cargo build --release -q -p mcp-gateway -p mcp-backends -p mcp-loadgen
-bin="$root/target/release"
-work=$(mktemp -d)
-# start() runs in a subshell ($(…)): lib.sh records every PID in a file, not a variable.
 . "$root/ops/scripts/lib.sh"
-proc_init "$work"
-cleanup() { proc_stop_all; rm -rf "$work"; }
-trap cleanup EXIT
+bench_init
 
+# start() runs in a subshell ($(…)): lib.sh records every PID in a file, not a variable.
 # Starts a process whose first stdout line is "listening on URL" (15 s); echoes URL.
 start() {
   PROC_STDERR=/dev/null proc_start "p$RANDOM" TERM 15 "$@" || { echo "could not start: $*" >&2; exit 1; }

@@ -11,7 +11,20 @@
 # so that processes started inside $(…) are stopped too. Each process has its stop
 # signal: INT for the gateway when a fast stop is wanted (TERM starts Pingora's graceful
 # shutdown), TERM for the rest. What this does not do: build binaries or install the
-# caller's trap (each script knows what else it must clean up).
+# caller's trap (each script knows what else it must clean up), except for the
+# benchmarks that need nothing else (bench_init).
+
+# bench_init : the start the gateway benchmarks share (bench.sh, bench-bridge.sh,
+# bench-instructions.sh): the release binaries built, `bin` their directory, `work` a
+# new scratch directory for the harness, everything stopped and `work` removed at exit.
+# Needs $root (the checkout).
+bench_init() {
+  cargo build --release -q -p mcp-gateway -p mcp-backends -p mcp-loadgen
+  bin="$root/target/release"
+  work=$(mktemp -d)
+  proc_init "$work"
+  trap 'proc_stop_all; rm -rf "$work"' EXIT
+}
 
 # proc_init DIR : where logs (DIR/NAME.out, DIR/NAME.err) and the PID file go.
 proc_init() {
