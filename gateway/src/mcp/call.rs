@@ -6,7 +6,7 @@
 //! calls share an upstream session per person and client (a legacy backend) or a pipe (a
 //! STDIO backend), where two of its requests could carry the same id. A modern HTTP
 //! backend has neither: each call is an exchange of its own and keeps the client's id,
-//! so its answer needs no new one ([`UpstreamId`]).
+//! so its answer needs no new one ([`Call::keeps_client_id`], [`Ids`]).
 
 use std::sync::Arc;
 

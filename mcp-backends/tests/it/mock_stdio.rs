@@ -98,7 +98,7 @@ async fn stdio_initialize_and_tools_call() {
             .expect("JSON");
     assert_eq!(
         who,
-        json!({ "server": "gamma", "session": null, "headers": {} })
+        json!({ "server": "gamma", "session": null, "id": 3, "headers": {} })
     );
 
     // A server-to-client request over stdio: answered on stdin, matched by id.
