@@ -289,7 +289,14 @@ for _ in $(seq 200); do
   sleep 0.05
 done
 [ $healthy = 1 ] || fail "HEALTHCHECK did not pass within 10 s: $(tail -5 "$tmp/gw.err")"
-grep -q "^listening on http://127.0.0.1:$port/mcp" "$tmp/gw.out" || fail "unexpected start line: $(cat "$tmp/gw.out")"
+# The start line comes once the gateway's own probe of its listener succeeds, which can
+# be just after the HEALTHCHECK's first success: waited for, with a deadline (5 s).
+announced=0
+for _ in $(seq 100); do
+  if grep -q "^listening on http://127.0.0.1:$port/mcp" "$tmp/gw.out"; then announced=1; break; fi
+  sleep 0.05
+done
+[ $announced = 1 ] || fail "unexpected start line: $(cat "$tmp/gw.out")"
 who=$(id -un); [ ${#as_user[@]} -eq 0 ] || who=nobody
 log "gateway started from the layout as $who, CONFIG_ENV=$(tr '\0' '\n' < "$tmp/gw/env" | sed -n 's/^CONFIG_ENV=//p'); HEALTHCHECK passes"
 
