@@ -335,7 +335,7 @@ impl Channel {
     /// other answer.
     async fn discover(&self, timeout: Duration) -> Result<Option<UpstreamSession>, UpstreamError> {
         let mut params = json!({});
-        crate::wire::meta::stamp(&mut params, &json!({}), &Value::Null, None);
+        super::modern::stamp_own(&mut params);
         let req = json!({"jsonrpc": "2.0", "id": 0, "method": "server/discover", "params": params});
         let work = async {
             let (_, mut stream) = self.request(req).await?;

@@ -410,7 +410,7 @@ impl Backend {
         let mut params = params;
         let mut mirrored = Vec::new();
         if version::is_modern(&session.version) {
-            crate::wire::meta::stamp(&mut params, &json!({}), &Value::Null, None);
+            modern::stamp_own(&mut params);
             mirrored = crate::wire::meta::headers_for(&jsonrpc::Method::parse(method), &params);
         }
         let mut req = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});

@@ -115,7 +115,7 @@ impl Backend {
             return Ok(Probe::Legacy);
         };
         let mut params = json!({});
-        meta::stamp(&mut params, &json!({}), &Value::Null, None);
+        stamp_own(&mut params);
         let id = json!("gw-discover");
         let body =
             json!({"jsonrpc": "2.0", "id": id, "method": "server/discover", "params": params});
@@ -211,8 +211,24 @@ pub(super) fn listen_params() -> Value {
     let mut params = json!({"notifications": {
         "toolsListChanged": true, "promptsListChanged": true, "resourcesListChanged": true,
     }});
-    meta::stamp(&mut params, &json!({}), &Value::Null, None);
+    stamp_own(&mut params);
     params
+}
+
+/// Stamps the params of one of the gateway's own requests to a modern backend (its
+/// discovery, listen, health probe) with its own `_meta`: no capabilities, its own
+/// identity. The rule is [`ForModern`]'s; these requests are rare enough to be copied.
+pub(super) fn stamp_own(params: &mut Value) {
+    let none = Value::Null;
+    let own = ForModern {
+        params,
+        caps: &none,
+        info: &none,
+        stamped: &StampCache::default(),
+    };
+    if let Ok(stamped) = serde_json::to_value(own) {
+        *params = stamped;
+    }
 }
 
 /// The modern client's `_meta` keys, which mean nothing to a legacy backend.
@@ -249,9 +265,9 @@ impl Serialize for ForLegacy<'_> {
 }
 
 /// A call's params as a modern backend gets them: serialized without a copy, with the
-/// client's metadata put into `_meta` as [`meta::stamp`] would (the protocol version the
-/// gateway's; the capabilities and identity the client's, unless the params name their
-/// own; every other `_meta` key kept).
+/// client's metadata put into `_meta` (the protocol version the gateway's; the
+/// capabilities and identity the client's, unless the params name their own, else none
+/// and the gateway's; every other `_meta` key kept).
 pub struct ForModern<'a> {
     pub params: &'a Value,
     pub caps: &'a Value,
@@ -364,32 +380,68 @@ mod tests {
     use super::*;
 
     #[test]
-    fn params_for_a_modern_backend_say_what_stamped_ones_say() {
+    fn params_for_a_modern_backend_are_stamped_without_overwriting() {
+        use meta::{CLIENT_CAPABILITIES as CAPS, CLIENT_INFO as INFO, PROTOCOL_VERSION as V};
         let caps = json!({"sampling": {}});
         let info = json!({"name": "c", "version": "1"});
-        let params = [
-            json!({"name": "t", "arguments": {"a": [1, {"b": null}]}}),
-            json!({"name": "t", "_meta": {"progressToken": 7, meta::PROTOCOL_VERSION: "2025-11-25"}}),
-            json!({"name": "t", "_meta": {meta::CLIENT_CAPABILITIES: {"roots": {}}, meta::CLIENT_INFO: {"name": "own"}}}),
-            json!({"_meta": 3}),
-            json!({"_meta": {}}),
-            json!([1, 2]),
-            Value::Null,
+        let own = meta::gateway_info();
+        let client = [
+            (&caps, &info),
+            (&Value::Null, &Value::Null),
+            (&json!([]), &json!("x")),
         ];
-        let clients = [
-            (caps.clone(), info.clone()),
-            (Value::Null, Value::Null),
-            (json!([]), json!("x")),
+        let cases = [
+            (
+                json!({"name": "t", "arguments": {"a": [1, {"b": null}]}}),
+                [
+                    json!({"name": "t", "arguments": {"a": [1, {"b": null}]}, "_meta": {V: version::MODERN_LATEST, CAPS: caps, INFO: info}}),
+                    json!({"name": "t", "arguments": {"a": [1, {"b": null}]}, "_meta": {V: version::MODERN_LATEST, CAPS: {}, INFO: own}}),
+                    json!({"name": "t", "arguments": {"a": [1, {"b": null}]}, "_meta": {V: version::MODERN_LATEST, CAPS: {}, INFO: own}}),
+                ],
+            ),
+            (
+                // The client's other keys kept, the protocol version the gateway's.
+                json!({"name": "t", "_meta": {"progressToken": 7, V: "2025-11-25"}}),
+                [
+                    json!({"name": "t", "_meta": {"progressToken": 7, V: version::MODERN_LATEST, CAPS: caps, INFO: info}}),
+                    json!({"name": "t", "_meta": {"progressToken": 7, V: version::MODERN_LATEST, CAPS: {}, INFO: own}}),
+                    json!({"name": "t", "_meta": {"progressToken": 7, V: version::MODERN_LATEST, CAPS: {}, INFO: own}}),
+                ],
+            ),
+            (
+                // Capabilities and identity the params name are theirs.
+                json!({"_meta": {CAPS: {"roots": {}}, INFO: {"name": "p"}}}),
+                [
+                    json!({"_meta": {V: version::MODERN_LATEST, CAPS: {"roots": {}}, INFO: {"name": "p"}}}),
+                    json!({"_meta": {V: version::MODERN_LATEST, CAPS: {"roots": {}}, INFO: {"name": "p"}}}),
+                    json!({"_meta": {V: version::MODERN_LATEST, CAPS: {"roots": {}}, INFO: {"name": "p"}}}),
+                ],
+            ),
+            (
+                json!({"_meta": 3}),
+                [
+                    json!({"_meta": {V: version::MODERN_LATEST, CAPS: caps, INFO: info}}),
+                    json!({"_meta": {V: version::MODERN_LATEST, CAPS: {}, INFO: own}}),
+                    json!({"_meta": {V: version::MODERN_LATEST, CAPS: {}, INFO: own}}),
+                ],
+            ),
+            (
+                json!([1, 2]),
+                [
+                    json!({"_meta": {V: version::MODERN_LATEST, CAPS: caps, INFO: info}}),
+                    json!({"_meta": {V: version::MODERN_LATEST, CAPS: {}, INFO: own}}),
+                    json!({"_meta": {V: version::MODERN_LATEST, CAPS: {}, INFO: own}}),
+                ],
+            ),
         ];
-        for (caps, info) in &clients {
-            // One client's cache for all its calls: written by the first, read by the rest.
+        for (i, (caps, info)) in client.into_iter().enumerate() {
+            // One client's cache for all its calls: written by the first without `_meta`
+            // of its own, read by the rest.
             let cache = StampCache::default();
-            for p in &params {
-                let mut stamped = p.clone();
-                meta::stamp(&mut stamped, caps, info, None);
+            for (params, expected) in cases.iter().chain(cases.iter()) {
                 let streamed: Value = serde_json::from_slice(
                     &serde_json::to_vec(&ForModern {
-                        params: p,
+                        params,
                         caps,
                         info,
                         stamped: &cache,
@@ -397,9 +449,16 @@ mod tests {
                     .unwrap_or_default(),
                 )
                 .unwrap_or_default();
-                assert_eq!(streamed, stamped, "{p} with {caps}, {info}");
+                assert_eq!(streamed, expected[i], "{params} with {caps}, {info}");
             }
         }
+        // The gateway's own requests: the same rule, with nothing of a client's.
+        let mut p = json!({"notifications": {"toolsListChanged": true}});
+        stamp_own(&mut p);
+        assert_eq!(
+            p,
+            json!({"notifications": {"toolsListChanged": true}, "_meta": {V: version::MODERN_LATEST, CAPS: {}, INFO: own}})
+        );
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::borrow::Cow;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use http::HeaderName;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use super::jsonrpc::Method;
 use super::LogLevel;
@@ -92,42 +92,6 @@ impl RequestMeta {
     }
 }
 
-/// Puts the client's metadata into the params of a request bound for a modern backend,
-/// keeping any key the client already set there (its `progressToken`, trace context …).
-pub fn stamp(params: &mut Value, caps: &Value, info: &Value, log_level: Option<LogLevel>) {
-    if !params.is_object() {
-        *params = json!({});
-    }
-    let Value::Object(p) = params else { return };
-    let meta = p
-        .entry("_meta")
-        .or_insert_with(|| Value::Object(Map::new()));
-    if !meta.is_object() {
-        *meta = Value::Object(Map::new());
-    }
-    let Value::Object(m) = meta else { return };
-    m.insert(
-        PROTOCOL_VERSION.into(),
-        json!(super::version::MODERN_LATEST),
-    );
-    m.entry(CLIENT_CAPABILITIES).or_insert_with(|| {
-        if caps.is_object() {
-            caps.clone()
-        } else {
-            json!({})
-        }
-    });
-    let info = if info.is_object() {
-        info.clone()
-    } else {
-        gateway_info()
-    };
-    m.entry(CLIENT_INFO).or_insert(info);
-    if let Some(level) = log_level {
-        m.entry(LOG_LEVEL).or_insert_with(|| json!(level));
-    }
-}
-
 /// The gateway's own identity, stamped where a client sent none.
 pub fn gateway_info() -> Value {
     json!({"name": "mcp-gateway", "version": env!("CARGO_PKG_VERSION")})
@@ -191,6 +155,32 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_mirrored_headers_name_the_method_and_the_encoded_name() {
+        let h = |method, params: Value| {
+            headers_for(&method, &params)
+                .into_iter()
+                .map(|(k, v)| (k.as_str().to_string(), v))
+                .collect::<Vec<_>>()
+        };
+        let pair = |k: &str, v: &str| (k.to_string(), v.to_string());
+        assert_eq!(
+            h(Method::ToolsCall, json!({"name": "t"})),
+            [pair("mcp-method", "tools/call"), pair("mcp-name", "t")]
+        );
+        assert_eq!(
+            h(Method::PromptsGet, json!({"name": "café"})),
+            [
+                pair("mcp-method", "prompts/get"),
+                pair("mcp-name", "=?base64?Y2Fmw6k=?=")
+            ]
+        );
+        assert_eq!(
+            h(Method::ToolsList, json!({})),
+            [pair("mcp-method", "tools/list")]
+        );
+    }
+
+    #[test]
     fn header_values_round_trip() {
         for v in [
             "get_weather",
@@ -245,16 +235,5 @@ mod tests {
             assert_eq!(p, bad, "a refused request's params are left alone");
         }
         assert!(RequestMeta::take(None).is_err());
-    }
-
-    #[test]
-    fn stamps_without_overwriting() {
-        let mut p = json!({"name": "t", "_meta": {"progressToken": 7, CLIENT_INFO: {"name": "c"}}});
-        stamp(&mut p, &json!({"sampling": {}}), &Value::Null, None);
-        assert_eq!(p["_meta"]["progressToken"], 7);
-        assert_eq!(p["_meta"][PROTOCOL_VERSION], "2026-07-28");
-        assert_eq!(p["_meta"][CLIENT_INFO]["name"], "c");
-        assert_eq!(p["_meta"][CLIENT_CAPABILITIES], json!({"sampling": {}}));
-        assert_eq!(headers_for(&Method::ToolsCall, &p)[1].1, "t");
     }
 }
