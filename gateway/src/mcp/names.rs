@@ -33,7 +33,10 @@ pub fn public_name(backend: &str, prefix: bool, name: &str) -> (String, bool) {
 
 /// Splits `{backend}__{name}` at the first separator.
 pub fn split_prefixed(public: &str) -> Option<(&str, &str)> {
-    let (b, n) = public.split_once(SEPARATOR)?;
+    // On every routed call: a byte search, not `split_once`'s searcher set up per call.
+    let bytes = public.as_bytes();
+    let at = memchr::memchr_iter(b'_', bytes).find(|&i| bytes.get(i + 1) == Some(&b'_'))?;
+    let (b, n) = (&public[..at], &public[at + SEPARATOR.len()..]);
     (!b.is_empty() && !n.is_empty()).then_some((b, n))
 }
 
@@ -54,6 +57,11 @@ mod tests {
         assert_eq!(split_prefixed("grafana__query"), Some(("grafana", "query")));
         assert_eq!(split_prefixed("a__b__c"), Some(("a", "b__c")));
         assert_eq!(split_prefixed("plain"), None);
+        assert_eq!(split_prefixed("a_b___c_"), Some(("a_b", "_c_")));
+        assert_eq!(split_prefixed("__x"), None);
+        assert_eq!(split_prefixed("x__"), None);
+        assert_eq!(split_prefixed("x_"), None);
+        assert_eq!(split_prefixed("é__ü"), Some(("é", "ü")));
     }
 
     #[test]
