@@ -3,18 +3,23 @@
 //! the client's id, and a call's stream loses what the era does not carry (the server's
 //! own requests, log lines nobody asked for).
 //!
-//! Why the JSON answer is spliced rather than parsed: a modern client's every call to a
-//! legacy backend comes back through here, and the backend's bytes need only a new id
-//! and a key or three in front of the result's ([`splice`]); anything unusual takes the
-//! parsing path, which says the same.
+//! Why the JSON answer is spliced rather than parsed: a modern client's every call comes
+//! back through here, and a legacy backend's bytes need only a new id and a key or three
+//! in front of the result's, a modern backend's often nothing at all. The answer most
+//! servers write is read by its bytes ([`plain`]), any other one with serde but not into
+//! values ([`Shape::splice`]); anything unusual takes the parsing path, which says the
+//! same.
 
 use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
+use self::plain::{EraKeys, Plain};
 use super::exchange::Response;
 use super::guards::{contains, Needle};
 use super::jsonrpc::Method;
+
+mod plain;
 
 /// How often a modern client's call stream gets a comment while it waits, so that a
 /// closed stream (the client cancelling) is noticed.
@@ -36,7 +41,10 @@ impl Shape {
             if self.shaped(&body, id, method) {
                 return body;
             }
-            match self.splice(&body, id, method) {
+            let spliced = self
+                .splice_plain(&body, id, method)
+                .or_else(|| self.splice(&body, id, method));
+            match spliced {
                 Some(spliced) => spliced.into(),
                 None => self.reparse(body, id, method),
             }
@@ -77,11 +85,28 @@ impl Shape {
 
     /// Whether the JSON answer is this era's answer to `id` as it is: a modern backend's
     /// to a call that kept the client's id ([`super::call::Call::keeps_client_id`]).
-    /// Read once, the result's members skipped but for the era's keys; any doubt
-    /// (another id, no `resultType`, a read without its cache hints) is `false`, and
-    /// [`Shape::splice`] makes it one. A legacy backend's answer names no `resultType`:
-    /// it stops at a byte search.
+    /// Read once, the result's members skipped but for the era's keys: by its bytes
+    /// when it is a plain answer ([`Plain`]), else with serde; any doubt (another id, no
+    /// `resultType`, a read without its cache hints) is `false`, and [`Shape::splice`]
+    /// makes it one. A legacy backend's answer names no `resultType`: it stops at a byte
+    /// search.
     fn shaped(self, body: &[u8], id: &Value, method: &Method) -> bool {
+        static RESULT_TYPE: Needle = Needle::new(b"\"resultType\"");
+        if !contains(body, &RESULT_TYPE) {
+            return false;
+        }
+        let Ok(ours) = serde_json::to_vec(id) else {
+            return false;
+        };
+        let plain = Plain::read(body);
+        match plain.as_ref().and_then(Plain::era_keys) {
+            Some(keys) => plain.is_some_and(|p| p.id == ours) && keys.complete_for(method),
+            None => Self::shaped_parsed(body, &ours, method),
+        }
+    }
+
+    /// [`Shape::shaped`] for any answer: read with serde.
+    fn shaped_parsed(body: &[u8], ours: &[u8], method: &Method) -> bool {
         #[derive(Deserialize)]
         struct Shaped<'a> {
             #[serde(borrow, default, deserialize_with = "present")]
@@ -93,27 +118,20 @@ impl Shape {
             #[serde(borrow, default)]
             result: Option<Present<'a>>,
         }
-        static RESULT_TYPE: Needle = Needle::new(b"\"resultType\"");
-        if !contains(body, &RESULT_TYPE) {
-            return false;
-        }
         let Ok(answer) = serde_json::from_slice::<Shaped>(body) else {
             return false;
         };
         let (Some(result), None) = (answer.result, answer.method) else {
             return false;
         };
-        let same_id = answer
-            .id
-            .zip(serde_json::to_string(id).ok())
-            .is_some_and(|(a, ours)| a.get() == ours);
-        let Some(kind) = result.result_type.filter(|_| same_id) else {
-            return false;
+        let same_id = answer.id.is_some_and(|a| a.get().as_bytes() == ours);
+        let keys = EraKeys {
+            result_type: result.result_type.map(|v| v.get().as_bytes()),
+            ttl_ms: result.ttl_ms.map(|v| v.get().as_bytes()),
+            cache_scope: result.cache_scope.map(|v| v.get().as_bytes()),
         };
-        let hints = !matches!(method, Method::ResourcesRead)
-            || kind.get() != r#""complete""#
-            || (result.ttl_ms.is_some() && result.cache_scope.is_some());
-        answer.jsonrpc.is_some_and(|v| v.get() == r#""2.0""#) && hints
+        let jsonrpc = answer.jsonrpc.is_some_and(|v| v.get() == r#""2.0""#);
+        jsonrpc && same_id && keys.complete_for(method)
     }
 
     /// The JSON answer parsed, shaped and written again (what [`Shape::splice`] leaves).
@@ -128,6 +146,37 @@ impl Shape {
         }
         self.message(&mut v, id, method);
         crate::upstream::to_bytes(&v)
+    }
+
+    /// The answer servers write, `{"jsonrpc":"2.0","id":…,"result":{…}}` with its
+    /// members in one of the orders [`Plain::read`] knows, spliced by its bytes: the
+    /// era's keys put in front of the result's when nothing is escaped and no string
+    /// after the result's `{` is a member name the splice reads or adds. Then the answer
+    /// has no other `id`, `error` or `method`, and the result none of the era's keys, so
+    /// this is what [`Shape::splice`] and [`Shape::reparse`] say, without reading the
+    /// result's members (another member beside the result, none of those, is kept as
+    /// the parsing path keeps it). Members put in front of an object keep a well-formed
+    /// answer well-formed (and a malformed one malformed, as it came). `None` for
+    /// anything else.
+    fn splice_plain(self, body: &[u8], id: &Value, method: &Method) -> Option<Vec<u8>> {
+        const NAMES: [&[u8]; 8] = [
+            b"jsonrpc",
+            b"id",
+            b"method",
+            b"result",
+            b"error",
+            b"resultType",
+            b"ttlMs",
+            b"cacheScope",
+        ];
+        let plain = Plain::read(body).filter(|p| p.names_none_of(&NAMES))?;
+        let mut out = Vec::with_capacity(body.len() + 64);
+        out.extend_from_slice(br#"{"jsonrpc":"2.0","id":"#);
+        serde_json::to_writer(&mut out, id).ok()?;
+        out.extend_from_slice(br#","result":{"#);
+        self.put_keys(&mut out, &Present::default(), method, plain.members);
+        out.extend_from_slice(plain.close);
+        Some(out)
     }
 
     /// The JSON answer shaped without parsing it into values: its `result` (or `error`)
@@ -177,6 +226,14 @@ impl Shape {
             true => Present::default(),
             false => serde_json::from_slice(result).ok()?,
         };
+        out.push(b'{');
+        self.put_keys(out, &present, method, rest);
+        Some(())
+    }
+
+    /// The era's keys a result lacks (`present`: those it has), then `rest`: what
+    /// follows the result's `{`.
+    fn put_keys(self, out: &mut Vec<u8>, present: &Present, method: &Method, rest: &[u8]) {
         let mut added: Vec<&[u8]> = Vec::with_capacity(3);
         if present.result_type.is_none() {
             added.push(br#""resultType":"complete""#);
@@ -195,7 +252,6 @@ impl Shape {
                 });
             }
         }
-        out.push(b'{');
         for (i, key) in added.iter().enumerate() {
             if i > 0 {
                 out.push(b',');
@@ -207,7 +263,6 @@ impl Shape {
             out.push(b',');
         }
         out.extend_from_slice(rest);
-        Some(())
     }
 
     /// Whether a message on a call's stream may reach a modern client: no requests of
