@@ -14,7 +14,8 @@ pub(super) struct Plain<'a> {
     /// The id as written: a string with nothing escaped, or an integer.
     pub id: &'a [u8],
     /// What follows the result's `{`: through the answer's end, or through the result's
-    /// `}` when the answer's other members come before it (then [`Plain::close`] is `}`).
+    /// `}` when the answer's other members follow the result (then [`Plain::close`] is
+    /// `}`).
     pub members: &'a [u8],
     /// What closes the answer after [`Plain::members`].
     pub close: &'static [u8],
@@ -174,11 +175,16 @@ fn string_end(text: &[u8], open: usize) -> Option<usize> {
     find(text, open + 1, |b| b == b'"', |t| memchr::memchr(b'"', t))
 }
 
+/// The length of the string at the start of `text`, its quotes included.
+fn string_len(text: &[u8]) -> Option<usize> {
+    string_end(text, 0).map(|end| end + 1)
+}
+
 /// The length of the id at the start of `text` when it is a plain one: a string with
 /// nothing escaped, or an integer.
 fn plain_id_len(text: &[u8]) -> Option<usize> {
     match text.first()? {
-        b'"' => memchr::memchr(b'"', &text[1..]).map(|end| end + 2),
+        b'"' => string_len(text),
         b'-' | b'0'..=b'9' => {
             let digits = text[1..].iter().take_while(|b| b.is_ascii_digit()).count();
             (text[0] != b'-' || digits > 0).then_some(digits + 1)
@@ -191,7 +197,7 @@ fn plain_id_len(text: &[u8]) -> Option<usize> {
 /// number, `true`, `false` or `null` as written): `None` for an object or an array.
 fn scalar_len(text: &[u8]) -> Option<usize> {
     match text.first()? {
-        b'"' => memchr::memchr(b'"', &text[1..]).map(|end| end + 2),
+        b'"' => string_len(text),
         b'{' | b'[' => None,
         _ => text
             .iter()
