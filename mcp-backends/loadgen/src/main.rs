@@ -11,6 +11,7 @@ use bytes::Bytes;
 use clap::{Parser, ValueEnum};
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1;
+use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 
@@ -104,10 +105,12 @@ mod noretry;
 
 struct Conn {
     sender: http1::SendRequest<Full<Bytes>>,
-    authority: String,
-    path: String,
+    path: hyper::Uri,
+    /// The headers of every request on this connection (host, content type, accept,
+    /// the era's version, `--header`s), made once: a load loop's per-call cost is what
+    /// is measured, and parsing its own headers again and again is not part of it.
+    base: HeaderMap,
     session: Option<String>,
-    extra: Vec<(String, String)>,
     era: Era,
 }
 
@@ -123,12 +126,30 @@ impl Conn {
         tokio::spawn(async move {
             let _ = conn.await;
         });
+        let mut base = HeaderMap::new();
+        let version = match era {
+            Era::Legacy => "2025-11-25",
+            Era::Modern => MODERN,
+        };
+        for (k, v) in [
+            ("host", format!("{host}:{port}").as_str()),
+            ("content-type", "application/json"),
+            ("accept", "application/json, text/event-stream"),
+            ("mcp-protocol-version", version),
+        ]
+        .into_iter()
+        .chain(extra.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        {
+            let name = HeaderName::from_bytes(k.as_bytes())
+                .with_context(|| format!("header name {k:?}"))?;
+            let value = HeaderValue::from_str(v).with_context(|| format!("value of header {k}"))?;
+            base.append(name, value);
+        }
         Ok(Conn {
             sender,
-            authority: format!("{host}:{port}"),
-            path: url.path().to_string(),
+            path: url.path().parse().context("url path")?,
+            base,
             session: None,
-            extra: extra.to_vec(),
             era,
         })
     }
@@ -169,33 +190,23 @@ impl Conn {
 
     /// A POST of `body` with the headers of this connection's era and session.
     fn request(&self, body: &Prepared) -> Result<hyper::Request<Full<Bytes>>> {
-        let mut h = Vec::with_capacity(8);
-        h.push(("host", self.authority.as_str()));
-        h.push(("content-type", "application/json"));
-        h.push(("accept", "application/json, text/event-stream"));
-        match self.era {
-            Era::Legacy => h.push(("mcp-protocol-version", "2025-11-25")),
-            Era::Modern => {
-                h.push(("mcp-protocol-version", MODERN));
-                if let Some(m) = &body.method {
-                    h.push(("mcp-method", m));
-                }
-                if let Some(n) = &body.name {
-                    h.push(("mcp-name", n));
-                }
+        let mut req = hyper::Request::new(Full::new(body.bytes.clone()));
+        *req.method_mut() = hyper::Method::POST;
+        *req.uri_mut() = self.path.clone();
+        let h = req.headers_mut();
+        *h = self.base.clone();
+        if self.era == Era::Modern {
+            if let Some(m) = &body.method {
+                h.insert("mcp-method", m.clone());
+            }
+            if let Some(n) = &body.name {
+                h.insert("mcp-name", n.clone());
             }
         }
         if let Some(s) = &self.session {
-            h.push(("mcp-session-id", s));
+            h.insert("mcp-session-id", HeaderValue::from_str(s)?);
         }
-        let mut rb = hyper::Request::post(&self.path);
-        for (k, v) in h {
-            rb = rb.header(k, v);
-        }
-        for (k, v) in &self.extra {
-            rb = rb.header(k.as_str(), v.as_str());
-        }
-        Ok(rb.body(Full::new(body.bytes.clone()))?)
+        Ok(req)
     }
 
     /// Opens the connection's session (2025), or asks `server/discover` once (2026).
@@ -276,17 +287,26 @@ fn modern_meta() -> Value {
 /// again, and what it costs to make is not part of what is measured.
 struct Prepared {
     bytes: Bytes,
-    method: Option<String>,
-    name: Option<String>,
+    method: Option<HeaderValue>,
+    name: Option<HeaderValue>,
 }
 
 impl Prepared {
     fn of(body: &Value) -> Result<Prepared> {
-        let text = |v: Option<&Value>| v.and_then(Value::as_str).map(str::to_string);
+        let header = |what: &str, v: Option<&Value>| -> Result<Option<HeaderValue>> {
+            v.and_then(Value::as_str)
+                .map(|t| {
+                    HeaderValue::from_str(t).with_context(|| format!("{what} {t:?} as a header"))
+                })
+                .transpose()
+        };
         Ok(Prepared {
             bytes: Bytes::from(serde_json::to_vec(body)?),
-            method: text(body.get("method")),
-            name: text(body.pointer("/params/name").or(body.pointer("/params/uri"))),
+            method: header("method", body.get("method"))?,
+            name: header(
+                "name",
+                body.pointer("/params/name").or(body.pointer("/params/uri")),
+            )?,
         })
     }
 }
