@@ -222,7 +222,7 @@ impl Asking {
                 };
             }
             // The retry is a request of its own: an id of its own (the spec's rule).
-            upstream_id = json!(format!("gw-{}", self.gw.next_upstream_id()));
+            upstream_id = json!(self.gw.next_upstream_id());
             let ids = Ids {
                 client: &upstream_id,
                 shared: &upstream_id,

@@ -25,6 +25,8 @@ use crate::wire::{meta, version};
 /// What a modern request's head says it is.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Mirrored {
+    /// `MCP-Protocol-Version`: the modern revision it names.
+    pub version: &'static str,
     pub method: Method,
     /// `Mcp-Name`, decoded (the Base64 sentinel form included).
     pub name: Option<String>,
@@ -35,12 +37,12 @@ impl Mirrored {
     /// no session, and carries a readable `Mcp-Method`.
     pub fn read(headers: &HeaderMap) -> Option<Mirrored> {
         let text = |n: &http::HeaderName| headers.get(n).and_then(|v| v.to_str().ok());
-        if !text(&meta::MCP_PROTOCOL_VERSION).is_some_and(version::is_modern)
-            || headers.contains_key(meta::MCP_SESSION_ID)
-        {
+        let version = text(&meta::MCP_PROTOCOL_VERSION).and_then(version::modern)?;
+        if headers.contains_key(meta::MCP_SESSION_ID) {
             return None;
         }
         Some(Mirrored {
+            version,
             method: Method::parse(text(&meta::MCP_METHOD)?),
             name: text(&meta::MCP_NAME)
                 .and_then(meta::decode_header)
@@ -258,6 +260,7 @@ mod tests {
         ]);
         let m = Mirrored::read(&h).unwrap();
         assert_eq!(m.method, Method::ToolsCall);
+        assert_eq!(m.version, "2026-07-28");
         assert_eq!(m.name.as_deref(), Some("café"));
         let no_method = headers(&[("mcp-protocol-version", "2026-07-28")]);
         assert_eq!(Mirrored::read(&no_method), None);
@@ -267,6 +270,7 @@ mod tests {
     fn the_head_matches_only_a_body_that_says_the_same() {
         let head = |method, name: Option<&str>| Head {
             mirrored: Mirrored {
+                version: "2026-07-28",
                 method,
                 name: name.map(str::to_string),
             },

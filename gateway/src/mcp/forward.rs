@@ -149,7 +149,7 @@ impl Gateway {
         // A modern client's calls may share an upstream session or pipe: there, each goes
         // with an id of the gateway's, so that two never collide ([`Call::send`]).
         let shared_id = match downstream_modern {
-            true => json!(format!("gw-{}", self.next_upstream_id())),
+            true => json!(self.next_upstream_id()),
             false => id.clone(),
         };
         let mut params = params;

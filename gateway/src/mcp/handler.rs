@@ -120,7 +120,10 @@ impl Gateway {
         }
     }
 
-    /// A fresh id for a modern client's call at a backend.
+    /// A fresh id for a modern client's call in an upstream session or pipe it shares:
+    /// an integer from 1 up, as the SDKs number their requests. Disjoint from the
+    /// gateway's own requests there (`initialize` goes as 0, the rest as strings,
+    /// `gw-1`, `gw-discover`, `gw-listen`).
     pub(super) fn next_upstream_id(&self) -> u64 {
         self.upstream_ids
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
@@ -161,12 +164,14 @@ impl Gateway {
             return r.into();
         }
         // A modern request by its header, in the plain case, is read in one pass (its
-        // metadata as text); anything else below.
-        if req.headers.get(MCP_SESSION_ID).is_none()
-            && req
-                .headers
-                .get(MCP_PROTOCOL_VERSION)
-                .is_some_and(|v| !super::version::is_supported(v.to_str().unwrap_or("")))
+        // metadata as text); anything else below. A head read before the body said so
+        // already (a modern version, no session).
+        if req.head.is_some()
+            || req.headers.get(MCP_SESSION_ID).is_none()
+                && req
+                    .headers
+                    .get(MCP_PROTOCOL_VERSION)
+                    .is_some_and(|v| !super::version::is_supported(v.to_str().unwrap_or("")))
         {
             if let Some(r) = crate::wire::request::ModernRequest::read(&req.body) {
                 return self.modern_read(&req, r, caller, info).await;

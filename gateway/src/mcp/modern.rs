@@ -131,8 +131,13 @@ impl Gateway {
             meta,
         } = r;
         info.rpc_method = Some(method.clone());
-        let checked = header_version(&req.headers, &id)
-            .and_then(|hv| check_after_meta(req, hv, &id, &method, &meta.version, Some(&params)));
+        // The head, when read before the body, holds the version header already.
+        let hv = match &req.head {
+            Some(head) => Ok(head.mirrored.version),
+            None => header_version(&req.headers, &id),
+        };
+        let checked =
+            hv.and_then(|hv| check_after_meta(req, hv, &id, &method, &meta.version, Some(&params)));
         if let Err(r) = checked {
             return refused(r, info);
         }

@@ -49,6 +49,11 @@ pub fn is_modern(v: &str) -> bool {
     MODERN.contains(&v)
 }
 
+/// The modern revision `v` names, as the gateway's own constant.
+pub fn modern(v: &str) -> Option<&'static str> {
+    MODERN.iter().copied().find(|m| *m == v)
+}
+
 /// Picks the revision to answer an `initialize` with: the client's when supported,
 /// otherwise our latest (the client then decides whether it can continue).
 pub fn negotiate(requested: Option<&str>) -> &'static str {
@@ -92,6 +97,8 @@ mod tests {
         assert_eq!(Era::of("2025-11-25"), Some(Era::Legacy));
         assert_eq!(Era::of("2026-07-28"), Some(Era::Modern));
         assert_eq!(Era::of("v999.0.0"), None);
+        assert_eq!(modern("2026-07-28"), Some(MODERN_LATEST));
+        assert_eq!(modern("2025-11-25"), None);
         assert_eq!(upstream_legacy("2026-07-28"), LATEST);
         assert_eq!(upstream_legacy("2025-06-18"), "2025-06-18");
     }
