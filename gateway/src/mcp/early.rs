@@ -57,6 +57,10 @@ impl Mirrored {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Head {
     pub mirrored: Mirrored,
+    /// A call's or prompt's name, resolved: the backend and its own name there. Taken
+    /// by the body's routing once the body is found to name the same
+    /// ([`super::modern`]), so a name is resolved once per request.
+    pub route: Option<(usize, String)>,
 }
 
 impl Head {
@@ -129,7 +133,10 @@ impl Gateway {
             return Ok(None);
         }
         info.rpc_method = Some(mirrored.method.clone());
-        let head = Head { mirrored };
+        let mut head = Head {
+            mirrored,
+            route: None,
+        };
         let m = &head.mirrored;
         let name = match (&m.method, &m.name) {
             (Method::ToolsCall | Method::PromptsGet, Some(name)) => name,
@@ -141,10 +148,12 @@ impl Gateway {
         let backend = &self.backends[b];
         info.target = Some(name.clone());
         info.backend = Some(backend.name().to_string());
-        match self.refuse_early(backend, caller, &m.method, &original, info, false) {
-            Some(refused) => Err(refused),
-            None => Ok(Some(head)),
+        if let Some(refused) = self.refuse_early(backend, caller, &m.method, &original, info, false)
+        {
+            return Err(refused);
         }
+        head.route = Some((b, original));
+        Ok(Some(head))
     }
 
     /// The same on `/backends/{name}/mcp`: names there are the backend's own.
@@ -274,6 +283,7 @@ mod tests {
                 method,
                 name: name.map(str::to_string),
             },
+            route: None,
         };
         let call = head(Method::ToolsCall, Some("a__echo"));
         let params = json!({"name": "a__echo"});

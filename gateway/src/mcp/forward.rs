@@ -24,12 +24,14 @@ use std::sync::Arc;
 
 impl Gateway {
     /// `tools/call`, `prompts/get`: the public name resolved to a backend and its own
-    /// name; the arguments digested for the audit log.
+    /// name (`route`: as the request's head resolved the same name already); the
+    /// arguments digested for the audit log.
     pub(super) async fn call_by_name(
         self: &Arc<Self>,
         claims: &SessionClaims,
         caller: &Caller,
         mut call: Routed,
+        route: Option<(usize, String)>,
         info: &mut Info,
     ) -> Response {
         let name = match call.required("name") {
@@ -49,7 +51,7 @@ impl Gateway {
         } else {
             "prompt"
         };
-        let Some((b, original)) = self.resolve_name(&name) else {
+        let Some((b, original)) = route.or_else(|| self.resolve_name(&name)) else {
             return call.refuse(jsonrpc::INVALID_PARAMS, format!("unknown {what} {name:?}"));
         };
         call.params["name"] = Value::String(original);

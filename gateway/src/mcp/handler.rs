@@ -159,7 +159,12 @@ impl Gateway {
         }
     }
 
-    async fn post(self: &Arc<Self>, req: Request, caller: &Caller, info: &mut Info) -> Response {
+    async fn post(
+        self: &Arc<Self>,
+        mut req: Request,
+        caller: &Caller,
+        info: &mut Info,
+    ) -> Response {
         if let Err(r) = check_post_headers(&req.headers) {
             return r.into();
         }
@@ -174,7 +179,8 @@ impl Gateway {
                     .is_some_and(|v| !super::version::is_supported(v.to_str().unwrap_or("")))
         {
             if let Some(r) = crate::wire::request::ModernRequest::read(&req.body) {
-                return self.modern_read(&req, r, caller, info).await;
+                let route = req.head.as_mut().and_then(|h| h.route.take());
+                return self.modern_read(&req, r, route, caller, info).await;
             }
         }
         let value: Value = match serde_json::from_slice(&req.body) {
@@ -344,7 +350,7 @@ impl Gateway {
             ),
             Method::LoggingSetLevel => self.set_level(claims, caller, call).await,
             Method::ToolsCall | Method::PromptsGet => {
-                self.call_by_name(claims, caller, call, info).await
+                self.call_by_name(claims, caller, call, None, info).await
             }
             Method::ResourcesRead | Method::ResourcesSubscribe | Method::ResourcesUnsubscribe => {
                 self.call_by_uri(claims, caller, call, info).await

@@ -59,6 +59,8 @@ struct Checked {
     claims: Arc<SessionClaims>,
     /// The request set a log level.
     log: bool,
+    /// The call's name as its head resolved it ([`super::early::Head::route`]).
+    route: Option<(usize, String)>,
 }
 
 /// A refusal of [`check`], recorded: the labels taken from the head
@@ -111,16 +113,20 @@ impl Gateway {
             params,
             claims,
             log,
+            route: None,
         };
         self.serve_modern(&req.headers, checked, caller, info).await
     }
 
     /// Serves a modern request read in one pass ([`ModernRequest`]): the same checks
     /// after the metadata (complete, by construction), the claims found by its text.
+    /// `route`: the name its head resolved ([`super::early::Head::route`]), used once the
+    /// body is found to say what the head said.
     pub(super) async fn modern_read(
         self: &Arc<Self>,
         req: &Request,
         r: ModernRequest<'_>,
+        route: Option<(usize, String)>,
         caller: &Caller,
         info: &mut Info,
     ) -> Response {
@@ -147,6 +153,7 @@ impl Gateway {
             id,
             method,
             params: Some(params),
+            route,
         };
         self.serve_modern(&req.headers, checked, caller, info).await
     }
@@ -165,6 +172,7 @@ impl Gateway {
             params,
             claims,
             log,
+            route,
         } = checked;
         info.param_headers = headers
             .iter()
@@ -183,6 +191,16 @@ impl Gateway {
                 let resp = self.request(&claims, caller, id, m, params, info).await;
                 super::handler::note_error(&resp, info);
                 resp
+            }
+            Method::ToolsCall | Method::PromptsGet if route.is_some() => {
+                let call = super::forward::Routed {
+                    id: id.clone(),
+                    method: method.clone(),
+                    params: params.unwrap_or_else(|| serde_json::json!({})),
+                };
+                let resp = self.call_by_name(&claims, caller, call, route, info).await;
+                super::handler::note_error(&resp, info);
+                shape.finish(resp, &id, &method).await
             }
             _ => {
                 let resp = self
@@ -238,11 +256,13 @@ impl Gateway {
 /// are made once and kept here, by a keyed hash of person and client (bounded: emptied
 /// when full; a hit is checked field by field, so a collision only makes them again).
 pub(crate) struct StatelessClaims {
-    keys: std::collections::hash_map::RandomState,
-    made: DashMap<u64, Arc<SessionClaims>>,
+    /// foldhash, seeded per process: hashed on every modern request, and a collision
+    /// costs only the claims made again (a hit is checked).
+    keys: foldhash::fast::RandomState,
+    made: DashMap<u64, Arc<SessionClaims>, foldhash::fast::RandomState>,
     /// The same claims by the metadata's text as sent ([`ModernRequest`]): capabilities
     /// and identity, NUL between them (JSON text never holds one).
-    by_text: DashMap<u64, (Box<str>, Arc<SessionClaims>)>,
+    by_text: DashMap<u64, (Box<str>, Arc<SessionClaims>), foldhash::fast::RandomState>,
 }
 
 impl StatelessClaims {
@@ -251,8 +271,8 @@ impl StatelessClaims {
     pub(crate) fn new() -> StatelessClaims {
         StatelessClaims {
             keys: Default::default(),
-            made: DashMap::new(),
-            by_text: DashMap::new(),
+            made: DashMap::default(),
+            by_text: DashMap::default(),
         }
     }
 
