@@ -127,7 +127,7 @@ echo "2026-07-28 against 2025 on /mcp…" >&2
 pair "2025" "$gw" "$gw_pid" fast__echo "2026-07-28" "$gw" "$gw_pid" fast__echo --era 2026-07-28
 lr=${rps_a[$mid]}; mr=${rps_b[$mid]}
 row "tools/call, 16 conns: aggregated, 2025 session" "$(printf '%.0f req/s' "$lr")" "median round of $rounds"
-row "tools/call, 16 conns: aggregated, 2026-07-28 stateless" "$(printf '%.0f req/s' "$mr")" "$(python3 -c "print(f'{$mr/$lr:.2f}× 2025 (target ≥ 1.0×, median of $rounds rounds of ${pair_secs}s, order swapping: $(round_ratios "${rps_a[@]}" "${rps_b[@]}")), errors $errs')")"
+row "tools/call, 16 conns: aggregated, 2026-07-28 stateless" "$(printf '%.0f req/s' "$mr")" "$(python3 -c "print(f'{$mr/$lr:.3f}× 2025 (target ≥ 1.0×, median of $rounds rounds of ${pair_secs}s, order swapping: $(round_ratios "${rps_a[@]}" "${rps_b[@]}")), errors $errs')")"
 
 # Each era end to end: a 2026-07-28 client to a modern backend (stateless on both sides:
 # the call keeps the client's id, the answer passes as it is) against a 2025 client to a
@@ -141,7 +141,7 @@ gwm_pid=$(proc_last_pid)
 pair "2025 to a legacy backend" "$gw" "$gw_pid" fast__echo "2026-07-28 to a modern backend" "$gwm" "$gwm_pid" fast__echo --era 2026-07-28
 er=${rps_a[$mid]}; emr=${rps_b[$mid]}
 row "tools/call, 16 conns: 2025 client, legacy backend" "$(printf '%.0f req/s' "$er")" "median round of $rounds"
-row "tools/call, 16 conns: 2026-07-28 client, modern backend" "$(printf '%.0f req/s' "$emr")" "$(python3 -c "print(f'{$emr/$er:.2f}× 2025 end to end (median of $rounds rounds of ${pair_secs}s, order swapping: $(round_ratios "${rps_a[@]}" "${rps_b[@]}")), errors $errs')")"
+row "tools/call, 16 conns: 2026-07-28 client, modern backend" "$(printf '%.0f req/s' "$emr")" "$(python3 -c "print(f'{$emr/$er:.3f}× 2025 end to end (median of $rounds rounds of ${pair_secs}s, order swapping: $(round_ratios "${rps_a[@]}" "${rps_b[@]}")), errors $errs')")"
 
 # Tracing: off must cost nothing against the build before it (BASELINE_GATEWAY: a
 # gateway binary built from the commit before tracing landed; without it the row says

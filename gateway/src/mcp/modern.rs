@@ -143,7 +143,7 @@ impl Gateway {
             None => header_version(&req.headers, &id),
         };
         let checked =
-            hv.and_then(|hv| check_after_meta(req, hv, &id, &method, &meta.version, Some(&params)));
+            hv.and_then(|hv| check_after_meta(req, hv, &id, &method, meta.version, Some(&params)));
         if let Err(r) = checked {
             return refused(r, info);
         }
@@ -329,7 +329,7 @@ impl StatelessClaims {
         let c = self.claims(
             sub,
             RequestMeta {
-                version: meta.version.clone(),
+                version: meta.version.to_string(),
                 caps: value(caps),
                 info: if info.is_empty() {
                     Value::Null

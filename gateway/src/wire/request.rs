@@ -39,7 +39,7 @@ pub struct ModernRequest<'a> {
 #[derive(Debug)]
 pub struct RawMeta<'a> {
     /// `io.modelcontextprotocol/protocolVersion` (checked by the caller).
-    pub version: String,
+    pub version: &'a str,
     /// `io.modelcontextprotocol/clientCapabilities`: a JSON object's text.
     pub caps: &'a RawValue,
     /// `io.modelcontextprotocol/clientInfo`'s text, when sent.
@@ -134,8 +134,9 @@ impl<'de: 'a, 'a> Deserialize<'de> for Meta<'a> {
                 let twice = || de::Error::custom("duplicate key in _meta");
                 while let Some(key) = m.next_key::<Cow<'de, str>>()? {
                     match key.as_ref() {
+                        // Borrowed: a version with an escape in it goes the general way.
                         PROTOCOL_VERSION if version.is_none() => {
-                            version = Some(m.next_value::<String>()?)
+                            version = Some(m.next_value::<&'a str>()?)
                         }
                         CLIENT_CAPABILITIES if caps.is_none() => {
                             caps = Some(m.next_value::<&'a RawValue>()?)
@@ -244,5 +245,8 @@ mod tests {
         assert!(ModernRequest::read(dup).is_none());
         let dup = br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","name":"b","_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}}"#;
         assert!(ModernRequest::read(dup).is_none());
+        // A version written with an escape (read borrowed, so the general path reads it).
+        let escaped = br#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026\u002d07-28","io.modelcontextprotocol/clientCapabilities":{}}}}"#;
+        assert!(ModernRequest::read(escaped).is_none());
     }
 }
