@@ -10,8 +10,9 @@
 #
 # --seconds: the counted window of each row (default 8; under callgrind a call takes ~5 ms).
 # Rows: the 2025 call, the 2026-07-28 call (both to a legacy backend), the 2026-07-28 call
-# to a modern backend, the legacy backend's own count for each era's call (mcp-mock under
-# callgrind, the gateway not), the 2025 call with tracing on at 1 % (to a
+# to a modern backend, the legacy backend's own count for each era's call and the modern
+# backend's for a 2026-07-28 call (mcp-mock under callgrind, the gateway not), the 2025
+# call with tracing on at 1 % (to a
 # real OTLP/HTTP receiver: .tools/, from install-tools.sh --test), and with
 # BASELINE_GATEWAY: another gateway binary to count the 2025 call on (the tracing
 # row of bench.sh uses the same variable); without it that row is left out.
@@ -84,12 +85,13 @@ count() {
   counted "$name" "$(proc_last_pid)" "$url" "$@"
 }
 
-# count_backend NAME [load args…]: instructions per call of a legacy mcp-mock of its own
-# behind the gateway (echoed): what each era's calls cost the backend.
+# count_backend NAME PROTOCOL [load args…]: instructions per call of an mcp-mock of its
+# own (--protocol PROTOCOL) behind the gateway (echoed): what each era's calls cost the
+# backend.
 count_backend() {
-  local name=$1 url pid gwurl; shift
+  local name=$1 protocol=$2 url pid gwurl; shift 2
   url=$(PROC_STDERR=/dev/null proc_start "$name" INT 120 valgrind --tool=callgrind --instr-atstart=no \
-    --callgrind-out-file="$work/$name.cg" "$bin/mcp-mock" --http 127.0.0.1:0 --name fast --no-dynamic --json)
+    --callgrind-out-file="$work/$name.cg" "$bin/mcp-mock" --http 127.0.0.1:0 --name fast --no-dynamic --json --protocol "$protocol")
   pid=$(proc_last_pid)
   sed "s|$mock|$url|" "$work/gw.toml" > "$work/$name.toml"
   gwurl=$(PROC_STDERR=/dev/null proc_start "$name-gw" TERM 15 "$bin/mcp-gateway" --config "$work/$name.toml" -c ops/pingora.yaml)
@@ -103,8 +105,10 @@ modern=$(count modern "$bin/mcp-gateway" "$work/gw.toml" --era 2026-07-28)
 echo "2026-07-28 call to a modern backend…" >&2
 ended=$(count ended "$bin/mcp-gateway" "$work/gwmodern.toml" --era 2026-07-28)
 echo "the legacy backend's side of each era's call…" >&2
-back_legacy=$(count_backend backlegacy --era 2025)
-back_modern=$(count_backend backmodern --era 2026-07-28)
+back_legacy=$(count_backend backlegacy legacy --era 2025)
+back_modern=$(count_backend backmodern legacy --era 2026-07-28)
+echo "the modern backend's side of a 2026-07-28 call…" >&2
+back_ended=$(count_backend backended modern --era 2026-07-28)
 echo "2025 call, tracing on at 1 %…" >&2
 traced=$(count traced "$bin/mcp-gateway" "$work/gwtrace.toml" --era 2025)
 rows=("| tools/call, 2025 session | $legacy | |")
@@ -112,6 +116,7 @@ rows+=("| tools/call, 2026-07-28 stateless | $modern | $(python3 -c "print(f'{$m
 rows+=("| tools/call, 2026-07-28 stateless, modern backend | $ended | $(python3 -c "print(f'{$ended/$legacy:.3f}× the 2025 call')") |")
 rows+=("| tools/call, 2025 session: the legacy backend (\`mcp-mock\`) behind the gateway | $back_legacy | |")
 rows+=("| tools/call, 2026-07-28 stateless: the same backend | $back_modern | $(python3 -c "print(f'{$back_modern/$back_legacy:.3f}× the 2025 call')") |")
+rows+=("| tools/call, 2026-07-28 stateless: a modern backend (\`mcp-mock --protocol modern\`) behind the gateway | $back_ended | $(python3 -c "print(f'{$back_ended/$back_legacy:.3f}× the legacy backend\'s 2025 call')") |")
 rows+=("| tools/call, 2025 session, tracing on at 1 % | $traced | $(python3 -c "print(f'{$traced/$legacy:.3f}× tracing off')") |")
 if [ -n "${BASELINE_GATEWAY:-}" ]; then
   echo "2025 call on the baseline build…" >&2
