@@ -192,20 +192,25 @@ impl Gateway {
                 super::handler::note_error(&resp, info);
                 resp
             }
-            Method::ToolsCall | Method::PromptsGet if route.is_some() => {
-                let call = super::forward::Routed {
-                    id: id.clone(),
-                    method: method.clone(),
-                    params: params.unwrap_or_else(|| serde_json::json!({})),
-                };
-                let resp = self.call_by_name(&claims, caller, call, route, info).await;
-                super::handler::note_error(&resp, info);
-                shape.finish(resp, &id, &method).await
-            }
             _ => {
-                let resp = self
-                    .request(&claims, caller, id.clone(), method.clone(), params, info)
-                    .await;
+                // A call or prompt whose head resolved its name is routed by that.
+                let route =
+                    route.filter(|_| matches!(method, Method::ToolsCall | Method::PromptsGet));
+                let resp = match route {
+                    Some(route) => {
+                        let call = super::forward::Routed {
+                            id: id.clone(),
+                            method: method.clone(),
+                            params: params.unwrap_or_else(|| serde_json::json!({})),
+                        };
+                        self.call_by_name(&claims, caller, call, Some(route), info)
+                            .await
+                    }
+                    None => {
+                        self.request(&claims, caller, id.clone(), method.clone(), params, info)
+                            .await
+                    }
+                };
                 super::handler::note_error(&resp, info);
                 shape.finish(resp, &id, &method).await
             }
