@@ -46,7 +46,7 @@ pub fn is_supported(v: &str) -> bool {
 
 /// Whether `v` is a modern (stateless) revision the gateway speaks.
 pub fn is_modern(v: &str) -> bool {
-    MODERN.contains(&v)
+    modern(v).is_some()
 }
 
 /// The modern revision `v` names, as the gateway's own constant.
