@@ -4,6 +4,8 @@
 
 use std::sync::Arc;
 
+use http::HeaderMap;
+
 use serde_json::{json, Map, Value};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -29,8 +31,9 @@ pub struct RequestCtx {
     pub server: Arc<MockServer>,
     pub session: Arc<Session>,
     pub request_id: Value,
-    /// Lowercased request headers of the HTTP request that carried the call (empty on stdio).
-    pub headers: Arc<Map<String, Value>>,
+    /// The headers of the HTTP request that carried the call (empty on stdio), as
+    /// received: made into JSON only by the tool that shows them.
+    pub headers: Arc<HeaderMap>,
     /// The transport's channel for this request's messages, in order.
     pub out: mpsc::UnboundedSender<OutMsg>,
     /// Send related notifications and server-to-client requests as unsolicited
@@ -39,8 +42,8 @@ pub struct RequestCtx {
     pub progress_token: Option<Value>,
     /// Set for a 2026-07-28 request: what its `_meta` says about the client.
     pub modern: Option<ModernMeta>,
-    /// `params._meta` of the request (`Null` without one).
-    pub meta: Value,
+    /// `params._meta.traceparent` of the request, when sent.
+    pub meta_traceparent: Option<Value>,
 }
 
 impl RequestCtx {
@@ -217,6 +220,14 @@ pub fn progress_token(params: &Value) -> Option<Value> {
         .cloned()
 }
 
+/// `params._meta.traceparent`, recorded with the call's trace context.
+pub fn meta_traceparent(params: &Value) -> Option<Value> {
+    params
+        .get("_meta")
+        .and_then(|m| m.get("traceparent"))
+        .cloned()
+}
+
 /// `initialize`: negotiates the revision and records the client's capabilities.
 pub fn initialize(
     server: &MockServer,
@@ -257,10 +268,11 @@ pub fn initialize(
 /// Runs one client request to its outcome.
 pub async fn dispatch(ctx: &RequestCtx, method: &str, params: &Value) -> Outcome {
     let server = &ctx.server;
+    let header = crate::mock::http::header_str(&ctx.headers, "traceparent");
     server.record_trace(
         method,
-        ctx.headers.get("traceparent"),
-        ctx.meta.get("traceparent"),
+        header.map(|h| Value::String(h.to_string())).as_ref(),
+        ctx.meta_traceparent.as_ref(),
     );
     if server.config.fail_methods.contains(method) {
         let error = RpcError::internal(format!("mock: configured to fail {method}"));
@@ -411,13 +423,13 @@ pub fn spawn_request(
     id: Value,
     method: String,
     params: Value,
-    headers: Arc<Map<String, Value>>,
+    headers: Arc<HeaderMap>,
     out: mpsc::UnboundedSender<OutMsg>,
     related_as_unsolicited: bool,
 ) {
     let ctx = RequestCtx {
         progress_token: progress_token(&params),
-        meta: params.get("_meta").cloned().unwrap_or(Value::Null),
+        meta_traceparent: meta_traceparent(&params),
         modern: None,
         server,
         session,

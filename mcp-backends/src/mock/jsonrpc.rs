@@ -165,7 +165,12 @@ pub fn id_key(id: &Value) -> String {
 }
 
 pub fn response(id: &Value, result: Value) -> Value {
-    json!({ "jsonrpc": "2.0", "id": id, "result": result })
+    // Built by hand: `json!` would serialize the result into a copy of itself.
+    let mut m = serde_json::Map::new();
+    m.insert("jsonrpc".into(), Value::from("2.0"));
+    m.insert("id".into(), id.clone());
+    m.insert("result".into(), result);
+    Value::Object(m)
 }
 
 pub fn error_response(id: &Value, error: &RpcError) -> Value {

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 use tokio::sync::mpsc;
 
 use super::config::ProtocolMode;
@@ -26,7 +26,7 @@ pub async fn serve(
     let session = server
         .default_session()
         .ok_or_else(|| anyhow::anyhow!("stdio mode needs its session"))?;
-    let headers = Arc::new(Map::new());
+    let headers = Arc::new(http::HeaderMap::new());
     // stdin is read by a thread of its own (tokio's stdin would hand every read to the
     // blocking pool, which costs more than the request itself).
     let (line_tx, mut lines) = mpsc::channel::<String>(1024);
@@ -90,7 +90,7 @@ pub async fn serve(
 fn handle_one(
     server: &Arc<MockServer>,
     session: &Arc<Session>,
-    headers: &Arc<Map<String, Value>>,
+    headers: &Arc<http::HeaderMap>,
     out: &mpsc::UnboundedSender<OutMsg>,
     value: Value,
 ) -> Option<Value> {
@@ -149,7 +149,7 @@ fn handle_one(
 fn handle_batch(
     server: &Arc<MockServer>,
     session: &Arc<Session>,
-    headers: &Arc<Map<String, Value>>,
+    headers: &Arc<http::HeaderMap>,
     out: &mpsc::UnboundedSender<OutMsg>,
     items: Vec<Value>,
 ) {

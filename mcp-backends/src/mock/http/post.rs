@@ -14,8 +14,7 @@ use tokio::sync::mpsc;
 use super::guard::{accepts, is_json_content};
 use super::reply::reply;
 use super::respond::{
-    empty, headers_json, json_response, rpc_error, sse_response, transport_error, with_status,
-    Rejection,
+    empty, json_response, rpc_error, sse_response, transport_error, with_status, Rejection,
 };
 use super::{SESSION_HEADER, VERSION_HEADER};
 use crate::mock::config::{ProtocolMode, ReplyMode};
@@ -240,7 +239,7 @@ pub async fn handle_legacy(
             )),
         );
     }
-    run_messages(&server, session, &headers, messages, batch, &version).await
+    run_messages(&server, session, headers, messages, batch, &version).await
 }
 
 /// Starts the requests, delivers notifications and responses, and answers: 202 when
@@ -248,12 +247,12 @@ pub async fn handle_legacy(
 async fn run_messages(
     server: &Arc<MockServer>,
     session: Arc<Session>,
-    headers: &HeaderMap,
+    headers: HeaderMap,
     messages: Vec<Incoming>,
     batch: bool,
     version: &str,
 ) -> Response<HttpBody> {
-    let header_map = Arc::new(headers_json(headers));
+    let header_map = Arc::new(headers);
     let related_as_unsolicited = server.config.reply_mode == ReplyMode::Json;
     let (tx, rx) = mpsc::unbounded_channel();
     let mut prefilled = Vec::new();
@@ -331,12 +330,12 @@ async fn handle_initialize(
         server: Arc::clone(server),
         session: Arc::clone(&session),
         request_id: id,
-        headers: Arc::new(headers_json(headers)),
+        headers: Arc::new(headers.clone()),
         out: tx,
         related_as_unsolicited: true,
         progress_token: None,
         modern: None,
-        meta: Value::Null,
+        meta_traceparent: None,
     };
     if !server.config.latency.is_zero() {
         tokio::time::sleep(server.config.latency).await;

@@ -3,6 +3,7 @@
 //! Base64 sentinel form), replies as one JSON object or an SSE stream without
 //! event ids, cancellation by closing the response stream, and listen streams.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use base64::Engine;
@@ -18,10 +19,9 @@ use super::{
     Method, ModernMeta, Refusal,
 };
 use crate::mock::config::ReplyMode;
-use crate::mock::handler::{progress_token, spawn_ctx, RequestCtx};
+use crate::mock::handler::{meta_traceparent, progress_token, spawn_ctx, RequestCtx};
 use crate::mock::http::{
-    headers_json, json_response, rpc_error, sse_response, with_status, Parsed, SESSION_HEADER,
-    VERSION_HEADER,
+    json_response, rpc_error, sse_response, with_status, Parsed, SESSION_HEADER, VERSION_HEADER,
 };
 use crate::mock::jsonrpc::{self, Incoming, RpcError};
 use crate::mock::protocol;
@@ -107,12 +107,12 @@ pub async fn handle(
     let (tx, rx) = mpsc::unbounded_channel();
     let ctx = RequestCtx {
         progress_token: progress_token(&params),
-        meta: params.get("_meta").cloned().unwrap_or(Value::Null),
+        meta_traceparent: meta_traceparent(&params),
         modern: Some(meta),
         server: Arc::clone(&server),
         session: Arc::clone(&session),
         request_id: id,
-        headers: Arc::new(headers_json(&headers)),
+        headers: Arc::new(headers),
         out: tx,
         related_as_unsolicited: false,
     };
@@ -190,7 +190,7 @@ fn check_params(headers: &HeaderMap, args: &Value) -> Result<(), Refusal> {
                 "Header mismatch: Mcp-Param-{suffix} header is required when '{arg}' is given"
             )));
         };
-        match decode_sentinel(&raw) {
+        match decode_sentinel(raw) {
             Some(decoded) if decoded == body => {}
             Some(decoded) => {
                 return Err(header_mismatch(format!(
@@ -208,11 +208,11 @@ fn check_params(headers: &HeaderMap, args: &Value) -> Result<(), Refusal> {
 }
 
 /// A header as visible ASCII; -32020 when it has other bytes.
-fn header_value(headers: &HeaderMap, name: &str) -> Result<Option<String>, Refusal> {
+fn header_value<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, Refusal> {
     headers
         .get(name)
         .map(|v| {
-            v.to_str().map(|s| s.trim().to_string()).map_err(|_| {
+            v.to_str().map(str::trim).map_err(|_| {
                 header_mismatch(format!("Header mismatch: {name} has invalid characters"))
             })
         })
@@ -220,7 +220,7 @@ fn header_value(headers: &HeaderMap, name: &str) -> Result<Option<String>, Refus
 }
 
 /// A header value in its plain or `=?base64?…?=` form, decoded.
-pub fn decode_sentinel(value: &str) -> Option<String> {
+pub fn decode_sentinel(value: &str) -> Option<Cow<'_, str>> {
     match value
         .strip_prefix("=?base64?")
         .and_then(|rest| rest.strip_suffix("?="))
@@ -228,8 +228,9 @@ pub fn decode_sentinel(value: &str) -> Option<String> {
         Some(encoded) => base64::engine::general_purpose::STANDARD
             .decode(encoded)
             .ok()
-            .and_then(|bytes| String::from_utf8(bytes).ok()),
-        None => Some(value.to_string()),
+            .and_then(|bytes| String::from_utf8(bytes).ok())
+            .map(Cow::Owned),
+        None => Some(Cow::Borrowed(value)),
     }
 }
 
@@ -239,7 +240,7 @@ fn check_name(headers: &HeaderMap, body: &str) -> Result<(), Refusal> {
             "Header mismatch: Mcp-Name header is required",
         ));
     };
-    match decode_sentinel(&raw) {
+    match decode_sentinel(raw) {
         Some(decoded) if decoded == body => Ok(()),
         Some(decoded) => Err(header_mismatch(format!(
             "Header mismatch: Mcp-Name header value '{decoded}' does not match body value '{body}'"

@@ -5,12 +5,12 @@
 
 use std::sync::Arc;
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 use tokio::sync::mpsc;
 
 use super::listen::Filter;
 use super::{check_method, check_version, read_meta, Method};
-use crate::mock::handler::{progress_token, spawn_ctx, RequestCtx};
+use crate::mock::handler::{meta_traceparent, progress_token, spawn_ctx, RequestCtx};
 use crate::mock::jsonrpc;
 use crate::mock::server::MockServer;
 use crate::mock::session::{OutMsg, Session};
@@ -41,12 +41,12 @@ pub fn request(
     }
     let ctx = RequestCtx {
         progress_token: progress_token(&params),
-        meta: params.get("_meta").cloned().unwrap_or(Value::Null),
+        meta_traceparent: meta_traceparent(&params),
         modern: Some(meta),
         server: Arc::clone(server),
         session: Arc::clone(session),
         request_id: id,
-        headers: Arc::new(Map::new()),
+        headers: Arc::default(),
         out: out.clone(),
         related_as_unsolicited: true,
     };

@@ -8,6 +8,7 @@ use sha2::{Digest, Sha256};
 
 use super::{arg_str, error_result, text_result, ToolOutcome, CRASH_EXIT_CODE};
 use crate::mock::handler::RequestCtx;
+use crate::mock::http::headers_json;
 use crate::mock::jsonrpc;
 use crate::mock::modern::listen::Change;
 use crate::mock::session::OutMsg;
@@ -22,7 +23,7 @@ pub async fn run(ctx: &RequestCtx, name: &str, args: &Map<String, Value>) -> Opt
                 "server": server_name,
                 "session": ctx.session.id,
                 "id": ctx.request_id,
-                "headers": Value::Object((*ctx.headers).clone()),
+                "headers": Value::Object(headers_json(&ctx.headers)),
             })
             .to_string(),
         ),
