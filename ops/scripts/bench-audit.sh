@@ -45,7 +45,7 @@ out="$(mktemp)"
 trap 'rm -f "$out"' EXIT
 env AUDIT_BENCH_EVENTS="$events" AUDIT_BENCH_RATE="$rate" "${wal[@]}" \
   timeout 900 cargo test --release -q -p mcp-gateway --test it -- \
-  --ignored --exact audit::bench_insert_rate --nocapture >"$out" 2>&1 || {
+  --ignored --exact audit::rows::bench_insert_rate --nocapture >"$out" 2>&1 || {
   cat "$out" >&2
   echo "the benchmark failed" >&2
   exit 1
