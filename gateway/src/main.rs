@@ -188,11 +188,9 @@ fn start_auditor(config: &Config) -> anyhow::Result<Option<Arc<Auditor>>> {
     Ok(Some(rt.block_on(Auditor::start(config.audit.clone()))?))
 }
 
-fn run(config: &mut Config, opt: Opt, secrets: Option<LoadedSecrets>) -> anyhow::Result<()> {
-    let validate_only = opt.test;
-    let has_yaml = opt.conf.is_some();
-    let mut server = Server::new(Some(opt))?;
-    let lifetimes = config.server.lifetimes;
+/// Pingora's threads and shutdown times when no YAML file sets them, and a warning when
+/// its grace period would cut the requests read at the end of the drain window.
+fn set_lifetimes(server: &mut Server, has_yaml: bool, drain: std::time::Duration) {
     if !has_yaml {
         // Without a YAML file Pingora would use one thread and a 300 s grace period on
         // SIGTERM; a container platform kills long before that. The grace period holds
@@ -201,19 +199,27 @@ fn run(config: &mut Config, opt: Opt, secrets: Option<LoadedSecrets>) -> anyhow:
             conf.threads = std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(1);
-            conf.grace_period_seconds = Some(lifetimes.drain.as_secs() + GRACE_AFTER_DRAIN_S);
+            conf.grace_period_seconds = Some(drain.as_secs() + GRACE_AFTER_DRAIN_S);
             conf.graceful_shutdown_timeout_seconds = Some(5);
         }
     }
     let grace = server.configuration.grace_period_seconds.unwrap_or(300);
-    if grace <= lifetimes.drain.as_secs() {
+    if grace <= drain.as_secs() {
         tracing::warn!(
             grace_period_seconds = grace,
-            drain_s = lifetimes.drain.as_secs(),
+            drain_s = drain.as_secs(),
             "Pingora's grace_period_seconds does not exceed server.drain_s: requests read at \
              the end of the drain window are cut when the grace period ends"
         );
     }
+}
+
+fn run(config: &mut Config, opt: Opt, secrets: Option<LoadedSecrets>) -> anyhow::Result<()> {
+    let validate_only = opt.test;
+    let has_yaml = opt.conf.is_some();
+    let mut server = Server::new(Some(opt))?;
+    let lifetimes = config.server.lifetimes;
+    set_lifetimes(&mut server, has_yaml, lifetimes.drain);
     server.bootstrap();
     if validate_only {
         return Ok(());
