@@ -153,9 +153,23 @@ async fn google_direct_never_discloses_the_google_client_secret() {
     let first = Sidecar::start(&google, &opts).await;
     let (sidecar, logs, _dir) =
         respawn(first, |t| server_keys(t, "mode = \"google-direct\"")).await;
-    let i = sidecar.url.clone();
+    gdirect_registration(&sidecar).await;
+    let authorize = gdirect_metadata(&sidecar, &google).await;
+    let p = pkce();
+    let (code, access) = gdirect_exchange(&sidecar, &authorize, &p).await;
+    gdirect_is_not_an_open_proxy(&sidecar, &google, &p).await;
 
-    // Registration: Google's client id, and no secret anywhere in the answer.
+    // Neither the secret, nor the code, nor Google's token in the logs (debug level).
+    let log = logs.wait_for("request").await;
+    for secret in [GOOGLE_SECRET, code.as_str(), access.as_str()] {
+        assert!(!log.contains(secret), "{secret:?} logged:\n{log}");
+    }
+    sidecar.drop_schema().await;
+}
+
+/// Google-direct registration: Google's client id, and no secret anywhere in the answer.
+async fn gdirect_registration(sidecar: &Sidecar) {
+    let i = &sidecar.url;
     let r = http()
         .post(format!("{i}/register"))
         .header("user-agent", "ChatGPT-User/1.0")
@@ -175,8 +189,12 @@ async fn google_direct_never_discloses_the_google_client_secret() {
     let reg: Value = serde_json::from_str(&body).expect("json");
     assert_eq!(reg["client_id"], GOOGLE_CLIENT);
     assert_eq!(reg["token_endpoint_auth_method"], "none");
+}
 
-    // Metadata for a standard client: Google's authorization endpoint, our token endpoint.
+/// Google-direct metadata: for a standard client, Google's authorization endpoint (returned)
+/// and the sidecar's token endpoint; loopback clients (Claude Code) keep the sidecar's flow.
+async fn gdirect_metadata(sidecar: &Sidecar, google: &FakeGoogle) -> String {
+    let i = &sidecar.url;
     let meta: Value = http()
         .get(format!("{i}/.well-known/oauth-authorization-server"))
         .header("user-agent", "ChatGPT-User/1.0")
@@ -203,15 +221,18 @@ async fn google_direct_never_discloses_the_google_client_secret() {
         .await
         .expect("metadata json");
     assert_eq!(meta["authorization_endpoint"], format!("{i}/authorize"));
-    let loopback = register_public(&sidecar).await;
+    let loopback = register_public(sidecar).await;
     assert!(loopback.client_id.starts_with("mcp_"), "{}", loopback.body);
+    authorize
+}
 
-    // A Google code for the Google client, exchanged through the sidecar without the
-    // secret: the fake Google requires the secret, so a 200 means the sidecar added it.
-    let p = pkce();
-    let code = google_code(&authorize, &p, "alice@example.com").await;
+/// A Google code for the Google client, exchanged through the sidecar without the
+/// secret: the fake Google requires the secret, so a 200 means the sidecar added it.
+/// Returns the code and Google's access token.
+async fn gdirect_exchange(sidecar: &Sidecar, authorize: &str, p: &Pkce) -> (String, String) {
+    let code = google_code(authorize, p, "alice@example.com").await;
     let (s, v, headers) = token(
-        &sidecar,
+        sidecar,
         &[
             ("grant_type", "authorization_code"),
             ("code", &code),
@@ -229,11 +250,16 @@ async fn google_direct_never_discloses_the_google_client_secret() {
         .to_string();
     assert!(access.starts_with("ya29.fake-user-"), "Google's token: {v}");
     assert!(v["id_token"].is_string(), "{v}");
+    (code, access)
+}
 
-    // Not an open proxy: other grant types, other clients and big bodies stay here.
+/// Not an open proxy: other grant types, other clients, big bodies and codes meant for
+/// the sidecar's own callback stay here (Google sees none of them).
+async fn gdirect_is_not_an_open_proxy(sidecar: &Sidecar, google: &FakeGoogle, p: &Pkce) {
+    let i = &sidecar.url;
     let before = google.stats().await;
     let (s, v, _) = token(
-        &sidecar,
+        sidecar,
         &[
             ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
             ("assertion", "x.y.z"),
@@ -247,7 +273,7 @@ async fn google_direct_never_discloses_the_google_client_secret() {
         "{v}"
     );
     let (s, v, _) = token(
-        &sidecar,
+        sidecar,
         &[
             ("grant_type", "authorization_code"),
             ("code", "4/0fake-whatever"),
@@ -264,7 +290,7 @@ async fn google_direct_never_discloses_the_google_client_secret() {
     );
     let padding = "a".repeat(10_000);
     let (s, v, _) = token(
-        &sidecar,
+        sidecar,
         &[
             ("grant_type", "authorization_code"),
             ("code", "4/0fake-whatever"),
@@ -282,7 +308,7 @@ async fn google_direct_never_discloses_the_google_client_secret() {
     );
     // A code meant for the sidecar's own callback is never redeemed for someone else.
     let (s, v, _) = token(
-        &sidecar,
+        sidecar,
         &[
             ("grant_type", "authorization_code"),
             ("code", "4/0fake-whatever"),
@@ -301,13 +327,6 @@ async fn google_direct_never_discloses_the_google_client_secret() {
     for k in ["token.jwt_bearer", "token.authorization_code"] {
         assert_eq!(before[k], after[k], "{k} forwarded to Google: {after}");
     }
-
-    // Neither the secret, nor the code, nor Google's token in the logs (debug level).
-    let log = logs.wait_for("request").await;
-    for secret in [GOOGLE_SECRET, code.as_str(), access.as_str()] {
-        assert!(!log.contains(secret), "{secret:?} logged:\n{log}");
-    }
-    sidecar.drop_schema().await;
 }
 
 // ---------------------------------------------------------------------------------
