@@ -108,8 +108,14 @@ fn a_scripted_session_leaves_exactly_its_rows() {
         -32603
     );
 
+    check_call_rows(&schema.0);
+    check_audit_tail(&schema.0);
+}
+
+/// The session's three calls as rows: who, what, the outcome and why, arguments kept
+/// with their secrets redacted, digests there.
+fn check_call_rows(s: &str) {
     let url = PG;
-    let s = &schema.0;
     wait_until(Duration::from_secs(20), || {
         count(url, s, "rpc_method = 'tools/call'") == 3
     });
@@ -150,8 +156,11 @@ fn a_scripted_session_leaves_exactly_its_rows() {
         count(url, s, "rpc_method = 'tools/call' AND args_digest IS NULL"),
         0
     );
+}
 
-    // The reader a person uses shows them.
+/// The reader a person uses (`mcp-gateway audit tail`) shows them.
+fn check_audit_tail(s: &str) {
+    let url = PG;
     let out = Command::new(env!("CARGO_BIN_EXE_mcp-gateway"))
         .args([
             "audit",
