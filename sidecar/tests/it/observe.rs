@@ -98,19 +98,38 @@ async fn a_sign_in_is_counted_and_traced() {
         .text()
         .await
         .expect("metrics text");
+    check_sign_in_counted(&text);
+    check_shipped_queries_exist(&text);
+
+    // The sign-in's requests and its call to Google's token endpoint are spans.
+    let seen = spans_once_exported(&otlp).await;
+    for w in [
+        "GET authorize",
+        "GET callback",
+        "google.token",
+        "POST token",
+    ] {
+        assert!(seen.iter().any(|n| n == w), "no span {w:?} in {seen:?}");
+    }
+    sidecar.drop_schema().await;
+}
+
+/// One sign-in counted by its outcome, event, route and Google call; the pool, build and
+/// process families there; and the exposition valid to promtool.
+fn check_sign_in_counted(text: &str) {
     assert_eq!(
-        sample(&text, "mcpauth_sign_ins_total{outcome=\"ok\""),
+        sample(text, "mcpauth_sign_ins_total{outcome=\"ok\""),
         1.0,
         "{text}"
     );
     assert_eq!(
-        sample(&text, "mcpauth_events_total{kind=\"token_issued\"}"),
+        sample(text, "mcpauth_events_total{kind=\"token_issued\"}"),
         1.0,
         "{text}"
     );
     assert!(
         sample(
-            &text,
+            text,
             "mcpauth_http_requests_total{route=\"token\",status=\"2xx\"}"
         ) >= 1.0,
         "{text}"
@@ -127,9 +146,12 @@ async fn a_sign_in_is_counted_and_traced() {
     ] {
         assert!(text.contains(family), "{family} missing:\n{text}");
     }
-    let said = promtool(&text);
+    let said = promtool(text);
     assert!(said.trim().is_empty(), "promtool: {said}");
-    // The shipped dashboard and alert rules query only sidecar metrics that exist.
+}
+
+/// The shipped dashboard and alert rules query only sidecar metrics that exist.
+fn check_shipped_queries_exist(text: &str) {
     let scraped: std::collections::BTreeSet<&str> = text
         .lines()
         .filter(|l| !l.starts_with('#'))
@@ -148,8 +170,11 @@ async fn a_sign_in_is_counted_and_traced() {
             );
         }
     }
+}
 
-    // The sign-in's requests and its call to Google's token endpoint are spans.
+/// The sidecar's span names at the OTLP receiver, once the callback's, Google's token
+/// call's and the token request's are there (or 20 s passed).
+async fn spans_once_exported(otlp: &str) -> Vec<String> {
     let names = || async {
         let spans: Value = http()
             .get(format!("{otlp}/spans"))
@@ -178,13 +203,5 @@ async fn a_sign_in_is_counted_and_traced() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    for w in [
-        "GET authorize",
-        "GET callback",
-        "google.token",
-        "POST token",
-    ] {
-        assert!(seen.iter().any(|n| n == w), "no span {w:?} in {seen:?}");
-    }
-    sidecar.drop_schema().await;
+    seen
 }
