@@ -167,6 +167,16 @@ async fn cli_tail_and_stats_read_postgres_and_the_file() {
         top: 20,
         json: true,
     };
+    check_stats(&schema.name, &stats);
+
+    // The same questions of the JSON Lines file, through a config file.
+    let v = stats_of_a_file(&evs, stats).await;
+    assert_eq!(v["total"]["calls"], 10);
+}
+
+/// `audit stats` of the 21 events (one refused), as JSON and as text.
+fn check_stats(schema: &str, stats: &StatsArgs) {
+    let run = |command: AuditCommand| run_cli(schema, command);
     let out = run(AuditCommand::Stats(stats.clone())).unwrap();
     let v: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["total"]["calls"], 21);
@@ -192,8 +202,10 @@ async fn cli_tail_and_stats_read_postgres_and_the_file() {
         text.contains("BACKEND") && text.contains("P99_MS"),
         "{text}"
     );
+}
 
-    // The same questions of the JSON Lines file, through a config file.
+/// `audit stats` (JSON) of a JSON Lines file holding `evs`, read through a config file.
+async fn stats_of_a_file(evs: &[AuditEvent], stats: StatsArgs) -> Value {
     let dir = TempDir::new();
     let file = dir.path().join("audit.jsonl");
     let fa = Auditor::start(AuditConfig {
@@ -202,7 +214,7 @@ async fn cli_tail_and_stats_read_postgres_and_the_file() {
     })
     .await
     .unwrap();
-    for e in &evs {
+    for e in evs {
         fa.record(e.clone());
     }
     fa.shutdown().await;
@@ -232,6 +244,5 @@ async fn cli_tail_and_stats_read_postgres_and_the_file() {
     })
     .join()
     .unwrap();
-    let v: Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(v["total"]["calls"], 10);
+    serde_json::from_str(&out).unwrap()
 }
