@@ -65,23 +65,43 @@ fn a_client_trace_continues_through_gateway_and_backend() {
     assert_eq!(text_of(&a.response(&json!(7))), "hi");
 
     let spans_url = format!("{base}/spans");
-    let in_trace = || -> Vec<Value> {
-        get_json(&spans_url)
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter(|s| s["trace_id"] == TRACE)
-                    .cloned()
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    wait_until(Duration::from_secs(20), || in_trace().len() >= 2);
-    let spans = in_trace();
+    wait_until(Duration::from_secs(20), || {
+        spans_of(&spans_url, TRACE).len() >= 2
+    });
+    let spans = spans_of(&spans_url, TRACE);
     let request = spans
         .iter()
         .find(|s| s["parent_span_id"] == CLIENT_SPAN)
         .unwrap_or_else(|| panic!("no span under the client's: {spans:#?}"));
+    check_request_span(request);
+    let call_span = spans
+        .iter()
+        .find(|s| s["parent_span_id"] == request["span_id"])
+        .unwrap_or_else(|| panic!("no backend call under the request: {spans:#?}"));
+    assert_eq!(call_span["name"], "tools/call traced", "{call_span:#}");
+    assert_eq!(call_span["kind"], 3, "client span: {call_span:#}");
+    assert_eq!(call_span["attributes"]["network.transport"], "http");
+
+    check_backend_was_told(&base, call_span);
+    check_access_log(&log, request);
+    check_a_list_fans_out(&cl, &spans_url);
+}
+
+/// The spans the receiver at `spans_url` holds of trace `trace`.
+fn spans_of(spans_url: &str, trace: &str) -> Vec<Value> {
+    get_json(spans_url)
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|s| s["trace_id"] == trace)
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The request's span: a server span named by method and tool, with the MCP attributes.
+fn check_request_span(request: &Value) {
     assert_eq!(request["name"], "tools/call traced__echo", "{request:#}");
     assert_eq!(request["kind"], 2, "server span: {request:#}");
     assert_eq!(request["service"], "gw-under-test");
@@ -91,16 +111,10 @@ fn a_client_trace_continues_through_gateway_and_backend() {
     assert_eq!(attrs["mcp.backend"], "traced", "{request:#}");
     assert_eq!(attrs["mcp.outcome"], "ok", "{request:#}");
     assert_eq!(attrs["http.response.status_code"], 200, "{request:#}");
+}
 
-    let call_span = spans
-        .iter()
-        .find(|s| s["parent_span_id"] == request["span_id"])
-        .unwrap_or_else(|| panic!("no backend call under the request: {spans:#?}"));
-    assert_eq!(call_span["name"], "tools/call traced", "{call_span:#}");
-    assert_eq!(call_span["kind"], 3, "client span: {call_span:#}");
-    assert_eq!(call_span["attributes"]["network.transport"], "http");
-
-    // The backend was told the backend call span's context, in the header and in _meta.
+/// The backend was told the backend call span's context, in the header and in _meta.
+fn check_backend_was_told(base: &str, call_span: &Value) {
     let sent = format!(
         "00-{TRACE}-{}-01",
         call_span["span_id"].as_str().unwrap_or_default()
@@ -112,9 +126,11 @@ fn a_client_trace_continues_through_gateway_and_backend() {
         .unwrap_or_else(|| panic!("the backend saw no call: {seen:#}"));
     assert_eq!(at_backend["header"], sent.as_str(), "{seen:#}");
     assert_eq!(at_backend["meta"], sent.as_str(), "{seen:#}");
+}
 
-    // The access log line (the shape shared with the sidecar) names the trace.
-    let logged = std::fs::read_to_string(&log).unwrap_or_default();
+/// The access log line (the shape shared with the sidecar) names the trace.
+fn check_access_log(log: &std::path::Path, request: &Value) {
+    let logged = std::fs::read_to_string(log).unwrap_or_default();
     let line: Value = logged
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
@@ -125,8 +141,10 @@ fn a_client_trace_continues_through_gateway_and_backend() {
     }
     assert_eq!(line["trace_id"], TRACE, "{line}");
     assert_eq!(line["span_id"], request["span_id"], "{line}");
+}
 
-    // A list fans out: one backend call span per backend, children of the request's.
+/// A list fans out: one backend call span per backend, children of the request's.
+fn check_a_list_fans_out(cl: &Client, spans_url: &str) {
     const LIST_TRACE: &str = "5bf92f3577b34da6a3ce929d0e0e4737";
     let list = json!({"jsonrpc": "2.0", "id": 8, "method": "tools/list", "params": {}});
     let tp = format!("00-{LIST_TRACE}-{CLIENT_SPAN}-01");
@@ -135,19 +153,10 @@ fn a_client_trace_continues_through_gateway_and_backend() {
         &[("traceparent", tp.as_str())],
     );
     assert_eq!(a.status, 200, "{}", a.body);
-    let list_spans = || -> Vec<Value> {
-        get_json(&spans_url)
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter(|s| s["trace_id"] == LIST_TRACE)
-                    .cloned()
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    wait_until(Duration::from_secs(20), || list_spans().len() >= 3);
-    let spans = list_spans();
+    wait_until(Duration::from_secs(20), || {
+        spans_of(spans_url, LIST_TRACE).len() >= 3
+    });
+    let spans = spans_of(spans_url, LIST_TRACE);
     let request = spans
         .iter()
         .find(|s| s["parent_span_id"] == CLIENT_SPAN)
