@@ -12,7 +12,6 @@ async fn n_events_make_exactly_n_rows_with_every_field() {
     full.args = Some(json!({"text": "hi", "n": [1, 2]}));
     full.detail = Some("refused by policy".into());
     full.groups = vec!["a b".into(), "c,d".into(), "{e}".into()];
-    let full_id = full.id;
     auditor.record(full.clone());
     let mut tasks = Vec::new();
     for t in 0..8 {
@@ -37,8 +36,27 @@ async fn n_events_make_exactly_n_rows_with_every_field() {
     assert!(m.postgres_up);
     assert!(m.last_write_latency_ms > 0.0);
 
-    // Every field round-trips.
     let c = connect(PG).await.unwrap();
+    check_every_field(&c, &schema.name, &full).await;
+    check_migrations_and_layout(&c, &schema.name).await;
+
+    auditor.shutdown().await;
+    assert!(
+        spool_dirs(spool.path()).is_empty(),
+        "nothing left in the spool"
+    );
+
+    // A second start on the same schema migrates nothing and writes on.
+    let again = Auditor::start(pg_config(PG, &schema, spool.path()))
+        .await
+        .unwrap();
+    again.record(sample(9));
+    rows_become(PG, &schema.name, 5002, Duration::from_secs(30)).await;
+    again.shutdown().await;
+}
+
+/// Every field of `full` round-trips through its row.
+async fn check_every_field(c: &tokio_postgres::Client, schema: &str, full: &AuditEvent) {
     let r = c
         .query_one(
             &format!(
@@ -46,9 +64,9 @@ async fn n_events_make_exactly_n_rows_with_every_field() {
                         backend, target, args_digest, args, http_status, rpc_error, latency_ms,
                         bytes_in, bytes_out, source_addr, user_agent, detail
                    FROM \"{}\".audit_events WHERE id = $1",
-                schema.name
+                schema
             ),
-            &[&full_id],
+            &[&full.id],
         )
         .await
         .unwrap();
@@ -74,15 +92,14 @@ async fn n_events_make_exactly_n_rows_with_every_field() {
     assert_eq!(r.get::<_, Option<String>>(18), full.source_addr);
     assert_eq!(r.get::<_, Option<String>>(19), full.user_agent);
     assert_eq!(r.get::<_, Option<String>>(20), full.detail);
+}
 
-    // Migrations are versioned and ran once; the partition of this month and the
-    // next two exist; the indexes exist.
+/// Migrations are versioned and ran once; the partition of this month and the next two
+/// exist; the indexes exist.
+async fn check_migrations_and_layout(c: &tokio_postgres::Client, schema: &str) {
     let v: Vec<i32> = c
         .query(
-            &format!(
-                "SELECT version FROM \"{}\".audit_schema_migrations",
-                schema.name
-            ),
+            &format!("SELECT version FROM \"{}\".audit_schema_migrations", schema),
             &[],
         )
         .await
@@ -96,32 +113,18 @@ async fn n_events_make_exactly_n_rows_with_every_field() {
             "SELECT count(*) FROM pg_inherits i JOIN pg_class p ON p.oid = i.inhparent
                JOIN pg_namespace n ON n.oid = p.relnamespace
               WHERE n.nspname = $1 AND p.relname = 'audit_events'",
-            &[&schema.name],
+            &[&schema],
         )
         .await
         .unwrap()
         .get(0);
     assert_eq!(parts, 3);
-    assert_eq!(index_layout(&c, &schema.name).await, LAYOUT);
+    assert_eq!(index_layout(c, schema).await, LAYOUT);
     assert_eq!(
-        deduplicating(&c, &schema.name).await,
+        deduplicating(c, schema).await,
         Vec::<String>::new(),
         "the partitions made at start do not deduplicate their secondary indexes"
     );
-
-    auditor.shutdown().await;
-    assert!(
-        spool_dirs(spool.path()).is_empty(),
-        "nothing left in the spool"
-    );
-
-    // A second start on the same schema migrates nothing and writes on.
-    let again = Auditor::start(pg_config(PG, &schema, spool.path()))
-        .await
-        .unwrap();
-    again.record(sample(9));
-    rows_become(PG, &schema.name, 5002, Duration::from_secs(30)).await;
-    again.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
