@@ -212,9 +212,9 @@ fn a_session_is_bound_to_its_user() {
     assert_eq!(a.status, 404, "{}", a.body);
 }
 
-#[test]
-fn forged_and_misused_tokens_are_refused_without_upstream_traffic() {
-    let e = env();
+/// A valid token of ana's, and the forged and misused ones made from it, each named by
+/// what is wrong with it.
+fn forged_tokens(e: &Env) -> (String, Vec<(&'static str, String)>) {
     let good = e.claims("ana@example.com", &["sre"]);
     let with = |k: &str, v: Value| {
         let mut c = good.clone();
@@ -242,7 +242,7 @@ fn forged_and_misused_tokens_are_refused_without_upstream_traffic() {
         b64(&json!({"alg": "none", "typ": "JWT", "kid": "k1"})),
         b64(&good)
     );
-    let cases: Vec<(&str, String)> = vec![
+    let cases: Vec<(&'static str, String)> = vec![
         (
             "expired",
             mint_with(with("exp", json!(now() - 3600)), KEY1, "k1"),
@@ -284,6 +284,13 @@ fn forged_and_misused_tokens_are_refused_without_upstream_traffic() {
         ("tampered payload", tampered),
         ("a Google access token", "ya29.a0AfH6SMBx-not-a-jwt".into()),
     ];
+    (valid, cases)
+}
+
+#[test]
+fn forged_and_misused_tokens_are_refused_without_upstream_traffic() {
+    let e = env();
+    let (valid, cases) = forged_tokens(&e);
     // One good session to aim the attacks at.
     let mut ana = e.client(&valid);
     ana.initialize();
