@@ -3,15 +3,19 @@
 //! use — a legacy backend's server stream (`GET`) or a modern backend's own listen
 //! stream ([`Gateway::pump_server_stream`] opens whichever the backend speaks).
 //!
-//! The stream opens with `notifications/subscriptions/acknowledged`; every message on it
-//! carries the listen request's id as `io.modelcontextprotocol/subscriptionId`.
+//! The stream opens with `notifications/subscriptions/acknowledged`, sent once every
+//! backend's own stream is open (a modern backend has acknowledged the gateway's
+//! listen); every message on it carries the listen request's id as
+//! `io.modelcontextprotocol/subscriptionId`.
 //! Not here: the legacy `GET` stream ([`super::stream`]).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
 use serde_json::{json, Map, Value};
+use tokio::sync::oneshot;
 
 use super::exchange::{Caller, Response};
 use super::handler::Gateway;
@@ -103,8 +107,8 @@ fn tagged(mut msg: Value, sub: &Value) -> Value {
 }
 
 impl Gateway {
-    /// `subscriptions/listen`: acknowledged at once, then the opted-in notifications of
-    /// every backend the person may use, until the client closes the stream.
+    /// `subscriptions/listen`: acknowledged once every backend the person may use
+    /// listens, then their opted-in notifications, until the client closes the stream.
     pub(super) async fn listen(
         self: &Arc<Self>,
         claims: Arc<SessionClaims>,
@@ -117,16 +121,16 @@ impl Gateway {
             .subscribe_resources(&claims, caller, &filter.uris)
             .await;
         let (tx, rx) = tokio::sync::mpsc::channel::<Value>(256);
-        for b in self
-            .backends
-            .iter()
-            .filter(|b| self.may_use(b, caller))
-            .map(|b| b.index)
-        {
-            let (gw, claims, tx) = (self.clone(), claims.clone(), tx.clone());
+        let mut listening = Vec::new();
+        let mut deadline = Duration::ZERO;
+        for backend in self.backends.iter().filter(|b| self.may_use(b, caller)) {
+            let (gw, claims, tx, b) = (self.clone(), claims.clone(), tx.clone(), backend.index);
             let uris = at_modern.remove(&b).unwrap_or_default();
+            let (ready, ready_rx) = oneshot::channel();
+            listening.push(ready_rx);
+            deadline = deadline.max(backend.config.timeout);
             tokio::spawn(async move {
-                gw.pump_server_stream(claims, b, tx, Wanted::Fixed(uris))
+                gw.pump_server_stream(claims, b, tx, Wanted::Fixed(uris), Some(ready))
                     .await
             });
         }
@@ -136,13 +140,19 @@ impl Gateway {
             "method": "notifications/subscriptions/acknowledged",
             "params": {"_meta": {SUBSCRIPTION_ID: id.clone()}, "notifications": filter.to_json()},
         });
+        // Acknowledged once every backend listens (or failed to, or its timeout passed):
+        // a change the client makes after the acknowledgement reaches it.
+        let acknowledged = async move {
+            let _ = tokio::time::timeout(deadline, futures::future::join_all(listening)).await;
+            format_event(&to_bytes(&ack))
+        };
         let notes = tokio_stream_receiver(rx)
             .filter(move |m| futures::future::ready(filter.admits(m)))
             .map(move |m| format_event(&to_bytes(&tagged(m, &id))));
         let keepalive =
             tokio_stream_interval(KEEPALIVE).map(|_| Bytes::from_static(b": keepalive\n\n"));
-        let stream = futures::stream::once(async move { format_event(&to_bytes(&ack)) })
-            .chain(futures::stream::select(notes, keepalive));
+        let stream =
+            futures::stream::once(acknowledged).chain(futures::stream::select(notes, keepalive));
         Response::Sse {
             headers: Vec::new(),
             stream: stream.boxed(),

@@ -15,7 +15,7 @@ use futures::StreamExt;
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 
 /// How often an idle stream gets a comment line, so that proxies keep it open.
 pub(super) const KEEPALIVE: Duration = Duration::from_secs(15);
@@ -48,9 +48,10 @@ impl Gateway {
             .map(|b| b.index)
         {
             let (gw, claims, tx) = (self.clone(), claims.clone(), tx.clone());
-            tokio::spawn(
-                async move { gw.pump_server_stream(claims, b, tx, Wanted::Session).await },
-            );
+            tokio::spawn(async move {
+                gw.pump_server_stream(claims, b, tx, Wanted::Session, None)
+                    .await
+            });
         }
         drop(tx);
         let keepalive =
@@ -70,13 +71,15 @@ impl Gateway {
 
     /// Relays backend `b`'s change notifications to `tx` until it closes, opening the
     /// backend's stream again (with backoff) when it ends; for a modern backend, with the
-    /// resource URIs `wanted`, listened for again as they change.
+    /// resource URIs `wanted`, listened for again as they change. `ready` is told when
+    /// the first try to open it is over (the backend listens, or it failed).
     pub(super) async fn pump_server_stream(
         self: Arc<Self>,
         claims: Arc<SessionClaims>,
         b: usize,
         tx: tokio::sync::mpsc::Sender<Value>,
         wanted: Wanted,
+        mut ready: Option<oneshot::Sender<()>>,
     ) {
         let backend = self.backends[b].clone();
         let mut backoff = Duration::from_millis(500);
@@ -103,6 +106,10 @@ impl Gateway {
                 r = open => r,
                 _ = tx.closed() => return,
             };
+            // The first try is over: the stream listens now, or it will not for a while.
+            if let Some(r) = ready.take() {
+                let _ = r.send(());
+            }
             match opened {
                 Ok(Some(mut stream)) => {
                     backoff = Duration::from_millis(500);

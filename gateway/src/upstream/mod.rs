@@ -473,9 +473,9 @@ impl Backend {
                 self.listen_upstream(session, uris).await
             }
             Link::Http(h) => h.open_stream(session.id.as_deref(), &session.version).await,
-            Link::Shared(_) | Link::PerSession(_) => {
-                Ok(Some(self.channel_for(sid)?.changes().await?))
-            }
+            Link::Shared(_) | Link::PerSession(_) => Ok(Some(
+                self.channel_for(sid)?.changes(self.config.timeout).await?,
+            )),
         }
     }
 

@@ -7,6 +7,7 @@
 
 use std::sync::atomic::Ordering;
 
+use futures::StreamExt;
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
@@ -198,11 +199,38 @@ impl Backend {
             .await
             .map_err(|e| self.modern_failed(e))?;
         match opened.reply {
-            Reply::Stream(s) => Ok(Some(s)),
+            Reply::Stream(s) => self.acknowledged(s).await,
             // Answered at once: it has nothing to stream.
             Reply::Json(_) | Reply::Accepted => Ok(None),
         }
     }
+
+    /// A listen stream once the backend has acknowledged it (its first message, within
+    /// the backend's timeout): from then on it sends every change it makes, so a
+    /// gateway stream waiting on this one may acknowledge its own client. The
+    /// acknowledgement itself is not passed on; a first message that is not one (a
+    /// server that skips it) is.
+    async fn acknowledged(
+        &self,
+        mut s: super::MessageStream,
+    ) -> Result<Option<super::MessageStream>, UpstreamError> {
+        let first = tokio::time::timeout(self.config.timeout, s.next())
+            .await
+            .map_err(|_| UpstreamError::Timeout(self.config.timeout))?;
+        match first {
+            None => Ok(None),
+            Some(Err(e)) => Err(e),
+            Some(Ok(m)) if is_acknowledgement(&m) => Ok(Some(s)),
+            Some(Ok(m)) => Ok(Some(Box::pin(
+                futures::stream::once(async move { Ok(m) }).chain(s),
+            ))),
+        }
+    }
+}
+
+/// Whether a message is a listen stream's `notifications/subscriptions/acknowledged`.
+pub(super) fn is_acknowledgement(m: &Value) -> bool {
+    m.get("method").and_then(Value::as_str) == Some("notifications/subscriptions/acknowledged")
 }
 
 /// The params of the gateway's own `subscriptions/listen` to a modern backend (HTTP or

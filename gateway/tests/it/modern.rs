@@ -514,8 +514,9 @@ pub(crate) fn sse_reader(
     rx
 }
 
-/// Calls `notify` until a `notifications/tools/list_changed` arrives on `events` (the
-/// gateway's listen to the backend is sent asynchronously), and returns it.
+/// Calls `notify` until a `notifications/tools/list_changed` arrives on `events` (a
+/// 2025 client's GET stream has no acknowledgement that says when the gateway's own
+/// stream to the backend is open), and returns it.
 fn list_change(events: &std::sync::mpsc::Receiver<Value>, notify: impl FnMut()) -> Value {
     notified(events, "notifications/tools/list_changed", notify)
 }

@@ -1,7 +1,8 @@
 //! Resource subscriptions across the eras: a 2025 client's `resources/subscribe` at a
 //! 2026-07-28 backend (which has none: the gateway listens upstream with the URIs) and
 //! a 2026-07-28 client's `resourceSubscriptions` at one; updates reach the client's
-//! stream, and stop after `resources/unsubscribe`. Real `mcp-mock` processes.
+//! stream, and stop after `resources/unsubscribe`; a listen is acknowledged only once
+//! the backends listen. Real `mcp-mock` processes.
 
 use crate::common::*;
 use crate::modern::{listen, notified, send, sse_reader};
@@ -91,4 +92,44 @@ fn a_modern_clients_resource_subscriptions_reach_a_modern_backend() {
         n["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"], 77,
         "{n}"
     );
+}
+
+/// A modern client's listen is acknowledged only once every backend listens: a change
+/// made right after the acknowledgement reaches the stream, from a modern HTTP backend
+/// and a modern STDIO one that are both slow to open their own listen streams. Each
+/// change is made once (no retry), so one lost in between fails the test.
+#[test]
+fn a_change_made_after_the_acknowledgement_is_not_lost() {
+    // Slow by different amounts: waiting for one must not pass for waiting for both.
+    let slow = |ms: &'static str| {
+        [
+            "--no-dynamic",
+            "--protocol",
+            "modern",
+            "--listen-delay-ms",
+            ms,
+        ]
+    };
+    let web = spawn_mock("web", &slow("1000"));
+    let mut cfg = gateway_config(&[("web", &web.url, "")], "");
+    cfg.push_str(&format!(
+        "\n[[backend]]\nname = \"pipe\"\ntransport = \"stdio\"\ncommand = \"{}\"\nargs = [\"--stdio\", \"--name\", \"pipe\", {}]\ntimeout_ms = 10000\n",
+        mock_bin().display(),
+        slow("2500").map(|a| format!("\"{a}\"")).join(", ")
+    ));
+    let gw = spawn_gateway(&cfg);
+    let events = listen(&gw, json!({"toolsListChanged": true}));
+    let ack = events
+        .recv_timeout(Duration::from_secs(20))
+        .expect("acknowledgement");
+    assert_eq!(ack["method"], "notifications/subscriptions/acknowledged");
+    for (id, backend) in [(1, "web"), (2, "pipe")] {
+        let call = json!({"name": format!("{backend}__notify_list_changed"), "arguments": {}});
+        let a = send(&gw, id, "tools/call", call, &[]);
+        assert_eq!(a.status, 200, "{}", a.body);
+        let n = events
+            .recv_timeout(Duration::from_secs(10))
+            .unwrap_or_else(|e| panic!("{backend}'s change did not reach the stream: {e}"));
+        assert_eq!(n["method"], "notifications/tools/list_changed", "{n}");
+    }
 }

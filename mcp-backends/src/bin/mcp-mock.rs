@@ -49,6 +49,10 @@ struct Cli {
     /// Delay before answering each request, in milliseconds.
     #[arg(long, value_name = "N", default_value_t = 0)]
     latency_ms: u64,
+    /// Delay before a 2026-07-28 `subscriptions/listen` is opened and acknowledged, in
+    /// milliseconds (changes made meanwhile are not sent on it).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    listen_delay_ms: u64,
     /// Methods to answer with JSON-RPC error -32603 (comma-separated).
     #[arg(long, value_name = "a,b", value_delimiter = ',')]
     fail_methods: Vec<String>,
@@ -104,6 +108,7 @@ fn main() -> anyhow::Result<()> {
         cache_private: cli.cache_private,
         name: cli.name,
         latency: Duration::from_millis(cli.latency_ms),
+        listen_delay: Duration::from_millis(cli.listen_delay_ms),
         fail_methods: cli
             .fail_methods
             .into_iter()

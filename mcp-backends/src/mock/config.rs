@@ -49,6 +49,9 @@ pub struct MockConfig {
     pub name: String,
     /// Delay before answering each request.
     pub latency: Duration,
+    /// Delay before a `subscriptions/listen` stream is opened and acknowledged (a slow
+    /// backend: what changes meanwhile is not sent on it).
+    pub listen_delay: Duration,
     /// Methods answered with -32603.
     pub fail_methods: HashSet<String>,
     /// Number of synthetic `tool_i` tools.
@@ -80,6 +83,7 @@ impl Default for MockConfig {
             cache_private: false,
             name: "mock".to_string(),
             latency: Duration::ZERO,
+            listen_delay: Duration::ZERO,
             fail_methods: HashSet::new(),
             synthetic_tools: 0,
             long_tool_name: false,

@@ -22,9 +22,11 @@
 //! or ends every listen at once is not asked in a loop).
 
 use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use futures::StreamExt;
 use serde_json::{json, Value};
+use tokio::sync::Notify;
 
 use super::Channel;
 use crate::upstream::http::MessageStream;
@@ -39,6 +41,17 @@ pub(super) struct ListenState {
     subscribers: usize,
     /// The gateway id of the open listen request.
     open: Option<u64>,
+    /// The listen request the server has acknowledged.
+    acked: Option<u64>,
+    /// Woken when a listen request is acknowledged or ends.
+    settled: Arc<Notify>,
+}
+
+impl ListenState {
+    /// Whether listen request `gid` needs no more waiting for: acknowledged or ended.
+    fn is_settled(&self, gid: u64) -> bool {
+        self.open != Some(gid) || self.acked == Some(gid)
+    }
 }
 
 /// Held by each stream [`Channel::changes`] hands out; the last one dropped cancels the
@@ -63,29 +76,53 @@ impl Channel {
     /// A stream of the server's own messages (for sessions' server streams and
     /// `subscriptions/listen`): on a legacy connection what it sends unsolicited; on a
     /// modern one also the notifications of the connection's listen request, sent now
-    /// if none is open.
-    pub async fn changes(self: &Arc<Self>) -> Result<MessageStream, UpstreamError> {
+    /// if none is open, and returned once the server has acknowledged it (or ended it,
+    /// or `ack_wait` has passed): from then on no change the server makes is missed.
+    pub async fn changes(
+        self: &Arc<Self>,
+        ack_wait: Duration,
+    ) -> Result<MessageStream, UpstreamError> {
         if !self.is_modern() {
             return Ok(self.subscribe());
         }
         // Subscribed before the listen goes out: nothing it carries is missed.
         let events = self.subscribe();
-        let send = self.listen.lock().ok().and_then(|mut l| {
-            l.subscribers += 1;
-            if l.subscribers == 1 && l.open.is_none() {
-                let gid = self.next_id();
-                l.open = Some(gid);
-                Some(gid)
-            } else {
-                None
+        let (send, wait) = match self.listen.lock() {
+            Ok(mut l) => {
+                l.subscribers += 1;
+                if l.subscribers == 1 && l.open.is_none() {
+                    let gid = self.next_id();
+                    l.open = Some(gid);
+                    (Some(gid), Some((gid, l.settled.clone())))
+                } else {
+                    let unsettled = l.open.filter(|g| !l.is_settled(*g));
+                    (None, unsettled.map(|g| (g, l.settled.clone())))
+                }
             }
-        });
+            Err(_) => (None, None),
+        };
         let guard = Subscriber(Arc::downgrade(self));
         if let Some(gid) = send {
             let req = json!({"jsonrpc": "2.0", "id": gid, "method": "subscriptions/listen",
                              "params": modern::listen_params()});
             self.send_raw(to_bytes(&req)).await?;
             tracing::debug!(backend = %self.backend, id = gid, "listening for the backend's change notifications");
+        }
+        if let Some((gid, settled)) = wait {
+            let acknowledged = async {
+                loop {
+                    let woken = settled.notified();
+                    tokio::pin!(woken);
+                    woken.as_mut().enable();
+                    if self.listen.lock().map_or(true, |l| l.is_settled(gid)) {
+                        return;
+                    }
+                    woken.await;
+                }
+            };
+            if tokio::time::timeout(ack_wait, acknowledged).await.is_err() {
+                tracing::debug!(backend = %self.backend, id = gid, "no acknowledgement of the listen request yet");
+            }
         }
         Ok(Box::pin(events.map(move |m| {
             let _held = &guard;
@@ -115,10 +152,15 @@ impl Channel {
         let Some(gid) = id.and_then(Value::as_u64) else {
             return false;
         };
-        self.listen
-            .lock()
-            .ok()
-            .is_some_and(|mut l| l.open == Some(gid) && l.open.take().is_some())
+        let ended = self.listen.lock().ok().and_then(|mut l| {
+            (l.open == Some(gid))
+                .then(|| l.open.take())
+                .map(|_| l.settled.clone())
+        });
+        if let Some(settled) = &ended {
+            settled.notify_waiters();
+        }
+        ended.is_some()
     }
 
     /// Takes the messages that belong to the listen request: its answer or the server's
@@ -168,6 +210,10 @@ impl Channel {
                 }
                 if m == "notifications/subscriptions/acknowledged" {
                     tracing::debug!(backend = %self.backend, "backend acknowledged the listen request");
+                    if let Ok(mut l) = self.listen.lock() {
+                        l.acked = current;
+                        l.settled.notify_waiters();
+                    }
                     return true;
                 }
                 if is_empty {
@@ -211,9 +257,9 @@ mod tests {
         let (l, mut out, server, _done) = link();
         let (ch, _) = Channel::new("b", l);
         modern(&ch);
-        let mut a = ch.changes().await.unwrap();
-        let mut b = ch.changes().await.unwrap();
+        let a = waiting_changes(&ch);
         let listen = sent(&mut out).await;
+        let b = waiting_changes(&ch);
         assert_eq!(listen["method"], "subscriptions/listen");
         assert_eq!(listen["params"]["notifications"]["toolsListChanged"], true);
         assert_eq!(
@@ -222,8 +268,28 @@ mod tests {
         );
         let gid = listen["id"].clone();
         let tag = |method: &str, sub: &Value| json!({"jsonrpc": "2.0", "method": method, "params": {"_meta": {SUBSCRIPTION_ID: sub}}});
+        // Neither stream is handed out before the server acknowledges the listen.
+        server
+            .send(tag(
+                "notifications/subscriptions/acknowledged",
+                &json!(999_999),
+            ))
+            .await
+            .unwrap();
+        tokio::task::yield_now().await;
+        assert!(
+            !a.is_finished() && !b.is_finished(),
+            "handed out unacknowledged"
+        );
+        server
+            .send(tag("notifications/subscriptions/acknowledged", &gid))
+            .await
+            .unwrap();
+        let (mut a, mut b) = (a.await.unwrap().unwrap(), b.await.unwrap().unwrap());
+        // One acknowledged already: a third stream is handed out at once.
+        let c = ch.changes(Duration::from_secs(60)).await.unwrap();
+        drop(c);
         for m in [
-            tag("notifications/subscriptions/acknowledged", &gid),
             tag("notifications/prompts/list_changed", &json!(999_999)),
             tag("notifications/tools/list_changed", &gid),
         ] {
@@ -249,29 +315,40 @@ mod tests {
             ),
             (json!("notifications/cancelled"), gid.clone())
         );
-        // A new stream: a new listen request.
-        let _c = ch.changes().await.unwrap();
+        // A new stream: a new listen request. A server that never acknowledges it
+        // keeps the stream waiting only as long as it was told to.
+        let _c = ch.changes(Duration::from_millis(50)).await.unwrap();
         let again = sent(&mut out).await;
         assert_eq!(again["method"], "subscriptions/listen");
         assert_ne!(again["id"], gid);
+    }
+
+    /// `changes` of a modern channel, which waits for the listen's acknowledgement.
+    fn waiting_changes(
+        ch: &Arc<Channel>,
+    ) -> tokio::task::JoinHandle<Result<MessageStream, UpstreamError>> {
+        let ch = ch.clone();
+        tokio::spawn(async move { ch.changes(Duration::from_secs(60)).await })
     }
 
     #[tokio::test]
     async fn a_legacy_connection_sends_no_listen_and_an_answered_listen_is_not_resent() {
         let (l, mut out, server, _done) = link();
         let (ch, _) = Channel::new("b", l);
-        let _legacy = ch.changes().await.unwrap();
+        let _legacy = ch.changes(Duration::from_secs(60)).await.unwrap();
         assert!(out.try_recv().is_err());
         drop(_legacy);
         modern(&ch);
-        let s1 = ch.changes().await.unwrap();
+        let s1 = waiting_changes(&ch);
         let listen = sent(&mut out).await;
         server
             .send(json!({"jsonrpc": "2.0", "id": listen["id"], "error": {"code": -32601, "message": "no"}}))
             .await
             .unwrap();
-        // The refusal is taken (no request waits for it); a second stream sends none.
-        let mut s2 = ch.changes().await.unwrap();
+        // The refusal ends the wait and is taken (no request waits for it); a second
+        // stream sends none.
+        let s1 = s1.await.unwrap().unwrap();
+        let mut s2 = ch.changes(Duration::from_secs(60)).await.unwrap();
         server
             .send(json!({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"}))
             .await

@@ -101,7 +101,7 @@ pub async fn handle(
         Err(refusal) => return refuse(&id, refusal),
     };
     if kind == Method::Listen {
-        return listen(&server, id, &params);
+        return listen(&server, id, &params).await;
     }
     let session = Session::new(None, Outlet::Http(StreamRegistry::default()));
     let (tx, rx) = mpsc::unbounded_channel();
@@ -333,11 +333,14 @@ async fn reply(
 
 /// `subscriptions/listen`: an SSE stream that starts with the acknowledgement and
 /// stays open until the client closes it.
-fn listen(server: &Arc<MockServer>, id: Value, params: &Value) -> Response<HttpBody> {
+async fn listen(server: &Arc<MockServer>, id: Value, params: &Value) -> Response<HttpBody> {
     let filter = match Filter::parse(params) {
         Ok(f) => f,
         Err(e) => return json_reply(&jsonrpc::error_response(&id, &e)),
     };
+    if !server.config.listen_delay.is_zero() {
+        tokio::time::sleep(server.config.listen_delay).await;
+    }
     let mut rx = server.listeners.open(id, filter);
     let (tx, body_rx) = mpsc::unbounded_channel::<Bytes>();
     tokio::spawn(async move {

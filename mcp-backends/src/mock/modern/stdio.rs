@@ -65,11 +65,14 @@ fn listen(
         Ok(f) => f,
         Err(e) => return Some(jsonrpc::error_response(&id, &e)),
     };
-    let mut rx = server.listeners.open(id.clone(), filter);
     let cancelled = session.register_running(&id);
-    let session = Arc::clone(session);
+    let (server, session) = (Arc::clone(server), Arc::clone(session));
     let out = out.clone();
     tokio::spawn(async move {
+        if !server.config.listen_delay.is_zero() {
+            tokio::time::sleep(server.config.listen_delay).await;
+        }
+        let mut rx = server.listeners.open(id.clone(), filter);
         loop {
             tokio::select! {
                 _ = cancelled.cancelled() => break,
