@@ -12,24 +12,12 @@
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$root"
-secs=3
-rounds=5
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --seconds) secs="${2:?--seconds needs a number}"; shift 2 ;;
-    --rounds) rounds="${2:?--rounds needs a number}"; shift 2 ;;
-    *) echo "unknown option $1 (--seconds N, --rounds R)" >&2; exit 2 ;;
-  esac
-done
-[[ "$secs" =~ ^[1-9][0-9]*$ && "$rounds" =~ ^[1-9][0-9]*$ ]] || { echo "--seconds and --rounds take positive whole numbers" >&2; exit 2; }
 . "$root/ops/scripts/lib.sh"
+bench_options 3 5 "$@"
 bench_init
-start() {
-  PROC_STDERR=/dev/null proc_start "p$RANDOM" TERM 15 "$@" || { echo "could not start: $*" >&2; exit 1; }
-}
 
-old=$(start "$bin/mcp-mock" --http 127.0.0.1:0 --name old --no-dynamic)
-new=$(start "$bin/mcp-mock" --http 127.0.0.1:0 --name new --no-dynamic --protocol modern)
+old=$(bench_start "$bin/mcp-mock" --http 127.0.0.1:0 --name old --no-dynamic)
+new=$(bench_start "$bin/mcp-mock" --http 127.0.0.1:0 --name new --no-dynamic --protocol modern)
 cat > "$work/gw.toml" <<EOT
 [server]
 listen = "127.0.0.1:0"
@@ -42,7 +30,7 @@ url = "$old"
 name = "new"
 url = "$new"
 EOT
-gw=$(start "$bin/mcp-gateway" --config "$work/gw.toml" -c ops/pingora.yaml)
+gw=$(bench_start "$bin/mcp-gateway" --config "$work/gw.toml" -c ops/pingora.yaml)
 
 # The four pairings: name, client era, tool.
 names=("2025 client → 2025 backend" "2026-07-28 client → 2025 backend"

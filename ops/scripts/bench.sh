@@ -9,24 +9,9 @@
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$root"
-secs=10
-rounds=10
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --seconds) secs="${2:?--seconds needs a number}"; shift 2 ;;
-    --rounds) rounds="${2:?--rounds needs a number}"; shift 2 ;;
-    *) echo "unknown option $1 (--seconds N, --rounds R)" >&2; exit 2 ;;
-  esac
-done
-[[ "$secs" =~ ^[1-9][0-9]*$ && "$rounds" =~ ^[1-9][0-9]*$ ]] || { echo "--seconds and --rounds take positive whole numbers" >&2; exit 2; }
 . "$root/ops/scripts/lib.sh"
+bench_options 10 10 "$@"
 bench_init
-
-# start() runs in a subshell ($(…)): lib.sh records every PID in a file, not a variable.
-# Starts a process whose first stdout line is "listening on URL" (15 s); echoes URL.
-start() {
-  PROC_STDERR=/dev/null proc_start "p$RANDOM" TERM 15 "$@" || { echo "could not start: $*" >&2; exit 1; }
-}
 
 load() { "$bin/mcp-load" --json --duration "$secs" --warmup 1 "$@"; }
 # The ratio rows compare two gateways over $rounds rounds of one short run each, the order
@@ -82,7 +67,7 @@ a_args=()
 fresh() {
   local p
   for p in ${mock_pid:-} ${gw_pid:-}; do kill -KILL "$p" 2>/dev/null || true; done
-  mock=$(start "$bin/mcp-mock" --http 127.0.0.1:0 --name fast --no-dynamic --json)
+  mock=$(bench_start "$bin/mcp-mock" --http 127.0.0.1:0 --name fast --no-dynamic --json)
   mock_pid=$(proc_last_pid)
   cat > "$work/gw.toml" <<EOT
 [server]
@@ -93,7 +78,7 @@ enabled = false
 name = "fast"
 url = "$mock"
 EOT
-  gw=$(start "$bin/mcp-gateway" --config "$work/gw.toml" -c ops/pingora.yaml)
+  gw=$(bench_start "$bin/mcp-gateway" --config "$work/gw.toml" -c ops/pingora.yaml)
   gw_pid=$(proc_last_pid)
   pass="${gw%/mcp}/backends/fast/mcp"
 }
@@ -134,9 +119,9 @@ row "tools/call, 16 conns: aggregated, 2026-07-28 stateless" "$(printf '%.0f req
 # legacy backend (sessions on both sides), each behind a fresh gateway of its own.
 fresh
 echo "2026-07-28 end to end against 2025 end to end…" >&2
-mockm=$(start "$bin/mcp-mock" --http 127.0.0.1:0 --name fast --no-dynamic --json --protocol modern)
+mockm=$(bench_start "$bin/mcp-mock" --http 127.0.0.1:0 --name fast --no-dynamic --json --protocol modern)
 sed "s|$mock|$mockm|" "$work/gw.toml" > "$work/gwmodern.toml"
-gwm=$(start "$bin/mcp-gateway" --config "$work/gwmodern.toml" -c ops/pingora.yaml)
+gwm=$(bench_start "$bin/mcp-gateway" --config "$work/gwmodern.toml" -c ops/pingora.yaml)
 gwm_pid=$(proc_last_pid)
 pair "2025 to a legacy backend" "$gw" "$gw_pid" fast__echo "2026-07-28 to a modern backend" "$gwm" "$gwm_pid" fast__echo --era 2026-07-28
 er=${rps_a[$mid]}; emr=${rps_b[$mid]}
@@ -149,7 +134,7 @@ row "tools/call, 16 conns: 2026-07-28 client, modern backend" "$(printf '%.0f re
 if [ -n "${BASELINE_GATEWAY:-}" ]; then
   fresh
   echo "tracing off against the baseline binary…" >&2
-  gwb=$(start "$BASELINE_GATEWAY" --config "$work/gw.toml" -c ops/pingora.yaml)
+  gwb=$(bench_start "$BASELINE_GATEWAY" --config "$work/gw.toml" -c ops/pingora.yaml)
   gwb_pid=$(proc_last_pid)
   pair "baseline" "$gwb" "$gwb_pid" fast__echo "tracing off" "$gw" "$gw_pid" fast__echo
   br=${rps_a[$mid]}; tr=${rps_b[$mid]}
@@ -159,7 +144,7 @@ else
 fi
 fresh
 echo "tracing on at 1 % sampling…" >&2
-otlp=$(start .tools/venv/bin/python gateway/tests/interop/otlp_receiver.py)
+otlp=$(bench_start .tools/venv/bin/python gateway/tests/interop/otlp_receiver.py)
 cat > "$work/gwtrace.toml" <<EOT
 [server]
 listen = "127.0.0.1:0"
@@ -172,7 +157,7 @@ sample_ratio = 0.01
 name = "fast"
 url = "$mock"
 EOT
-gwt=$(start "$bin/mcp-gateway" --config "$work/gwtrace.toml" -c ops/pingora.yaml)
+gwt=$(bench_start "$bin/mcp-gateway" --config "$work/gwtrace.toml" -c ops/pingora.yaml)
 gwt_pid=$(proc_last_pid)
 pair "tracing off" "$gw" "$gw_pid" fast__echo "tracing 1 %" "$gwt" "$gwt_pid" fast__echo
 fr0=${rps_a[$mid]}; tr1=${rps_b[$mid]}
@@ -200,7 +185,7 @@ enabled = false
 name = "fast"
 url = "$mock"
 EOT
-gwa=$(start "$bin/mcp-gateway" --config "$work/gwauth.toml" -c ops/pingora.yaml)
+gwa=$(bench_start "$bin/mcp-gateway" --config "$work/gwauth.toml" -c ops/pingora.yaml)
 gwa_pid=$(proc_last_pid)
 token=$(python3 ops/scripts/mint-test-token.py gateway/tests/keys/test-es256-1.pem k1 "$iss" "$gwa")
 pair "auth none" "$gw" "$gw_pid" fast__echo "oauth" "$gwa" "$gwa_pid" fast__echo --header "authorization: Bearer $token"
@@ -212,11 +197,11 @@ echo "tool policy from the 2026-07-28 headers…" >&2
 fresh
 kill -KILL "$gwa_pid" 2>/dev/null || true
 sed -i "s|^url = .*|url = \"$mock\"|" "$work/gwauth.toml"
-gwa=$(start "$bin/mcp-gateway" --config "$work/gwauth.toml" -c ops/pingora.yaml)
+gwa=$(bench_start "$bin/mcp-gateway" --config "$work/gwauth.toml" -c ops/pingora.yaml)
 gwa_pid=$(proc_last_pid)
 token=$(python3 ops/scripts/mint-test-token.py gateway/tests/keys/test-es256-1.pem k1 "$iss" "$gwa")
 sed 's/^url = .*/&\ntools = { echo = { allow_users = ["bench@example.com"] } }/' "$work/gwauth.toml" > "$work/gwpolicy.toml"
-gwp=$(start "$bin/mcp-gateway" --config "$work/gwpolicy.toml" -c ops/pingora.yaml)
+gwp=$(bench_start "$bin/mcp-gateway" --config "$work/gwpolicy.toml" -c ops/pingora.yaml)
 gwp_pid=$(proc_last_pid)
 tokp=$(python3 ops/scripts/mint-test-token.py gateway/tests/keys/test-es256-1.pem k1 "$iss" "$gwp")
 a_args=(--era 2026-07-28 --header "authorization: Bearer $token")
@@ -239,7 +224,7 @@ spool_dir = "$work/spool"
 name = "fast"
 url = "$mock"
 EOT
-gwq=$(start "$bin/mcp-gateway" --config "$work/gwaudit.toml" -c ops/pingora.yaml)
+gwq=$(bench_start "$bin/mcp-gateway" --config "$work/gwaudit.toml" -c ops/pingora.yaml)
 gwq_pid=$(proc_last_pid)
 # PostgreSQL shares the two cores with the gateway, the backend and the load.
 pair "audit off" "$gw" "$gw_pid" fast__echo "audit on" "$gwq" "$gwq_pid" fast__echo
@@ -260,10 +245,10 @@ echo "tools/list over 10 backends at 50 ms each…" >&2
 cfg="$work/gw10.toml"
 printf '[server]\nlisten = "127.0.0.1:0"\n' > "$cfg"
 for i in $(seq 0 9); do
-  u=$(start "$bin/mcp-mock" --http 127.0.0.1:0 --name "slow$i" --no-dynamic --json --latency-ms 50)
+  u=$(bench_start "$bin/mcp-mock" --http 127.0.0.1:0 --name "slow$i" --no-dynamic --json --latency-ms 50)
   printf '[[backend]]\nname = "slow%s"\nurl = "%s"\n' "$i" "$u" >> "$cfg"
 done
-gw10=$(start "$bin/mcp-gateway" --config "$cfg" -c ops/pingora.yaml)
+gw10=$(bench_start "$bin/mcp-gateway" --config "$cfg" -c ops/pingora.yaml)
 l10=$("$bin/mcp-load" --json --warmup 1 --url "$gw10" --connections 1 --mode list --duration "$(( secs < 5 ? secs : 5 ))")
 row "tools/list over 10 backends (50 ms each), p50" "$(printf '%.1f ms' "$(field "$l10" p50_ms)")" "target ≤ 70 ms; p99 $(printf '%.1f' "$(field "$l10" p99_ms)") ms"
 

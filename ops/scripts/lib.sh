@@ -18,6 +18,27 @@
 # bench-instructions.sh): the release binaries built, `bin` their directory, `work` a
 # new scratch directory for the harness, everything stopped and `work` removed at exit.
 # Needs $root (the checkout).
+# bench_options SECS ROUNDS ARGS… : reads --seconds N and --rounds R (defaults SECS and
+# ROUNDS) into $secs and $rounds; anything else, or a number that is not positive, exits 2.
+bench_options() {
+  secs=$1 rounds=$2; shift 2
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      --seconds) secs="${2:?--seconds needs a number}"; shift 2 ;;
+      --rounds) rounds="${2:?--rounds needs a number}"; shift 2 ;;
+      *) echo "unknown option $1 (--seconds N, --rounds R)" >&2; exit 2 ;;
+    esac
+  done
+  [[ "$secs" =~ ^[1-9][0-9]*$ && "$rounds" =~ ^[1-9][0-9]*$ ]] || { echo "--seconds and --rounds take positive whole numbers" >&2; exit 2; }
+}
+
+# bench_start ARGV… : starts a process whose first stdout line is "listening on URL"
+# (15 s), its stderr dropped; echoes URL; exits when it does not start. Runs in a
+# subshell ($(…)): lib.sh records every PID in a file, not a variable.
+bench_start() {
+  PROC_STDERR=/dev/null proc_start "p$RANDOM" TERM 15 "$@" || { echo "could not start: $*" >&2; exit 1; }
+}
+
 bench_init() {
   cargo build --release -q -p mcp-gateway -p mcp-backends -p mcp-loadgen
   bin="$root/target/release"
