@@ -229,7 +229,7 @@ impl Backend {
 }
 
 /// Whether a message is a listen stream's `notifications/subscriptions/acknowledged`.
-pub(super) fn is_acknowledgement(m: &Value) -> bool {
+fn is_acknowledgement(m: &Value) -> bool {
     m.get("method").and_then(Value::as_str) == Some("notifications/subscriptions/acknowledged")
 }
 
