@@ -191,22 +191,7 @@ async fn a_different_person_in_a_remembered_browser_is_asked_for_consent() {
         .text()
         .await
         .unwrap();
-    let mut form: Vec<(String, String)> = [
-        "client_id",
-        "redirect_uri",
-        "response_type",
-        "scope",
-        "state",
-        "nonce",
-        "code_challenge",
-        "code_challenge_method",
-        "hd",
-        "prompt",
-    ]
-    .iter()
-    .map(|k| (k.to_string(), hidden(&chooser, k)))
-    .collect();
-    form.push(("email".into(), "bob@example.com".into()));
+    let form = chooser_form(&chooser, "bob@example.com");
     let r = b
         .post(format!("{}/authorize", google.url))
         .form(&form)

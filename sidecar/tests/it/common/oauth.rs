@@ -144,6 +144,30 @@ pub fn hidden(html: &str, name: &str) -> String {
     html[start..end].replace("&amp;", "&")
 }
 
+/// The form Google's account chooser page posts when `email` is picked: its hidden
+/// fields (those it has) and the email.
+pub fn chooser_form(chooser: &str, email: &str) -> Vec<(String, String)> {
+    let mut form: Vec<(String, String)> = [
+        "client_id",
+        "redirect_uri",
+        "response_type",
+        "scope",
+        "state",
+        "nonce",
+        "code_challenge",
+        "code_challenge_method",
+        "hd",
+        "prompt",
+        "access_type",
+    ]
+    .into_iter()
+    .filter(|k| chooser.contains(&format!("name=\"{k}\" value=\"")))
+    .map(|k| (k.to_string(), hidden(chooser, k)))
+    .collect();
+    form.push(("email".into(), email.into()));
+    form
+}
+
 /// How a sign-in ended.
 pub enum Outcome {
     /// Redirected to the client's redirect URI (query parameters).
@@ -198,25 +222,7 @@ pub async fn sign_in(
     let r = b.get(&to_google).send().await.expect("google authorize");
     assert_eq!(r.status(), 200, "google chooser");
     let chooser = r.text().await.expect("chooser");
-    let mut form: Vec<(String, String)> = Vec::new();
-    for k in [
-        "client_id",
-        "redirect_uri",
-        "response_type",
-        "scope",
-        "state",
-        "nonce",
-        "code_challenge",
-        "code_challenge_method",
-        "hd",
-        "prompt",
-        "access_type",
-    ] {
-        if chooser.contains(&format!("name=\"{k}\" value=\"")) {
-            form.push((k.into(), hidden(&chooser, k)));
-        }
-    }
-    form.push(("email".into(), email.into()));
+    let form = chooser_form(&chooser, email);
     let google_url = to_google
         .split('?')
         .next()
